@@ -1,0 +1,21 @@
+"""GLUE MRPC: fine-tune on MRPC, report F1 and accuracy on dev.
+
+  python train.py --config=configs/glue_mrpc.py --workdir=/tmp/mrpc \\
+      --config.data.dir=../shared/data/glue/MRPC
+
+Without `data.dir` the data comes from the Hugging Face hub (nyu-mll/glue, needs network).
+Pick the method with --config.method.name=<name>.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.task = "mrpc"
+    # Longest sequence kept after truncation; the buckets must end at it.
+    config.data.max_length = 128
+    config.data.buckets = (64, 128)
+    config.train.num_epochs = 3.0
+    config.train.learning_rate = 3e-05
+    return config

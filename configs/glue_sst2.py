@@ -1,0 +1,21 @@
+"""GLUE SST-2: fine-tune on SST-2, report accuracy on dev.
+
+  python train.py --config=configs/glue_sst2.py --workdir=/tmp/sst2 \\
+      --config.data.dir=../shared/data/glue/SST-2
+
+Without `data.dir` the data comes from the Hugging Face hub (nyu-mll/glue, needs network).
+Pick the method with --config.method.name=<name>.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.task = "sst2"
+    # Longest sequence kept after truncation; the buckets must end at it.
+    config.data.max_length = 64
+    config.data.buckets = (32, 64)
+    config.train.num_epochs = 3.0
+    config.train.learning_rate = 3e-05
+    return config

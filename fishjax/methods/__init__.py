@@ -1,0 +1,20 @@
+"""Fine-tuning methods. Importing this package registers every built-in method."""
+
+from fishjax.methods import full  # noqa: F401  (registers "full")
+from fishjax.methods.base import (
+    Method,
+    MethodContext,
+    MethodSetup,
+    available_methods,
+    get_method,
+    register_method,
+)
+
+__all__ = [
+    "Method",
+    "MethodContext",
+    "MethodSetup",
+    "available_methods",
+    "get_method",
+    "register_method",
+]

@@ -1,0 +1,103 @@
+"""The method interface: what a fine-tuning method decides, and nothing else.
+
+A method receives the pretrained parameters and a task loss (`MethodContext`) and returns
+a `MethodSetup`: which tree is trained, which stays frozen, how the two combine into the
+parameters the model reads, and how the optimizer is wrapped (e.g. by a mask). The trainer
+loop never changes for a new method: it differentiates only w.r.t. `trainable`, keeps
+optimizer state only for it, and passes `frozen` through untouched (levanter/gemma style:
+trainable and frozen trees kept apart).
+
+Method code sees parameter pytrees and a `loss_fn(params, batch)`, never the model class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import optax
+
+from fishjax.tree import PyTree, count_params
+
+Batch = dict[str, Any]
+LossFn = Callable[[PyTree, Batch], jax.Array]
+
+
+@dataclasses.dataclass
+class MethodContext:
+    """Everything a method may use to decide what trains."""
+
+    config: ml_collections.ConfigDict  # the full run config (method options in config.method)
+    params: PyTree  # pretrained encoder + freshly initialised task head
+    loss_fn: LossFn  # deterministic (dropout off) weighted-mean task loss of a batch
+    # train_batches(batch_size, shuffle_seed=None): one pass over the training set as host
+    # batches (file order, or a seeded shuffle), each with `weights` marking padding rows.
+    train_batches: Callable[..., Iterator[Batch]]
+    head_regex: str  # paths of the task head (always trained by every method)
+    rng: jax.Array  # method-private PRNG key (e.g. random masks)
+    workdir: str | None  # where a method may save its artefacts (masks, traces)
+
+
+def _identity_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    return tx
+
+
+@dataclasses.dataclass
+class MethodSetup:
+    """What a method hands the trainer."""
+
+    trainable: PyTree  # differentiated and updated
+    frozen: PyTree  # read-only during training
+    combine: Callable[[PyTree, PyTree], PyTree]  # (trainable, frozen) -> model params
+    # Wraps the base optimizer (AdamW + schedule + clipping), e.g. to mask its updates.
+    wrap_optimizer: Callable[[optax.GradientTransformation], optax.GradientTransformation] = (
+        _identity_optimizer
+    )
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)  # logged and saved
+
+    def dense_params(self, trainable: PyTree) -> PyTree:
+        """Dense model parameters (for evaluation outside the step and for export)."""
+        return self.combine(trainable, self.frozen)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "trainable_entries": count_params(self.trainable),
+            "frozen_entries": count_params(self.frozen),
+            **self.info,
+        }
+
+
+class Method(Protocol):
+    """A fine-tuning method: `setup(ctx) -> MethodSetup`."""
+
+    name: str
+
+    def setup(self, ctx: MethodContext) -> MethodSetup: ...
+
+
+_REGISTRY: dict[str, Callable[[], Method]] = {}
+
+
+def register_method(name: str) -> Callable[[Callable[[], Method]], Callable[[], Method]]:
+    """Class/factory decorator: `@register_method('fish') class Fish: ...`."""
+
+    def deco(factory):
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def available_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    return _REGISTRY[name]()

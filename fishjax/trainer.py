@@ -1,0 +1,392 @@
+"""`train_and_evaluate(config, workdir)`: the one training loop every method shares.
+
+Flow: validate the config -> build the mesh -> load and check the data -> load the model
+-> tokenize (cached) -> the method decides what trains (`MethodSetup`) -> AdamW wrapped by
+the method -> resume from the latest checkpoint if any -> train with periodic eval,
+checkpoints and logs -> export the best model as a Hugging Face folder.
+
+The step is a pure function `train_step(state, frozen, batch) -> (state, metrics)`, jitted
+once with the state donated. Batch shapes come only from the length buckets, so it
+compiles at most once per bucket. Dropout keys are `fold_in(seed key, step)`, and the data
+order of epoch e is a function of (seed, e), so a resumed run replays exactly what an
+uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import fishjax
+from fishjax import objectives
+from fishjax.checkpoints import Checkpoints
+from fishjax.data import (
+    RawSplit,
+    TaskSpec,
+    TokenizedSplit,
+    epoch_plan,
+    get_task,
+    load_split,
+    make_batch,
+    num_batches,
+    tokenize_split,
+)
+from fishjax.io_utils import atomic_write_json, atomic_write_text
+from fishjax.methods import MethodContext, MethodSetup, get_method
+from fishjax.metric_writer import MetricWriter
+from fishjax.metrics import compute_metrics
+from fishjax.models import HEAD_REGEX, export_hf_folder, load_model, load_tokenizer
+from fishjax.optim import make_optimizer
+from fishjax.sharding import make_mesh, put_batch, replicated, tree_shardings
+from fishjax.tree import PyTree, count_params
+from fishjax.validation import check_batch_divisible, prepare_workdir, validate_config
+
+log = logging.getLogger("fishjax")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimizer steps done
+    trainable: PyTree
+    opt_state: PyTree
+    rng: jax.Array  # uint32[2]: base key, folded with the step for dropout
+
+
+@dataclasses.dataclass
+class TaskData:
+    """Tokenized train split and eval splits of one task."""
+
+    task: TaskSpec
+    train: TokenizedSplit
+    evals: dict[str, TokenizedSplit]
+
+
+def cache_dir(config: ml_collections.ConfigDict) -> str:
+    if config.data.cache_dir:
+        return config.data.cache_dir
+    return os.environ.get("FISHJAX_CACHE", os.path.expanduser("~/.cache/fishjax"))
+
+
+def load_raw_splits(config: ml_collections.ConfigDict, task: TaskSpec) -> dict[str, RawSplit]:
+    """Train and eval splits as text; raises DataError on any bad file before training."""
+    d = config.data
+    raw = {task.train_split: load_split(task, task.train_split, d.dir,
+                                        max_samples=d.max_train_samples, seed=config.seed)}
+    for split in task.eval_splits:
+        raw[split] = load_split(task, split, d.dir, max_samples=d.max_eval_samples,
+                                seed=config.seed)
+    return raw
+
+
+def tokenize_task(config, task: TaskSpec, raw: dict[str, RawSplit], tokenizer) -> TaskData:
+    tok = partial(tokenize_split, tokenizer=tokenizer, max_length=config.data.max_length,
+                  buckets=tuple(config.data.buckets), cache_dir=cache_dir(config))
+    return TaskData(
+        task=task,
+        train=tok(raw[task.train_split]),
+        evals={s: tok(raw[s]) for s in task.eval_splits},
+    )
+
+
+def iterate_batches(
+    ds: TokenizedSplit, batch_size: int, *, seed: int, epoch: int, shuffle: bool, start: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Host batches of one epoch's plan, from batch index `start` on."""
+    for indices, bucket_len in epoch_plan(ds, batch_size, seed=seed, epoch=epoch,
+                                          shuffle=shuffle)[start:]:
+        yield make_batch(ds, indices, bucket_len, batch_size)
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+class Trainer:
+    """Holds the compiled steps and state of one run; `train_and_evaluate` drives it."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config = config
+        self.workdir = workdir
+        self.mesh = make_mesh(config.mesh.data, config.mesh.model)
+        check_batch_divisible(config, self.mesh.shape["data"])
+        self.task = get_task(config.task)
+        raw = load_raw_splits(config, self.task)
+
+        key = jax.random.PRNGKey(config.seed)
+        head_key, dropout_key, method_key = jax.random.split(key, 3)
+        self.model = load_model(
+            config.model.name, self.task.num_labels, key=head_key, dtype=config.model.dtype,
+            hidden_dropout=config.model.hidden_dropout,
+            attention_dropout=config.model.attention_dropout,
+        )
+        self.data = tokenize_task(config, self.task, raw, load_tokenizer(self.model.model_dir))
+        self.loss_fn = objectives.make_loss_fn(self.model.module, self.task.is_regression)
+        self.apply_fn = objectives.make_apply_fn(self.model.module)
+
+        self.setup: MethodSetup = get_method(config.method.name).setup(MethodContext(
+            config=config,
+            params=self.model.params,
+            loss_fn=self.loss_fn,
+            train_batches=self._method_batches,
+            head_regex=HEAD_REGEX,
+            rng=method_key,
+            workdir=workdir,
+        ))
+
+        t = config.train
+        self.steps_per_epoch = num_batches(self.data.train, t.batch_size)
+        self.total_steps = t.num_steps or int(math.ceil(t.num_epochs * self.steps_per_epoch))
+        self.eval_every = t.eval_every_steps or self.steps_per_epoch
+        base_tx, self.schedule = make_optimizer(t, self.total_steps, self.setup.trainable)
+        self.tx = self.setup.wrap_optimizer(base_tx)
+
+        rules = tuple(config.mesh.param_rules)
+        self.frozen = jax.device_put(self.setup.frozen,
+                                     tree_shardings(self.setup.frozen, self.mesh, rules))
+        self.state = self._init_state(dropout_key, rules)
+        self._compile_steps()
+
+    # -- construction -------------------------------------------------------------------
+
+    def _method_batches(self, batch_size: int, shuffle_seed: int | None = None):
+        return iterate_batches(self.data.train, batch_size, seed=shuffle_seed or 0, epoch=0,
+                               shuffle=shuffle_seed is not None)
+
+    def _init_state(self, dropout_key: jax.Array, rules) -> TrainState:
+        trainable_sh = tree_shardings(self.setup.trainable, self.mesh, rules)
+        trainable = jax.device_put(self.setup.trainable, trainable_sh)
+
+        def init(trainable, rng):
+            return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                              opt_state=self.tx.init(trainable), rng=rng)
+
+        abstract_state = jax.eval_shape(init, trainable, dropout_key)
+        self.state_sharding = tree_shardings(abstract_state, self.mesh, rules)
+        return jax.jit(init, out_shardings=self.state_sharding)(trainable, dropout_key)
+
+    def _compile_steps(self) -> None:
+        combine, tx, loss_fn = self.setup.combine, self.tx, self.loss_fn
+        apply_fn, is_regression, schedule = self.apply_fn, self.task.is_regression, self.schedule
+
+        def train_step(state: TrainState, frozen: PyTree, batch):
+            dropout_key = jax.random.fold_in(state.rng, state.step)
+
+            def loss_of(trainable):
+                return loss_fn(combine(trainable, frozen), batch, dropout_key)
+
+            loss, grads = jax.value_and_grad(loss_of)(state.trainable)
+            updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+            trainable = optax.apply_updates(state.trainable, updates)
+            metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+                       "learning_rate": schedule(state.step)}
+            new_state = state.replace(step=state.step + 1, trainable=trainable,
+                                      opt_state=opt_state)
+            return new_state, metrics
+
+        def eval_step(trainable: PyTree, frozen: PyTree, batch):
+            logits = apply_fn(combine(trainable, frozen), batch)
+            losses = objectives.per_example_loss(logits, batch["labels"], is_regression)
+            return objectives.predictions(logits, is_regression), losses
+
+        rep = replicated(self.mesh)
+        self.train_step = jax.jit(
+            train_step, donate_argnums=0,
+            out_shardings=(self.state_sharding, rep),
+        )
+        self.eval_step = jax.jit(eval_step)
+
+    # -- running ------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        """Task metrics (and mean loss) on every eval split, keys prefixed by split name."""
+        bs = self.config.train.eval_batch_size
+        results: dict[str, float] = {}
+        for split, ds in self.data.evals.items():
+            preds, labels, weights, losses = [], [], [], []
+            for batch in iterate_batches(ds, bs, seed=0, epoch=0, shuffle=False):
+                p, lo = self.eval_step(self.state.trainable, self.frozen,
+                                       put_batch(batch, self.mesh))
+                preds.append(_host(p))
+                losses.append(_host(lo))
+                labels.append(batch["labels"])
+                weights.append(batch["weights"])
+            w = np.concatenate(weights)
+            metrics = compute_metrics(self.task, np.concatenate(preds), np.concatenate(labels), w)
+            metrics["loss"] = float(np.sum(np.concatenate(losses) * w) / max(w.sum(), 1.0))
+            prefix = "" if len(self.data.evals) == 1 else f"{split}/"
+            results.update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
+        return results
+
+    def main_score(self, metrics: dict[str, float]) -> float:
+        """The number that picks the best checkpoint: the first eval split's main metric."""
+        key = self.task.main_metric
+        if len(self.data.evals) > 1:
+            key = f"{self.task.eval_splits[0]}/{key}"
+        return metrics[key]
+
+
+def _run_info(config, trainer: Trainer) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers",
+                "tokenizers", "datasets", "safetensors", "numpy", "ml_collections"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    versions["fishjax"] = fishjax.__version__
+    return {
+        "seed": config.seed,
+        "task": trainer.task.name,
+        "method": config.method.name,
+        "model": {"name": config.model.name, "dir": trainer.model.model_dir,
+                  "load_report": trainer.model.load_report},
+        "method_summary": trainer.setup.summary(),
+        "total_params": count_params(trainer.model.params),
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "total_steps": trainer.total_steps,
+        "train_examples": int(len(trainer.data.train.lengths)),
+        "eval_examples": {k: int(len(v.lengths)) for k, v in trainer.data.evals.items()},
+        "versions": versions,
+        "python": platform.python_version(),
+        "devices": [str(d) for d in jax.devices()],
+        "process_count": jax.process_count(),
+        "mesh": dict(trainer.mesh.shape),
+    }
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else \
+        f"{s // 60}m{s % 60:02d}s"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Fine-tunes `config.model.name` on `config.task` with `config.method`; see module doc.
+
+    Returns the final results (also written to `<workdir>/results.json`): final and best
+    eval metrics, steps, wall time and the method's summary.
+    """
+    validate_config(config)
+    if config.distributed:
+        jax.distributed.initialize()
+    workdir = prepare_workdir(workdir)
+    t0 = time.perf_counter()
+    trainer = Trainer(config, workdir)
+    setup_s = time.perf_counter() - t0
+    t = config.train
+    is_main = jax.process_index() == 0
+    if is_main:
+        atomic_write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(
+            indent=2, sort_keys=True) + "\n")
+        atomic_write_json(os.path.join(workdir, "run_info.json"), _run_info(config, trainer))
+    summary = trainer.setup.summary()
+    log.info("task=%s method=%s model=%s | %d train examples, %d steps/epoch, %d steps | "
+             "trainable %d of %d entries", trainer.task.name, config.method.name,
+             config.model.name, len(trainer.data.train.lengths), trainer.steps_per_epoch,
+             trainer.total_steps, summary["trainable_entries"],
+             count_params(trainer.model.params))
+
+    ckpt = Checkpoints(workdir)
+    restored = ckpt.restore_latest(trainer.state)
+    if restored is not None:
+        trainer.state = restored
+        log.info("resumed from step %d", int(restored.step))
+    writer = MetricWriter(workdir)
+    step = int(trainer.state.step)
+    stop_at = trainer.total_steps if t.stop_after_steps is None else \
+        min(trainer.total_steps, t.stop_after_steps)
+
+    last_eval: dict[str, float] | None = None
+    window_t, window_steps = time.perf_counter(), 0
+    pending: list[dict[str, jax.Array]] = []
+    while step < stop_at:
+        epoch, start = divmod(step, trainer.steps_per_epoch)
+        for batch in iterate_batches(trainer.data.train, t.batch_size, seed=config.seed,
+                                     epoch=epoch, shuffle=True, start=start):
+            trainer.state, metrics = trainer.train_step(trainer.state, trainer.frozen,
+                                                        put_batch(batch, trainer.mesh))
+            step += 1
+            window_steps += 1
+            pending.append(metrics)
+            if step % t.log_every_steps == 0 or step == stop_at:
+                host = jax.device_get(pending)
+                mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                pending = []
+                elapsed = time.perf_counter() - window_t
+                rate = window_steps / max(elapsed, 1e-9)
+                mean["steps_per_s"] = rate
+                mean["examples_per_s"] = rate * t.batch_size
+                writer.write(step, mean, "train")
+                log.info("step %d/%d | epoch %d | loss %.4f | lr %.2e | %.2f steps/s | ETA %s",
+                         step, trainer.total_steps, epoch, mean["loss"], mean["learning_rate"],
+                         rate, _fmt_seconds((trainer.total_steps - step) / max(rate, 1e-9)))
+                window_t, window_steps = time.perf_counter(), 0
+            do_eval = step % trainer.eval_every == 0 or step == trainer.total_steps
+            if do_eval:
+                last_eval = trainer.evaluate()
+                writer.write(step, last_eval, "eval")
+                score = trainer.main_score(last_eval)
+                improved = ckpt.maybe_save_best(step, trainer.state.trainable, score, last_eval)
+                log.info("eval step %d: %s%s", step,
+                         ", ".join(f"{k}={v:.4f}" for k, v in sorted(last_eval.items())),
+                         " (best so far)" if improved else "")
+            if do_eval or step % t.checkpoint_every_steps == 0 or step == stop_at:
+                ckpt.save(step, trainer.state)
+            if step >= stop_at:
+                break
+
+    train_s = time.perf_counter() - t0 - setup_s
+    finished = step >= trainer.total_steps
+    if finished and last_eval is None:  # rerun of a finished workdir: report, don't retrain
+        last_eval = trainer.evaluate()
+    results: dict[str, Any] = {
+        "task": trainer.task.name,
+        "method": config.method.name,
+        "seed": config.seed,
+        "step": step,
+        "total_steps": trainer.total_steps,
+        "finished": finished,
+        "final_eval": last_eval,
+        "best": ckpt.best(),
+        "method_summary": summary,
+        "setup_s": setup_s,
+        "train_s": train_s,
+    }
+    if finished and t.export:
+        best = ckpt.restore_best(trainer.state.trainable)
+        params = trainer.setup.dense_params(best if best is not None else trainer.state.trainable)
+        labels = trainer.task.label_names
+        results["export_dir"] = export_hf_folder(
+            jax.device_get(params), trainer.model.config, trainer.task.num_labels,
+            os.path.join(workdir, "export"),
+            id2label=None if labels is None else dict(enumerate(labels)),
+            tokenizer_dir=trainer.model.model_dir,
+        ) if is_main else None
+    if is_main:
+        atomic_write_json(os.path.join(workdir, "results.json"), results)
+    writer.close()
+    ckpt.close()
+    log.info("done: step %d/%d in %s (setup %s)%s", step, trainer.total_steps,
+             _fmt_seconds(train_s), _fmt_seconds(setup_s),
+             "" if finished else " -- stopped early (train.stop_after_steps); rerun to resume")
+    return results

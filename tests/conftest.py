@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny random BERT folder (config, safetensors, tokenizer) and configs.
+
+Unit tests never touch the network or the real model: they train this tiny model on the
+bundled quickstart sample in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLUE_DIR = os.environ.get("FISHJAX_GLUE_DIR", os.path.join(REPO, "..", "shared", "data", "glue"))
+
+
+def _tiny_vocab() -> list[str]:
+    """Special tokens, the words of the quickstart sample, letters and ## letter pieces."""
+    from fishjax.data import load_split
+
+    words = set()
+    for split in ("train", "dev"):
+        for sentence in load_split("quickstart", split).text_a:
+            words.update(sentence.lower().replace(".", " . ").replace(",", " , ").split())
+    letters = list(string.ascii_lowercase + string.digits + string.punctuation)
+    return (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters
+            + [f"##{c}" for c in letters] + sorted(words - set(letters)))
+
+
+def build_tiny_model_dir(path: str, model_type: str = "bert", num_labels: int = 2) -> str:
+    """Writes a random tiny encoder + WordPiece tokenizer as a Hugging Face folder."""
+    from transformers import BertTokenizerFast
+
+    from fishjax.models import EncoderConfig, export_hf_folder, init_params
+
+    tok_dir = os.path.join(path, "_tokenizer")
+    os.makedirs(tok_dir, exist_ok=True)
+    vocab = _tiny_vocab()
+    with open(os.path.join(tok_dir, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=os.path.join(tok_dir, "vocab.txt")).save_pretrained(tok_dir)
+    cfg = EncoderConfig.tiny(model_type, vocab_size=len(vocab))
+    params = init_params(cfg, num_labels, jax.random.PRNGKey(0))
+    return export_hf_folder(params, cfg, num_labels, os.path.join(path, "model"),
+                            tokenizer_dir=tok_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return build_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture
+def tiny_config(tiny_model_dir, tmp_path):
+    """The quickstart config on the tiny model: a few dozen steps, seconds on CPU."""
+    from configs import quickstart
+
+    config = quickstart.get_config()
+    config.model.name = tiny_model_dir
+    config.data.cache_dir = str(tmp_path / "cache")
+    config.data.max_train_samples = 96
+    config.data.max_eval_samples = 64
+    config.train.batch_size = 8
+    config.train.eval_batch_size = 16
+    config.train.num_epochs = 2.0
+    config.train.learning_rate = 1e-3
+    config.train.log_every_steps = 4
+    config.train.export = False
+    return config
+
+
+def glue_task_dir(folder: str) -> str:
+    """Path of a shared GLUE task folder; the caller skips when it is absent."""
+    return os.path.join(GLUE_DIR, folder)

@@ -1,0 +1,165 @@
+"""The training loop on a tiny random BERT: outputs, learning, resume, compilation, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from fishjax.checkpoints import Checkpoints
+from fishjax.trainer import Trainer, iterate_batches, train_and_evaluate
+from fishjax.sharding import put_batch
+from fishjax.validation import ConfigError
+
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def _latest_state(workdir, like):
+    ckpt = Checkpoints(workdir)
+    try:
+        return ckpt.restore_latest(like)
+    finally:
+        ckpt.close()
+
+
+def test_train_and_evaluate_writes_outputs_and_learns(tiny_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    tiny_config.train.export = True
+    res = train_and_evaluate(tiny_config, workdir)
+
+    assert res["finished"] and res["step"] == res["total_steps"] == 24  # 96/8 x 2 epochs
+    for name in ("config.json", "run_info.json", "results.json", "metrics.jsonl"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert any(f.startswith("events.out.tfevents")
+               for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    info = json.load(open(os.path.join(workdir, "run_info.json")))
+    assert info["seed"] == tiny_config.seed and "jax" in info["versions"]
+    assert info["method_summary"]["trainable_entries"] == info["total_params"]
+
+    rows = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    train = [r["train/loss"] for r in rows if "train/loss" in r]
+    evals = [r for r in rows if "eval/accuracy" in r]
+    assert len(evals) == 2  # one per epoch
+    assert train[-1] < train[0]  # the tiny model fits the sample a little
+    assert 0.0 <= res["final_eval"]["accuracy"] <= 1.0
+    # The best checkpoint and the export exist; the export holds a loadable HF folder.
+    assert res["best"]["step"] in (12, 24)
+    assert sorted(os.listdir(res["export_dir"]))[:2] == ["config.json", "model.safetensors"]
+
+
+def test_same_seed_same_metrics(tiny_config, tmp_path):
+    tiny_config.train.num_epochs = 1.0
+    a = train_and_evaluate(tiny_config, str(tmp_path / "a"))
+    b = train_and_evaluate(tiny_config, str(tmp_path / "b"))
+    assert a["final_eval"] == b["final_eval"]
+    tiny_config.seed = 1
+    c = train_and_evaluate(tiny_config, str(tmp_path / "c"))
+    assert c["final_eval"]["loss"] != a["final_eval"]["loss"]
+
+
+def test_resume_matches_uninterrupted_run(tiny_config, tmp_path):
+    full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+    tiny_config.train.checkpoint_every_steps = 5
+    full = train_and_evaluate(tiny_config, full_dir)
+
+    tiny_config.train.stop_after_steps = 7  # mid-epoch, between checkpoints' natural steps
+    part = train_and_evaluate(tiny_config, resumed_dir)
+    assert not part["finished"] and part["step"] == 7
+    tiny_config.train.stop_after_steps = None
+    resumed = train_and_evaluate(tiny_config, resumed_dir)
+    assert resumed["finished"] and resumed["step"] == full["step"]
+
+    assert resumed["final_eval"] == full["final_eval"]
+    a = _latest_state(full_dir, None)
+    b = _latest_state(resumed_dir, None)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_no_recompilation_after_first_step(tiny_config, tmp_path):
+    tiny_config.data.buckets = (32,)  # one shape: exactly one compilation of each step
+    trainer = Trainer(tiny_config, str(tmp_path))
+    for epoch in range(2):
+        for batch in iterate_batches(trainer.data.train, 8, seed=0, epoch=epoch, shuffle=True):
+            trainer.state, _ = trainer.train_step(trainer.state, trainer.frozen,
+                                                  put_batch(batch, trainer.mesh))
+            assert trainer.train_step._cache_size() == 1
+    trainer.evaluate()
+    trainer.evaluate()
+    assert trainer.eval_step._cache_size() == 1
+    assert trainer.train_step._cache_size() == 1
+
+
+def test_buckets_bound_compilations(tiny_config, tmp_path):
+    tiny_config.data.max_length = 32
+    tiny_config.data.buckets = (8, 16, 32)
+    trainer = Trainer(tiny_config, str(tmp_path))
+    seen = set()
+    for batch in iterate_batches(trainer.data.train, 8, seed=0, epoch=0, shuffle=True):
+        seen.add(batch["input_ids"].shape)
+        trainer.state, _ = trainer.train_step(trainer.state, trainer.frozen,
+                                              put_batch(batch, trainer.mesh))
+    assert seen <= {(8, 8), (8, 16), (8, 32)}
+    assert trainer.train_step._cache_size() == len(seen)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("task", "glue_nope", "task"),
+    ("model.dtype", "float16", "dtype"),
+    ("data.buckets", (64, 32), "buckets"),
+    ("data.buckets", (16, 24), "max_length"),
+    ("train.learning_rate", 0.0, "learning_rate"),
+    ("method.name", "nope", "method"),
+    ("data.dir", "/nonexistent/glue/RTE", "data.dir"),
+])
+def test_bad_config_fails_before_training(tiny_config, tmp_path, field, value, match):
+    *parents, leaf = field.split(".")
+    node = tiny_config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=match):
+        train_and_evaluate(tiny_config, str(workdir))
+    assert not workdir.exists()  # nothing written before the config was found bad
+
+
+def test_unknown_model_name_is_a_clear_error(tiny_config, tmp_path):
+    from fishjax.models import ModelError
+
+    tiny_config.model.name = str(tmp_path / "no-such-model")
+    with pytest.raises(ModelError, match="no-such-model"):
+        train_and_evaluate(tiny_config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_data_files_fail_before_training(tiny_config, tmp_path):
+    from fishjax.data import DataError
+
+    data = tmp_path / "RTE"
+    data.mkdir()
+    (data / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n"
+                                    "0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
+    (data / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    tiny_config.task = "rte"
+    tiny_config.data.dir = str(data)
+    with pytest.raises(DataError, match="maybe"):
+        train_and_evaluate(tiny_config, str(tmp_path / "run"))
+    os.remove(data / "dev.tsv")
+    (data / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    with pytest.raises(DataError, match="dev.tsv"):
+        train_and_evaluate(tiny_config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unwritable_workdir(tiny_config, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="not writable"):
+        train_and_evaluate(tiny_config, str(blocker / "run"))

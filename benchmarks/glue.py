@@ -30,10 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fishjax.data import get_task  # noqa: E402
 from fishjax.io_utils import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
-# Folder names of the official GLUE TSV distribution.
-GLUE_FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B",
-                "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
-
 
 def cell_id(task: str, method: str, seed: int) -> str:
     return f"{task}-{method}-s{seed}"
@@ -67,7 +63,7 @@ def cell_config(task: str, method: str, seed: int, args):
     config.method.name = method
     config.model.name = args.model
     if args.glue_dir:
-        config.data.dir = os.path.join(args.glue_dir, GLUE_FOLDERS[task])
+        config.data.dir = os.path.join(args.glue_dir, get_task(task).glue_folder)
     for assignment in args.set:
         apply_override(config, assignment)
     return config

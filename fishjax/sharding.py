@@ -46,7 +46,11 @@ def make_mesh(data: int = -1, model: int = 1, devices: Sequence[Any] | None = No
         raise ShardingError(
             f"mesh data={data} x model={model} = {data * model} devices, but {n} are available"
         )
-    return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS), devices=devices)
+    # Auto axes: the compiler propagates shardings from the inputs (GSPMD); the model code
+    # stays free of sharding annotations.
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS), axis_types=auto,
+                         devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -77,7 +81,7 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: ShardingRules = ()) -> Any:
 
     def one(path, leaf):
         spec = spec_for(path_str(path), np.ndim(leaf), rules)
-        for dim, axis in zip(leaf.shape, spec):
+        for dim, axis in zip(leaf.shape, spec, strict=True):
             if axis is not None and dim % mesh.shape[axis]:
                 raise ShardingError(
                     f"{path_str(path)}: dimension {dim} is not divisible by mesh axis "

@@ -195,7 +195,7 @@ class Trainer:
             loss, grads = jax.value_and_grad(loss_of)(state.trainable)
             updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
             trainable = optax.apply_updates(state.trainable, updates)
-            metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+            metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                        "learning_rate": schedule(state.step)}
             new_state = state.replace(step=state.step + 1, trainable=trainable,
                                       opt_state=opt_state)

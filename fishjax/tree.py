@@ -48,4 +48,5 @@ def count_params(tree: PyTree) -> int:
 
 def tree_bytes(tree: PyTree) -> int:
     """Bytes held by all array leaves."""
-    return int(sum(np.size(x) * np.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(tree)))
+    leaves = jax.tree_util.tree_leaves(tree)
+    return int(sum(np.size(x) * np.dtype(x.dtype).itemsize for x in leaves))

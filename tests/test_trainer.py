@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fishjax.checkpoints import Checkpoints
-from fishjax.trainer import Trainer, iterate_batches, train_and_evaluate
 from fishjax.sharding import put_batch
+from fishjax.trainer import Trainer, iterate_batches, train_and_evaluate
 from fishjax.validation import ConfigError
 
 
@@ -78,7 +78,9 @@ def test_resume_matches_uninterrupted_run(tiny_config, tmp_path):
     assert resumed["final_eval"] == full["final_eval"]
     a = _latest_state(full_dir, None)
     b = _latest_state(resumed_dir, None)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 10
+    for x, y in zip(leaves_a, leaves_b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

@@ -1,0 +1,301 @@
+"""Tokenization (with an on-disk cache), length buckets and fixed-shape batches.
+
+Every example is assigned to the smallest bucket length >= its token count, and batches
+are cut within a bucket, so a jitted step only ever sees the shapes ``(batch_size, b)``
+for ``b`` in ``buckets``: one compilation per bucket.
+
+A partial batch (the last of a bucket) is filled up to ``batch_size`` with padding rows:
+all pad tokens, ``token_type_ids`` 0, label 0 and weight 0. Their ``attention_mask`` is 1
+at position 0 only, so no row is fully masked (a fully masked softmax row is NaN in some
+attention implementations); losses and metrics must use ``weights`` to ignore them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import operator
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fishjax.data.glue import RawSplit
+from fishjax.data.tasks import DataError
+
+logger = logging.getLogger(__name__)
+
+# Bump whenever the cached arrays or the way they are computed change.
+_CACHE_FORMAT = 1
+# Texts per tokenizer call: bounds the size of the intermediate Python lists.
+_CHUNK = 8192
+
+EpochPlan = list[tuple[np.ndarray, int]]
+
+
+@dataclass
+class TokenizedSplit:
+    """Token ids padded to ``max_length`` (= ``buckets[-1]``) plus true lengths and labels."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+    buckets: tuple[int, ...]
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def max_length(self) -> int:
+        return self.buckets[-1]
+
+    @property
+    def bucket_ids(self) -> np.ndarray:
+        """Index into ``buckets`` of each example's bucket (smallest bucket >= length)."""
+        return np.searchsorted(np.asarray(self.buckets), self.lengths, side="left")
+
+
+def _check_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...]:
+    if max_length <= 0:
+        raise DataError(f"max_length must be positive, got {max_length}")
+    try:
+        b = tuple(operator.index(x) for x in buckets)
+    except TypeError:
+        b = ()
+    if (not b or b[0] <= 0 or any(x >= y for x, y in itertools.pairwise(b))
+            or b[-1] != max_length):
+        raise DataError(f"buckets must be integers, positive, strictly increasing and end "
+                        f"with max_length={max_length}; got {list(buckets)}")
+    return b
+
+
+def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: Sequence[int],
+                   cache_dir: str | None = None) -> TokenizedSplit:
+    """Tokenize (text_a[, text_b]) with 'longest_first' truncation to ``max_length``.
+
+    With ``cache_dir`` the result is stored as an ``.npz`` keyed by the data (fingerprint
+    and content, so a ``max_samples`` subset is its own entry), the tokenizer's full
+    definition, ``max_length``, ``buckets`` and a format version; an unreadable cache file
+    is treated as a miss and rewritten.
+    """
+    buckets = _check_buckets(buckets, max_length)
+    if len(raw) == 0:
+        raise DataError(f"{raw.source}: split {raw.split!r} of task {raw.task!r} is empty")
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        raise DataError("the tokenizer has no pad token (pad_token_id is None)")
+
+    path = None
+    if cache_dir is not None:
+        key = _cache_key(raw, tokenizer, max_length, buckets)
+        path = Path(cache_dir) / f"{raw.task}-{raw.split}-{key[:24]}.npz"
+        cached = _load_cache(path, buckets, int(pad_id))
+        if cached is not None:
+            logger.info("loaded tokenized %s/%s from %s", raw.task, raw.split, path)
+            return cached
+
+    out = _tokenize(raw, tokenizer, max_length, buckets, int(pad_id))
+    if path is not None:
+        _save_cache(path, out)
+        logger.info("cached tokenized %s/%s in %s", raw.task, raw.split, path)
+    return out
+
+
+def _tokenize(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int, ...],
+              pad_id: int) -> TokenizedSplit:
+    ids: list[list[int]] = []
+    types: list[list[int]] | None = []
+    for start in range(0, len(raw), _CHUNK):
+        a = raw.text_a[start:start + _CHUNK]
+        b = None if raw.text_b is None else raw.text_b[start:start + _CHUNK]
+        enc = tokenizer(a, b, truncation="longest_first", max_length=max_length,
+                        padding=False, return_attention_mask=False)
+        ids.extend(enc["input_ids"])
+        # Tokenizers without segment ids (e.g. RoBERTa) get zeros.
+        if types is not None and enc.get("token_type_ids") is not None:
+            types.extend(enc["token_type_ids"])
+        else:
+            types = None
+
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
+    if lengths.max() > max_length:
+        i = int(lengths.argmax())
+        raise DataError(f"{raw.source}: row {i} is {lengths[i]} tokens after truncation, "
+                        f"more than max_length={max_length} (max_length too small?)")
+    if lengths.min() == 0:
+        # A zero-length row would be fully masked in attention.
+        raise DataError(f"{raw.source}: row {int(lengths.argmin())} tokenizes to no tokens")
+    # Fill row by row in one vectorised step: the mask's True cells, in C order, are
+    # exactly the real tokens of each row in sequence.
+    mask = np.arange(max_length)[None, :] < lengths[:, None]
+    input_ids = np.full((len(ids), max_length), pad_id, dtype=np.int32)
+    input_ids[mask] = np.fromiter((t for row in ids for t in row), dtype=np.int32,
+                                  count=int(lengths.sum()))
+    token_type_ids = np.zeros((len(ids), max_length), dtype=np.int32)
+    if types is not None:
+        token_type_ids[mask] = np.fromiter((t for row in types for t in row), dtype=np.int32,
+                                           count=int(lengths.sum()))
+    return TokenizedSplit(input_ids=input_ids, token_type_ids=token_type_ids, lengths=lengths,
+                          labels=raw.labels.copy(), buckets=buckets, pad_id=pad_id)
+
+
+def _tokenizer_identity(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        # Each call with truncation/padding rewrites these backend settings, so they
+        # would differ between a first and a second call; the call arguments that
+        # matter are part of the cache key anyway.
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+    else:
+        spec = {"vocab": sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))}
+    spec["class"] = type(tokenizer).__qualname__
+    spec["truncation_side"] = getattr(tokenizer, "truncation_side", None)
+    return json.dumps(spec, sort_keys=True, ensure_ascii=False)
+
+
+def _content_hash(raw: RawSplit) -> str:
+    h = hashlib.sha256()
+    for column in (raw.text_a, raw.text_b or []):
+        h.update(len(column).to_bytes(8, "little"))
+        for text in column:
+            data = text.encode("utf-8")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    h.update(raw.labels.dtype.str.encode())
+    h.update(np.ascontiguousarray(raw.labels).tobytes())
+    return h.hexdigest()
+
+
+def _cache_key(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int, ...]) -> str:
+    parts = {
+        "format": _CACHE_FORMAT,
+        "task": raw.task,
+        "split": raw.split,
+        "fingerprint": raw.fingerprint,
+        "content": _content_hash(raw),
+        "pair": raw.text_b is not None,
+        "tokenizer": hashlib.sha256(_tokenizer_identity(tokenizer).encode()).hexdigest(),
+        "max_length": max_length,
+        "buckets": list(buckets),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+_ARRAYS = ("input_ids", "token_type_ids", "lengths", "labels")
+
+
+def _load_cache(path: Path, buckets: tuple[int, ...], pad_id: int) -> TokenizedSplit | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in _ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        logger.warning("ignoring unreadable tokenization cache %s (%s)", path, e)
+        return None
+    return TokenizedSplit(**arrays, buckets=buckets, pad_id=pad_id)
+
+
+def _save_cache(path: Path, ds: TokenizedSplit) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temp file in the same folder, then rename: readers (or a concurrent
+    # writer) never see a partial file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **{k: getattr(ds, k) for k in _ARRAYS})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size <= 0:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+
+
+def epoch_plan(ds: TokenizedSplit, batch_size: int, *, seed: int, epoch: int,
+               shuffle: bool) -> EpochPlan:
+    """The batches of one epoch as (example indices, bucket length) pairs.
+
+    Each bucket's examples are cut into batches of ``batch_size`` (the last one may be
+    partial; it is kept). With ``shuffle`` an rng seeded with ``(seed, epoch)`` permutes
+    the examples before grouping and then permutes the batch order; without it examples
+    keep file order and buckets come in ascending length.
+    """
+    _check_batch_size(batch_size)
+    bucket_ids = ds.bucket_ids
+    if shuffle:
+        if seed < 0 or epoch < 0:
+            raise DataError(f"seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
+        rng = np.random.default_rng((seed, epoch))
+        order = rng.permutation(len(ds))
+    else:
+        order = np.arange(len(ds))
+
+    plan: EpochPlan = []
+    for b, bucket_len in enumerate(ds.buckets):
+        members = order[bucket_ids[order] == b]
+        plan.extend((members[i:i + batch_size], bucket_len)
+                    for i in range(0, len(members), batch_size))
+    if shuffle:
+        plan = [plan[i] for i in rng.permutation(len(plan))]
+    return plan
+
+
+def num_batches(ds: TokenizedSplit, batch_size: int) -> int:
+    """Number of batches in every epoch's plan (independent of seed, epoch and shuffle)."""
+    _check_batch_size(batch_size)
+    counts = np.bincount(ds.bucket_ids, minlength=len(ds.buckets))
+    return int(np.sum(-(-counts // batch_size)))
+
+
+def make_batch(ds: TokenizedSplit, indices: np.ndarray, bucket_len: int,
+               batch_size: int) -> dict[str, np.ndarray]:
+    """Gather ``indices`` into arrays of shape ``[batch_size, bucket_len]``.
+
+    Rows past ``len(indices)`` are padding rows (see the module docstring) with weight 0.
+    """
+    _check_batch_size(batch_size)
+    indices = np.asarray(indices, dtype=np.int64)
+    n = len(indices)
+    if n == 0 or n > batch_size:
+        raise DataError(f"a batch needs 1..{batch_size} indices, got {n}")
+    if bucket_len not in ds.buckets:
+        raise DataError(f"bucket_len {bucket_len} is not one of the buckets {ds.buckets}")
+    if indices.min() < 0 or indices.max() >= len(ds):
+        raise DataError(f"batch indices out of range 0..{len(ds) - 1}")
+    if ds.lengths[indices].max() > bucket_len:
+        raise DataError(f"bucket_len {bucket_len} is shorter than an example in the batch "
+                        f"({ds.lengths[indices].max()} tokens)")
+
+    input_ids = np.full((batch_size, bucket_len), ds.pad_id, dtype=np.int32)
+    token_type_ids = np.zeros((batch_size, bucket_len), dtype=np.int32)
+    input_ids[:n] = ds.input_ids[indices, :bucket_len]
+    token_type_ids[:n] = ds.token_type_ids[indices, :bucket_len]
+    lengths = np.ones(batch_size, dtype=np.int32)  # padding rows attend to position 0
+    lengths[:n] = ds.lengths[indices]
+    attention_mask = (np.arange(bucket_len)[None, :] < lengths[:, None]).astype(np.int32)
+    labels = np.zeros(batch_size, dtype=ds.labels.dtype)
+    labels[:n] = ds.labels[indices]
+    weights = np.zeros(batch_size, dtype=np.float32)
+    weights[:n] = 1.0
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "labels": labels,
+        "weights": weights,
+    }

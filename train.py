@@ -11,6 +11,7 @@ parses flags.
 import logging
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from fishjax.trainer import train_and_evaluate
@@ -24,6 +25,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # fishjax's progress at INFO; other libraries (orbax logs every file it writes) at WARNING.
+    absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("fishjax").setLevel(logging.INFO)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

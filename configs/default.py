@@ -75,6 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every_steps = 20
     # Evaluate every this many steps (None: at the end of every epoch) and at the end.
     config.train.eval_every_steps = placeholder(int)
+    # Also evaluate the untrained model at step 0 (shows the starting point, e.g. chance).
+    config.train.eval_before_training = False
     # Save a resumable checkpoint every this many steps (and at every eval and the end).
     config.train.checkpoint_every_steps = 500
     # Stop (after checkpointing) once the global step reaches this value; rerunning with
@@ -97,5 +99,27 @@ def get_config() -> ml_collections.ConfigDict:
     config.method = ml_collections.ConfigDict()
     # Fine-tuning method (see fishjax.methods.available_methods()): `full` trains everything.
     config.method.name = "full"
+    # Mask methods (fish, random_mask, bitfit): fraction of *all* parameters trained.
+    config.method.keep_ratio = 0.005
+    # Task head: always trained densely. `in_budget`: it counts against keep_ratio (as the
+    # FISH reference does); `outside`: trained on top of it.
+    config.method.head_regex = r"^classifier/"
+    config.method.head_policy = "in_budget"
+    # Leaves that may be selected (the head is excluded); regex over /-joined paths.
+    config.method.eligible_regex = r"."
+    # BitFit trains every leaf matching this regex (plus the head).
+    config.method.bitfit_regex = r"bias$"
+    # Use this saved mask (safetensors from a previous run) instead of computing one.
+    config.method.mask_file = placeholder(str)
+    config.method.fisher = ml_collections.ConfigDict()
+    # Training examples the Fisher scores are summed over (seeded shuffle, dropout off).
+    config.method.fisher.num_samples = 1024
+    # `empirical` (gold labels, as the reference) or `expected` (model's predictive
+    # distribution; costs num_labels backward passes per example).
+    config.method.fisher.mode = "empirical"
+    # Examples per batch fed to the Fisher pass (padded to the length buckets).
+    config.method.fisher.batch_size = 32
+    # Examples per vmapped chunk inside a batch: "auto" (1 on CPU, 8 on GPU/TPU) or an int.
+    config.method.fisher.chunk_size = "auto"
 
     return config

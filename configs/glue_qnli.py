@@ -17,5 +17,7 @@ def get_config():
     config.data.max_length = 128
     config.data.buckets = (32, 64, 128)
     config.train.num_epochs = 3.0
-    config.train.learning_rate = 3e-05
+    # Peak learning rate chosen for minilm-l6 (a small model): on RTE, 3 epochs, seed 0,
+    # 1e-4 gave 58.1% dev accuracy vs 55.2% at 3e-5. Use ~2e-5 for base-size models.
+    config.train.learning_rate = 1e-4
     return config

@@ -24,4 +24,6 @@ def get_config():
     # A small encoder on a small set: a larger step than the GLUE default.
     config.train.learning_rate = 1e-4
     config.train.log_every_steps = 10
+    # Report dev accuracy before training too, so the gain is visible.
+    config.train.eval_before_training = True
     return config

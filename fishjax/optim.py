@@ -8,9 +8,12 @@ default, as BERT fine-tuning does).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from fishjax.tree import PyTree, match_tree
@@ -42,9 +45,14 @@ def make_optimizer(
     train_cfg: ml_collections.ConfigDict, total_steps: int, trainable: PyTree
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Gradient clipping, then AdamW with decoupled weight decay, on the schedule."""
+    del trainable  # the decay mask is computed from whatever tree the optimizer sees
     schedule = learning_rate_schedule(train_cfg, total_steps)
-    excluded = match_tree(trainable, train_cfg.weight_decay_exclude)
-    decay_mask = jax.tree_util.tree_map(lambda skip: not skip, excluded)
+    exclude = train_cfg.weight_decay_exclude
+
+    # A callable (not a fixed tree): a method may route only part of the params through
+    # this optimizer (e.g. optax.multi_transform), and the mask must match what arrives.
+    def decay_mask(params: PyTree) -> PyTree:
+        return jax.tree_util.tree_map(lambda skip: not skip, match_tree(params, exclude))
     tx = optax.chain(
         optax.clip_by_global_norm(train_cfg.max_grad_norm),
         optax.adamw(
@@ -57,3 +65,55 @@ def make_optimizer(
         ),
     )
     return tx, schedule
+
+
+class MaskedUpdatesState(NamedTuple):
+    """State of `masked_updates`: element masks of partly-selected leaves, inner state."""
+
+    masks: PyTree  # bool array for leaves with some (not all) entries selected, else None
+    inner: optax.OptState
+
+
+def _leaf_kind(m: np.ndarray) -> str:
+    return "all" if m.all() else ("none" if not m.any() else "some")
+
+
+def masked_updates(
+    inner: optax.GradientTransformation, mask: PyTree
+) -> optax.GradientTransformation:
+    """Trains only the True entries of an element-wise bool `mask` (a tree like the params).
+
+    Gradients are masked before `inner` (so clipping norms and Adam moments never see
+    frozen entries) and updates are masked after it (so weight decay or any other
+    transform cannot move them): unselected entries stay bitwise equal to their start.
+    Leaves with no selected entry are routed to `optax.set_to_zero` and hold no state in
+    `inner`; leaves entirely selected skip the multiplication. The masks of partly
+    selected leaves live in the state (not in the jitted function as constants).
+
+    Example:
+      >>> tx = masked_updates(optax.adamw(1e-3, weight_decay=0.01), mask)
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(grads, state, params)
+    """
+    mask = jax.tree_util.tree_map(np.asarray, mask)
+    kinds = jax.tree_util.tree_map(_leaf_kind, mask)
+    labels = jax.tree_util.tree_map(lambda k: "frozen" if k == "none" else "train", kinds)
+    routed = optax.multi_transform({"train": inner, "frozen": optax.set_to_zero()}, labels)
+    is_none = lambda x: x is None
+
+    def apply(masks: PyTree, tree: PyTree) -> PyTree:
+        return jax.tree_util.tree_map(
+            lambda m, x: x if m is None else jnp.where(m, x, jnp.zeros_like(x)), masks, tree,
+            is_leaf=is_none)
+
+    def init_fn(params):
+        masks = jax.tree_util.tree_map(
+            lambda m, k: jnp.asarray(m) if k == "some" else None, mask, kinds)
+        return MaskedUpdatesState(masks=masks, inner=routed.init(params))
+
+    def update_fn(updates, state, params=None):
+        updates = apply(state.masks, updates)
+        updates, inner_state = routed.update(updates, state.inner, params)
+        return apply(state.masks, updates), MaskedUpdatesState(state.masks, inner_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)

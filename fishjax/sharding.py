@@ -81,7 +81,7 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: ShardingRules = ()) -> Any:
 
     def one(path, leaf):
         spec = spec_for(path_str(path), np.ndim(leaf), rules)
-        for dim, axis in zip(leaf.shape, spec, strict=True):
+        for dim, axis in zip(leaf.shape, spec, strict=False):  # spec may be shorter
             if axis is not None and dim % mesh.shape[axis]:
                 raise ShardingError(
                     f"{path_str(path)}: dimension {dim} is not divisible by mesh axis "

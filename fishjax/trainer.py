@@ -49,11 +49,16 @@ from fishjax.io_utils import atomic_write_json, atomic_write_text
 from fishjax.methods import MethodContext, MethodSetup, get_method
 from fishjax.metric_writer import MetricWriter
 from fishjax.metrics import compute_metrics
-from fishjax.models import HEAD_REGEX, export_hf_folder, load_model, load_tokenizer
+from fishjax.models import export_hf_folder, load_model, load_tokenizer
 from fishjax.optim import make_optimizer
 from fishjax.sharding import make_mesh, put_batch, replicated, tree_shardings
 from fishjax.tree import PyTree, count_params
-from fishjax.validation import check_batch_divisible, prepare_workdir, validate_config
+from fishjax.validation import (
+    ConfigError,
+    check_batch_divisible,
+    prepare_workdir,
+    validate_config,
+)
 
 log = logging.getLogger("fishjax")
 
@@ -137,6 +142,10 @@ class Trainer:
             hidden_dropout=config.model.hidden_dropout,
             attention_dropout=config.model.attention_dropout,
         )
+        max_len = self.model.config.max_sequence_length
+        if config.data.max_length > max_len:
+            raise ConfigError(f"config.data.max_length={config.data.max_length} exceeds the "
+                              f"model's {max_len} positions ({config.model.name})")
         self.data = tokenize_task(config, self.task, raw, load_tokenizer(self.model.model_dir))
         self.loss_fn = objectives.make_loss_fn(self.model.module, self.task.is_regression)
         self.apply_fn = objectives.make_apply_fn(self.model.module)
@@ -146,7 +155,7 @@ class Trainer:
             params=self.model.params,
             loss_fn=self.loss_fn,
             train_batches=self._method_batches,
-            head_regex=HEAD_REGEX,
+            num_labels=self.task.num_labels,
             rng=method_key,
             workdir=workdir,
         ))
@@ -280,6 +289,10 @@ def _fmt_seconds(s: float) -> str:
         f"{s // 60}m{s % 60:02d}s"
 
 
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Fine-tunes `config.model.name` on `config.task` with `config.method`; see module doc.
 
@@ -317,6 +330,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         min(trainer.total_steps, t.stop_after_steps)
 
     last_eval: dict[str, float] | None = None
+    initial: dict[str, float] | None = None
+    if t.eval_before_training and step == 0:
+        initial = trainer.evaluate()
+        writer.write(0, initial, "eval")
+        log.info("eval before training: %s", _fmt_metrics(initial))
     window_t, window_steps = time.perf_counter(), 0
     pending: list[dict[str, jax.Array]] = []
     while step < stop_at:
@@ -347,8 +365,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 writer.write(step, last_eval, "eval")
                 score = trainer.main_score(last_eval)
                 improved = ckpt.maybe_save_best(step, trainer.state.trainable, score, last_eval)
-                log.info("eval step %d: %s%s", step,
-                         ", ".join(f"{k}={v:.4f}" for k, v in sorted(last_eval.items())),
+                log.info("eval step %d: %s%s", step, _fmt_metrics(last_eval),
                          " (best so far)" if improved else "")
             if do_eval or step % t.checkpoint_every_steps == 0 or step == stop_at:
                 ckpt.save(step, trainer.state)
@@ -366,6 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "step": step,
         "total_steps": trainer.total_steps,
         "finished": finished,
+        "initial_eval": initial,
         "final_eval": last_eval,
         "best": ckpt.best(),
         "method_summary": summary,

@@ -7,6 +7,7 @@ starts training on a config that cannot finish.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import ml_collections
@@ -26,6 +27,8 @@ def _require(cond: bool, message: str) -> None:
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first invalid field found."""
     from fishjax.data import DataError, get_task
+    from fishjax.fisher import MODES
+    from fishjax.masks import HEAD_POLICIES
     from fishjax.methods import available_methods
 
     for section in ("model", "data", "train", "mesh", "method"):
@@ -75,6 +78,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     m = config.mesh
     _require(m.model >= 1, f"config.mesh.model must be >= 1, got {m.model}")
     _require(m.data == -1 or m.data >= 1, f"config.mesh.data must be -1 or >= 1, got {m.data}")
+    meth = config.method
+    _require(0.0 < meth.keep_ratio <= 1.0,
+             f"config.method.keep_ratio must be in (0, 1], got {meth.keep_ratio}")
+    _require(meth.head_policy in HEAD_POLICIES,
+             f"config.method.head_policy must be one of {HEAD_POLICIES}, got {meth.head_policy!r}")
+    for name in ("head_regex", "eligible_regex", "bitfit_regex"):
+        try:
+            re.compile(meth[name])
+        except re.error as e:
+            raise ConfigError(f"config.method.{name}={meth[name]!r} is not a regex: {e}") from None
+    f = meth.fisher
+    _require(f.mode in MODES, f"config.method.fisher.mode must be one of {MODES}, got {f.mode!r}")
+    _require(f.num_samples > 0 and f.batch_size > 0,
+             "config.method.fisher.num_samples and batch_size must be positive")
+    _require(str(f.chunk_size) == "auto" or (str(f.chunk_size).isdigit() and int(f.chunk_size) > 0
+                                             and f.batch_size % int(f.chunk_size) == 0),
+             f"config.method.fisher.chunk_size must be 'auto' or a positive divisor of "
+             f"fisher.batch_size={f.batch_size}, got {f.chunk_size!r}")
+    if meth.mask_file is not None:
+        _require(os.path.isfile(meth.mask_file),
+                 f"config.method.mask_file={meth.mask_file!r} does not exist")
     _require(config.method.name in available_methods(),
              f"config.method.name={config.method.name!r} is not a method; available: "
              f"{', '.join(available_methods())}")

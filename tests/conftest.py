@@ -55,14 +55,13 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return build_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_bert")))
 
 
-@pytest.fixture
-def tiny_config(tiny_model_dir, tmp_path):
-    """The quickstart config on the tiny model: a few dozen steps, seconds on CPU."""
+def make_tiny_config(model_dir: str, cache_dir: str):
+    """The quickstart config on the tiny model: 24 steps, seconds on CPU."""
     from configs import quickstart
 
     config = quickstart.get_config()
-    config.model.name = tiny_model_dir
-    config.data.cache_dir = str(tmp_path / "cache")
+    config.model.name = model_dir
+    config.data.cache_dir = cache_dir
     config.data.max_train_samples = 96
     config.data.max_eval_samples = 64
     config.train.batch_size = 8
@@ -70,8 +69,14 @@ def tiny_config(tiny_model_dir, tmp_path):
     config.train.num_epochs = 2.0
     config.train.learning_rate = 1e-3
     config.train.log_every_steps = 4
+    config.train.eval_before_training = False
     config.train.export = False
     return config
+
+
+@pytest.fixture
+def tiny_config(tiny_model_dir, tmp_path):
+    return make_tiny_config(tiny_model_dir, str(tmp_path / "cache"))
 
 
 def glue_task_dir(folder: str) -> str:

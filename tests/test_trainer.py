@@ -28,29 +28,64 @@ def _latest_state(workdir, like):
         ckpt.close()
 
 
-def test_train_and_evaluate_writes_outputs_and_learns(tiny_config, tmp_path):
-    workdir = str(tmp_path / "run")
-    tiny_config.train.export = True
-    res = train_and_evaluate(tiny_config, workdir)
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_dir, tmp_path_factory):
+    """One full tiny run with eval before training and export; (config, workdir, results)."""
+    from conftest import make_tiny_config
 
+    tmp = tmp_path_factory.mktemp("trained")
+    config = make_tiny_config(tiny_model_dir, str(tmp / "cache"))
+    config.train.export = True
+    config.train.eval_before_training = True
+    workdir = str(tmp / "run")
+    return config, workdir, train_and_evaluate(config, workdir)
+
+
+def test_train_and_evaluate_writes_outputs_and_learns(trained_run):
+    config, workdir, res = trained_run
     assert res["finished"] and res["step"] == res["total_steps"] == 24  # 96/8 x 2 epochs
     for name in ("config.json", "run_info.json", "results.json", "metrics.jsonl"):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert any(f.startswith("events.out.tfevents")
                for f in os.listdir(os.path.join(workdir, "tensorboard")))
     info = json.load(open(os.path.join(workdir, "run_info.json")))
-    assert info["seed"] == tiny_config.seed and "jax" in info["versions"]
+    assert info["seed"] == config.seed and "jax" in info["versions"]
     assert info["method_summary"]["trainable_entries"] == info["total_params"]
 
     rows = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     train = [r["train/loss"] for r in rows if "train/loss" in r]
     evals = [r for r in rows if "eval/accuracy" in r]
-    assert len(evals) == 2  # one per epoch
+    assert [r["step"] for r in evals] == [0, 12, 24]  # before training, then once per epoch
     assert train[-1] < train[0]  # the tiny model fits the sample a little
-    assert 0.0 <= res["final_eval"]["accuracy"] <= 1.0
-    # The best checkpoint and the export exist; the export holds a loadable HF folder.
+    assert res["initial_eval"]["loss"] > res["final_eval"]["loss"]
     assert res["best"]["step"] in (12, 24)
     assert sorted(os.listdir(res["export_dir"]))[:2] == ["config.json", "model.safetensors"]
+
+
+def test_export_holds_the_best_params_and_reloads(trained_run):
+    """The exported folder = the best checkpoint; fishjax and PyTorch read the same logits."""
+    from fishjax.models import load_model
+
+    config, workdir, res = trained_run
+    trainer = Trainer(config, workdir + "-probe")
+    best = Checkpoints(workdir).restore_best(trainer.state.trainable)
+    batch = next(iterate_batches(trainer.data.evals["dev"], 16, seed=0, epoch=0, shuffle=False))
+    want = np.asarray(trainer.apply_fn(trainer.setup.dense_params(best), batch))
+
+    exported = load_model(res["export_dir"], 2, key=jax.random.PRNGKey(1))
+    assert exported.load_report.newly_initialized == ()
+    got = np.asarray(trainer.apply_fn(exported.params, batch))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(res["export_dir"]).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
+                    attention_mask=torch.tensor(batch["attention_mask"], dtype=torch.long),
+                    token_type_ids=torch.tensor(batch["token_type_ids"], dtype=torch.long))
+    np.testing.assert_allclose(out.logits.numpy(), want, atol=1e-4)
 
 
 def test_same_seed_same_metrics(tiny_config, tmp_path):

@@ -1,0 +1,84 @@
+"""fish / random_mask / bitfit through the trainer: only selected entries move."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from fishjax.checkpoints import Checkpoints
+from fishjax.masks import count_selected, load_mask
+from fishjax.models import load_model
+from fishjax.trainer import train_and_evaluate
+from fishjax.tree import count_params, leaf_paths
+
+
+def _run(config, workdir, method, **method_overrides):
+    config.method.name = method
+    config.train.num_epochs = 1.0
+    for k, v in method_overrides.items():
+        config.method[k] = v
+    res = train_and_evaluate(config, workdir)
+    initial = load_model(config.model.name, 2, key=jax.random.split(
+        jax.random.PRNGKey(config.seed), 3)[0]).params
+    ckpt = Checkpoints(workdir)
+    final = ckpt.restore_latest(None)["trainable"]
+    ckpt.close()
+    return res, initial, final
+
+
+def _changed(initial, final):
+    """path -> bool array of entries that moved."""
+    out = {}
+    for path, a, b in zip(leaf_paths(initial), jax.tree_util.tree_leaves(initial),
+                          jax.tree_util.tree_leaves(final), strict=True):
+        out[path] = np.asarray(a) != np.asarray(b)
+    return out
+
+
+@pytest.mark.parametrize("method", ["fish", "random_mask"])
+def test_mask_methods_train_exactly_the_mask(tiny_config, tmp_path, method):
+    workdir = str(tmp_path / method)
+    res, initial, final = _run(tiny_config, workdir, method, keep_ratio=0.05)
+    mask, meta = load_mask(os.path.join(workdir, "mask.safetensors"), initial)
+    n = count_params(initial)
+    assert count_selected(mask) == round(0.05 * n)  # head counted in the budget
+    assert res["method_summary"]["trainable_entries"] == count_selected(mask)
+    assert meta["method"] == method and meta["seed"] == tiny_config.seed
+    moved = _changed(initial, final)
+    mask_by_path = dict(zip(leaf_paths(mask), jax.tree_util.tree_leaves(mask), strict=True))
+    for path, m in moved.items():
+        assert not (m & ~mask_by_path[path]).any(), f"{path}: unselected entries moved"
+        if path.startswith("classifier/"):
+            assert mask_by_path[path].all()
+    assert sum(int(m.sum()) for m in moved.values()) > 0.5 * count_selected(mask)
+    if method == "fish":
+        assert res["method_summary"]["fisher_examples"] == 96  # all of the tiny train set
+
+    # Rerunning the finished workdir reuses the saved mask instead of recomputing it.
+    again = train_and_evaluate(tiny_config, workdir)
+    assert again["method_summary"]["mask_loaded_from"].endswith("mask.safetensors")
+    assert again["final_eval"] == res["final_eval"]
+
+
+def test_bitfit_trains_biases_and_head_only(tiny_config, tmp_path):
+    res, initial, final = _run(tiny_config, str(tmp_path / "bitfit"), "bitfit")
+    for path, m in _changed(initial, final).items():
+        if m.any():
+            assert path.endswith("bias") or path.startswith("classifier/"), path
+    n_bias = sum(np.size(x) for p, x in zip(leaf_paths(initial),
+                                            jax.tree_util.tree_leaves(initial), strict=True)
+                 if p.endswith("bias") or p.startswith("classifier/"))
+    assert res["method_summary"]["trainable_entries"] == n_bias
+
+
+def test_same_seed_same_fish_mask(tiny_config, tmp_path):
+    tiny_config.train.num_steps = 1
+    loaded = []
+    for name in ("a", "b"):
+        _, initial, _ = _run(tiny_config, str(tmp_path / name), "fish", keep_ratio=0.05)
+        loaded.append(load_mask(str(tmp_path / name / "mask.safetensors"), initial)[0])
+    for x, y in zip(*map(jax.tree_util.tree_leaves, loaded), strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -143,7 +143,9 @@ def main(argv=None) -> dict:
     state = read_json(results_path) if os.path.exists(results_path) else {"cells": {}}
     cells = state["cells"]
 
-    grid = [(t, m, s) for t in tasks for m in methods for s in seeds]
+    # Seed-major order: every method on every task for seed 0 first, so a partial grid
+    # already compares methods.
+    grid = [(t, m, s) for s in seeds for t in tasks for m in methods]
     todo = [g for g in grid if cells.get(cell_id(*g), {}).get("status") != "ok"]
     logging.info("%d cells, %d already finished, %d to run", len(grid), len(grid) - len(todo),
                  len(todo))

@@ -30,6 +30,7 @@ and a params pytree; nothing here knows the model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -153,6 +154,13 @@ def chunked_sum(example_fn: Callable[..., PyTree], chunk_size: int) -> Callable[
     return run
 
 
+@functools.lru_cache(maxsize=64)
+def fisher_accumulator(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int):
+    """Jitted `acc, on, off, batch -> acc` (cached, so repeated passes compile once)."""
+    example_fn = example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
+    return jax.jit(chunked_sum(example_fn, chunk_size), donate_argnums=0)
+
+
 @dataclasses.dataclass
 class FisherResult:
     scores: PyTree  # float32, shaped like params; 0 on ineligible leaves
@@ -202,8 +210,6 @@ def fisher_scores(
     on, off = split_eligible(params, eligible)
     acc = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), on)
 
-    example_fn = example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
-    steps: dict[int, Callable] = {}  # chunk size -> jitted accumulation step
 
     from tqdm.auto import tqdm
 
@@ -221,9 +227,8 @@ def fisher_scores(
             continue
         b = len(weights)
         c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
-        if c not in steps:
-            steps[c] = jax.jit(chunked_sum(example_fn, c), donate_argnums=0)
-        acc = steps[c](acc, on, off, {**batch, "weights": weights})
+        step = fisher_accumulator(loss_fn, mode, num_labels, c)
+        acc = step(acc, on, off, {**batch, "weights": weights})
         seen += n_real
         bar.update(n_real)
     bar.close()

@@ -1,0 +1,172 @@
+"""Fisher-scoring throughput on the real MiniLM, against its practical limits.
+
+  python benchmarks/fisher_throughput.py --json benchmarks/results/fisher_throughput.json
+
+On `minilm-l6` at sequence length 128 (random token ids, fixed seed; every example padded
+to the full length), measures examples/s of:
+- `fisher_scores` (empirical) at several chunk sizes (`--chunks`), batches of 32;
+- a plain batched gradient (batch 32, mean loss) — the practical upper limit;
+- a PyTorch loop over single examples as the FISH reference does it (backward per
+  example, squared gradients summed), if torch is installed (interop extra).
+Then peak RSS of `fisher_scores` in fresh processes for N = 256 and N = 1024 examples
+(memory must not grow with N). Compilation is excluded from every rate (one warm-up).
+
+JSON keys: fisher_ex_per_s (best chunk), fisher_by_chunk, batched_grad_ex_per_s,
+torch_loop_ex_per_s, ratio_vs_batched, ratio_vs_torch_loop, peak_rss_mb (per N), and the
+machine description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SEQ, BATCH, MODEL = 128, 32, "minilm-l6"
+
+
+def _batches(n: int, vocab: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, BATCH):
+        b = min(BATCH, n - start)
+        ids = rng.integers(1000, vocab, size=(BATCH, SEQ)).astype(np.int32)
+        ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+        w = np.zeros(BATCH, np.float32)
+        w[:b] = 1.0
+        yield {"input_ids": ids, "attention_mask": np.ones((BATCH, SEQ), np.int32),
+               "token_type_ids": np.zeros((BATCH, SEQ), np.int32),
+               "labels": rng.integers(0, 2, size=BATCH).astype(np.int32), "weights": w}
+
+
+def _load():
+    import jax
+
+    from fishjax import objectives
+    from fishjax.models import load_model
+
+    model = load_model(MODEL, 2, key=jax.random.PRNGKey(0))
+    return model, objectives.make_loss_fn(model.module, is_regression=False)
+
+
+def fisher_rate(model, loss_fn, n: int, chunk: int) -> float:
+    from fishjax.fisher import fisher_scores
+
+    vocab = model.config.vocab_size
+    fisher_scores(loss_fn, model.params, _batches(BATCH, vocab), chunk_size=chunk,
+                  progress=False)  # compile
+    res = fisher_scores(loss_fn, model.params, _batches(n, vocab), chunk_size=chunk,
+                        progress=False)
+    return res.num_examples / res.seconds
+
+
+def batched_grad_rate(model, loss_fn, n: int) -> float:
+    import jax
+
+    grad = jax.jit(jax.grad(loss_fn))
+    batches = list(_batches(n, model.config.vocab_size))
+    jax.block_until_ready(grad(model.params, batches[0]))
+    t0 = time.perf_counter()
+    for b in batches:
+        jax.block_until_ready(grad(model.params, b))
+    return n / (time.perf_counter() - t0)
+
+
+def torch_loop_rate(model_dir: str, n: int) -> float | None:
+    try:
+        import torch
+        from transformers import BertForSequenceClassification
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    net = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2).eval()
+    sums = [torch.zeros_like(p) for p in net.parameters()]
+    examples = [(b["input_ids"][i], b["labels"][i]) for b in _batches(n, 30522)
+                for i in range(BATCH)][:n]
+
+    def one(ids, label):
+        net.zero_grad()
+        out = net(input_ids=torch.tensor(ids[None], dtype=torch.long),
+                  labels=torch.tensor([int(label)]))
+        out.loss.backward()
+        for s, p in zip(sums, net.parameters(), strict=True):
+            s += p.grad.detach() ** 2
+
+    one(*examples[0])  # warm-up
+    t0 = time.perf_counter()
+    for ids, label in examples:
+        one(ids, label)
+    return n / (time.perf_counter() - t0)
+
+
+def child_peak_rss(n: int, chunk: int) -> float:
+    """Peak RSS (MB) of a fresh process that scores n examples."""
+    out = subprocess.run([sys.executable, __file__, "--child_n", str(n), "--chunks", str(chunk)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=256, help="examples per throughput measurement")
+    p.add_argument("--chunks", default="1,2,4,8")
+    p.add_argument("--torch_n", type=int, default=64)
+    p.add_argument("--memory_n", default="256,1024")
+    p.add_argument("--child_n", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    chunks = [int(c) for c in args.chunks.split(",")]
+
+    model, loss_fn = _load()
+    if args.child_n is not None:
+        fisher_rate(model, loss_fn, args.child_n, chunks[0])
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"peak_rss_mb": peak}))
+        return {}
+
+    by_chunk = {}
+    for c in chunks:
+        by_chunk[c] = fisher_rate(model, loss_fn, args.n, c)
+        print(f"fisher chunk={c}: {by_chunk[c]:.2f} ex/s", flush=True)
+    best_chunk = max(by_chunk, key=by_chunk.get)
+    batched = batched_grad_rate(model, loss_fn, args.n)
+    print(f"batched gradient (batch {BATCH}): {batched:.2f} ex/s", flush=True)
+    torch_rate = torch_loop_rate(model.model_dir, args.torch_n)
+    print(f"torch single-example loop: {torch_rate} ex/s", flush=True)
+    peaks = {int(n): child_peak_rss(int(n), best_chunk) for n in args.memory_n.split(",")}
+    print(f"peak RSS by N: {peaks}", flush=True)
+
+    import jax
+
+    result = {
+        "model": MODEL, "seq_len": SEQ, "batch": BATCH, "n": args.n,
+        "fisher_ex_per_s": by_chunk[best_chunk], "best_chunk": best_chunk,
+        "fisher_by_chunk": {str(k): v for k, v in by_chunk.items()},
+        "batched_grad_ex_per_s": batched,
+        "torch_loop_ex_per_s": torch_rate,
+        "ratio_vs_batched": by_chunk[best_chunk] / batched,
+        "ratio_vs_torch_loop": None if torch_rate is None else by_chunk[best_chunk] / torch_rate,
+        "peak_rss_mb": {str(k): v for k, v in peaks.items()},
+        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        from fishjax.io_utils import atomic_write_json
+
+        atomic_write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

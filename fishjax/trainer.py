@@ -155,6 +155,7 @@ class Trainer:
             params=self.model.params,
             loss_fn=self.loss_fn,
             train_batches=self._method_batches,
+            train_data=self.data.train,
             num_labels=self.task.num_labels,
             rng=method_key,
             workdir=workdir,

@@ -36,6 +36,7 @@ class MethodContext:
     # train_batches(batch_size, shuffle_seed=None): one pass over the training set as host
     # batches (file order, or a seeded shuffle), each with `weights` marking padding rows.
     train_batches: Callable[..., Iterator[Batch]]
+    train_data: Any  # fishjax.data.TokenizedSplit: the training set, for index-level access
     num_labels: int  # classes of the task; 1 for regression
     rng: jax.Array  # method-private PRNG key (e.g. random masks)
     workdir: str | None  # where a method may save its artefacts (masks, traces)

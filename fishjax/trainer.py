@@ -194,6 +194,7 @@ class Trainer:
 
     def _compile_steps(self) -> None:
         combine, tx, loss_fn = self.setup.combine, self.tx, self.loss_fn
+        opt_params_fn = self.setup.optimizer_params
         apply_fn, is_regression, schedule = self.apply_fn, self.task.is_regression, self.schedule
 
         def train_step(state: TrainState, frozen: PyTree, batch):
@@ -203,7 +204,9 @@ class Trainer:
                 return loss_fn(combine(trainable, frozen), batch, dropout_key)
 
             loss, grads = jax.value_and_grad(loss_of)(state.trainable)
-            updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+            opt_params = state.trainable if opt_params_fn is None else \
+                opt_params_fn(state.trainable, frozen)
+            updates, opt_state = tx.update(grads, state.opt_state, opt_params)
             trainable = optax.apply_updates(state.trainable, updates)
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                        "learning_rate": schedule(state.step)}

@@ -57,6 +57,11 @@ class MethodSetup:
     wrap_optimizer: Callable[[optax.GradientTransformation], optax.GradientTransformation] = (
         _identity_optimizer
     )
+    # The tree handed to the optimizer as `params` (what weight decay acts on). Default:
+    # the trainable tree itself. A sparse increment returns the effective weights
+    # W0[idx] + delta here, so decoupled weight decay acts on the weights, as in dense
+    # training, while the optimizer still only sees O(k) entries.
+    optimizer_params: Callable[[PyTree, PyTree], PyTree] | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # logged and saved
 
     def dense_params(self, trainable: PyTree) -> PyTree:

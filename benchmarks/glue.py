@@ -26,6 +26,7 @@ import argparse
 import ast
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -35,6 +36,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fishjax.data import get_task  # noqa: E402
+
+log = logging.getLogger("fishjax.benchmarks")
 from fishjax.io_utils import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
 
@@ -86,6 +89,9 @@ def run_cell(task: str, method: str, seed: int, args) -> dict:
     workdir = os.path.join(args.out, "cells", cell_id(task, method, seed))
     t0 = time.perf_counter()
     res = train_and_evaluate(config, workdir)
+    if not args.keep_checkpoints:  # ~0.3 GB per cell; logs, results and masks stay
+        for sub in ("checkpoints", "best", "export"):
+            shutil.rmtree(os.path.join(workdir, sub), ignore_errors=True)
     spec = get_task(task)
     best = res["best"] or {}
     return {
@@ -146,8 +152,11 @@ def main(argv=None) -> dict:
                    help="per-method peak learning rate, method=lr,...")
     p.add_argument("--set", action="append", default=[], help="config override key=value")
     p.add_argument("--json", default=None, help="also write results.json here")
+    p.add_argument("--keep_checkpoints", action="store_true",
+                   help="keep each cell's checkpoints and export (deleted by default)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("fishjax").setLevel(logging.INFO)  # progress; not orbax's file log
 
     tasks = [get_task(t).name for t in args.tasks.split(",")]
     methods = args.methods.split(",")
@@ -160,18 +169,18 @@ def main(argv=None) -> dict:
     # already compares methods.
     grid = [(t, m, s) for s in seeds for t in tasks for m in methods]
     todo = [g for g in grid if cells.get(cell_id(*g), {}).get("status") != "ok"]
-    logging.info("%d cells, %d already finished, %d to run", len(grid), len(grid) - len(todo),
+    log.info("%d cells, %d already finished, %d to run", len(grid), len(grid) - len(todo),
                  len(todo))
     for i, (t, m, s) in enumerate(todo):
         cid = cell_id(t, m, s)
-        logging.info("[%d/%d] %s", i + 1, len(todo), cid)
+        log.info("[%d/%d] %s", i + 1, len(todo), cid)
         try:
             cells[cid] = run_cell(t, m, s, args)
         except Exception as e:  # one broken cell must not stop the grid
             cells[cid] = {"status": "error", "task": t, "method": m, "seed": s,
                           "main_metric": get_task(t).main_metric, "error": repr(e),
                           "traceback": traceback.format_exc()}
-            logging.error("%s failed: %r", cid, e)
+            log.error("%s failed: %r", cid, e)
         atomic_write_json(results_path, state)
 
     table = markdown_table(cells, tasks, methods)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
 
 import fishjax
+from fishjax.io_utils import atomic_write_bytes
 from fishjax.tree import PyTree, leaf_paths, match_tree
 
 HEAD_POLICIES = ("in_budget", "outside")
@@ -142,8 +142,6 @@ def density(mask: PyTree) -> dict[str, Any]:
 
 def save_mask(path: str, mask: PyTree, metadata: dict[str, Any] | None = None) -> None:
     """Writes `mask` as int32 flat indices per leaf + JSON metadata, atomically."""
-    from safetensors.numpy import save_file
-
     paths, leaves = leaf_paths(mask), _flat(mask)
     tensors = {p: np.flatnonzero(m).astype(np.int32) for p, m in zip(paths, leaves, strict=True)
                if m.any()}
@@ -153,17 +151,10 @@ def save_mask(path: str, mask: PyTree, metadata: dict[str, Any] | None = None) -
         "fishjax_version": fishjax.__version__,
         **(metadata or {}),
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-mask-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from safetensors.numpy import save
+
+    data = save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    atomic_write_bytes(path, data)
 
 
 def load_mask(path: str, like: PyTree) -> tuple[PyTree, dict[str, Any]]:

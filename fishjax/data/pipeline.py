@@ -17,8 +17,6 @@ import itertools
 import json
 import logging
 import operator
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import numpy as np
 
 from fishjax.data.glue import RawSplit
 from fishjax.data.tasks import DataError
+from fishjax.io_utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -208,17 +207,7 @@ def _load_cache(path: Path, buckets: tuple[int, ...], pad_id: int) -> TokenizedS
 
 
 def _save_cache(path: Path, ds: TokenizedSplit) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temp file in the same folder, then rename: readers (or a concurrent
-    # writer) never see a partial file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{k: getattr(ds, k) for k in _ARRAYS})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez_compressed(f, **{k: getattr(ds, k) for k in _ARRAYS}))
 
 
 def _check_batch_size(batch_size: int) -> None:

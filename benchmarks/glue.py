@@ -152,6 +152,8 @@ def main(argv=None) -> dict:
                    help="per-method peak learning rate, method=lr,...")
     p.add_argument("--set", action="append", default=[], help="config override key=value")
     p.add_argument("--json", default=None, help="also write results.json here")
+    p.add_argument("--report", action="store_true",
+                   help="only rewrite results.md from results.json (runs nothing)")
     p.add_argument("--keep_checkpoints", action="store_true",
                    help="keep each cell's checkpoints and export (deleted by default)")
     args = p.parse_args(argv)
@@ -168,9 +170,12 @@ def main(argv=None) -> dict:
     # Seed-major order: every method on every task for seed 0 first, so a partial grid
     # already compares methods.
     grid = [(t, m, s) for s in seeds for t in tasks for m in methods]
-    todo = [g for g in grid if cells.get(cell_id(*g), {}).get("status") != "ok"]
-    log.info("%d cells, %d already finished, %d to run", len(grid), len(grid) - len(todo),
-                 len(todo))
+    if args.report:
+        todo = []
+    else:
+        todo = [g for g in grid if cells.get(cell_id(*g), {}).get("status") != "ok"]
+    finished = sum(cells.get(cell_id(*g), {}).get("status") == "ok" for g in grid)
+    log.info("%d cells, %d already finished, %d to run", len(grid), finished, len(todo))
     for i, (t, m, s) in enumerate(todo):
         cid = cell_id(t, m, s)
         log.info("[%d/%d] %s", i + 1, len(todo), cid)
@@ -182,6 +187,8 @@ def main(argv=None) -> dict:
                           "traceback": traceback.format_exc()}
             log.error("%s failed: %r", cid, e)
         atomic_write_json(results_path, state)
+        atomic_write_text(os.path.join(args.out, "results.md"),
+                          markdown_table(cells, tasks, methods))
 
     table = markdown_table(cells, tasks, methods)
     atomic_write_text(os.path.join(args.out, "results.md"), table)

@@ -1,13 +1,22 @@
 """Cost of one train step per method on the real MiniLM at sequence length 128.
 
-  python benchmarks/step_cost.py --methods=full,fish --json benchmarks/results/step_cost.json
+  python benchmarks/step_cost.py --methods=full,fish,fish_sparse,sift,sift@0.005 \
+      --json benchmarks/results/step_cost.json
+
+Methods: `full`, `fish` (dense masked, keep ratio 0.5%), `fish_sparse` (the same mask
+trained as a sparse increment, `method.sparse_storage=True`), `bitfit`, `random_mask`,
+`sift` (rate 1%) and `sift@RATE` (SIFT at another rate, e.g. `sift@0.005`).
 
 Each method runs in a fresh process (so peak memory is its own): the trainer is built as
 `train.py` builds it (quickstart sample, every batch padded to 128 tokens, batch 32), the
 step is compiled and warmed up, then `--steps` steps are timed one by one. Reported per
 method: `step_s` (median seconds per step), `step_ratio_vs_full`, `peak_rss_mb`,
-`opt_state_bytes` (optimizer state), `trainable_entries`, and `artifact_bytes` (what
-must be stored per task: for the dense methods here, every parameter).
+`opt_state_bytes` (optimizer state), `trainable_entries`, and `artifact_bytes` (what must
+be stored per task: every parameter for the dense methods; for the sparse-increment
+methods the size of the delta file written by the trainer, i.e. int32 indices + float32
+values + the dense head + its JSON header). With `full` in the list, `checks` compares
+against the acceptance figures of the sparse path (SIFT at 1%: optimizer state <= 3% of
+full's and step time <= 1.05x; task artefact of SIFT at 0.5% <= 1.5 MB).
 """
 
 from __future__ import annotations
@@ -27,21 +36,38 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def measure(method: str, steps: int) -> dict:
-    import jax
-
+def method_config(spec: str):
+    """The quickstart config at seq 128 / batch 32 for a method spec (see module doc)."""
     from configs import quickstart
-    from fishjax.sharding import put_batch
-    from fishjax.trainer import Trainer, iterate_batches
-    from fishjax.tree import tree_bytes
 
     config = quickstart.get_config()
-    config.method.name = method
+    name, _, rate = spec.partition("@")
+    if name == "fish_sparse":
+        config.method.name = "fish"
+        config.method.sparse_storage = True
+    else:
+        config.method.name = name
+    if name == "sift":
+        config.method.sift.rate = float(rate) if rate else 0.01
+    elif rate:
+        config.method.keep_ratio = float(rate)
     config.data.max_length = 128
     config.data.buckets = (128,)
     config.train.batch_size = 32
     config.method.fisher.num_samples = 64  # selection cost is not what is measured here
-    trainer = Trainer(config, tempfile.mkdtemp(prefix=f"step-cost-{method}-"))
+    return config
+
+
+def measure(spec: str, steps: int) -> dict:
+    import jax
+
+    from fishjax.sharding import put_batch
+    from fishjax.trainer import Trainer, iterate_batches
+    from fishjax.tree import tree_bytes
+
+    config = method_config(spec)
+    workdir = tempfile.mkdtemp(prefix=f"step-cost-{spec.replace('@', '-')}-")
+    trainer = Trainer(config, workdir)
     batches = [put_batch(b, trainer.mesh) for b in
                iterate_batches(trainer.data.train, 32, seed=0, epoch=0, shuffle=True)]
     times = []
@@ -52,19 +78,44 @@ def measure(method: str, steps: int) -> dict:
         jax.block_until_ready(metrics["loss"])
         if i >= 2:  # the first two include compilation
             times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary = trainer.setup.summary()
+    if trainer.setup.save_artifacts is not None:  # the delta file the trainer writes
+        paths = trainer.setup.save_artifacts(jax.device_get(trainer.state.trainable), workdir)
+        artifact = sum(os.path.getsize(p) for p in paths.values())
+    else:
+        artifact = tree_bytes(trainer.setup.dense_params(trainer.state.trainable))
     return {
         "step_s": float(np.median(times)),
         "step_s_all": times,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak,
         "opt_state_bytes": tree_bytes(trainer.state.opt_state),
-        "trainable_entries": trainer.setup.summary()["trainable_entries"],
-        "artifact_bytes": tree_bytes(trainer.setup.dense_params(trainer.state.trainable)),
+        "trainable_entries": summary["trainable_entries"],
+        "sparse_entries": summary.get("sparse_entries"),
+        "head_entries": summary.get("head_entries"),
+        "artifact_bytes": artifact,
     }
+
+
+def checks(per_method: dict) -> dict:
+    """The acceptance figures of the sparse path, where the needed methods were run."""
+    out = {}
+    full = per_method.get("full")
+    if full and "sift" in per_method:
+        out["sift_opt_state_vs_full"] = (per_method["sift"]["opt_state_bytes"]
+                                         / full["opt_state_bytes"])
+        out["sift_opt_state_ok (<= 0.03)"] = out["sift_opt_state_vs_full"] <= 0.03
+        out["sift_step_vs_full"] = per_method["sift"]["step_s"] / full["step_s"]
+        out["sift_step_ok (<= 1.05)"] = out["sift_step_vs_full"] <= 1.05
+    if "sift@0.005" in per_method:
+        out["sift_0.5%_artifact_mb"] = per_method["sift@0.005"]["artifact_bytes"] / 1e6
+        out["sift_0.5%_artifact_ok (<= 1.5 MB)"] = out["sift_0.5%_artifact_mb"] <= 1.5
+    return out
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--methods", default="full,fish")
+    p.add_argument("--methods", default="full,fish,fish_sparse,sift,sift@0.005")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
@@ -91,11 +142,13 @@ def main(argv=None) -> dict:
     import jax
 
     result = {"model": "minilm-l6", "seq_len": 128, "batch": 32, "steps": args.steps,
-              "methods": per_method, "backend": jax.default_backend(),
+              "methods": per_method, "checks": checks(per_method),
+              "backend": jax.default_backend(),
               "cpu_count": os.cpu_count(), "platform": platform.platform(),
               "date": time.strftime("%Y-%m-%d")}
     print(json.dumps({m: {k: v for k, v in r.items() if k != "step_s_all"}
                       for m, r in per_method.items()}, indent=2))
+    print(json.dumps(result["checks"], indent=2))
     if args.json:
         from fishjax.io_utils import atomic_write_json
 

@@ -23,6 +23,15 @@ example's own loss. The reference loops over single examples in PyTorch. Here:
 - Rows with weight 0 (the padding rows of a partial batch) have zero loss, hence zero
   gradient, and are not counted.
 
+- One engine, custom reductions: `per_example_pass` feeds each example's contribution
+  tree (the squared gradients) to a `reduce(carry, contrib, rows, aux)` applied chunk by
+  chunk inside the jitted scan; it may update a carried state and emit per-example
+  outputs. `fisher_pass` is the built-in reduction that IRD needs (`fishjax.ird`): a
+  per-parameter sum weighted by a per-row 0/1 weight (the batch key `sum_weights`,
+  default `weights`) and/or a per-example scalar mass, the sum of the contribution over a
+  bool/float mask tree, returned by example id (the host-only batch key `example_ids`).
+  `fisher_scores` (FISH) is `fisher_pass` with the per-parameter sum only.
+
 Method code gives a `loss_fn(params, batch)` (weighted-mean loss of a batch, dropout off)
 and a params pytree; nothing here knows the model.
 """
@@ -129,36 +138,295 @@ def backward_passes_per_example(mode: str, num_labels: int) -> int:
     return 2 if num_labels == 1 else num_labels
 
 
-def chunked_sum(example_fn: Callable[..., PyTree], chunk_size: int) -> Callable[..., PyTree]:
-    """`f(acc, on, off, batch) -> acc + sum over the batch's examples of example_fn`.
+# -- the one per-example engine: a scan over chunks, a custom reduction per chunk --------
 
-    A `lax.scan` over chunks of `chunk_size` examples, `vmap` within each chunk; only the
-    running sum is carried. The batch size must be a multiple of `chunk_size`.
+# reduce(carry, contrib, rows, aux) -> (carry, per-example outputs [c, ...] or None).
+# `contrib`: the chunk's contribution trees (leading axis c, the `on` leaves only);
+# `rows`: per-row arrays of the chunk (`weights`, `sum_weights`); `aux`: a pytree that is
+# constant over the pass (e.g. a mask over the `on` leaves). Must be hashable (it keys
+# the cache of compiled steps): a module-level function.
+Reducer = Callable[[Any, PyTree, dict[str, jax.Array], Any], tuple[Any, Any]]
+
+
+def sum_and_mass(carry: PyTree | None, contrib: PyTree, rows: dict[str, jax.Array],
+                 aux: PyTree | None) -> tuple[PyTree | None, jax.Array | None]:
+    """The built-in reduction (FISH, IRD).
+
+    carry (if not None): += sum over the chunk of `sum_weights[i] * contrib_i`, per entry.
+    aux (if not None, a bool or float tree over the `on` leaves): each example's scalar
+    mass, the sum of its contribution over the entries where the mask is True (bool) or
+    weighted by it (float); 0 for padding rows (weight 0).
+    """
+    if carry is not None:
+        w = rows["sum_weights"]
+        carry = jax.tree_util.tree_map(
+            lambda a, c: a + jnp.sum(c * w.reshape((-1,) + (1,) * (c.ndim - 1)), axis=0),
+            carry, contrib)
+    if aux is None:
+        return carry, None
+
+    def leaf_mass(c, m):
+        flat, m = c.reshape(c.shape[0], -1), m.reshape(-1)
+        masked = jnp.where(m, flat, 0.0) if m.dtype == jnp.bool_ else flat * m
+        return jnp.sum(masked, axis=1)
+
+    masses = jax.tree_util.tree_leaves(jax.tree_util.tree_map(leaf_mass, contrib, aux))
+    total = functools.reduce(jnp.add, masses)
+    return carry, jnp.where(rows["weights"] > 0, total, 0.0)
+
+
+def chunked_reduce(example_fn: Callable[..., PyTree], chunk_size: int,
+                   reduce: Reducer) -> Callable[..., tuple[Any, Any]]:
+    """`f(carry, on, off, batch, rows, aux) -> (carry, per-example outputs [b, ...])`.
+
+    A `lax.scan` over chunks of `chunk_size` examples, `vmap` of `example_fn` within each
+    chunk, `reduce` applied to each chunk's contributions; only `carry` and the (small)
+    per-example outputs leave the scan. The batch size must be a multiple of `chunk_size`.
     """
     per_chunk = jax.vmap(example_fn, in_axes=(None, None, 0))
 
-    def run(acc, on, off, batch):
+    def run(carry, on, off, batch, rows, aux):
         b = batch["labels"].shape[0]
         if b % chunk_size:
             raise FisherError(f"batch size {b} is not a multiple of chunk_size {chunk_size}")
-        chunks = jax.tree_util.tree_map(
-            lambda x: x.reshape(b // chunk_size, chunk_size, *x.shape[1:]), batch)
+        split = lambda x: x.reshape(b // chunk_size, chunk_size, *x.shape[1:])
+        chunks = jax.tree_util.tree_map(split, (batch, rows))
 
         def body(carry, chunk):
-            contrib = per_chunk(on, off, chunk)
-            return jax.tree_util.tree_map(lambda a, c: a + jnp.sum(c, axis=0), carry,
-                                          contrib), None
+            batch_c, rows_c = chunk
+            return reduce(carry, per_chunk(on, off, batch_c), rows_c, aux)
 
-        return jax.lax.scan(body, acc, chunks)[0]
+        carry, outs = jax.lax.scan(body, carry, chunks)
+        outs = jax.tree_util.tree_map(lambda y: y.reshape(b, *y.shape[2:]), outs)
+        return carry, outs
 
     return run
 
 
 @functools.lru_cache(maxsize=64)
-def fisher_accumulator(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int):
-    """Jitted `acc, on, off, batch -> acc` (cached, so repeated passes compile once)."""
+def pass_step(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int,
+              reduce: Reducer = sum_and_mass):
+    """Jitted `carry, on, off, batch, rows, aux -> (carry, outputs)`, carry donated.
+
+    Cached, so repeated passes (FISH, every IRD round) compile once per batch shape and
+    per carry/aux structure.
+    """
     example_fn = example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
-    return jax.jit(chunked_sum(example_fn, chunk_size), donate_argnums=0)
+    return jax.jit(chunked_reduce(example_fn, chunk_size, reduce), donate_argnums=0)
+
+
+def chunked_sum(example_fn: Callable[..., PyTree], chunk_size: int) -> Callable[..., PyTree]:
+    """`f(acc, on, off, batch) -> acc + sum over the batch's examples of example_fn`.
+
+    `chunked_reduce` with the per-parameter sum of `sum_and_mass` (rows weighted by the
+    batch's `weights`).
+    """
+    run = chunked_reduce(example_fn, chunk_size, sum_and_mass)
+
+    def summed(acc, on, off, batch):
+        rows = {"weights": batch["weights"], "sum_weights": batch["weights"]}
+        return run(acc, on, off, batch, rows, None)[0]
+
+    return summed
+
+
+def fisher_accumulator(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int):
+    """Jitted `acc, on, off, batch -> acc` (the cached `pass_step`, per-parameter sum only)."""
+    step = pass_step(loss_fn, mode, num_labels, chunk_size, sum_and_mass)
+
+    def run(acc, on, off, batch):
+        rows = {"weights": batch["weights"], "sum_weights": batch["weights"]}
+        return step(acc, on, off, batch, rows, None)[0]
+
+    return run
+
+
+@dataclasses.dataclass
+class PassOutput:
+    carry: Any  # the reduction's final carry
+    example_ids: np.ndarray  # int64: ids of the real rows, in pass order
+    outputs: np.ndarray | None  # the reduction's per-example outputs, aligned with example_ids
+    num_examples: int  # real (weight > 0) examples processed
+    backward_passes: int  # per-example backward passes spent
+    seconds: float
+
+
+def _zeros_carry(on: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), on)
+
+
+def per_example_pass(
+    loss_fn: LossFn,
+    params: PyTree,
+    batches: Iterable[Batch],
+    *,
+    init: Callable[[PyTree], Any] = _zeros_carry,
+    reduce: Reducer = sum_and_mass,
+    aux: Any = None,
+    eligible: PyTree | str | None = None,
+    mode: str = "empirical",
+    num_labels: int = 2,
+    num_samples: int | None = None,
+    chunk_size: int | str = "auto",
+    progress: bool = True,
+    desc: str | None = None,
+) -> PassOutput:
+    """One pass of per-example Fisher contributions through a custom reduction.
+
+    `init(on)` builds the initial carry from the eligible leaves (`on`, None elsewhere);
+    `reduce` and `aux` are described at `Reducer`. Batches may carry two host-side keys:
+    `example_ids` (an id per row; default: the running position among real rows) and
+    `sum_weights` (the per-row weight of the per-parameter sum; default `weights`).
+    Rows with weight 0 (padding) produce no gradient, no id and no output. Stops once
+    `num_samples` real rows were processed (rows past it get weight 0).
+    """
+    if mode not in MODES:
+        raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
+    if num_samples is not None and num_samples <= 0:
+        raise FisherError(f"num_samples must be positive, got {num_samples}")
+    eligible = resolve_eligible(params, eligible)
+    if not any(jax.tree_util.tree_leaves(eligible)):
+        raise FisherError("no parameter is eligible for Fisher scoring")
+    on, off = split_eligible(params, eligible)
+    carry = init(on)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=num_samples, unit="ex", desc=desc or f"fisher ({mode})",
+               disable=not progress)
+    seen, t0 = 0, time.perf_counter()
+    ids: list[np.ndarray] = []
+    outs: list[tuple[Any, np.ndarray]] = []
+    for batch in batches:
+        if num_samples is not None and seen >= num_samples:
+            break
+        batch = dict(batch)
+        row_ids = batch.pop("example_ids", None)
+        sum_weights = batch.pop("sum_weights", None)
+        weights = np.asarray(batch["weights"], np.float32).copy()
+        if num_samples is not None:  # keep only the first (num_samples - seen) real rows
+            real = np.cumsum(weights > 0)
+            weights[real > num_samples - seen] = 0.0
+        real = weights > 0
+        n_real = int(real.sum())
+        if n_real == 0:
+            continue
+        sw = weights if sum_weights is None else np.asarray(sum_weights, np.float32) * real
+        b = len(weights)
+        c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
+        step = pass_step(loss_fn, mode, num_labels, c, reduce)
+        carry, out = step(carry, on, off, {**batch, "weights": weights},
+                          {"weights": weights, "sum_weights": sw}, aux)
+        ids.append(np.asarray(row_ids, np.int64)[real] if row_ids is not None
+                   else np.arange(seen, seen + n_real, dtype=np.int64))
+        if out is not None:
+            outs.append((out, real))
+        seen += n_real
+        bar.update(n_real)
+    bar.close()
+    jax.block_until_ready(carry)
+    if seen == 0:
+        raise FisherError("no examples were scored (empty batches?)")
+    if num_samples is not None and seen < num_samples:
+        import logging
+
+        logging.getLogger("fishjax").warning(
+            "fisher: only %d examples available, fewer than num_samples=%d", seen, num_samples)
+    outputs = np.concatenate([np.asarray(o)[r] for o, r in outs]) if outs else None
+    return PassOutput(
+        carry=carry,
+        example_ids=np.concatenate(ids),
+        outputs=outputs,
+        num_examples=seen,
+        backward_passes=seen * backward_passes_per_example(mode, num_labels),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# -- the built-in reduction: per-parameter sums and per-example masses -----------------
+
+
+@dataclasses.dataclass
+class FisherPass:
+    scores: PyTree | None  # per-parameter sums (float32, shaped like params, 0 off-eligible)
+    eligible: PyTree  # bool per leaf
+    example_ids: np.ndarray  # int64, ascending: every real example processed
+    example_mass: np.ndarray | None  # float32 per example (aligned with example_ids)
+    num_examples: int
+    backward_passes: int
+    seconds: float
+
+
+def _mass_aux(params: PyTree, eligible: PyTree, mass_mask: PyTree) -> PyTree:
+    """The mask over the eligible leaves (bool or float32 arrays), checked against params."""
+    def leaf(p, e, m):
+        m = np.asarray(m)
+        if m.shape != np.shape(p):
+            raise FisherError(f"mass_mask leaf of shape {m.shape} for a parameter of shape "
+                              f"{np.shape(p)}")
+        if not e and m.any():
+            raise FisherError("mass_mask selects entries of a leaf that is not eligible")
+        return m if m.dtype == np.bool_ else m.astype(np.float32)
+
+    full = jax.tree_util.tree_map(leaf, params, eligible, mass_mask)
+    return split_eligible(full, eligible)[0]
+
+
+def fisher_pass(
+    loss_fn: LossFn,
+    params: PyTree,
+    batches: Iterable[Batch],
+    *,
+    eligible: PyTree | str | None = None,
+    mode: str = "empirical",
+    num_labels: int = 2,
+    param_sums: bool = True,
+    mass_mask: PyTree | None = None,
+    num_samples: int | None = None,
+    chunk_size: int | str = "auto",
+    progress: bool = True,
+    desc: str | None = None,
+) -> FisherPass:
+    """One pass computing per-parameter Fisher sums and/or per-example masses.
+
+    With `param_sums`, `scores[j]` = sum over examples i of `sum_weights_i * f_ij`, where
+    f_ij is example i's Fisher contribution to entry j (`example_fisher_fn`) and
+    `sum_weights` is the batch's per-row weight (default `weights`; use 0/1). With
+    `mass_mask` (a bool or float tree shaped like params, nonzero only on eligible
+    leaves), `example_mass[i]` = sum over j of mask_j * f_ij, for every real example, by
+    `example_id` (batch key, host-side; default: position in the pass). The N x P matrix
+    f_ij is never formed. Other arguments as for `fisher_scores`.
+
+    Example:
+      >>> res = fisher_pass(loss_fn, params, batches, eligible=elig, mass_mask=range_mask)
+      >>> res.example_ids, res.example_mass, res.scores
+    """
+    if not param_sums and mass_mask is None:
+        raise FisherError("fisher_pass: nothing to compute (param_sums=False, no mass_mask)")
+    resolved = resolve_eligible(params, eligible)
+    aux = None if mass_mask is None else _mass_aux(params, resolved, mass_mask)
+    out = per_example_pass(
+        loss_fn, params, batches, init=_zeros_carry if param_sums else (lambda on: None),
+        reduce=sum_and_mass, aux=aux, eligible=resolved, mode=mode, num_labels=num_labels,
+        num_samples=num_samples, chunk_size=chunk_size, progress=progress, desc=desc)
+    order = np.argsort(out.example_ids, kind="stable")
+    ids = out.example_ids[order]
+    if len(np.unique(ids)) != len(ids):
+        raise FisherError("fisher_pass: duplicate example_ids in the batches")
+    scores = None
+    if param_sums:
+        scores = jax.tree_util.tree_map(
+            lambda a, p: jnp.zeros(p.shape, jnp.float32) if a is None else a, out.carry,
+            params, is_leaf=lambda x: x is None)
+    return FisherPass(
+        scores=scores,
+        eligible=resolved,
+        example_ids=ids,
+        example_mass=None if out.outputs is None else out.outputs[order].astype(np.float32),
+        num_examples=out.num_examples,
+        backward_passes=out.backward_passes,
+        seconds=out.seconds,
+    )
 
 
 @dataclasses.dataclass
@@ -184,6 +452,8 @@ def fisher_scores(
 ) -> FisherResult:
     """Sum over examples of the per-example Fisher contribution, for the eligible leaves.
 
+    `fisher_pass` with the per-parameter sum only.
+
     Args:
       loss_fn: `loss_fn(params, batch) -> scalar`, the weighted-mean negative
         log-likelihood of a batch with `labels` and `weights` (dropout off).
@@ -202,52 +472,9 @@ def fisher_scores(
       ...                     eligible=r"^(embeddings|encoder)/", num_samples=1024)
       >>> mask = top_k_mask(res.scores, k, eligible=res.eligible)
     """
-    if num_samples is not None and num_samples <= 0:
-        raise FisherError(f"num_samples must be positive, got {num_samples}")
-    eligible = resolve_eligible(params, eligible)
-    if not any(jax.tree_util.tree_leaves(eligible)):
-        raise FisherError("no parameter is eligible for Fisher scoring")
-    on, off = split_eligible(params, eligible)
-    acc = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), on)
-
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=num_samples, unit="ex", desc=f"fisher ({mode})", disable=not progress)
-    seen, t0 = 0, time.perf_counter()
-    for batch in batches:
-        if num_samples is not None and seen >= num_samples:
-            break
-        weights = np.asarray(batch["weights"], np.float32).copy()
-        if num_samples is not None:  # keep only the first (num_samples - seen) real rows
-            real = np.cumsum(weights)
-            weights[real > num_samples - seen] = 0.0
-        n_real = int(weights.sum())
-        if n_real == 0:
-            continue
-        b = len(weights)
-        c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
-        step = fisher_accumulator(loss_fn, mode, num_labels, c)
-        acc = step(acc, on, off, {**batch, "weights": weights})
-        seen += n_real
-        bar.update(n_real)
-    bar.close()
-    jax.block_until_ready(acc)
-    if seen == 0:
-        raise FisherError("no examples were scored (empty batches?)")
-    if num_samples is not None and seen < num_samples:
-        import logging
-
-        logging.getLogger("fishjax").warning(
-            "fisher: only %d examples available, fewer than num_samples=%d", seen, num_samples)
-
-    scores = jax.tree_util.tree_map(
-        lambda a, p: jnp.zeros(p.shape, jnp.float32) if a is None else a, acc, params,
-        is_leaf=lambda x: x is None)
-    return FisherResult(
-        scores=scores,
-        eligible=eligible,
-        num_examples=seen,
-        backward_passes=seen * backward_passes_per_example(mode, num_labels),
-        seconds=time.perf_counter() - t0,
-    )
+    res = fisher_pass(loss_fn, params, batches, eligible=eligible, mode=mode,
+                      num_labels=num_labels, num_samples=num_samples, chunk_size=chunk_size,
+                      progress=progress)
+    return FisherResult(scores=res.scores, eligible=res.eligible,
+                        num_examples=res.num_examples, backward_passes=res.backward_passes,
+                        seconds=res.seconds)

@@ -42,12 +42,19 @@ def learning_rate_schedule(
 
 
 def make_optimizer(
-    train_cfg: ml_collections.ConfigDict, total_steps: int, trainable: PyTree
+    train_cfg: ml_collections.ConfigDict, total_steps: int, trainable: PyTree,
+    *, no_decay: str | None = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Gradient clipping, then AdamW with decoupled weight decay, on the schedule."""
+    """Gradient clipping, then AdamW with decoupled weight decay, on the schedule.
+
+    Leaves whose path matches `train_cfg.weight_decay_exclude`, or the extra regex
+    `no_decay` (a method's choice, `MethodSetup.no_decay`), get no weight decay.
+    """
     del trainable  # the decay mask is computed from whatever tree the optimizer sees
     schedule = learning_rate_schedule(train_cfg, total_steps)
     exclude = train_cfg.weight_decay_exclude
+    if no_decay:
+        exclude = f"(?:{exclude})|(?:{no_decay})" if exclude else no_decay
 
     # A callable (not a fixed tree): a method may route only part of the params through
     # this optimizer (e.g. optax.multi_transform), and the mask must match what arrives.

@@ -165,7 +165,8 @@ class Trainer:
         self.steps_per_epoch = num_batches(self.data.train, t.batch_size)
         self.total_steps = t.num_steps or int(math.ceil(t.num_epochs * self.steps_per_epoch))
         self.eval_every = t.eval_every_steps or self.steps_per_epoch
-        base_tx, self.schedule = make_optimizer(t, self.total_steps, self.setup.trainable)
+        base_tx, self.schedule = make_optimizer(t, self.total_steps, self.setup.trainable,
+                                                no_decay=self.setup.no_decay)
         self.tx = self.setup.wrap_optimizer(base_tx)
 
         rules = tuple(config.mesh.param_rules)
@@ -404,6 +405,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             id2label=None if labels is None else dict(enumerate(labels)),
             tokenizer_dir=trainer.model.model_dir,
         ) if is_main else None
+    if finished and trainer.setup.save_artifacts is not None:  # e.g. a sparse delta file
+        kept = ckpt.restore_best(trainer.state.trainable)
+        kept = trainer.state.trainable if kept is None else kept
+        results["artifacts"] = trainer.setup.save_artifacts(
+            jax.device_get(kept), workdir) if is_main else None
     if is_main:
         atomic_write_json(os.path.join(workdir, "results.json"), results)
     writer.close()

@@ -99,9 +99,57 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if meth.mask_file is not None:
         _require(os.path.isfile(meth.mask_file),
                  f"config.method.mask_file={meth.mask_file!r} does not exist")
+    if meth.name == "ird":
+        _validate_ird(meth)
     _require(config.method.name in available_methods(),
              f"config.method.name={config.method.name!r} is not a method; available: "
              f"{', '.join(available_methods())}")
+    _validate_sparse(meth)
+
+
+def _validate_sparse(meth: ml_collections.ConfigDict) -> None:
+    """config.method.sparse_storage / sparse / sift (fishjax.sparse, the `sift` method)."""
+    from fishjax.methods.sift import BUDGETS, GRAD_SOURCES
+    from fishjax.sparse import WEIGHT_DECAY_MODES
+
+    _require(isinstance(meth.get("sparse_storage", False), bool),
+             f"config.method.sparse_storage must be True or False, got "
+             f"{meth.get('sparse_storage')!r}")
+    if "sparse" in meth:
+        wd = meth.sparse.weight_decay
+        _require(wd in WEIGHT_DECAY_MODES, f"config.method.sparse.weight_decay must be one of "
+                 f"{WEIGHT_DECAY_MODES}, got {wd!r}")
+    if "sift" not in meth:
+        _require(meth.name != "sift", "config.method.sift is missing (see configs/default.py)")
+        return
+    s = meth.sift
+    _require(0.0 < s.rate <= 1.0, f"config.method.sift.rate must be in (0, 1], got {s.rate}")
+    _require(s.budget in BUDGETS,
+             f"config.method.sift.budget must be one of {BUDGETS}, got {s.budget!r}")
+    _require(s.grad_source in GRAD_SOURCES, f"config.method.sift.grad_source must be one of "
+             f"{GRAD_SOURCES}, got {s.grad_source!r}")
+    _require(int(s.num_batches) >= 1,
+             f"config.method.sift.num_batches must be >= 1, got {s.num_batches}")
+    for name in ("eligible_regex", "head_regex"):
+        try:
+            re.compile(s[name])
+        except (re.error, TypeError) as e:
+            raise ConfigError(f"config.method.sift.{name}={s[name]!r} is not a regex: {e}") \
+                from None
+
+
+def _validate_ird(meth: ml_collections.ConfigDict) -> None:
+    from fishjax.ird import IRDError, IRDOptions
+
+    _require("ird" in meth, "config.method.ird is missing (options of method `ird`)")
+    try:
+        options = IRDOptions.from_config(meth.ird)
+    except IRDError as e:
+        raise ConfigError(f"config.method.ird.{e.field}: {e}") from None
+    _require(options.final == "last",
+             f"config.method.ird.final={options.final!r} is not implemented yet (future work: "
+             "pick the candidate with the best dev score after a short training run); use "
+             "'last'")
 
 
 def check_batch_divisible(config: ml_collections.ConfigDict, data_axis: int) -> None:

@@ -1,6 +1,6 @@
 """Fine-tuning methods. Importing this package registers every built-in method."""
 
-from fishjax.methods import full, masked  # noqa: F401  (registers the methods)
+from fishjax.methods import full, ird, masked, sift  # noqa: F401  (registers the methods)
 from fishjax.methods.base import (
     Method,
     MethodContext,

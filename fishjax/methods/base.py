@@ -62,6 +62,14 @@ class MethodSetup:
     # W0[idx] + delta here, so decoupled weight decay acts on the weights, as in dense
     # training, while the optimizer still only sees O(k) entries.
     optimizer_params: Callable[[PyTree, PyTree], PyTree] | None = None
+    # Extra regex over the paths of the optimizer's tree whose leaves never get weight
+    # decay (on top of config.train.weight_decay_exclude); e.g. r"^delta/" for a sparse
+    # increment trained without decay.
+    no_decay: str | None = None
+    # Called once by the trainer at the end of a finished run with the trainable tree it
+    # keeps (the best one if any) and the workdir; writes the method's artefacts (e.g. a
+    # delta file) and returns {name: path}, reported under results["artifacts"].
+    save_artifacts: Callable[[PyTree, str], dict[str, str]] | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # logged and saved
 
     def dense_params(self, trainable: PyTree) -> PyTree:

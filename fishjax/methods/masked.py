@@ -22,7 +22,11 @@ Ben Zaken et al., 2022 — its size is fixed by the model, not by `keep_ratio`).
 
 Training here is dense masked training: params and gradients stay dense, optimizer state
 exists only for leaves with a selected entry. The mask is written to
-`<workdir>/mask.safetensors` and reused when the run resumes.
+`<workdir>/mask.safetensors` and reused when the run resumes. With
+`config.method.sparse_storage=True` the same mask is trained as a sparse increment
+(`fishjax.sparse`, as SIFT: gradients and AdamW state for the k selected entries + the
+head only, and a `<workdir>/delta.safetensors` at the end); the dense masked path stays
+the reference implementation the sparse one is tested against.
 """
 
 from __future__ import annotations
@@ -107,6 +111,17 @@ class MaskMethod:
         })
         log.info("%s mask: %d of %d entries (%.3f%%), head %d", self.name, stats["selected"],
                  stats["size"], 100 * stats["density"], head_entries)
+        if m.sparse_storage:  # same mask, trained as a sparse increment (fishjax.sparse)
+            from fishjax.methods.sift import delta_metadata
+            from fishjax.sparse import sparse_method_setup
+
+            return sparse_method_setup(
+                ctx.params, mask, m.head_regex, weight_decay=m.sparse.weight_decay, info=info,
+                sharding_rules=ctx.config.mesh.param_rules,
+                delta_metadata=delta_metadata(ctx, {
+                    "keep_ratio": m.keep_ratio, "head_policy": m.head_policy,
+                    "selection": {"rule": f"{self.name} mask", "eligible_regex":
+                                  m.eligible_regex, "head_regex": m.head_regex}}))
         return MethodSetup(
             trainable=ctx.params, frozen={}, combine=_take_trainable,
             wrap_optimizer=lambda tx: masked_updates(tx, mask), info=info,

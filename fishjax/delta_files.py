@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -32,6 +31,7 @@ import numpy as np
 
 import fishjax
 from fishjax import sparse as sparse_lib
+from fishjax.io_utils import atomic_write_bytes, read_tagged_safetensors
 from fishjax.sparse import SparseDelta
 from fishjax.tree import PyTree
 
@@ -83,7 +83,7 @@ def save_delta(path: str, delta: SparseDelta, dense: PyTree, base: PyTree,
       >>> save_delta(f"{workdir}/delta.safetensors", delta, head, base,
       ...            metadata={"base_model": "minilm-l6", "num_labels": 2, "rate": 0.01})
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     sparse_lib.validate(delta, base)
     dense_flat = _flat_np(dense)
@@ -112,17 +112,7 @@ def save_delta(path: str, delta: SparseDelta, dense: PyTree, base: PyTree,
         "fishjax_version": fishjax.__version__,
     }
     path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-delta-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
     return path
 
 
@@ -136,19 +126,7 @@ def _selector(tree: PyTree, paths: set[tuple[str, ...]]) -> dict:
 
 def load_delta(path: str) -> LoadedDelta:
     """Reads and checks a delta file (tensor names, dtypes, index ranges, counts)."""
-    from safetensors import SafetensorError, safe_open
-
-    if not os.path.exists(path):
-        raise DeltaError(f"delta file {path!r} does not exist")
-    try:
-        with safe_open(path, framework="numpy") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as e:
-        raise DeltaError(f"{path!r} is not a valid safetensors file: {e}") from None
-    if META_KEY not in header:
-        raise DeltaError(f"{path!r} is not a fishjax delta file (no {META_KEY} metadata)")
-    meta = json.loads(header[META_KEY])
+    tensors, meta = read_tagged_safetensors(path, META_KEY, DeltaError, "delta")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DeltaError(f"{path!r}: delta format {meta.get('format_version')!r} is not "
                          f"supported (expected {FORMAT_VERSION})")

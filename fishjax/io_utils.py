@@ -41,6 +41,30 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_tagged_safetensors(
+    path: str, meta_key: str, error: type[Exception], kind: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, metadata) of a fishjax safetensors file whose header holds JSON under
+    `meta_key`; raises `error` naming the file if it is missing, corrupt or not a `kind`."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.exists(path):
+        raise error(f"{kind} file {path!r} does not exist")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise error(f"{kind} file {path!r} is not a valid safetensors file: {e}") from None
+    if meta_key not in header:
+        raise error(f"{path!r} is not a fishjax {kind} file (no {meta_key} metadata)")
+    try:
+        meta = json.loads(header[meta_key])
+    except json.JSONDecodeError as e:
+        raise error(f"{kind} file {path!r} has corrupt metadata: {e}") from None
+    return tensors, meta
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -18,14 +18,13 @@ leaf, keep ratio, Fisher settings, seed, model id, fishjax version) in the heade
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import numpy as np
 
 import fishjax
-from fishjax.io_utils import atomic_write_bytes
+from fishjax.io_utils import atomic_write_bytes, read_tagged_safetensors
 from fishjax.tree import PyTree, leaf_paths, match_tree
 
 HEAD_POLICIES = ("in_budget", "outside")
@@ -159,19 +158,7 @@ def save_mask(path: str, mask: PyTree, metadata: dict[str, Any] | None = None) -
 
 def load_mask(path: str, like: PyTree) -> tuple[PyTree, dict[str, Any]]:
     """Reads a mask file and checks it against `like` (the params): (mask, metadata)."""
-    from safetensors import SafetensorError, safe_open
-
-    if not os.path.exists(path):
-        raise MaskError(f"mask file {path!r} does not exist")
-    try:
-        with safe_open(path, framework="numpy") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MaskError(f"mask file {path!r} is not a valid safetensors file: {e}") from None
-    if _META_KEY not in header:
-        raise MaskError(f"{path!r} is not a fishjax mask file (no {_META_KEY} metadata)")
-    meta = json.loads(header[_META_KEY])
+    tensors, meta = read_tagged_safetensors(path, _META_KEY, MaskError, "mask")
 
     paths, leaves = leaf_paths(like), _flat(like)
     want = {p: list(np.shape(x)) for p, x in zip(paths, leaves, strict=True)}

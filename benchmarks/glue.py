@@ -13,7 +13,7 @@ Protocol: each task's config (3 epochs, batch 32, length buckets, AdamW with war
 linear decay; `configs/glue_<task>.py`), the reported score is the dev metric after the
 last epoch (no checkpoint picking on dev). Learning rate per method (`--method_lr`): 1e-4
 for `full` (picked on RTE seed 0 between 3e-5 and 1e-4, see configs/glue_rte.py) and 5e-4
-for the sparse methods (fish, random_mask, bitfit, ird) — a common choice for sparse updates,
+for the sparse methods (fish, random_mask, bitfit, ird, sift) — a common choice for sparse updates,
 not tuned here.
 
 `--set key=value` overrides config fields for every cell (e.g. `--set train.num_epochs=1`);
@@ -59,6 +59,8 @@ def apply_override(config, assignment: str) -> None:
     *parents, leaf = key.split(".")
     node = config
     for p in parents:
+        if p not in node:
+            raise SystemExit(f"--set {key}: the config has no section {p!r}")
         node = node[p]
     if leaf not in node:
         raise SystemExit(f"--set {key}: the config has no such field")
@@ -149,7 +151,7 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--out", default="benchmarks/results/glue")
     p.add_argument("--method_lr",
-                   default="full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4",
+                   default="full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4",
                    help="per-method peak learning rate, method=lr,...")
     p.add_argument("--set", action="append", default=[], help="config override key=value")
     p.add_argument("--json", default=None, help="also write results.json here")

@@ -99,7 +99,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.method = ml_collections.ConfigDict()
     # Fine-tuning method (see fishjax.methods.available_methods()): `full` trains everything.
     config.method.name = "full"
-    # Mask methods (fish, random_mask, bitfit): fraction of *all* parameters trained.
+    # Mask methods (fish, random_mask, ird): fraction of *all* parameters trained
+    # (bitfit's size is fixed by the model: every bias).
     config.method.keep_ratio = 0.005
     # Task head: always trained densely. `in_budget`: it counts against keep_ratio (as the
     # FISH reference does); `outside`: trained on top of it.
@@ -119,7 +120,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.method.fisher.mode = "empirical"
     # Examples per batch fed to the Fisher pass (padded to the length buckets).
     config.method.fisher.batch_size = 32
-    # Examples per vmapped chunk inside a batch: "auto" (1 on CPU, 8 on GPU/TPU) or an int.
+    # Examples per vmapped chunk inside a batch: "auto" (1 on CPU; on GPU/TPU the largest
+    # of 8/4/2/1 dividing fisher.batch_size) or an int.
     config.method.fisher.chunk_size = "auto"
     # IRD (method `ird`; our reconstruction of Dong et al., 2024, see fishjax/ird.py): rounds
     # that keep the samples and the parameter entries with more Fisher information. Its

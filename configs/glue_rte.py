@@ -7,7 +7,8 @@ Without `data.dir` the data comes from the Hugging Face hub (nyu-mll/glue, needs
 Pick the method with --config.method.name=<name>.
 
 Defaults to FISH Mask at 0.5% of the parameters; `--config.method.name=full` fine-tunes
-everything. Measured (minilm-l6, seed 0, 2 CPU cores): see README "Results".
+everything. Measured (minilm-l6, seed 0, 2 CPU cores): full fine-tuning 0.581 dev
+accuracy in 6m41s (README "GLUE"); FISH 0.5% and the baselines: benchmarks/results/glue.
 """
 
 from configs import default

@@ -12,6 +12,7 @@ interrupted save never leaves a checkpoint that looks finished.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -66,11 +67,14 @@ class Checkpoints:
         self, step: int, trainable: Any, score: float, metrics: dict[str, float]
     ) -> bool:
         """Saves `trainable` if `score` beats the best so far; returns whether it did."""
-        best = self.best()
-        if best is not None and score <= best["score"]:
+        if not math.isfinite(score):  # a diverged eval (NaN correlation) is never "best"
             return False
-        self._best.save(step, args=ocp.args.StandardSave(trainable), force=True)
-        self._best.wait_until_finished()
+        best = self.best()
+        if best is not None and math.isfinite(best["score"]) and score <= best["score"]:
+            return False
+        if step not in self._best.all_steps():  # saved before a crash, before best.json
+            self._best.save(step, args=ocp.args.StandardSave(trainable), force=True)
+            self._best.wait_until_finished()
         if jax.process_index() == 0:
             atomic_write_json(self._best_json, {"step": step, "score": score, "metrics": metrics})
         return True

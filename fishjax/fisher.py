@@ -215,32 +215,6 @@ def pass_step(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int,
     return jax.jit(chunked_reduce(example_fn, chunk_size, reduce), donate_argnums=0)
 
 
-def chunked_sum(example_fn: Callable[..., PyTree], chunk_size: int) -> Callable[..., PyTree]:
-    """`f(acc, on, off, batch) -> acc + sum over the batch's examples of example_fn`.
-
-    `chunked_reduce` with the per-parameter sum of `sum_and_mass` (rows weighted by the
-    batch's `weights`).
-    """
-    run = chunked_reduce(example_fn, chunk_size, sum_and_mass)
-
-    def summed(acc, on, off, batch):
-        rows = {"weights": batch["weights"], "sum_weights": batch["weights"]}
-        return run(acc, on, off, batch, rows, None)[0]
-
-    return summed
-
-
-def fisher_accumulator(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int):
-    """Jitted `acc, on, off, batch -> acc` (the cached `pass_step`, per-parameter sum only)."""
-    step = pass_step(loss_fn, mode, num_labels, chunk_size, sum_and_mass)
-
-    def run(acc, on, off, batch):
-        rows = {"weights": batch["weights"], "sum_weights": batch["weights"]}
-        return step(acc, on, off, batch, rows, None)[0]
-
-    return run
-
-
 @dataclasses.dataclass
 class PassOutput:
     carry: Any  # the reduction's final carry
@@ -404,7 +378,8 @@ def fisher_pass(
     if not param_sums and mass_mask is None:
         raise FisherError("fisher_pass: nothing to compute (param_sums=False, no mass_mask)")
     resolved = resolve_eligible(params, eligible)
-    aux = None if mass_mask is None else _mass_aux(params, resolved, mass_mask)
+    # On the device once, not copied from the host with every batch.
+    aux = None if mass_mask is None else jax.device_put(_mass_aux(params, resolved, mass_mask))
     out = per_example_pass(
         loss_fn, params, batches, init=_zeros_carry if param_sums else (lambda on: None),
         reduce=sum_and_mass, aux=aux, eligible=resolved, mode=mode, num_labels=num_labels,

@@ -182,16 +182,12 @@ class Trainer:
                                shuffle=shuffle_seed is not None)
 
     def _init_state(self, dropout_key: jax.Array, rules) -> TrainState:
-        trainable_sh = tree_shardings(self.setup.trainable, self.mesh, rules)
-        trainable = jax.device_put(self.setup.trainable, trainable_sh)
-
-        def init(trainable, rng):
-            return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                              opt_state=self.tx.init(trainable), rng=rng)
-
-        abstract_state = jax.eval_shape(init, trainable, dropout_key)
-        self.state_sharding = tree_shardings(abstract_state, self.mesh, rules)
-        return jax.jit(init, out_shardings=self.state_sharding)(trainable, dropout_key)
+        # Eager, not jitted: a jitted init would bake a masked optimizer's (parameter-sized)
+        # masks into the compiled program as constants.
+        state = TrainState(step=jnp.zeros((), jnp.int32), trainable=self.setup.trainable,
+                           opt_state=self.tx.init(self.setup.trainable), rng=dropout_key)
+        self.state_sharding = tree_shardings(state, self.mesh, rules)
+        return jax.device_put(state, self.state_sharding)
 
     def _compile_steps(self) -> None:
         combine, tx, loss_fn = self.setup.combine, self.tx, self.loss_fn
@@ -395,9 +391,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "setup_s": setup_s,
         "train_s": train_s,
     }
+    kept = None  # the trainable params of the best evaluation (else the last step)
+    if finished and (t.export or trainer.setup.save_artifacts is not None):
+        kept = ckpt.restore_best(trainer.state.trainable)
+        kept = trainer.state.trainable if kept is None else kept
     if finished and t.export:
-        best = ckpt.restore_best(trainer.state.trainable)
-        params = trainer.setup.dense_params(best if best is not None else trainer.state.trainable)
+        params = trainer.setup.dense_params(kept)
         labels = trainer.task.label_names
         results["export_dir"] = export_hf_folder(
             jax.device_get(params), trainer.model.config, trainer.task.num_labels,
@@ -406,8 +405,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             tokenizer_dir=trainer.model.model_dir,
         ) if is_main else None
     if finished and trainer.setup.save_artifacts is not None:  # e.g. a sparse delta file
-        kept = ckpt.restore_best(trainer.state.trainable)
-        kept = trainer.state.trainable if kept is None else kept
         results["artifacts"] = trainer.setup.save_artifacts(
             jax.device_get(kept), workdir) if is_main else None
     if is_main:

@@ -82,3 +82,30 @@ def test_same_seed_same_fish_mask(tiny_config, tmp_path):
         loaded.append(load_mask(str(tmp_path / name / "mask.safetensors"), initial)[0])
     for x, y in zip(*map(jax.tree_util.tree_leaves, loaded), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_reused_workdir_mask_must_match_the_config(tiny_config, tmp_path):
+    from fishjax.masks import MaskError
+
+    workdir = str(tmp_path / "run")
+    tiny_config.train.num_steps = 1
+    _run(tiny_config, workdir, "fish", keep_ratio=0.05)
+    tiny_config.method.keep_ratio = 0.1  # same workdir, another budget: refuse, don't reuse
+    with pytest.raises(MaskError, match="keep_ratio"):
+        train_and_evaluate(tiny_config, workdir)
+
+
+def test_mask_file_without_head_still_trains_the_head(tiny_config, tmp_path):
+    from fishjax.masks import regex_mask, save_mask
+
+    tiny_config.train.num_steps = 2
+    initial = load_model(tiny_config.model.name, 2, key=jax.random.split(
+        jax.random.PRNGKey(tiny_config.seed), 3)[0]).params
+    path = str(tmp_path / "biases.safetensors")
+    save_mask(path, regex_mask(initial, r"^encoder/.*bias$"))  # no classifier entries
+    res, initial, final = _run(tiny_config, str(tmp_path / "run"), "fish", mask_file=path)
+    moved = _changed(initial, final)
+    assert moved["classifier/kernel"].all()
+    assert all(not m.any() for p, m in moved.items()
+               if not (p.startswith("classifier/") or (p.startswith("encoder/")
+                                                       and p.endswith("bias"))))

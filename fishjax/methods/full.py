@@ -5,7 +5,8 @@ from __future__ import annotations
 from fishjax.methods.base import MethodContext, MethodSetup, register_method
 
 
-def _take_trainable(trainable, frozen):
+def take_trainable(trainable, frozen):
+    """`combine` for methods that train the dense params themselves."""
     del frozen
     return trainable
 
@@ -15,4 +16,4 @@ class Full:
     name = "full"
 
     def setup(self, ctx: MethodContext) -> MethodSetup:
-        return MethodSetup(trainable=ctx.params, frozen={}, combine=_take_trainable)
+        return MethodSetup(trainable=ctx.params, frozen={}, combine=take_trainable)

@@ -41,17 +41,13 @@ import numpy as np
 from fishjax import masks as masks_lib
 from fishjax.fisher import fisher_scores
 from fishjax.methods.base import MethodContext, MethodSetup, register_method
+from fishjax.methods.full import take_trainable as _take_trainable
 from fishjax.optim import masked_updates
 from fishjax.tree import PyTree, count_params, match_tree
 
 log = logging.getLogger("fishjax")
 
 MASK_FILE = "mask.safetensors"
-
-
-def _take_trainable(trainable, frozen):
-    del frozen
-    return trainable
 
 
 def head_and_eligible(params: PyTree, method_cfg) -> tuple[PyTree, PyTree]:
@@ -91,6 +87,9 @@ class MaskMethod:
         source = m.mask_file or (mask_path if mask_path and os.path.exists(mask_path) else None)
         if source:
             mask, meta = masks_lib.load_mask(source, ctx.params)
+            _check_mask_matches(meta, self.name, ctx, explicit=bool(m.mask_file))
+            # The head is always trained, whatever the file holds (e.g. a SIFT mask).
+            mask = masks_lib.union(mask, head_mask)
             info["mask_loaded_from"] = source
             info.update({k: meta[k] for k in ("fisher_seconds", "fisher_examples") if k in meta})
         else:
@@ -168,6 +167,28 @@ class BitFit(MaskMethod):
             lambda b, e: np.logical_and(b, e), biases,
             jax.tree_util.tree_map(lambda e, p: np.full(np.shape(p), e), eligible, ctx.params),
         ), {}
+
+
+def _check_mask_matches(meta: dict, method: str, ctx: MethodContext, explicit: bool) -> None:
+    """A workdir's own mask must come from the same method and budget as this run.
+
+    Rerunning a workdir with another method, keep ratio, head policy or seed would
+    otherwise silently train the old mask. An explicit `method.mask_file` may come from
+    anywhere (that is its point); a mismatch is only logged.
+    """
+    m = ctx.config.method
+    want = {"method": method, "keep_ratio": m.keep_ratio, "head_policy": m.head_policy,
+            "seed": ctx.config.seed}
+    diff = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+    if not diff:
+        return
+    text = ", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+    if explicit:
+        log.warning("method.mask_file was made with other settings (%s)", text)
+        return
+    raise masks_lib.MaskError(
+        f"the workdir's {MASK_FILE} was made with other settings ({text}); use a new "
+        "workdir, or delete the file to select again")
 
 
 def _chunk(value: Any) -> int | str:

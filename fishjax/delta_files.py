@@ -126,7 +126,9 @@ def _selector(tree: PyTree, paths: set[tuple[str, ...]]) -> dict:
 
 def load_delta(path: str) -> LoadedDelta:
     """Reads and checks a delta file (tensor names, dtypes, index ranges, counts)."""
-    tensors, meta = read_tagged_safetensors(path, META_KEY, DeltaError, "delta")
+    tensors, meta = read_tagged_safetensors(
+        path, META_KEY, DeltaError, "delta",
+        required=("format_version", "sparse", "dense", "selected", "base_fingerprint"))
     if meta.get("format_version") != FORMAT_VERSION:
         raise DeltaError(f"{path!r}: delta format {meta.get('format_version')!r} is not "
                          f"supported (expected {FORMAT_VERSION})")

@@ -42,10 +42,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_tagged_safetensors(
-    path: str, meta_key: str, error: type[Exception], kind: str
+    path: str, meta_key: str, error: type[Exception], kind: str, required: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tensors, metadata) of a fishjax safetensors file whose header holds JSON under
-    `meta_key`; raises `error` naming the file if it is missing, corrupt or not a `kind`."""
+    `meta_key`; raises `error` naming the file if it is missing, corrupt, not a `kind`, or
+    its metadata lacks a `required` key."""
     from safetensors import SafetensorError, safe_open
 
     if not os.path.exists(path):
@@ -62,6 +63,9 @@ def read_tagged_safetensors(
         meta = json.loads(header[meta_key])
     except json.JSONDecodeError as e:
         raise error(f"{kind} file {path!r} has corrupt metadata: {e}") from None
+    missing = [k for k in required if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise error(f"{kind} file {path!r}: metadata lacks {missing}")
     return tensors, meta
 
 

@@ -158,7 +158,8 @@ def save_mask(path: str, mask: PyTree, metadata: dict[str, Any] | None = None) -
 
 def load_mask(path: str, like: PyTree) -> tuple[PyTree, dict[str, Any]]:
     """Reads a mask file and checks it against `like` (the params): (mask, metadata)."""
-    tensors, meta = read_tagged_safetensors(path, _META_KEY, MaskError, "mask")
+    tensors, meta = read_tagged_safetensors(path, _META_KEY, MaskError, "mask",
+                                            required=("shapes", "selected"))
 
     paths, leaves = leaf_paths(like), _flat(like)
     want = {p: list(np.shape(x)) for p, x in zip(paths, leaves, strict=True)}

@@ -96,7 +96,7 @@ class MaskMethod:
             k = self.budget(ctx, head_entries)
             selected, info = self.select(ctx, eligible, k)
             mask = masks_lib.union(selected, head_mask)
-            if mask_path:
+            if mask_path and jax.process_index() == 0:
                 masks_lib.save_mask(mask_path, mask, metadata={
                     "method": self.name, "keep_ratio": m.keep_ratio,
                     "head_policy": m.head_policy, "seed": ctx.config.seed,

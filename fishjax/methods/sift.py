@@ -167,7 +167,7 @@ class Sift:
             scores, sel_info = self.scores(ctx, eligible)
             mask = select_sparse(scores, eligible, s.rate, s.budget)
             info.update(sel_info)
-            if mask_path:
+            if mask_path and jax.process_index() == 0:
                 masks_lib.save_mask(mask_path, mask, metadata={
                     "method": self.name, "rate": s.rate, "budget": s.budget,
                     "eligible_regex": s.eligible_regex, "seed": ctx.config.seed,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -82,25 +83,16 @@ class MaskMethod:
         head, eligible = head_and_eligible(ctx.params, m)
         head_mask = masks_lib.regex_mask(ctx.params, m.head_regex)
         head_entries = _entries(ctx.params, head)
-        mask_path = os.path.join(ctx.workdir, MASK_FILE) if ctx.workdir else None
-        info: dict[str, Any] = {}
-        source = m.mask_file or (mask_path if mask_path and os.path.exists(mask_path) else None)
-        if source:
-            mask, meta = masks_lib.load_mask(source, ctx.params)
-            _check_mask_matches(meta, self.name, ctx, explicit=bool(m.mask_file))
-            # The head is always trained, whatever the file holds (e.g. a SIFT mask).
-            mask = masks_lib.union(mask, head_mask)
-            info["mask_loaded_from"] = source
-            info.update({k: meta[k] for k in ("fisher_seconds", "fisher_examples") if k in meta})
-        else:
-            k = self.budget(ctx, head_entries)
-            selected, info = self.select(ctx, eligible, k)
-            mask = masks_lib.union(selected, head_mask)
-            if mask_path and jax.process_index() == 0:
-                masks_lib.save_mask(mask_path, mask, metadata={
-                    "method": self.name, "keep_ratio": m.keep_ratio,
-                    "head_policy": m.head_policy, "seed": ctx.config.seed,
-                    "model": ctx.config.model.name, "task": ctx.config.task, **info})
+
+        def select() -> tuple[PyTree, dict]:
+            selected, info = self.select(ctx, eligible, self.budget(ctx, head_entries))
+            return masks_lib.union(selected, head_mask), info
+
+        mask, info = load_or_select_mask(
+            ctx, self.name, {"keep_ratio": m.keep_ratio, "head_policy": m.head_policy}, select,
+            keep_info=("fisher_seconds", "fisher_examples"))
+        # The head is always trained, whatever a loaded file holds (e.g. a SIFT mask).
+        mask = masks_lib.union(mask, head_mask)
         stats = masks_lib.density(mask)
         info.update({
             "trainable_entries": stats["selected"],
@@ -169,16 +161,35 @@ class BitFit(MaskMethod):
         ), {}
 
 
-def _check_mask_matches(meta: dict, method: str, ctx: MethodContext, explicit: bool) -> None:
-    """A workdir's own mask must come from the same method and budget as this run.
-
-    Rerunning a workdir with another method, keep ratio, head policy or seed would
-    otherwise silently train the old mask. An explicit `method.mask_file` may come from
-    anywhere (that is its point); a mismatch is only logged.
-    """
+def load_or_select_mask(
+    ctx: MethodContext, method: str, settings: dict[str, Any],
+    select: Callable[[], tuple[PyTree, dict[str, Any]]], keep_info: tuple[str, ...] = (),
+) -> tuple[PyTree, dict[str, Any]]:
+    """A method's mask: `method.mask_file` if set; else the workdir's `mask.safetensors`
+    (a resumed run) if it was made by the same method, seed and `settings`; else
+    `select()`, saved to the workdir with its settings. Returns (mask, info)."""
     m = ctx.config.method
-    want = {"method": method, "keep_ratio": m.keep_ratio, "head_policy": m.head_policy,
-            "seed": ctx.config.seed}
+    mask_path = os.path.join(ctx.workdir, MASK_FILE) if ctx.workdir else None
+    source = m.mask_file or (mask_path if mask_path and os.path.exists(mask_path) else None)
+    want = {"method": method, "seed": ctx.config.seed, **settings}
+    if source:
+        mask, meta = masks_lib.load_mask(source, ctx.params)
+        _check_mask_matches(meta, want, explicit=bool(m.mask_file))
+        return mask, {"mask_loaded_from": source, **{k: meta[k] for k in keep_info if k in meta}}
+    mask, info = select()
+    if mask_path and jax.process_index() == 0:
+        masks_lib.save_mask(mask_path, mask, metadata={
+            **want, "model": ctx.config.model.name, "task": ctx.config.task, **info})
+    return mask, info
+
+
+def _check_mask_matches(meta: dict, want: dict[str, Any], explicit: bool) -> None:
+    """A workdir's own mask must come from the same method and settings as this run.
+
+    Rerunning a workdir with another method, budget or seed would otherwise silently train
+    the old mask. An explicit `method.mask_file` may come from anywhere (that is its
+    point); a mismatch is only logged.
+    """
     diff = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
     if not diff:
         return

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import Any
 
@@ -58,13 +57,13 @@ from fishjax import masks as masks_lib
 from fishjax import sparse as sparse_lib
 from fishjax.fisher import fisher_scores, merge_split, split_eligible
 from fishjax.methods.base import MethodContext, MethodSetup, register_method
+from fishjax.methods.masked import _chunk, load_or_select_mask
 from fishjax.tree import PyTree, leaf_paths, match_tree
 
 log = logging.getLogger("fishjax")
 
 BUDGETS = ("per_tensor", "global")
 GRAD_SOURCES = ("first_batch", "first_n_batches", "fisher")
-MASK_FILE = "mask.safetensors"
 
 
 def tensor_budget(n: int, rate: float) -> int:
@@ -126,8 +125,6 @@ class Sift:
         t0 = time.perf_counter()
         if s.grad_source == "fisher":
             f = ctx.config.method.fisher
-            from fishjax.methods.masked import _chunk
-
             res = fisher_scores(
                 ctx.loss_fn, ctx.params,
                 ctx.train_batches(f.batch_size, shuffle_seed=ctx.config.seed),
@@ -156,22 +153,16 @@ class Sift:
         if not any(jax.tree_util.tree_leaves(eligible)):
             raise ValueError(f"config.method.sift.eligible_regex={s.eligible_regex!r} matches "
                              "no parameter outside the head")
-        mask_path = os.path.join(ctx.workdir, MASK_FILE) if ctx.workdir else None
-        source = m.mask_file or (mask_path if mask_path and os.path.exists(mask_path) else None)
-        info: dict[str, Any] = {"sift_rate": s.rate, "sift_budget": s.budget}
-        if source:
-            mask, meta = masks_lib.load_mask(source, ctx.params)
-            info["mask_loaded_from"] = source
-            info.update({k: meta[k] for k in ("grad_source", "selection_batches") if k in meta})
-        else:
+
+        def select() -> tuple[PyTree, dict]:
             scores, sel_info = self.scores(ctx, eligible)
-            mask = select_sparse(scores, eligible, s.rate, s.budget)
-            info.update(sel_info)
-            if mask_path and jax.process_index() == 0:
-                masks_lib.save_mask(mask_path, mask, metadata={
-                    "method": self.name, "rate": s.rate, "budget": s.budget,
-                    "eligible_regex": s.eligible_regex, "seed": ctx.config.seed,
-                    "model": ctx.config.model.name, "task": ctx.config.task, **sel_info})
+            return select_sparse(scores, eligible, s.rate, s.budget), sel_info
+
+        mask, sel_info = load_or_select_mask(
+            ctx, self.name, {"rate": s.rate, "budget": s.budget,
+                             "eligible_regex": s.eligible_regex}, select,
+            keep_info=("grad_source", "selection_batches"))
+        info: dict[str, Any] = {"sift_rate": s.rate, "sift_budget": s.budget, **sel_info}
         per_leaf = {p: int(np.count_nonzero(x)) for p, x in
                     zip(leaf_paths(mask), jax.tree_util.tree_leaves(mask), strict=True)
                     if np.any(x)}

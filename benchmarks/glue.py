@@ -1,20 +1,51 @@
 """Grid of fine-tuning runs: methods x GLUE tasks x seeds, resumable, with a Markdown table.
 
-  python benchmarks/glue.py --glue_dir=../shared/data/glue --tasks=rte,mrpc \\
-      --methods=full --seeds=0,1,2 --out=benchmarks/results/glue
+  python benchmarks/glue.py --glue_dir=../shared/data/glue --tasks=rte,mrpc,sst2 \\
+      --methods=full,bitfit,random_mask,fish,ird,sift --seeds=0,1,2 --out=benchmarks/results/glue
+  python benchmarks/glue.py --quick --glue_dir=../shared/data/glue      # ~15 min, see below
+  python benchmarks/glue.py --report --plots --readme README.md         # runs nothing
 
 Each cell (task, method, seed) runs `train_and_evaluate` with the task's config from
 `configs/glue_<task>.py` into `<out>/cells/<task>-<method>-s<seed>/`. Finished cells are
 recorded in `<out>/results.json` (written atomically after every cell) and skipped on a
 rerun; a cell that crashes is recorded with its error and the grid goes on (rerun to retry
-it). `<out>/results.md` holds the table: mean ± std over seeds of each task's main metric.
+it). Before it starts, the grid prints its expected wall time: per cell, the mean seconds
+per step of finished cells of the same task and method (else the same method on other
+tasks, else the same task), times the cell's steps; with no finished cell at all,
+`FALLBACK_EX_PER_S` training examples/s plus `FALLBACK_CELL_OVERHEAD_S` per cell (a rough
+CPU figure: MiniLM-L6 on 2 cores trains at ~9-14 examples/s at length <= 128).
+
+Outputs in `<out>`: `results.json` ({"cells": {cell_id: {...}}}: status, final and best dev
+metrics, seed, learning rate, trainable entries, total params, train examples, wall /
+train / setup / Fisher seconds, overrides), `results.md` (mean ± std over seeds of each
+task's main metric, and each method's trainable entries and fraction of the model's
+parameters); with `--plots`, `<out>/plots/` (benchmarks/plots.py: score vs trainable
+fraction, per-layer mask density, mask overlap across tasks and seeds); with `--readme
+PATH`, the table between the `<!-- glue-table:begin -->` / `<!-- glue-table:end -->`
+markers of that file, rewritten from results.json (`--check_readme PATH` checks it).
 
 Protocol: each task's config (3 epochs, batch 32, length buckets, AdamW with warmup and
 linear decay; `configs/glue_<task>.py`), the reported score is the dev metric after the
 last epoch (no checkpoint picking on dev). Learning rate per method (`--method_lr`): 1e-4
 for `full` (picked on RTE seed 0 between 3e-5 and 1e-4, see configs/glue_rte.py) and 5e-4
-for the sparse methods (fish, random_mask, bitfit, ird, sift) — a common choice for sparse updates,
-not tuned here.
+for the sparse methods (fish, random_mask, bitfit, ird, sift) — a common choice for sparse
+updates, not tuned here; a method not listed keeps its task config's rate.
+
+SST-2 trains on a fixed 8,000-example subset of its 67,349 training sentences
+(`--train_subset sst2=8000`, `--subset_seed 0`): the rows
+`np.random.default_rng(0).choice(67349, 8000, replace=False)`, kept in file order — the same
+rows `load_split(..., max_samples=8000, seed=0)` keeps — written once as a TSV folder
+(train.tsv + the untouched eval files, with a manifest of the source's sha256) under
+`<data cache>/glue_subsets/` and used as that task's `data.dir` for every seed and method.
+Its dev set is complete. The subset needs `--glue_dir` (TSV files).
+
+`--quick`: RTE, seed 0, methods full, bitfit, random_mask, fish, ird, sift (the registered
+ones of these) into `benchmarks/results/glue_quick` unless --tasks/--seeds/--methods/--out
+are given, with `QUICK_OVERRIDES`: 640 training examples (seeded subset), 1 epoch (21
+steps of <= 32 with RTE's two length buckets), Fisher over 256 examples, IRD pool 256; the
+full dev set. About 1.5-2 min per cell on 2 CPU cores, ~15 min in all (not yet timed on an
+idle machine). A check that the pipeline and every method work end to end,
+not a comparison: its scores are near chance.
 
 `--set key=value` overrides config fields for every cell (e.g. `--set train.num_epochs=1`);
 `--json PATH` also writes the results there.
@@ -24,21 +55,47 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import logging
+import math
 import os
 import shutil
 import sys
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fishjax.data import get_task  # noqa: E402
+from fishjax.io_utils import (  # noqa: E402
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
 
 log = logging.getLogger("fishjax.benchmarks")
-from fishjax.io_utils import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+
+DEFAULT_OUT = "benchmarks/results/glue"
+QUICK_OUT = "benchmarks/results/glue_quick"
+QUICK_METHODS = ("full", "bitfit", "random_mask", "fish", "ird", "sift")
+QUICK_OVERRIDES = ("data.max_train_samples=640", "train.num_epochs=1.0",
+                   "method.fisher.num_samples=256", "method.ird.pool_size=256")
+DEFAULT_TRAIN_SUBSET = "sst2=8000"
+# Display order of the derived tables (README); tasks/methods not listed follow, sorted.
+TASK_ORDER = ("rte", "mrpc", "sst2", "cola", "stsb", "qnli", "qqp", "mnli", "wnli")
+METHOD_ORDER = ("full", "bitfit", "random_mask", "fish", "ird", "sift", "lora", "lora_fish",
+                "adapter", "adapter_fish", "dora", "dora_fish")
+# Training-set sizes of the GLUE tasks (for the time estimate when no TSV folder is given).
+GLUE_TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846,
+                    "mnli": 392702, "qnli": 104743, "rte": 2490, "wnli": 635}
+FALLBACK_EX_PER_S = 9.0
+FALLBACK_CELL_OVERHEAD_S = 90.0
+README_BEGIN = "<!-- glue-table:begin"
+README_END = "<!-- glue-table:end -->"
 
 
 def cell_id(task: str, method: str, seed: int) -> str:
@@ -67,6 +124,81 @@ def apply_override(config, assignment: str) -> None:
     node[leaf] = parse_value(value)
 
 
+def parse_train_subset(text: str) -> dict[str, int]:
+    """`task=N,...` -> {task name: N}; '' or 'none' -> {}."""
+    out: dict[str, int] = {}
+    if text.strip().lower() in ("", "none"):
+        return out
+    for item in text.split(","):
+        task, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit() or int(n) <= 0:
+            raise SystemExit(f"--train_subset expects task=N,... with N > 0, got {item!r}")
+        out[get_task(task).name] = int(n)
+    return out
+
+
+# -- fixed training subsets --------------------------------------------------------------
+
+
+def _tsv_rows(data: bytes) -> list[str]:
+    """Non-empty lines as fishjax.data.glue parses them (utf-8-sig, no trailing \\r)."""
+    text = data.decode("utf-8-sig")
+    return [line.removesuffix("\r") for line in text.split("\n") if line.removesuffix("\r")]
+
+
+def ensure_train_subset(task: str, source_dir: str, size: int, seed: int,
+                        cache_root: str) -> tuple[str, dict[str, Any]]:
+    """A task folder whose train.tsv holds `size` fixed rows of `source_dir`'s.
+
+    Rows: `np.random.default_rng(seed).choice(n, size, replace=False)`, sorted (file order)
+    — the rows `load_split(task, "train", source_dir, max_samples=size, seed=seed)` keeps.
+    Eval files are copied unchanged. Built once under `cache_root` (atomic writes) and
+    rebuilt if the source file changes; returns (folder, manifest).
+    """
+    spec = get_task(task)
+    src = os.path.join(source_dir, f"{spec.train_split}.tsv")
+    if not os.path.isfile(src):
+        raise SystemExit(f"--train_subset {task}={size}: {src} not found (the subset is cut "
+                         "from the TSV files of --glue_dir)")
+    data = open(src, "rb").read()
+    sha = hashlib.sha256(data).hexdigest()
+    folder = os.path.join(cache_root, "glue_subsets",
+                          f"{spec.glue_folder or spec.name}-train{size}-seed{seed}-{sha[:12]}")
+    manifest_path = os.path.join(folder, "subset.json")
+    if os.path.exists(manifest_path):
+        manifest = read_json(manifest_path)
+        if manifest.get("source_sha256") == sha and manifest.get("size") == size:
+            return folder, manifest
+    rows = _tsv_rows(data)
+    header, rows = (rows[:1], rows[1:]) if spec.has_header else ([], rows)
+    if size > len(rows):
+        raise SystemExit(f"--train_subset {task}={size}: {src} has only {len(rows)} rows")
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=size, replace=False))
+    for split in spec.eval_splits:
+        path = os.path.join(source_dir, f"{split}.tsv")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--train_subset {task}: eval file {path} not found")
+        atomic_write_bytes(os.path.join(folder, f"{split}.tsv"), open(path, "rb").read())
+    out = "\n".join(header + [rows[i] for i in keep]) + "\n"
+    atomic_write_text(os.path.join(folder, f"{spec.train_split}.tsv"), out)
+    manifest = {"task": spec.name, "size": size, "seed": seed, "source": os.path.abspath(src),
+                "source_rows": len(rows), "source_sha256": sha,
+                "train_sha256": hashlib.sha256(out.encode("utf-8")).hexdigest(),
+                "rule": f"np.random.default_rng({seed}).choice({len(rows)}, {size}, "
+                        "replace=False), sorted"}
+    atomic_write_json(manifest_path, manifest)  # last: its presence marks a complete folder
+    return folder, manifest
+
+
+def _cache_root(config) -> str:
+    if config.data.cache_dir:
+        return config.data.cache_dir
+    return os.environ.get("FISHJAX_CACHE", os.path.expanduser("~/.cache/fishjax"))
+
+
+# -- cells -------------------------------------------------------------------------------
+
+
 def cell_config(task: str, method: str, seed: int, args):
     import importlib
 
@@ -81,7 +213,20 @@ def cell_config(task: str, method: str, seed: int, args):
         config.train.learning_rate = float(lrs[method])
     for assignment in args.set:
         apply_override(config, assignment)
+    subsets = parse_train_subset(getattr(args, "train_subset", "") or "")
+    if task in subsets:
+        if not config.data.dir:
+            raise SystemExit(f"--train_subset {task}={subsets[task]} needs the TSV files: "
+                             "pass --glue_dir (or --train_subset none)")
+        config.data.dir, _ = ensure_train_subset(task, config.data.dir, subsets[task],
+                                                 getattr(args, "subset_seed", 0),
+                                                 _cache_root(config))
     return config
+
+
+def _run_info(workdir: str) -> dict:
+    path = os.path.join(workdir, "run_info.json")
+    return read_json(path) if os.path.exists(path) else {}
 
 
 def run_cell(task: str, method: str, seed: int, args) -> dict:
@@ -96,6 +241,9 @@ def run_cell(task: str, method: str, seed: int, args) -> dict:
             shutil.rmtree(os.path.join(workdir, sub), ignore_errors=True)
     spec = get_task(task)
     best = res["best"] or {}
+    info = _run_info(workdir)
+    summary = res["method_summary"]
+    subset_manifest = os.path.join(config.data.dir or "", "subset.json")
     return {
         "status": "ok",
         "task": task,
@@ -105,16 +253,26 @@ def run_cell(task: str, method: str, seed: int, args) -> dict:
         "final": res["final_eval"],
         "best": best.get("metrics"),
         "best_step": best.get("step"),
-        "trainable_entries": res["method_summary"]["trainable_entries"],
-        "method_summary": res["method_summary"],
+        "trainable_entries": summary["trainable_entries"],
+        "total_params": info.get("total_params"),
+        "train_examples": info.get("train_examples"),
+        "method_summary": summary,
         "total_steps": res["total_steps"],
+        "batch_size": config.train.batch_size,
         "wall_s": time.perf_counter() - t0,
         "train_s": res["train_s"],
         "setup_s": res["setup_s"],
+        "fisher_s": summary.get("fisher_seconds", summary.get("selection_seconds")),
         "learning_rate": config.train.learning_rate,
         "overrides": list(args.set),
+        "train_subset": read_json(subset_manifest) if config.data.dir
+        and os.path.exists(subset_manifest) else None,
+        "quick": bool(getattr(args, "quick", False)),
         "workdir": workdir,
     }
+
+
+# -- scores and tables -------------------------------------------------------------------
 
 
 def score_of(cell: dict) -> float | None:
@@ -126,10 +284,47 @@ def score_of(cell: dict) -> float | None:
     return None if key is None else float(final[key])
 
 
-def markdown_table(cells: dict[str, dict], tasks: list[str], methods: list[str]) -> str:
-    """Rows: methods; columns: tasks; entries: 100 x mean ± std over seeds (n seeds)."""
-    lines = ["| method | " + " | ".join(f"{t} ({get_task(t).main_metric})" for t in tasks)
-             + " |", "|---" * (len(tasks) + 1) + "|"]
+def total_params_of(cell: dict, cells: dict[str, dict]) -> int | None:
+    """The model's parameter count for a cell: its own record, else the trainable count of
+    an ok `full` cell of the same task (full fine-tuning trains every parameter)."""
+    if cell.get("total_params"):
+        return int(cell["total_params"])
+    full = [c for c in cells.values() if c.get("method") == "full" and c.get("status") == "ok"
+            and c.get("task") == cell.get("task") and c.get("trainable_entries")]
+    return int(full[0]["trainable_entries"]) if full else None
+
+
+def trainable_fraction(cell: dict, cells: dict[str, dict]) -> float | None:
+    total = total_params_of(cell, cells)
+    n = cell.get("trainable_entries")
+    return None if not total or n is None else n / total
+
+
+def _span(values: list[float], fmt) -> str:
+    lo, hi = min(values), max(values)
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def trainable_text(cells: dict[str, dict], method: str) -> str:
+    """'113,570 (0.5%)' over the ok cells of `method` (a range if it differs by task)."""
+    ok = [c for c in cells.values() if c.get("method") == method and c.get("status") == "ok"
+          and c.get("trainable_entries") is not None]
+    if not ok:
+        return "–"
+    text = _span([c["trainable_entries"] for c in ok], lambda v: f"{int(v):,}")
+    fractions = [f for f in (trainable_fraction(c, cells) for c in ok) if f is not None]
+    if fractions:
+        text += " (" + _span([100 * f for f in fractions], lambda v: f"{v:.3g}%") + ")"
+    return text
+
+
+def markdown_table(cells: dict[str, dict], tasks: list[str], methods: list[str],
+                   trainable: bool = True) -> str:
+    """Rows: methods; columns: tasks (100 x mean ± std over seeds, n seeds), then the
+    method's trainable entries (fraction of the model's parameters)."""
+    header = [f"{t} ({get_task(t).main_metric})" for t in tasks] + (
+        ["trainable (% of params)"] if trainable else [])
+    lines = ["| method | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for m in methods:
         row = [m]
         for t in tasks:
@@ -138,37 +333,241 @@ def markdown_table(cells: dict[str, dict], tasks: list[str], methods: list[str])
             scores = [100 * s for s in scores if s is not None]
             row.append(f"{np.mean(scores):.1f} ± {np.std(scores):.1f} (n={len(scores)})"
                        if scores else "–")
+        if trainable:
+            row.append(trainable_text(cells, m))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
+def _ordered(names: set[str], order: tuple[str, ...]) -> list[str]:
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def results_table(state: dict) -> str:
+    """The table of every task and method in a results.json (fixed order): a function of
+    the JSON alone, so a README block can be checked against it."""
+    cells = state["cells"]
+    tasks = _ordered({c["task"] for c in cells.values()}, TASK_ORDER)
+    methods = _ordered({c["method"] for c in cells.values()}, METHOD_ORDER)
+    return markdown_table(cells, tasks, methods)
+
+
+# -- README block ------------------------------------------------------------------------
+
+
+class ReadmeError(ValueError):
+    """A README without (or with malformed) glue-table markers."""
+
+
+def _block_span(lines: list[str], path: str) -> tuple[int, int]:
+    begins = [i for i, ln in enumerate(lines) if ln.strip().startswith(README_BEGIN)]
+    ends = [i for i, ln in enumerate(lines) if ln.strip() == README_END]
+    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
+        raise ReadmeError(f"{path}: expected one '{README_BEGIN} -->' line followed by one "
+                          f"'{README_END}' line, found {len(begins)} and {len(ends)}")
+    return begins[0], ends[0]
+
+
+def _readme_lines(readme_path: str) -> tuple[list[str], int, int]:
+    if not os.path.isfile(readme_path):
+        raise ReadmeError(f"{readme_path}: no such file")
+    lines = open(readme_path, encoding="utf-8").read().splitlines(keepends=True)
+    return (lines, *_block_span(lines, readme_path))
+
+
+def readme_block(readme_path: str) -> str:
+    """The text between the glue-table markers of a README."""
+    lines, b, e = _readme_lines(readme_path)
+    return "".join(lines[b + 1:e])
+
+
+def write_readme(readme_path: str, results_path: str) -> None:
+    """Rewrites the README's marked block with the table of `results_path` (atomic)."""
+    lines, b, e = _readme_lines(readme_path)
+    table = results_table(read_json(results_path))
+    atomic_write_text(readme_path, "".join(lines[:b + 1]) + table + "".join(lines[e:]))
+
+
+def check_readme(readme_path: str, results_path: str) -> list[str]:
+    """Problems with the README's marked table ([] when it is exactly what
+    `results_path` generates)."""
+    import difflib
+
+    want = results_table(read_json(results_path))
+    try:
+        have = readme_block(readme_path)
+    except ReadmeError as e:
+        return [str(e)]
+    if have == want:
+        return []
+    diff = difflib.unified_diff(have.splitlines(), want.splitlines(), "README", results_path,
+                                lineterm="")
+    return [f"{readme_path}: the glue table differs from what {results_path} generates "
+            "(rerun `python benchmarks/glue.py --report --readme ...`):", *diff]
+
+
+# -- time estimate -----------------------------------------------------------------------
+
+
+def _train_rows(config, task: str) -> int | None:
+    spec = get_task(task)
+    path = os.path.join(config.data.dir or "", f"{spec.train_split}.tsv")
+    if config.data.dir and os.path.isfile(path):
+        n = len(_tsv_rows(open(path, "rb").read())) - (1 if spec.has_header else 0)
+    else:
+        n = GLUE_TRAIN_SIZES.get(spec.name)
+    if n is not None and config.data.max_train_samples:
+        n = min(n, config.data.max_train_samples)
+    return n
+
+
+def planned_steps(config, task: str) -> int | None:
+    t = config.train
+    if t.num_steps:
+        steps = t.num_steps
+    else:
+        n = _train_rows(config, task)
+        if n is None:
+            return None
+        steps = math.ceil(t.num_epochs * math.ceil(n / t.batch_size))
+    return min(steps, t.stop_after_steps) if t.stop_after_steps else steps
+
+
+def estimate_cell_s(task: str, method: str, steps: int | None, batch: int,
+                    cells: dict[str, dict]) -> tuple[float, str]:
+    """(seconds, basis) for one cell; see the module doc."""
+    ok = [c for c in cells.values() if c.get("status") == "ok" and c.get("wall_s")
+          and c.get("total_steps")]
+    pools = (("same task and method", [c for c in ok if (c["task"], c["method"]) ==
+                                       (task, method)]),
+             ("same method, other tasks", [c for c in ok if c["method"] == method]),
+             ("same task, other methods", [c for c in ok if c["task"] == task]))
+    for basis, pool in pools:
+        if pool:
+            per_step = float(np.mean([c["wall_s"] / c["total_steps"] for c in pool]))
+            if steps is None:
+                return float(np.mean([c["wall_s"] for c in pool])), basis
+            return per_step * steps, basis
+    if steps is None:
+        return float("nan"), "unknown size"
+    return FALLBACK_CELL_OVERHEAD_S + steps * batch / FALLBACK_EX_PER_S, "fallback rate"
+
+
+def _fmt_s(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def estimate_grid(todo: list[tuple[str, str, int]], cells: dict[str, dict], args) -> dict:
+    """Expected wall time of the cells still to run, per task and in all."""
+    per_task: dict[str, float] = {}
+    bases: dict[str, int] = {}
+    for t, m, s in todo:
+        config = cell_config(t, m, s, args)
+        sec, basis = estimate_cell_s(t, m, planned_steps(config, t), config.train.batch_size,
+                                     cells)
+        per_task[t] = per_task.get(t, 0.0) + sec
+        bases[basis] = bases.get(basis, 0) + 1
+    return {"total_s": float(sum(per_task.values())), "per_task_s": per_task, "bases": bases}
+
+
+def print_estimate(est: dict, n_cells: int) -> None:
+    basis = ", ".join(f"{n} from {b}" for b, n in est["bases"].items())
+    per_task = ", ".join(f"{t} {_fmt_s(s)}" for t, s in est["per_task_s"].items())
+    print(f"expected wall time: {_fmt_s(est['total_s'])} for {n_cells} cells "
+          f"({per_task}; estimates: {basis})", flush=True)
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def _warn_mismatched(cells: dict[str, dict], grid, args) -> None:
+    """Finished cells run with other overrides are kept (resumable), but said so."""
+    for g in grid:
+        c = cells.get(cell_id(*g), {})
+        if c.get("status") == "ok" and list(c.get("overrides", [])) != list(args.set):
+            log.warning("%s was run with overrides %s, this run has %s (kept; delete it from "
+                        "results.json to rerun)", cell_id(*g), c.get("overrides"), args.set)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--glue_dir", default=None, help="folder with one subfolder per GLUE task")
-    p.add_argument("--tasks", default="rte")
-    p.add_argument("--methods", default="full")
-    p.add_argument("--seeds", default="0")
+    p.add_argument("--tasks", default=None, help="comma list (default rte)")
+    p.add_argument("--methods", default=None, help="comma list (default full)")
+    p.add_argument("--seeds", default=None, help="comma list (default 0)")
     p.add_argument("--model", default="minilm-l6")
-    p.add_argument("--out", default="benchmarks/results/glue")
+    p.add_argument("--out", default=None, help=f"default {DEFAULT_OUT} ({QUICK_OUT} with "
+                   "--quick)")
     p.add_argument("--method_lr",
                    default="full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4",
                    help="per-method peak learning rate, method=lr,...")
     p.add_argument("--set", action="append", default=[], help="config override key=value")
+    p.add_argument("--train_subset", default=DEFAULT_TRAIN_SUBSET,
+                   help="fixed training subsets, task=N,... ('none': whole training sets)")
+    p.add_argument("--subset_seed", type=int, default=0, help="seed of --train_subset rows")
+    p.add_argument("--quick", action="store_true",
+                   help="one task, one seed, few steps (see the module doc)")
     p.add_argument("--json", default=None, help="also write results.json here")
     p.add_argument("--report", action="store_true",
-                   help="only rewrite results.md from results.json (runs nothing)")
+                   help="only rewrite results.md (and --plots/--readme) from results.json; "
+                   "without --tasks/--methods its table has every task and method there")
+    p.add_argument("--plots", action="store_true", help="write <out>/plots/ (matplotlib)")
+    p.add_argument("--readme", default=None,
+                   help="rewrite the glue-table block of this README from results.json")
+    p.add_argument("--check_readme", default=None,
+                   help="check this README's glue-table block against results.json, exit 1 "
+                   "if it differs (runs nothing)")
     p.add_argument("--keep_checkpoints", action="store_true",
                    help="keep each cell's checkpoints and export (deleted by default)")
     args = p.parse_args(argv)
+    args.derive_table = args.report and args.tasks is None and args.methods is None
+    if args.quick:
+        args.tasks = args.tasks or "rte"
+        args.seeds = args.seeds or "0"
+        if args.methods is None:
+            from fishjax.methods import available_methods
+
+            args.methods = ",".join(m for m in QUICK_METHODS if m in available_methods())
+        args.out = args.out or QUICK_OUT
+        args.set = list(QUICK_OVERRIDES) + args.set
+    args.tasks = args.tasks or "rte"
+    args.methods = args.methods or "full"
+    args.seeds = args.seeds or "0"
+    args.out = args.out or DEFAULT_OUT
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("fishjax").setLevel(logging.INFO)  # progress; not orbax's file log
 
     tasks = [get_task(t).name for t in args.tasks.split(",")]
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
+    parse_train_subset(args.train_subset)  # fail early on a malformed flag
     results_path = os.path.join(args.out, "results.json")
+    if args.check_readme:
+        problems = check_readme(args.check_readme, results_path)
+        print("\n".join(problems) or f"{args.check_readme}: glue table matches {results_path}")
+        if problems:
+            raise SystemExit(1)
+        return read_json(results_path)
+    if args.readme:
+        try:  # fail before the grid, not after it
+            readme_block(args.readme)
+        except ReadmeError as e:
+            raise SystemExit(f"--readme: {e}") from None
     state = read_json(results_path) if os.path.exists(results_path) else {"cells": {}}
+    if args.report and not os.path.exists(results_path):
+        raise SystemExit(f"--report: {results_path} does not exist")
     cells = state["cells"]
+    if args.derive_table:  # `--report` alone: every task and method in results.json
+        tasks = _ordered({c["task"] for c in cells.values()}, TASK_ORDER)
+        methods = _ordered({c["method"] for c in cells.values()}, METHOD_ORDER)
 
     # Seed-major order: every method on every task for seed 0 first, so a partial grid
     # already compares methods.
@@ -177,8 +576,11 @@ def main(argv=None) -> dict:
         todo = []
     else:
         todo = [g for g in grid if cells.get(cell_id(*g), {}).get("status") != "ok"]
+        _warn_mismatched(cells, grid, args)
     finished = sum(cells.get(cell_id(*g), {}).get("status") == "ok" for g in grid)
     log.info("%d cells, %d already finished, %d to run", len(grid), finished, len(todo))
+    if todo:
+        print_estimate(estimate_grid(todo, cells, args), len(todo))
     for i, (t, m, s) in enumerate(todo):
         cid = cell_id(t, m, s)
         log.info("[%d/%d] %s", i + 1, len(todo), cid)
@@ -197,6 +599,14 @@ def main(argv=None) -> dict:
     atomic_write_text(os.path.join(args.out, "results.md"), table)
     if args.json:
         atomic_write_json(args.json, state)
+    if args.plots:
+        from benchmarks import plots
+
+        written = plots.make_plots(args.out)
+        print("plots: " + ", ".join(written))
+    if args.readme:
+        write_readme(args.readme, results_path)
+        print(f"{args.readme}: glue table rewritten from {results_path}")
     print(table)
     return state
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 from benchmarks import glue
+from fishjax.data import get_task, load_split
 
 
 def _rte_folder(tmp_path):
@@ -48,3 +52,186 @@ def test_grid_resumes_and_isolates_crashes(tiny_model_dir, tmp_path, monkeypatch
     monkeypatch.setattr(glue, "run_cell", fake_run_cell)
     glue.main(argv)
     assert sorted(calls) == [("rte", "nope", 0), ("rte", "nope", 1)]
+
+
+# -- tables, README block, subsets, estimates (no training) ------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cell(task, method, seed, score, trainable, total=1000, **extra):
+    metric = get_task(task).main_metric
+    return {"status": "ok", "task": task, "method": method, "seed": seed,
+            "main_metric": metric, "final": {metric: score}, "trainable_entries": trainable,
+            "total_params": total, "wall_s": 100.0, "total_steps": 10, **extra}
+
+
+def _state():
+    cells = [_cell("rte", "full", 0, 0.60, 1000), _cell("rte", "full", 1, 0.56, 1000),
+             _cell("rte", "fish", 0, 0.52, 5), _cell("mrpc", "fish", 0, 0.80, 5),
+             {"status": "error", "task": "mrpc", "method": "lora_x", "seed": 0,
+              "main_metric": "f1_acc_mean", "error": "boom"}]
+    return {"cells": {glue.cell_id(c["task"], c["method"], c["seed"]): c for c in cells}}
+
+
+def test_results_table_is_a_function_of_the_json():
+    table = glue.results_table(_state())
+    lines = table.splitlines()
+    assert lines[0] == ("| method | rte (accuracy) | mrpc (f1_acc_mean) | "
+                        "trainable (% of params) |")
+    assert lines[2] == "| full | 58.0 ± 2.0 (n=2) | – | 1,000 (100%) |"
+    assert lines[3] == "| fish | 52.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 5 (0.5%) |"
+    assert lines[4] == "| lora_x | – | – | – |"  # methods not in METHOD_ORDER come last
+
+
+def test_total_params_falls_back_to_the_full_cell():
+    state = _state()
+    fish = dict(state["cells"]["rte-fish-s0"], total_params=None)
+    assert glue.total_params_of(fish, state["cells"]) == 1000
+    lone = dict(state["cells"]["mrpc-fish-s0"], total_params=None)
+    assert glue.total_params_of(lone, state["cells"]) is None
+    assert glue.trainable_fraction(fish, state["cells"]) == 0.005
+
+
+def _readme(tmp_path, block="old\n"):
+    path = tmp_path / "README.md"
+    path.write_text("# Results\n\n<!-- glue-table:begin (generated) -->\n" + block
+                    + "<!-- glue-table:end -->\n\nafter\n")
+    return str(path)
+
+
+def test_readme_block_generated_passes_hand_edited_fails(tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(_state()))
+    readme = _readme(tmp_path)
+    assert glue.check_readme(readme, str(results))  # stale block
+    glue.write_readme(readme, str(results))
+    text = open(readme).read()
+    assert text.startswith("# Results\n\n<!-- glue-table:begin (generated) -->\n| method |")
+    assert text.endswith("<!-- glue-table:end -->\n\nafter\n")
+    assert glue.check_readme(readme, str(results)) == []
+    open(readme, "w").write(text.replace("52.0 ± 0.0", "55.0 ± 0.0"))  # typed by hand
+    problems = glue.check_readme(readme, str(results))
+    assert problems and any("55.0" in p for p in problems)
+    # The CLI: --check_readme exits 1 on a mismatch, --report --readme rewrites the block.
+    out = str(tmp_path)
+    with pytest.raises(SystemExit):
+        glue.main(["--out", out, "--check_readme", readme])
+    glue.main(["--out", out, "--report", "--readme", readme])
+    assert glue.check_readme(readme, str(results)) == []
+    assert open(tmp_path / "results.md").read() == glue.results_table(_state())  # all of it
+    glue.main(["--out", out, "--report", "--tasks", "mrpc", "--methods", "fish"])
+    assert open(tmp_path / "results.md").read().splitlines()[2] == (
+        "| fish | 80.0 ± 0.0 (n=1) | 5 (0.5%) |")
+    glue.main(["--out", out, "--check_readme", readme])
+
+
+def test_readme_without_markers_is_reported(tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(_state()))
+    readme = tmp_path / "README.md"
+    readme.write_text("no table here\n")
+    assert "expected one" in glue.check_readme(str(readme), str(results))[0]
+    with pytest.raises(glue.ReadmeError):
+        glue.write_readme(str(readme), str(results))
+    assert readme.read_text() == "no table here\n"
+    with pytest.raises(SystemExit, match="--readme: .*expected one"):
+        glue.main(["--out", str(tmp_path), "--report", "--readme", str(readme)])
+    assert "no such file" in glue.check_readme(str(tmp_path / "nope.md"), str(results))[0]
+
+
+def test_repo_readme_table_matches_committed_results():
+    readme = os.path.join(REPO, "README.md")
+    results = os.path.join(REPO, "benchmarks", "results", "glue", "results.json")
+    if glue.README_BEGIN not in open(readme).read() or not os.path.exists(results):
+        pytest.skip("README has no glue-table markers yet")
+    assert glue.check_readme(readme, results) == []
+
+
+def test_train_subset_is_fixed_and_matches_load_split(tmp_path):
+    src = tmp_path / "SST-2"
+    src.mkdir()
+    rows = [f"sentence number {i} \t{i % 2}\n" for i in range(50)]
+    (src / "train.tsv").write_text("sentence\tlabel\n" + "".join(rows))
+    (src / "dev.tsv").write_text("sentence\tlabel\n" + "".join(rows[:5]))
+    folder, manifest = glue.ensure_train_subset("sst2", str(src), 20, 0, str(tmp_path / "c"))
+    sub = load_split("sst2", "train", folder)
+    ref = load_split("sst2", "train", str(src), max_samples=20, seed=0)
+    assert sub.text_a == ref.text_a and list(sub.labels) == list(ref.labels)
+    assert len(sub) == 20 and manifest["size"] == 20 and manifest["source_rows"] == 50
+    assert (tmp_path / "c" / "glue_subsets").is_dir()
+    assert open(os.path.join(folder, "dev.tsv")).read() == (src / "dev.tsv").read_text()
+    # Same arguments: the same folder, not rewritten; a changed source: a new folder.
+    mtime = os.path.getmtime(os.path.join(folder, "train.tsv"))
+    again, _ = glue.ensure_train_subset("sst2", str(src), 20, 0, str(tmp_path / "c"))
+    assert again == folder and os.path.getmtime(os.path.join(folder, "train.tsv")) == mtime
+    (src / "train.tsv").write_text("sentence\tlabel\n" + "".join(rows[::-1]))
+    changed, _ = glue.ensure_train_subset("sst2", str(src), 20, 0, str(tmp_path / "c"))
+    assert changed != folder
+    with pytest.raises(SystemExit, match="only 50 rows"):
+        glue.ensure_train_subset("sst2", str(src), 80, 0, str(tmp_path / "c"))
+
+
+def test_train_subset_flag():
+    assert glue.parse_train_subset("sst2=8000,SST-2=10") == {"sst2": 10}
+    assert glue.parse_train_subset("none") == {}
+    for bad in ("sst2", "sst2=0", "sst2=x", "nosuchtask=5"):
+        with pytest.raises((SystemExit, ValueError)):
+            glue.parse_train_subset(bad)
+
+
+def test_cell_config_uses_the_subset_folder(tmp_path):
+    src = tmp_path / "glue" / "SST-2"
+    src.mkdir(parents=True)
+    rows = "".join(f"s {i} \t{i % 2}\n" for i in range(30))
+    (src / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (src / "dev.tsv").write_text("sentence\tlabel\n" + rows)
+    args = glue.parse_args(["--glue_dir", str(tmp_path / "glue"), "--train_subset", "sst2=10",
+                            "--set", f"data.cache_dir={tmp_path}/cache"])
+    config = glue.cell_config("sst2", "fish", 1, args)
+    assert config.data.dir.startswith(str(tmp_path / "cache" / "glue_subsets"))
+    assert glue.planned_steps(config, "sst2") == 3  # 3 epochs x ceil(10 / 32)
+    rte = glue.cell_config("rte", "fish", 1, args)
+    assert rte.data.dir == str(tmp_path / "glue" / "RTE")  # other tasks: untouched
+    no_dir = glue.parse_args(["--train_subset", "sst2=10"])
+    with pytest.raises(SystemExit, match="--glue_dir"):
+        glue.cell_config("sst2", "fish", 0, no_dir)
+
+
+def test_estimate_uses_finished_cells_then_a_fallback_rate():
+    cells = _state()["cells"]  # every ok cell: 100 s for 10 steps
+    assert glue.estimate_cell_s("rte", "fish", 20, 32, cells) == (200.0, "same task and method")
+    assert glue.estimate_cell_s("sst2", "full", 5, 32, cells) == (50.0,
+                                                                  "same method, other tasks")
+    assert glue.estimate_cell_s("rte", "sift", 1, 32, cells)[1] == "same task, other methods"
+    sec, basis = glue.estimate_cell_s("sst2", "sift", 10, 32, {})
+    assert basis == "fallback rate"
+    assert sec == glue.FALLBACK_CELL_OVERHEAD_S + 320 / glue.FALLBACK_EX_PER_S
+
+
+def test_quick_defaults_and_explicit_flags():
+    from fishjax.methods import available_methods
+
+    args = glue.parse_args(["--quick"])
+    assert (args.tasks, args.seeds, args.out) == ("rte", "0", glue.QUICK_OUT)
+    assert set(args.methods.split(",")) <= set(available_methods())
+    assert "fish" in args.methods.split(",")
+    assert args.set[:len(glue.QUICK_OVERRIDES)] == list(glue.QUICK_OVERRIDES)
+    args = glue.parse_args(["--quick", "--methods", "full", "--out", "/tmp/x", "--set",
+                            "train.batch_size=16"])
+    assert (args.methods, args.out, args.set[-1]) == ("full", "/tmp/x", "train.batch_size=16")
+    plain = glue.parse_args([])
+    assert (plain.tasks, plain.methods, plain.seeds, plain.out, plain.set) == (
+        "rte", "full", "0", glue.DEFAULT_OUT, [])
+    config = glue.cell_config("rte", "fish", 0, args)
+    assert config.data.max_train_samples == 640 and config.train.num_epochs == 1.0
+    assert glue.planned_steps(config, "rte") == 40  # 640 examples, batch 16, 1 epoch
+
+
+def test_report_reads_the_committed_results_format():
+    """The running grid's results.json (read only) still renders."""
+    path = os.path.join(REPO, "benchmarks", "results", "glue", "results.json")
+    if not os.path.exists(path):
+        pytest.skip("no committed results")
+    table = glue.results_table(json.load(open(path)))
+    assert table.startswith("| method | ")

@@ -1,0 +1,42 @@
+"""benchmarks/train_throughput.py on the tiny model: both timers run, JSON has its keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import train_throughput as tt
+
+
+def test_config_and_batches():
+    config = tt.fishjax_config("minilm-l6", ["model.attention_dropout=0.0"])
+    assert (config.method.name, config.train.batch_size, config.data.buckets) == (
+        "full", 32, (128,))
+    assert config.model.attention_dropout == 0.0
+    b = tt.make_batches(2, 30522)
+    assert len(b) == 2 and b[0]["input_ids"].shape == (32, 128)
+    assert (b[0]["input_ids"][:, 0] == 101).all() and b[0]["input_ids"].max() < 30522
+
+
+def test_timers_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))
+    times = tt.time_fishjax(tiny_model_dir, steps=2, warmup=1, overrides=[], batch=8, seq=16)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    pytest.importorskip("torch")
+    times = tt.time_torch(tiny_model_dir, steps=1, warmup=1, threads=1, batch=8, seq=16)
+    assert len(times) == 1 and times[0] > 0
+
+
+def test_cli_writes_json(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tt.json"
+    res = tt.main(["--model", tiny_model_dir, "--steps", "1", "--warmup", "1", "--batch", "8",
+                   "--seq_len", "16", "--frameworks",
+                   "fishjax", "--json", str(out)])
+    saved = json.load(open(out))
+    assert saved["fishjax_ex_per_s"] == res["fishjax_ex_per_s"] > 0
+    assert saved["torch_ex_per_s"] is None and saved["ratio_vs_torch"] is None
+    assert (saved["batch"], saved["seq_len"], saved["model"]) == (8, 16, tiny_model_dir)
+    with pytest.raises(SystemExit):
+        tt.main(["--frameworks", "jax2"])

@@ -146,9 +146,14 @@ def get_config() -> ml_collections.ConfigDict:
     # round, non-increasing; an int is a count, a float in (0, 1] a fraction of N0 (samples)
     # or of the eligible entries (params). Its length replaces max_rounds. () = geometric.
     config.method.ird.schedule = ()
-    # Final pair: `last` (the last round's candidate). `best_dev` (the candidate with the
-    # best dev score after a short training run) is not implemented yet.
+    # Final pair: `last` (the last round's candidate), or `best_dev`: each distinct
+    # candidate mask trains for best_dev_steps from the pretrained params (masked AdamW,
+    # train.learning_rate with warmup/decay over those steps, dropout off, the same seeded
+    # batches for every candidate) and the best dev main metric wins. best_dev selects on
+    # the dev set, so the run's reported dev score is optimistic: label it so.
     config.method.ird.final = "last"
+    # best_dev only: training steps per candidate.
+    config.method.ird.best_dev_steps = 50
 
     # Mask methods (fish, random_mask, bitfit, ird): train the mask's entries as a sparse
     # increment W = W0 + scatter(indices, delta) (fishjax.sparse): gradients and AdamW
@@ -182,5 +187,37 @@ def get_config() -> ml_collections.ConfigDict:
     config.method.sift.grad_source = "first_batch"
     # Batches for grad_source="first_n_batches".
     config.method.sift.num_batches = 4
+
+    # PEFT methods and FISH-Tuning (fishjax/methods/fish_tuning.py): lora, dora, adapter
+    # (vanilla, at the target size) and lora_fish, dora_fish, adapter_fish (built at
+    # search_factor x the target size, the top K Fisher-scored entries trained, K = the
+    # vanilla count). The head (method.head_regex) is trained densely, outside K.
+    config.method.peft = ml_collections.ConfigDict()
+    # LoRA/DoRA: the kernels that get a low-rank update (regex over /-joined leaf paths).
+    config.method.peft.lora_targets = r"attention/self/(query|value)/kernel$"
+    # LoRA/DoRA target rank r and alpha: the update is (alpha / r) * A @ B (this scale is
+    # kept at the search rank).
+    config.method.peft.rank = 8
+    config.method.peft.alpha = 16.0
+    # Adapters: "houlsby" (after attention and after the FFN) or "pfeiffer" (after the FFN).
+    config.method.peft.adapter_variant = "houlsby"
+    # Adapter bottleneck: adapter_size if set, else hidden_size // adapter_reduction_factor.
+    config.method.peft.adapter_reduction_factor = 16
+    config.method.peft.adapter_size = placeholder(int)
+    # *_fish: search size = search_factor x target size (rank 2r, bottleneck 2b).
+    config.method.peft.search_factor = 2
+    # *_fish: "fisher" (top-K Fisher), "random" (K at random, seeded) or "reversed" (the
+    # K lowest Fisher scores): the latter two are baselines.
+    config.method.peft.selection = "fisher"
+    # *_fish: "global" (one ranking over every PEFT entry) or "per_type" (each tensor type,
+    # e.g. lora_A / lora_B, gets its count at the target size).
+    config.method.peft.budget = "global"
+    # *_fish: ties (e.g. the exact zeros of lora_A at init) broken "random"ly (seeded) or
+    # by "position" (first in tree order, as FISH Mask).
+    config.method.peft.tie_break = "random"
+    # *_fish: score after warmup_steps dense steps of the search-size module + head (then
+    # train from the initial values): escapes the zero-init trap (B = 0 gives A zero Fisher).
+    config.method.peft.fisher_after_warmup = False
+    config.method.peft.warmup_steps = 50
 
     return config

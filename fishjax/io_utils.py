@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -39,6 +41,47 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_directory(out_dir: str | os.PathLike, fill: Callable[[str], None]) -> str:
+    """Calls `fill(tmp)` on a fresh temp folder beside `out_dir`, fsyncs its files, then
+    renames it to `out_dir` (replacing a previous folder); returns the absolute path.
+
+    Readers see the old folder or the complete new one; a failed `fill` leaves nothing.
+    """
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"target exists and is not a directory: {out_dir}")
+    parent, base = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    try:
+        fill(tmp)
+        # So that a crash right after the rename cannot expose empty or truncated files.
+        for name in os.listdir(tmp):
+            with open(os.path.join(tmp, name), "rb") as f:
+                os.fsync(f.fileno())
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _move_into_place(tmp: str, out_dir: str) -> None:
+    if not os.path.exists(out_dir):
+        os.rename(tmp, out_dir)
+        return
+    # A non-empty directory cannot be replaced by rename(2): move the old one aside first.
+    parent, base = os.path.split(out_dir)
+    old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex}")
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_tagged_safetensors(

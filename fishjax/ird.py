@@ -26,9 +26,12 @@ between rounds):
      rounds. With `schedule` (a variant), round t uses the t-th (samples, params) sizes
      instead of steps 2-3's geometric sizes, and the schedule's length is the number
      of rounds.
-  The final pair is the last round's candidate (`final="last"`); `"best_dev"` (pick the
-  candidate with the best dev score after a short training run) is future work and
-  raises.
+  The final pair is the last round's candidate (`final="last"`, the default), or, as an
+  explicitly labelled option, `final="best_dev"`: every distinct candidate is scored by a
+  caller-supplied `candidate_score(mask)` (the `ird` method: a short masked training run
+  from the pretrained params, then the dev set's main metric) and the best one is kept
+  (ties: the earliest round). That option selects on the dev set, so the dev score of the
+  run that follows is optimistically biased; the trace says so and records every score.
 
 Passes, exactly (the N x P matrix g_ij is never formed; `fishjax.fisher.fisher_pass`, the
 one Fisher engine, reduces each example's squared-gradient tree on the fly to a masked
@@ -77,7 +80,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -134,10 +137,11 @@ class IRDOptions:
     max_rounds: int = 8  # T
     sample_ranking: str = "range"  # "range" | "all"
     schedule: tuple = ()  # ((samples, params), ...); empty: geometric
-    final: str = "last"  # "last" | "best_dev" (not implemented)
+    final: str = "last"  # "last" | "best_dev" (needs run_ird's candidate_score)
+    best_dev_steps: int = 50  # best_dev: training steps per candidate (used by the caller)
 
     def __post_init__(self):
-        for name in ("pool_size", "min_samples", "max_rounds"):
+        for name in ("pool_size", "min_samples", "max_rounds", "best_dev_steps"):
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
                 raise IRDError(f"must be an int >= 1, got {v!r}", name)
@@ -339,6 +343,32 @@ class IRDResult:
     seconds: float
 
 
+def _pick_best(candidates: list[Candidate], trace_rounds: list[dict[str, Any]],
+               params: PyTree, score: Callable[[PyTree], float]) -> Candidate:
+    """`final="best_dev"`: the candidate with the highest score (ties: the earliest round).
+
+    Consecutive rounds often repeat a candidate (once |P| = k); a repeat is not scored
+    again. Each round's score is written into its trace entry (`candidate_score`).
+    """
+    best, best_score, last_indices, last_score = None, -np.inf, None, None
+    for cand, entry in zip(candidates, trace_rounds, strict=True):
+        repeat = last_indices is not None and all(
+            np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(cand.mask_indices),
+                                                 jax.tree_util.tree_leaves(last_indices),
+                                                 strict=True))
+        if not repeat:
+            t0 = time.perf_counter()
+            last_score = float(score(cand.mask(params)))
+            log.info("ird best_dev: round %d candidate scores %.4f (%.1fs)", cand.round,
+                     last_score, time.perf_counter() - t0)
+        entry["candidate_score"] = last_score
+        entry["candidate_score_reused"] = repeat
+        last_indices = cand.mask_indices
+        if last_score > best_score:  # NaN never wins
+            best, best_score = cand, last_score
+    return best if best is not None else candidates[-1]
+
+
 def _label_summary(labels: np.ndarray, num_labels: int) -> dict[str, Any]:
     if num_labels == 1:
         x = labels.astype(np.float64)
@@ -397,6 +427,7 @@ def run_ird(
     pool: np.ndarray | None = None,
     progress: bool = True,
     keep_history: bool = False,
+    candidate_score: Callable[[PyTree], float] | None = None,
 ) -> IRDResult:
     """Runs IRD's rounds and returns the chosen samples, the k-entry mask and a trace.
 
@@ -413,6 +444,8 @@ def run_ird(
       progress: progress bars.
       keep_history: also return every round's inputs, masses and scores (memory: a
         float tree and two bool trees shaped like the params per round).
+      candidate_score: `final="best_dev"` only (required then): maps a candidate's bool
+        mask to a score, higher is better; called once per distinct candidate mask.
 
     Example:
       >>> res = run_ird(loss_fn, params, train_split, eligible=r"^(embeddings|encoder)/",
@@ -422,9 +455,9 @@ def run_ird(
       >>> res.trace["rounds"]   # sizes, Fisher mass kept, passes, labels per round
     """
     options = options or IRDOptions()
-    if options.final != "last":
-        raise IRDError(f"final={options.final!r} is not implemented yet (future work: a short "
-                       "training run per candidate); use 'last'", "final")
+    if options.final == "best_dev" and candidate_score is None:
+        raise IRDError("final='best_dev' needs a candidate_score (the `ird` method passes a "
+                       "short training run scored on the dev set)", "final")
     t_start = time.perf_counter()
     elig = resolve_eligible(params, eligible)
     full_range = range_ = initial_range(params, elig)
@@ -528,6 +561,8 @@ def run_ird(
             break
 
     final = candidates[-1]
+    if options.final == "best_dev":
+        final = _pick_best(candidates, trace_rounds, params, candidate_score)
     trace = {
         "algorithm": "IRD, our reconstruction (Dong, Xue, Zheng & He, 2024); see the design "
                      "note of fishjax/ird.py",
@@ -542,11 +577,13 @@ def run_ird(
         "rounds": trace_rounds,
         "stop_reason": stop_reason,
         "final": {"rule": options.final, "round": final.round,
-                  "samples": [int(i) for i in final.samples]},
+                  "samples": [int(i) for i in final.samples],
+                  **({"note": "picked by dev score: the run's dev metric is optimistically "
+                              "biased"} if options.final == "best_dev" else {})},
         "backward_passes": total_passes,
         "fish_backward_passes_same_pool": n0 * per_example,
         "seconds": time.perf_counter() - t_start,
     }
-    return IRDResult(samples=final.samples, mask=prev_candidate, trace=trace,
-                     candidates=candidates, history=history, backward_passes=total_passes,
-                     seconds=trace["seconds"])
+    mask = prev_candidate if final is candidates[-1] else final.mask(params)
+    return IRDResult(samples=final.samples, mask=mask, trace=trace, candidates=candidates,
+                     history=history, backward_passes=total_passes, seconds=trace["seconds"])

@@ -65,12 +65,14 @@ def budget_k(
     return budget - head_entries
 
 
-def top_k_mask(scores: PyTree, k: int, eligible: PyTree | str | None = None) -> PyTree:
+def top_k_mask(scores: PyTree, k: int, eligible: PyTree | str | None = None,
+               tie_key: jax.Array | None = None) -> PyTree:
     """Bool tree with exactly `k` True entries: the k highest scores among eligible leaves.
 
     Ties go to the entry first in tree-flatten order (stable sort), so the result is a
-    pure function of the scores. Raises MaskError if k exceeds the eligible entries or a
-    score is NaN.
+    pure function of the scores; with a PRNG `tie_key`, ties are broken uniformly at
+    random instead (a seeded permutation before the stable sort: the same key gives the
+    same mask). Raises MaskError if k exceeds the eligible entries or a score is NaN.
 
     Example:
       >>> mask = top_k_mask(fisher.scores, k=10_000, eligible=r"^encoder/")
@@ -92,7 +94,12 @@ def top_k_mask(scores: PyTree, k: int, eligible: PyTree | str | None = None) -> 
     if np.isnan(flat).any():
         raise MaskError("scores contain NaN")
     chosen = np.zeros(total, dtype=bool)
-    chosen[np.argsort(-flat, kind="stable")[:k]] = True
+    if tie_key is None:
+        order = np.argsort(-flat, kind="stable")
+    else:
+        perm = np.asarray(jax.random.permutation(tie_key, total))
+        order = perm[np.argsort(-flat[perm], kind="stable")]
+    chosen[order[:k]] = True
     out, offset = [], 0
     for x, e, n in zip(leaves, elig, sizes, strict=True):
         if e:

@@ -20,7 +20,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -149,6 +149,7 @@ class Trainer:
         self.data = tokenize_task(config, self.task, raw, load_tokenizer(self.model.model_dir))
         self.loss_fn = objectives.make_loss_fn(self.model.module, self.task.is_regression)
         self.apply_fn = objectives.make_apply_fn(self.model.module)
+        self._dense_eval_step = jax.jit(self._eval_outputs(lambda params, _: params))
 
         self.setup: MethodSetup = get_method(config.method.name).setup(MethodContext(
             config=config,
@@ -159,6 +160,7 @@ class Trainer:
             num_labels=self.task.num_labels,
             rng=method_key,
             workdir=workdir,
+            dev_score=self.dev_score,
         ))
 
         t = config.train
@@ -192,7 +194,7 @@ class Trainer:
     def _compile_steps(self) -> None:
         combine, tx, loss_fn = self.setup.combine, self.tx, self.loss_fn
         opt_params_fn = self.setup.optimizer_params
-        apply_fn, is_regression, schedule = self.apply_fn, self.task.is_regression, self.schedule
+        schedule = self.schedule
 
         def train_step(state: TrainState, frozen: PyTree, batch):
             dropout_key = jax.random.fold_in(state.rng, state.step)
@@ -211,29 +213,44 @@ class Trainer:
                                       opt_state=opt_state)
             return new_state, metrics
 
-        def eval_step(trainable: PyTree, frozen: PyTree, batch):
-            logits = apply_fn(combine(trainable, frozen), batch)
-            losses = objectives.per_example_loss(logits, batch["labels"], is_regression)
-            return objectives.predictions(logits, is_regression), losses
-
         rep = replicated(self.mesh)
         self.train_step = jax.jit(
             train_step, donate_argnums=0,
             out_shardings=(self.state_sharding, rep),
         )
-        self.eval_step = jax.jit(eval_step)
+        self.eval_step = jax.jit(self._eval_outputs(combine))
+
+    def _eval_outputs(self, combine: Callable[[PyTree, PyTree], PyTree]):
+        """`(trainable, frozen, batch) -> (predictions, per-example losses)`, unjitted."""
+        apply_fn, is_regression = self.apply_fn, self.task.is_regression
+
+        def eval_step(trainable: PyTree, frozen: PyTree, batch):
+            logits = apply_fn(combine(trainable, frozen), batch)
+            losses = objectives.per_example_loss(logits, batch["labels"], is_regression)
+            return objectives.predictions(logits, is_regression), losses
+
+        return eval_step
 
     # -- running ------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
         """Task metrics (and mean loss) on every eval split, keys prefixed by split name."""
+        return self._evaluate(lambda batch: self.eval_step(self.state.trainable, self.frozen,
+                                                           batch))
+
+    def dev_score(self, params: PyTree) -> float:
+        """The main metric (`main_score`) of a dense params tree (e.g. a method's trial)."""
+        return self.main_score(self._evaluate(lambda batch: self._dense_eval_step(params, None,
+                                                                                  batch)))
+
+    def _evaluate(self, outputs: Callable[[dict], tuple[jax.Array, jax.Array]]
+                  ) -> dict[str, float]:
         bs = self.config.train.eval_batch_size
         results: dict[str, float] = {}
         for split, ds in self.data.evals.items():
             preds, labels, weights, losses = [], [], [], []
             for batch in iterate_batches(ds, bs, seed=0, epoch=0, shuffle=False):
-                p, lo = self.eval_step(self.state.trainable, self.frozen,
-                                       put_batch(batch, self.mesh))
+                p, lo = outputs(put_batch(batch, self.mesh))
                 preds.append(_host(p))
                 losses.append(_host(lo))
                 labels.append(batch["labels"])
@@ -395,7 +412,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if finished and (t.export or trainer.setup.save_artifacts is not None):
         kept = ckpt.restore_best(trainer.state.trainable)
         kept = trainer.state.trainable if kept is None else kept
-    if finished and t.export:
+    if finished and t.export and not trainer.setup.exportable:
+        log.warning("method %s has no plain Hugging Face form (e.g. adapters): no export "
+                    "folder; see its artifacts", config.method.name)
+        results["export_dir"] = None
+    elif finished and t.export:
         params = trainer.setup.dense_params(kept)
         labels = trainer.task.label_names
         results["export_dir"] = export_hf_folder(

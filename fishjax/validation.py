@@ -105,6 +105,36 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"config.method.name={config.method.name!r} is not a method; available: "
              f"{', '.join(available_methods())}")
     _validate_sparse(meth)
+    if "peft" in meth:
+        _validate_peft(meth.peft)
+
+
+def _validate_peft(p: ml_collections.ConfigDict) -> None:
+    """config.method.peft (the PEFT methods of fishjax.methods.fish_tuning)."""
+    from fishjax.methods.fish_tuning import BUDGETS, SELECTIONS, TIE_BREAKS
+    from fishjax.peft_tree import ADAPTER_SITES
+
+    def positive_int(name: str, value) -> None:
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"config.method.peft.{name} must be a positive int, got {value!r}")
+
+    for name in ("rank", "adapter_reduction_factor", "search_factor", "warmup_steps"):
+        positive_int(name, p[name])
+    if p.adapter_size is not None:
+        positive_int("adapter_size", p.adapter_size)
+    _require(p.alpha > 0, f"config.method.peft.alpha must be > 0, got {p.alpha}")
+    for name, allowed in (("adapter_variant", tuple(ADAPTER_SITES)), ("selection", SELECTIONS),
+                          ("budget", BUDGETS), ("tie_break", TIE_BREAKS)):
+        _require(p[name] in allowed,
+                 f"config.method.peft.{name} must be one of {allowed}, got {p[name]!r}")
+    _require(isinstance(p.fisher_after_warmup, bool),
+             f"config.method.peft.fisher_after_warmup must be True or False, got "
+             f"{p.fisher_after_warmup!r}")
+    try:
+        re.compile(p.lora_targets)
+    except (re.error, TypeError) as e:
+        raise ConfigError(f"config.method.peft.lora_targets={p.lora_targets!r} is not a "
+                          f"regex: {e}") from None
 
 
 def _validate_sparse(meth: ml_collections.ConfigDict) -> None:
@@ -143,13 +173,9 @@ def _validate_ird(meth: ml_collections.ConfigDict) -> None:
 
     _require("ird" in meth, "config.method.ird is missing (options of method `ird`)")
     try:
-        options = IRDOptions.from_config(meth.ird)
+        IRDOptions.from_config(meth.ird)
     except IRDError as e:
         raise ConfigError(f"config.method.ird.{e.field}: {e}") from None
-    _require(options.final == "last",
-             f"config.method.ird.final={options.final!r} is not implemented yet (future work: "
-             "pick the candidate with the best dev score after a short training run); use "
-             "'last'")
 
 
 def check_batch_divisible(config: ml_collections.ConfigDict, data_axis: int) -> None:

@@ -274,9 +274,12 @@ def test_bad_options(tiny):
         assert e.value.field == field
     with pytest.raises(IRDError, match="unknown"):
         IRDOptions.from_config({"pool": 3})
-    with pytest.raises(IRDError, match="not implemented"):
+    with pytest.raises(IRDError, match="candidate_score"):
         run_ird(loss_fn, params, data, eligible=ELIGIBLE, k=10,
                 options=IRDOptions(final="best_dev"), progress=False)
+    with pytest.raises(IRDError) as e:
+        IRDOptions(best_dev_steps=0)
+    assert e.value.field == "best_dev_steps"
     with pytest.raises(IRDError, match="k must be"):
         run_ird(loss_fn, params, data, eligible=ELIGIBLE, k=0, progress=False)
 
@@ -293,8 +296,43 @@ def test_config_validation_names_the_field():
         validate_config(config)
     config.method.ird.sample_shrink = 0.5
     config.method.ird.final = "best_dev"
-    with pytest.raises(ConfigError, match=r"config\.method\.ird\.final.*not implemented"):
+    validate_config(config)
+    config.method.ird.best_dev_steps = 0
+    with pytest.raises(ConfigError, match=r"config\.method\.ird\.best_dev_steps"):
         validate_config(config)
+
+
+def test_best_dev_picks_the_best_scored_candidate(tiny):
+    """`final="best_dev"` keeps the candidate its score ranks first, scores each distinct
+    candidate once, records every score, and otherwise changes nothing."""
+    loss_fn, params, data = tiny
+    opts = dict(pool_size=N, min_samples=8, max_rounds=5)
+    last = run_ird(loss_fn, params, data, eligible=ELIGIBLE, k=300,
+                   options=IRDOptions(**opts), progress=False)
+    assert len(last.candidates) >= 3
+    target = last.candidates[1]
+    calls = []
+
+    def score(mask):  # overlap with round 1's candidate: round 1 (and its repeats) win
+        calls.append(mask)
+        return float(sum(np.sum(np.asarray(m) & np.asarray(t)) for m, t in zip(
+            _leaves(mask), _leaves(target.mask(params)), strict=True)))
+
+    best = run_ird(loss_fn, params, data, eligible=ELIGIBLE, k=300,
+                   options=IRDOptions(**opts, final="best_dev"), progress=False,
+                   candidate_score=score)
+    assert best.trace["final"]["round"] == 1 and "optimistic" in best.trace["final"]["note"]
+    assert _trees_equal(best.mask, target.mask(params))
+    np.testing.assert_array_equal(best.samples, target.samples)
+    assert count_selected(best.mask) == 300
+    distinct = 1 + sum(not _trees_equal(a.mask_indices, b.mask_indices)
+                       for a, b in zip(last.candidates, last.candidates[1:], strict=False))
+    assert len(calls) == distinct
+    rounds = best.trace["rounds"]
+    assert rounds[1]["candidate_score"] == 300.0
+    assert all(r["candidate_score"] <= 300.0 for r in rounds)
+    # the search itself is unchanged
+    assert [r["kept_ids"] for r in rounds] == [r["kept_ids"] for r in last.trace["rounds"]]
 
 
 # -- the method in the trainer ------------------------------------------------------------
@@ -329,3 +367,26 @@ def test_ird_method_through_the_trainer(tiny_config, tmp_path):
 
     again = train_and_evaluate(config, workdir)  # resume: the saved mask, no new search
     assert again["method_summary"]["mask_loaded_from"].endswith("mask.safetensors")
+
+
+def test_ird_best_dev_through_the_trainer(tiny_config, tmp_path):
+    """Each distinct candidate is trained briefly and scored on dev; the trace has them."""
+    from fishjax.trainer import train_and_evaluate
+
+    config = tiny_config
+    config.method.name = "ird"
+    config.method.keep_ratio = 0.05
+    config.method.ird.min_samples = 16
+    config.method.ird.final = "best_dev"
+    config.method.ird.best_dev_steps = 4  # > one pass of 96 examples at batch 32: cycles
+    config.train.num_steps = 1
+    workdir = str(tmp_path / "ird_best")
+    res = train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "ird_trace.json")) as f:
+        trace = json.load(f)
+    scores = [r["candidate_score"] for r in trace["rounds"]]
+    assert all(0.0 <= s <= 1.0 for s in scores)  # dev accuracy of each trial
+    picked = trace["final"]["round"]
+    assert scores[picked] == max(scores) and picked == scores.index(max(scores))
+    assert res["method_summary"]["ird_final"].startswith("best_dev")
+    assert res["method_summary"]["ird_final_round"] == picked

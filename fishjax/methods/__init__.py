@@ -1,6 +1,12 @@
 """Fine-tuning methods. Importing this package registers every built-in method."""
 
-from fishjax.methods import full, ird, masked, sift  # noqa: F401  (registers the methods)
+from fishjax.methods import (  # noqa: F401  (registers the methods)
+    fish_tuning,
+    full,
+    ird,
+    masked,
+    sift,
+)
 from fishjax.methods.base import (
     Method,
     MethodContext,

@@ -40,6 +40,10 @@ class MethodContext:
     num_labels: int  # classes of the task; 1 for regression
     rng: jax.Array  # method-private PRNG key (e.g. random masks)
     workdir: str | None  # where a method may save its artefacts (masks, traces)
+    # dev_score(params) -> the first eval split's main metric (higher is better) of a
+    # dense params tree; only for selection rules that explicitly select on dev (IRD's
+    # `final="best_dev"`). None where no dev set is at hand.
+    dev_score: Callable[[PyTree], float] | None = None
 
 
 def _identity_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -70,6 +74,10 @@ class MethodSetup:
     # keeps (the best one if any) and the workdir; writes the method's artefacts (e.g. a
     # delta file) and returns {name: path}, reported under results["artifacts"].
     save_artifacts: Callable[[PyTree, str], dict[str, str]] | None = None
+    # Whether `dense_params` is a plain model params tree that the trainer can export as a
+    # Hugging Face folder (False e.g. for bottleneck adapters, which the base
+    # architecture lacks: their artefacts come from `save_artifacts`).
+    exportable: bool = True
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # logged and saved
 
     def dense_params(self, trainable: PyTree) -> PyTree:

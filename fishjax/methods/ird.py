@@ -17,8 +17,15 @@ schedule, final rule); the Fisher passes reuse `config.method.fisher.mode`,
 `batch_size` and `chunk_size` (`fisher.num_samples` is not used: the pool size is
 `ird.pool_size`). The pool is drawn with `config.seed`. Deviations from FISH's flow: the
 samples come from `ctx.train_data` by index (a seeded pool, bucketed batches of exactly
-the kept ids), not from the first examples of a shuffled epoch. Only `final="last"` is
-implemented; `"best_dev"` is rejected by the config validation (future work).
+the kept ids), not from the first examples of a shuffled epoch.
+
+`final="best_dev"` (explicitly labelled; default `"last"`): every distinct candidate mask
+(plus the head) trains for `ird.best_dev_steps` steps from the pretrained params
+(`fishjax.short_run`: masked AdamW at `train.learning_rate` with the run's warmup/decay
+shape over those steps, dropout off, the same seeded batches for each candidate) and is
+scored by the dev set's main metric; the best wins (ties: the earliest). This selects on
+dev: the dev score reported for the run is optimistically biased, and the summary says so
+(`ird_final`).
 
 The per-round trace (sizes, Fisher mass kept, backward passes, kept labels and lengths,
 largest-mass examples, overlap with FISH's mask on the same pool) is written atomically
@@ -32,10 +39,13 @@ import os
 
 import jax
 
+from fishjax import masks as masks_lib
 from fishjax.io_utils import atomic_write_json
-from fishjax.ird import IRDOptions, run_ird
+from fishjax.ird import IRDError, IRDOptions, run_ird
 from fishjax.methods.base import MethodContext, register_method
 from fishjax.methods.masked import MaskMethod, _chunk
+from fishjax.optim import make_optimizer, masked_updates
+from fishjax.short_run import cycle_epochs, short_run
 from fishjax.tree import PyTree
 
 log = logging.getLogger("fishjax")
@@ -50,10 +60,13 @@ class IRD(MaskMethod):
     def select(self, ctx: MethodContext, eligible: PyTree, k: int) -> tuple[PyTree, dict]:
         m = ctx.config.method
         f = m.fisher
+        options = IRDOptions.from_config(m.ird)
         res = run_ird(
             ctx.loss_fn, ctx.params, ctx.train_data, eligible=eligible, k=k,
-            options=IRDOptions.from_config(m.ird), seed=ctx.config.seed, mode=f.mode,
+            options=options, seed=ctx.config.seed, mode=f.mode,
             num_labels=ctx.num_labels, batch_size=f.batch_size, chunk_size=_chunk(f.chunk_size),
+            candidate_score=dev_trial(ctx, options.best_dev_steps)
+            if options.final == "best_dev" else None,
         )
         trace = res.trace
         if ctx.workdir and jax.process_index() == 0:
@@ -71,5 +84,32 @@ class IRD(MaskMethod):
             "ird_stop_reason": trace["stop_reason"],
             "ird_samples_kept": int(len(res.samples)),
             "ird_sample_ranking": m.ird.sample_ranking,
+            "ird_final": options.final if options.final == "last" else
+            "best_dev (selected on dev: the dev score is optimistic)",
+            "ird_final_round": trace["final"]["round"],
             "ird_trace": TRACE_FILE,
         }
+
+
+def dev_trial(ctx: MethodContext, steps: int):
+    """`candidate_score(mask)`: the dev main metric after `steps` of masked AdamW training.
+
+    Every candidate starts from the same params (pretrained encoder + the run's head), sees
+    the same seeded batches and the same schedule shape; the head is always trained.
+    """
+    if ctx.dev_score is None:
+        raise IRDError("final='best_dev' needs a dev set (the method context has no "
+                       "dev_score)", "final")
+    t = ctx.config.train
+    head = masks_lib.regex_mask(ctx.params, ctx.config.method.head_regex)
+    base_tx, _ = make_optimizer(t, steps, ctx.params)
+
+    def score(mask: PyTree) -> float:
+        tx = masked_updates(base_tx, masks_lib.union(mask, head))
+        batches = cycle_epochs(lambda e: ctx.train_batches(t.batch_size,
+                                                           shuffle_seed=ctx.config.seed + e))
+        params, _ = short_run(ctx.loss_fn, ctx.params, batches, tx, steps)
+        return ctx.dev_score(params)
+
+    return score
+

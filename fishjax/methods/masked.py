@@ -164,16 +164,20 @@ class BitFit(MaskMethod):
 def load_or_select_mask(
     ctx: MethodContext, method: str, settings: dict[str, Any],
     select: Callable[[], tuple[PyTree, dict[str, Any]]], keep_info: tuple[str, ...] = (),
+    like: PyTree | None = None,
 ) -> tuple[PyTree, dict[str, Any]]:
     """A method's mask: `method.mask_file` if set; else the workdir's `mask.safetensors`
     (a resumed run) if it was made by the same method, seed and `settings`; else
-    `select()`, saved to the workdir with its settings. Returns (mask, info)."""
+    `select()`, saved to the workdir with its settings. Returns (mask, info).
+
+    `like`: the tree the mask is shaped like (default: the params; e.g. a PEFT method's
+    trainable tree)."""
     m = ctx.config.method
     mask_path = os.path.join(ctx.workdir, MASK_FILE) if ctx.workdir else None
     source = m.mask_file or (mask_path if mask_path and os.path.exists(mask_path) else None)
     want = {"method": method, "seed": ctx.config.seed, **settings}
     if source:
-        mask, meta = masks_lib.load_mask(source, ctx.params)
+        mask, meta = masks_lib.load_mask(source, ctx.params if like is None else like)
         _check_mask_matches(meta, want, explicit=bool(m.mask_file))
         return mask, {"mask_loaded_from": source, **{k: meta[k] for k in keep_info if k in meta}}
     mask, info = select()

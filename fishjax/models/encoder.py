@@ -3,6 +3,12 @@
 Module and parameter names mirror the Hugging Face PyTorch modules (``attention/self/query``,
 ``output/LayerNorm``, ...) so that checkpoint names map one-to-one, see ``weights.py``.
 Parameters are always float32; ``dtype`` only sets the compute dtype.
+
+Optional bottleneck adapters (``fishjax.peft_tree``): an ``AddNorm`` block whose params hold
+an ``adapter`` subtree (``down``/``up`` Dense params) applies it after its dense + dropout,
+before the residual add. The model never creates adapter params (``init`` gives the plain
+BERT/RoBERTa tree); they are read only when a params tree carries them, so a tree without
+them runs exactly the same computation as a model without adapter support.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from flax import traverse_util
 from fishjax.models.config import EncoderConfig, ModelError
 
 HEAD_REGEX = r"^(pooler|classifier)/"
+# Name of the optional adapter subtree inside an AddNorm block's params.
+ADAPTER_KEY = "adapter"
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -99,8 +107,31 @@ class SelfAttention(nn.Module):
         return out.reshape(*out.shape[:-2], cfg.hidden_size)
 
 
+class Adapter(nn.Module):
+    """Bottleneck adapter with its own skip: ``h + up(act(down(h)))`` (Houlsby et al., 2019).
+
+    The activation is the encoder's ``hidden_act``. Only ever applied to params that carry
+    it (see ``AddNorm``); ``bottleneck`` is read from those params.
+    """
+
+    config: EncoderConfig
+    bottleneck: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h):
+        cfg = self.config
+        y = _dense(cfg, self.bottleneck, self.dtype, "down")(h)
+        y = _ACTIVATIONS[cfg.hidden_act](y)
+        return h + _dense(cfg, cfg.hidden_size, self.dtype, "up")(y)
+
+
 class AddNorm(nn.Module):
-    """HF's ``*Output`` block: dense, dropout, residual add, LayerNorm."""
+    """HF's ``*Output`` block: dense, dropout, [adapter,] residual add, LayerNorm.
+
+    The adapter runs only when the params hold an ``adapter`` subtree (never created by
+    ``init``).
+    """
 
     config: EncoderConfig
     dtype: jnp.dtype = jnp.float32
@@ -110,6 +141,9 @@ class AddNorm(nn.Module):
         cfg = self.config
         x = _dense(cfg, cfg.hidden_size, self.dtype, "dense")(x)
         x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        if self.has_variable("params", ADAPTER_KEY):
+            down = self.get_variable("params", ADAPTER_KEY)["down"]["kernel"]
+            x = Adapter(cfg, down.shape[-1], self.dtype, name=ADAPTER_KEY)(x)
         return _layer_norm(cfg, self.dtype)(x + residual)
 
 

@@ -1,7 +1,8 @@
 """Write fishjax params as a Hugging Face ``*ForSequenceClassification`` folder.
 
 The folder (``config.json``, ``model.safetensors``, optional tokenizer files) is built in a
-temporary directory beside the target and renamed into place only once complete.
+temporary directory beside the target and renamed into place only once complete
+(``fishjax.io_utils.atomic_directory``).
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import safetensors.numpy
 
+from fishjax.io_utils import atomic_directory
 from fishjax.models.config import EncoderConfig, ModelError
 from fishjax.models.weights import state_dict_from_params
 
@@ -56,10 +56,8 @@ def export_hf_folder(
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ModelError(f"export target exists and is not a directory: {out_dir}")
-    parent, base = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    try:
+
+    def fill(tmp: str) -> None:
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
             json.dump(hf_config, f, indent=2, sort_keys=True)
             f.write("\n")
@@ -69,12 +67,8 @@ def export_hf_folder(
         )
         for src in tokenizer_files:
             shutil.copyfile(src, os.path.join(tmp, os.path.basename(src)))
-        _fsync_files(tmp)
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return atomic_directory(out_dir, fill)
 
 
 def hf_config_dict(
@@ -118,26 +112,3 @@ def _tokenizer_files(tokenizer_dir: str | os.PathLike) -> list[str]:
     if not files:
         raise ModelError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {tokenizer_dir}")
     return files
-
-
-def _fsync_files(directory: str) -> None:
-    # So that a crash right after the rename cannot expose empty or truncated files.
-    for name in os.listdir(directory):
-        with open(os.path.join(directory, name), "rb") as f:
-            os.fsync(f.fileno())
-
-
-def _move_into_place(tmp: str, out_dir: str) -> None:
-    if not os.path.exists(out_dir):
-        os.rename(tmp, out_dir)
-        return
-    # A non-empty directory cannot be replaced by rename(2): move the old one aside first.
-    parent, base = os.path.split(out_dir)
-    old = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex}")
-    os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,368 @@
+"""PEFT methods and FISH-Tuning: `lora`, `dora`, `adapter` and `lora_fish`, `dora_fish`,
+`adapter_fish`.
+
+Design note. FISH-Tuning (Xue, Dong, Tu & He, 2025, "FISH-Tuning: Enhancing PEFT Methods
+with Fisher Information") applies FISH Mask selection (Sung et al., 2021) to the
+parameters a PEFT method adds: build the module at a larger *search* size, score its
+entries by the diagonal Fisher, train only the top K, with K the trainable count of the
+vanilla method at the *target* size. No public code exists: every default below is ours.
+
+The PEFT modules (`fishjax.peft_tree`): LoRA (Hu et al., 2022), DoRA (Liu et al., 2024),
+bottleneck adapters after attention and FFN (Houlsby et al., 2019) or after the FFN only
+(Pfeiffer et al., 2021). The frozen tree is the base params without the head; the
+trainable tree is `{"peft": PEFT tree, "head": head leaves}` (head: `method.head_regex`,
+trained densely by every PEFT method, outside K; peft's `modules_to_save`), and
+`combine` = `apply_peft` inside the jitted loss (LoRA/DoRA merge into the kernels; the
+encoder reads adapter subtrees itself). Options live in `config.method.peft`.
+
+Our defaults and deliberate deviations:
+- LoRA targets: the attention query and value kernels (as the LoRA paper and peft's BERT
+  defaults); rank 8, alpha 16. Scaling s = alpha / r_target at every size: a search-size
+  module (rank 2r) keeps the target's per-entry scale (the PEFT export writes
+  lora_alpha = s * r so PEFT's alpha / r is the same s).
+- No LoRA dropout: it acts on the layer input, which a weight transform cannot express
+  (the model's own dropout stays on; peft's default lora_dropout is 0 too).
+- A and adapter down-kernels ~ U(+-1/sqrt(in)) (peft's kaiming-uniform), B, up-kernels
+  and adapter biases 0; DoRA magnitude = ||W0||_c; so step-0 logits are unchanged.
+- Adapters: placed in each AddNorm block after dense + dropout, before the residual add
+  and LayerNorm (Houlsby's position; we use it for Pfeiffer as well, without Pfeiffer's
+  extra LayerNorm/residual arrangement); activation = the encoder's `hidden_act`;
+  bottleneck = hidden // reduction_factor (16) unless `adapter_size` is set; LayerNorms
+  stay frozen (Houlsby also trained them).
+- FISH inside: search size = `search_factor` (2) x the target size; K = `entry_count` at
+  the target size; Fisher scores of the PEFT entries (loss as a function of the PEFT
+  tree with the base frozen, `fishjax.fisher.fisher_scores`, `method.fisher` settings);
+  exact top-K (`fishjax.masks.top_k_mask`), `budget="global"` (one ranking over every
+  PEFT entry) or `"per_type"` (each tensor type: lora_A, lora_B, lora_magnitude,
+  down/up kernel/bias, gets its count at the target size). Never a score threshold.
+  Training is dense masked (`fishjax.optim.masked_updates`): unselected entries keep
+  their init values (frozen random A entries are part of the function, like W0).
+- The zero-init trap: with B = 0 every gradient w.r.t. A is exactly 0 (likewise adapter
+  down-projections with up = 0), so Fisher at init ranks only B (and the magnitudes), and
+  at rank 2r with square kernels K = |B| exactly: "train B, freeze A". The selection split
+  per tensor type (and how many of each were picked at score 0) is logged and saved; a
+  type left with no positively scored entry triggers a loud warning. Variants:
+  `fisher_after_warmup` (`warmup_steps` dense steps of the search-size tree + head, Adam at
+  train.learning_rate, dropout off; score there; then training restarts from the initial
+  tree, so the warm-up only informs the selection), `budget="per_type"`, and
+  `tie_break="random"` (default: ties, i.e. the exact zeros, broken by a seeded
+  permutation; `"position"`: first in tree order, as FISH Mask).
+- Baselines (`selection`): "fisher", "random" (K uniformly at random at the search size,
+  seeded) and "reversed" (the K lowest Fisher scores), all at the same K and budget rule.
+- Artefacts: `<workdir>/peft.safetensors` (PEFT tree + head + spec, `fishjax.peft_files`)
+  for every kind, and for LoRA/DoRA a PEFT adapter folder `<workdir>/peft_adapter` (head
+  in `modules_to_save`). LoRA/DoRA runs export merged HF folders as usual (the merged model
+  is the base architecture: no inference cost); adapter runs cannot be merged and skip it.
+  The selection mask is `<workdir>/mask.safetensors` (over the trainable tree), reused on
+  resume like FISH's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from fishjax import masks as masks_lib
+from fishjax.fisher import fisher_scores
+from fishjax.methods.base import MethodContext, MethodSetup, register_method
+from fishjax.methods.masked import _chunk, load_or_select_mask
+from fishjax.optim import masked_updates
+from fishjax.peft_tree import (
+    ADAPTER_SITES,
+    PeftError,
+    PeftSpec,
+    apply_peft,
+    entry_count,
+    find_targets,
+    init_peft,
+    merge_trees,
+    peft_shapes,
+    split_tree,
+    tensor_types,
+    type_counts,
+)
+from fishjax.short_run import cycle_epochs, short_run
+from fishjax.sparse import flatten_paths
+from fishjax.tree import PyTree, count_params
+
+log = logging.getLogger("fishjax")
+
+PEFT_KEY, HEAD_KEY = "peft", "head"
+SELECTIONS = ("fisher", "random", "reversed")
+BUDGETS = ("global", "per_type")
+TIE_BREAKS = ("random", "position")
+
+
+def target_spec(base: PyTree, kind: str, p) -> PeftSpec:
+    """The vanilla method's module at the target size, from `config.method.peft`."""
+    if kind == "adapter":
+        if p.adapter_variant not in ADAPTER_SITES:
+            raise PeftError(f"config.method.peft.adapter_variant must be one of "
+                            f"{tuple(ADAPTER_SITES)}, got {p.adapter_variant!r}")
+        targets = find_targets(base, "adapter", ADAPTER_SITES[p.adapter_variant])
+        hidden = np.shape(flatten_paths(base)[tuple(targets[0].split("/")) +
+                                              ("dense", "kernel")])[-1]
+        size = p.adapter_size or max(1, hidden // int(p.adapter_reduction_factor))
+        return PeftSpec("adapter", int(size), targets)
+    return PeftSpec(kind, int(p.rank), find_targets(base, kind, p.lora_targets),
+                    scaling=float(p.alpha) / int(p.rank))
+
+
+def peft_combine(spec: PeftSpec) -> Callable[[PyTree, PyTree], PyTree]:
+    """`combine(trainable, frozen)` for `{"peft": tree, "head": head}` over the frozen base."""
+    def combine(trainable: PyTree, frozen: PyTree) -> PyTree:
+        return merge_trees(apply_peft(frozen, trainable[PEFT_KEY], spec), trainable[HEAD_KEY])
+    return combine
+
+
+def peft_fisher_scores(ctx: MethodContext, trainable: PyTree, frozen: PyTree,
+                       combine: Callable) -> tuple[PyTree, dict[str, Any]]:
+    """Diagonal Fisher of every PEFT entry (head and base frozen): (scores tree, info)."""
+    f = ctx.config.method.fisher
+    params = {"trainable": trainable, "frozen": frozen}
+    off = lambda t: jax.tree_util.tree_map(lambda _: False, t)
+    eligible = {"trainable": {PEFT_KEY: jax.tree_util.tree_map(lambda _: True,
+                                                               trainable[PEFT_KEY]),
+                              HEAD_KEY: off(trainable[HEAD_KEY])}, "frozen": off(frozen)}
+
+    def loss(prm, batch):
+        return ctx.loss_fn(combine(prm["trainable"], prm["frozen"]), batch)
+
+    res = fisher_scores(loss, params, ctx.train_batches(f.batch_size, shuffle_seed=ctx.config.seed),
+                        eligible=eligible, mode=f.mode, num_labels=ctx.num_labels,
+                        num_samples=f.num_samples, chunk_size=_chunk(f.chunk_size))
+    log.info("fisher (PEFT entries): %d examples in %.1fs", res.num_examples, res.seconds)
+    scores = jax.tree_util.tree_map(np.asarray, res.scores["trainable"][PEFT_KEY])
+    return scores, {"fisher_mode": f.mode, "fisher_examples": res.num_examples,
+                    "fisher_seconds": res.seconds}
+
+
+def dense_warmup(ctx: MethodContext, trainable: PyTree, frozen: PyTree, combine: Callable,
+                 steps: int) -> tuple[PyTree, float]:
+    """`steps` Adam steps on every trainable entry (dropout off, train.learning_rate,
+    training batches of the seeded shuffle, more passes if needed): (tree, last loss)."""
+    t = ctx.config.train
+    batches = cycle_epochs(lambda e: ctx.train_batches(t.batch_size,
+                                                       shuffle_seed=ctx.config.seed + e))
+    try:
+        trainable, losses = short_run(
+            lambda tr, batch, fz: ctx.loss_fn(combine(tr, fz), batch), trainable, batches,
+            optax.adam(t.learning_rate), steps, frozen=frozen)
+    except ValueError as e:
+        raise PeftError(f"Fisher warm-up: {e}") from None
+    return trainable, losses[-1]
+
+
+def select_entries(scores: PyTree, budgets: dict[str, int], groups: PyTree | None,
+                   selection: str, key: jax.Array, tie_break: str = "random") -> PyTree:
+    """Bool tree with budgets[g] entries in each group g (`groups`: a tree of group names
+    shaped like `scores`; None: one group `"all"`): the highest scores (`fisher`), the
+    lowest (`reversed`) or uniformly random (`random`). Exact counts, no threshold."""
+    if selection not in SELECTIONS:
+        raise PeftError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if groups is None:
+        groups = jax.tree_util.tree_map(lambda _: "all", scores)
+    out = jax.tree_util.tree_map(lambda s: np.zeros(np.shape(s), bool), scores)
+    for (group, k), kk in zip(sorted(budgets.items()), jax.random.split(key, len(budgets)),
+                              strict=True):
+        eligible = jax.tree_util.tree_map(lambda g, group=group: g == group, groups)
+        if selection == "random":
+            chosen = masks_lib.random_mask(scores, k, kk, eligible)
+        else:
+            signed = scores if selection == "fisher" else jax.tree_util.tree_map(
+                np.negative, scores)
+            chosen = masks_lib.top_k_mask(signed, k, eligible,
+                                          tie_key=kk if tie_break == "random" else None)
+        out = masks_lib.union(out, chosen)
+    return out
+
+
+def selection_split(mask: PyTree, scores: PyTree | None = None) -> dict[str, dict[str, int]]:
+    """Per tensor type: entries at search size, selected, and selected with score 0."""
+    types = flatten_paths(tensor_types(mask))
+    m = flatten_paths(mask)
+    s = flatten_paths(scores) if scores is not None else {}
+    out: dict[str, dict[str, int]] = {}
+    for p, t in types.items():
+        row = out.setdefault(t, {"size": 0, "selected": 0, "selected_at_zero": 0})
+        row["size"] += int(np.size(m[p]))
+        row["selected"] += int(np.count_nonzero(m[p]))
+        if p in s:
+            row["selected_at_zero"] += int(np.count_nonzero(m[p] & (np.asarray(s[p]) == 0)))
+    return dict(sorted(out.items()))
+
+
+def warn_zero_init_trap(split: dict[str, dict[str, int]], name: str) -> list[str]:
+    """Logs a loud warning for each tensor type without a positively scored selected
+    entry; returns those types."""
+    trapped = [t for t, r in split.items() if r["selected"] - r["selected_at_zero"] == 0]
+    for t in trapped:
+        r = split[t]
+        log.warning(
+            "%s: ZERO-INIT TRAP: %s got %d of %d entries, %s. Its Fisher scores are 0 "
+            "because the zero-initialised partner (lora_B / adapter up-projection) blocks "
+            "its gradient at init, so FISH selects around it. Use "
+            "config.method.peft.fisher_after_warmup=True or budget='per_type'.",
+            name, t, r["selected"], r["size"],
+            "none" if r["selected"] == 0 else "all of them only by tie-breaking at score 0")
+    return trapped
+
+
+class PeftMethod:
+    """Vanilla PEFT (`fish=False`) or FISH-Tuning (`fish=True`) of one kind."""
+
+    name = "peft"
+    kind = "lora"
+    fish = False
+
+    def setup(self, ctx: MethodContext) -> MethodSetup:
+        m, p = ctx.config.method, ctx.config.method.peft
+        head, base = split_tree(ctx.params, m.head_regex)
+        if not flatten_paths(head):
+            raise PeftError(f"config.method.head_regex={m.head_regex!r} matches no parameter: "
+                            "the task head would stay at its random init")
+        spec = target_spec(base, self.kind, p)
+        init_key, select_key = jax.random.split(ctx.rng)
+        k = entry_count(base, spec)
+        head_entries = count_params(head)
+        info: dict[str, Any] = {"peft_kind": self.kind, "peft_size": spec.size,
+                                "peft_targets": len(spec.targets), "peft_entries": k,
+                                "head_entries": head_entries,
+                                "trainable_entries": k + head_entries}
+        if self.kind == "adapter":
+            info["adapter_variant"] = p.adapter_variant
+        run_spec = spec.resized(spec.size * int(p.search_factor)) if self.fish else spec
+        trainable = {PEFT_KEY: init_peft(base, run_spec, init_key), HEAD_KEY: head}
+        combine = peft_combine(run_spec)
+        wrap = None
+        if self.fish:
+            mask, sel_info = self._mask(ctx, trainable, base, combine, spec, run_spec,
+                                        select_key)
+            info.update(sel_info)
+            wrap = lambda tx: masked_updates(tx, mask)  # noqa: E731
+        log.info("%s: %s size %d on %d targets: %d PEFT entries + head %d", self.name,
+                 self.kind, spec.size, len(spec.targets), k, head_entries)
+        return MethodSetup(
+            trainable=trainable, frozen=base, combine=combine,
+            wrap_optimizer=wrap or (lambda tx: tx),
+            save_artifacts=self._saver(ctx, run_spec, base, info),
+            exportable=self.kind != "adapter", info=info)
+
+    def _mask(self, ctx, trainable, base, combine, spec, search, key):
+        """The FISH mask over the trainable tree (head always selected) and its info."""
+        p = ctx.config.method.peft
+        tree = trainable[PEFT_KEY]
+        target_types = type_counts(peft_shapes(base, spec))
+        budgets = ({"all": sum(target_types.values())} if p.budget == "global"
+                   else target_types)
+        groups = None if p.budget == "global" else tensor_types(tree)
+        settings = {"peft": search.to_dict(), "k": sum(target_types.values()),
+                    "selection": p.selection, "budget": p.budget, "tie_break": p.tie_break,
+                    "fisher_after_warmup": bool(p.fisher_after_warmup),
+                    "warmup_steps": int(p.warmup_steps) if p.fisher_after_warmup else 0}
+
+        def select():
+            scores, sel_info = None, {}
+            if p.selection != "random":
+                scored = trainable
+                if p.fisher_after_warmup:
+                    scored, loss = dense_warmup(ctx, trainable, base, combine,
+                                                int(p.warmup_steps))
+                    sel_info["warmup_final_loss"] = loss
+                scores, fisher_info = peft_fisher_scores(ctx, scored, base, combine)
+                sel_info.update(fisher_info)
+            else:
+                scores = jax.tree_util.tree_map(lambda x: np.zeros(np.shape(x), np.float32),
+                                                tree)
+            chosen = select_entries(scores, budgets, groups, p.selection, key, p.tie_break)
+            split = selection_split(chosen, scores if p.selection != "random" else None)
+            sel_info["selection_split"] = split
+            head_mask = jax.tree_util.tree_map(lambda x: np.ones(np.shape(x), bool),
+                                               trainable[HEAD_KEY])
+            return {PEFT_KEY: chosen, HEAD_KEY: head_mask}, sel_info
+
+        mask, info = load_or_select_mask(
+            ctx, self.name, settings, select, like=trainable,
+            keep_info=("selection_split", "fisher_examples", "fisher_seconds",
+                       "warmup_final_loss"))
+        mask[HEAD_KEY] = jax.tree_util.tree_map(lambda x: np.ones(np.shape(x), bool),
+                                                trainable[HEAD_KEY])
+        split = info.get("selection_split") or selection_split(mask[PEFT_KEY])
+        selected = masks_lib.count_selected(mask[PEFT_KEY])
+        if selected != settings["k"]:
+            raise PeftError(f"{self.name}: mask selects {selected} PEFT entries, expected "
+                            f"K={settings['k']}")
+        trapped = (warn_zero_init_trap(split, self.name) if p.selection == "fisher" else [])
+        log.info("%s: selected K=%d of %d PEFT entries at size %d (target %d), head %d "
+                 "outside K; split %s", self.name, selected, count_params(tree), search.size,
+                 spec.size, count_params(trainable[HEAD_KEY]),
+                 {t: r["selected"] for t, r in split.items()})
+        return mask, {**{k: v for k, v in settings.items() if k != "peft"},
+                      "search_size": search.size, "search_entries": count_params(tree),
+                      "selection_split": split, "zero_init_trap": trapped,
+                      **{k: v for k, v in info.items() if k != "selection_split"}}
+
+    def _saver(self, ctx, spec: PeftSpec, base: PyTree, info: dict[str, Any]):
+        from fishjax.methods.sift import delta_metadata
+
+        meta = delta_metadata(ctx, {k: v for k, v in info.items()
+                                    if k in ("peft_size", "peft_entries", "selection",
+                                             "budget", "search_size")})
+
+        def save(kept: PyTree, workdir: str) -> dict[str, str]:
+            from fishjax.models import resolve_model_dir
+            from fishjax.models.config import EncoderConfig
+            from fishjax.peft_files import (
+                PEFT_DIR,
+                PEFT_FILE,
+                export_peft_folder,
+                save_peft_file,
+            )
+
+            out = {"peft": save_peft_file(os.path.join(workdir, PEFT_FILE), kept[PEFT_KEY],
+                                          kept[HEAD_KEY], spec, base, metadata=meta)}
+            if spec.kind != "adapter":
+                model_config = EncoderConfig.from_json(
+                    os.path.join(resolve_model_dir(ctx.config.model.name), "config.json"))
+                out["peft_adapter"] = export_peft_folder(
+                    os.path.join(workdir, PEFT_DIR), kept[PEFT_KEY], kept[HEAD_KEY], spec,
+                    model_config, base_model=ctx.config.model.name)
+            return out
+
+        return save
+
+
+@register_method("lora")
+class Lora(PeftMethod):
+    name, kind, fish = "lora", "lora", False
+
+
+@register_method("lora_fish")
+class LoraFish(PeftMethod):
+    name, kind, fish = "lora_fish", "lora", True
+
+
+@register_method("dora")
+class Dora(PeftMethod):
+    name, kind, fish = "dora", "dora", False
+
+
+@register_method("dora_fish")
+class DoraFish(PeftMethod):
+    name, kind, fish = "dora_fish", "dora", True
+
+
+@register_method("adapter")
+class Adapter(PeftMethod):
+    name, kind, fish = "adapter", "adapter", False
+
+
+@register_method("adapter_fish")
+class AdapterFish(PeftMethod):
+    name, kind, fish = "adapter_fish", "adapter", True

@@ -28,8 +28,15 @@ Protocol: each task's config (3 epochs, batch 32, length buckets, AdamW with war
 linear decay; `configs/glue_<task>.py`), the reported score is the dev metric after the
 last epoch (no checkpoint picking on dev). Learning rate per method (`--method_lr`): 1e-4
 for `full` (picked on RTE seed 0 between 3e-5 and 1e-4, see configs/glue_rte.py) and 5e-4
-for the sparse methods (fish, random_mask, bitfit, ird, sift) — a common choice for sparse
-updates, not tuned here; a method not listed keeps its task config's rate.
+for the sparse methods (fish, random_mask, bitfit, ird, sift), 5e-4 for lora/dora and
+their `*_fish` variants (the LoRA paper's range for RoBERTa-base on GLUE) and 1e-3 for
+adapter/adapter_fish (the top of the usual Houlsby sweep) — common choices, not tuned here;
+a method not listed keeps its task config's rate. Budgets: the mask methods train 0.5% of
+all parameters (head included, `method.keep_ratio`); `sift` is put on the same trainable
+count by `METHOD_OVERRIDES` (rate 0.0318 of the attention tensors + the classifier; see
+there), recorded in each cell's `overrides` (`--no_method_overrides` turns this off); the
+PEFT methods have their own counts (LoRA r=8 on query/value, Houlsby adapters with
+bottleneck 24), reported beside the scores.
 
 SST-2 trains on a fixed 8,000-example subset of its 67,349 training sentences
 (`--train_subset sst2=8000`, `--subset_seed 0`): the rows
@@ -93,6 +100,20 @@ METHOD_ORDER = ("full", "bitfit", "random_mask", "fish", "ird", "sift", "lora", 
 GLUE_TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846,
                     "mnli": 392702, "qnli": 104743, "rte": 2490, "wnli": 635}
 FALLBACK_EX_PER_S = 9.0
+# Per-method config overrides that put a method on the grid's common budget (the docstring's
+# protocol), applied after --method_lr and before --set, recorded in each cell's overrides.
+# SIFT: its GLUE rule (attention q/k/v/o kernels and biases, per-tensor top-k by |grad|)
+# at the trainable count of FISH 0.5% on minilm-l6 (113,570 = 0.5% of all params, head
+# included): rate 0.0318 gives 112,872 attention entries + the 770-entry classifier =
+# 113,642 (+0.06%); the pooler, which SIFT's reference trains densely (148k entries, more
+# than the whole budget), stays frozen.
+METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "sift": ("method.sift.rate=0.0318", "method.sift.head_regex=^classifier/"),
+}
+# Peak learning rate per method (--method_lr); see the docstring's protocol.
+DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"
+                     "lora=5e-4,lora_fish=5e-4,dora=5e-4,dora_fish=5e-4,adapter=1e-3,"
+                     "adapter_fish=1e-3")
 FALLBACK_CELL_OVERHEAD_S = 90.0
 README_BEGIN = "<!-- glue-table:begin"
 README_END = "<!-- glue-table:end -->"
@@ -199,6 +220,12 @@ def _cache_root(config) -> str:
 # -- cells -------------------------------------------------------------------------------
 
 
+def cell_overrides(method: str, args) -> list[str]:
+    """The config assignments of a cell: the method's METHOD_OVERRIDES, then --set."""
+    own = () if getattr(args, "no_method_overrides", False) else METHOD_OVERRIDES.get(method, ())
+    return list(own) + list(args.set)
+
+
 def cell_config(task: str, method: str, seed: int, args):
     import importlib
 
@@ -211,7 +238,7 @@ def cell_config(task: str, method: str, seed: int, args):
     lrs = dict(item.split("=") for item in args.method_lr.split(",") if item)
     if method in lrs:
         config.train.learning_rate = float(lrs[method])
-    for assignment in args.set:
+    for assignment in cell_overrides(method, args):
         apply_override(config, assignment)
     subsets = parse_train_subset(getattr(args, "train_subset", "") or "")
     if task in subsets:
@@ -264,7 +291,7 @@ def run_cell(task: str, method: str, seed: int, args) -> dict:
         "setup_s": res["setup_s"],
         "fisher_s": summary.get("fisher_seconds", summary.get("selection_seconds")),
         "learning_rate": config.train.learning_rate,
-        "overrides": list(args.set),
+        "overrides": cell_overrides(method, args),
         "train_subset": read_json(subset_manifest) if config.data.dir
         and os.path.exists(subset_manifest) else None,
         "quick": bool(getattr(args, "quick", False)),
@@ -487,9 +514,10 @@ def _warn_mismatched(cells: dict[str, dict], grid, args) -> None:
     """Finished cells run with other overrides are kept (resumable), but said so."""
     for g in grid:
         c = cells.get(cell_id(*g), {})
-        if c.get("status") == "ok" and list(c.get("overrides", [])) != list(args.set):
+        want = cell_overrides(g[1], args)
+        if c.get("status") == "ok" and list(c.get("overrides", [])) != want:
             log.warning("%s was run with overrides %s, this run has %s (kept; delete it from "
-                        "results.json to rerun)", cell_id(*g), c.get("overrides"), args.set)
+                        "results.json to rerun)", cell_id(*g), c.get("overrides"), want)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -502,9 +530,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help=f"default {DEFAULT_OUT} ({QUICK_OUT} with "
                    "--quick)")
     p.add_argument("--method_lr",
-                   default="full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4",
+                   default=DEFAULT_METHOD_LR,
                    help="per-method peak learning rate, method=lr,...")
     p.add_argument("--set", action="append", default=[], help="config override key=value")
+    p.add_argument("--no_method_overrides", action="store_true",
+                   help="do not apply METHOD_OVERRIDES (each method's budget-matching settings)")
     p.add_argument("--train_subset", default=DEFAULT_TRAIN_SUBSET,
                    help="fixed training subsets, task=N,... ('none': whole training sets)")
     p.add_argument("--subset_seed", type=int, default=0, help="seed of --train_subset rows")

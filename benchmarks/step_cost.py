@@ -5,7 +5,8 @@
 
 Methods: `full`, `fish` (dense masked, keep ratio 0.5%), `fish_sparse` (the same mask
 trained as a sparse increment, `method.sparse_storage=True`), `bitfit`, `random_mask`,
-`sift` (rate 1%) and `sift@RATE` (SIFT at another rate, e.g. `sift@0.005`).
+`sift` (rate 1%) and `sift@RATE` (SIFT at another rate, e.g. `sift@0.005`), and any other
+registered method by name with its config defaults (e.g. `lora`, `lora_fish`, `adapter`).
 
 Each method runs in a fresh process (so peak memory is its own): the trainer is built as
 `train.py` builds it (quickstart sample, every batch padded to 128 tokens, batch 32), the
@@ -16,7 +17,12 @@ be stored per task: every parameter for the dense methods; for the sparse-increm
 methods the size of the delta file written by the trainer, i.e. int32 indices + float32
 values + the dense head + its JSON header). With `full` in the list, `checks` compares
 against the acceptance figures of the sparse path (SIFT at 1%: optimizer state <= 3% of
-full's and step time <= 1.05x; task artefact of SIFT at 0.5% <= 1.5 MB).
+full's and step time <= 1.05x; task artefact of SIFT at 0.5% <= 1.5 MB) and, where run,
+LoRA-FISH's step time against vanilla LoRA's (<= 1.05x). `forward_s` is the median time of
+one jitted forward pass (batch 32, length 128) of the params a method exports
+(`dense_params`: for LoRA/DoRA the merged kernels; None where the method cannot be merged
+into the base architecture, e.g. adapters), so `forward_ratio_vs_full` is the inference
+cost after merging relative to the base model.
 """
 
 from __future__ import annotations
@@ -79,6 +85,17 @@ def measure(spec: str, steps: int) -> dict:
         if i >= 2:  # the first two include compilation
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    forward_s = None
+    if trainer.setup.exportable:  # the exported (merged) params on the plain model
+        dense = jax.device_put(trainer.setup.dense_params(trainer.state.trainable))
+        forward = jax.jit(trainer.apply_fn)
+        fwd_times = []
+        for i in range(steps + 2):
+            t0 = time.perf_counter()
+            jax.block_until_ready(forward(dense, batches[i % len(batches)]))
+            if i >= 2:
+                fwd_times.append(time.perf_counter() - t0)
+        forward_s = float(np.median(fwd_times))
     summary = trainer.setup.summary()
     if trainer.setup.save_artifacts is not None:  # the delta file the trainer writes
         paths = trainer.setup.save_artifacts(jax.device_get(trainer.state.trainable), workdir)
@@ -88,6 +105,7 @@ def measure(spec: str, steps: int) -> dict:
     return {
         "step_s": float(np.median(times)),
         "step_s_all": times,
+        "forward_s": forward_s,
         "peak_rss_mb": peak,
         "opt_state_bytes": tree_bytes(trainer.state.opt_state),
         "trainable_entries": summary["trainable_entries"],
@@ -107,6 +125,10 @@ def checks(per_method: dict) -> dict:
         out["sift_opt_state_ok (<= 0.03)"] = out["sift_opt_state_vs_full"] <= 0.03
         out["sift_step_vs_full"] = per_method["sift"]["step_s"] / full["step_s"]
         out["sift_step_ok (<= 1.05)"] = out["sift_step_vs_full"] <= 1.05
+    if "lora" in per_method and "lora_fish" in per_method:
+        out["lora_fish_step_vs_lora"] = (per_method["lora_fish"]["step_s"]
+                                         / per_method["lora"]["step_s"])
+        out["lora_fish_step_ok (<= 1.05)"] = out["lora_fish_step_vs_lora"] <= 1.05
     if "sift@0.005" in per_method:
         out["sift_0.5%_artifact_mb"] = per_method["sift@0.005"]["artifact_bytes"] / 1e6
         out["sift_0.5%_artifact_ok (<= 1.5 MB)"] = out["sift_0.5%_artifact_mb"] <= 1.5
@@ -136,8 +158,11 @@ def main(argv=None) -> dict:
         print(f"{m}: {per_method[m]['step_s']:.3f} s/step, peak {per_method[m]['peak_rss_mb']:.0f}"
               f" MB, opt state {per_method[m]['opt_state_bytes'] / 2**20:.1f} MiB", flush=True)
     if "full" in per_method:
+        full = per_method["full"]
         for r in per_method.values():
-            r["step_ratio_vs_full"] = r["step_s"] / per_method["full"]["step_s"]
+            r["step_ratio_vs_full"] = r["step_s"] / full["step_s"]
+            if r.get("forward_s") and full.get("forward_s"):
+                r["forward_ratio_vs_full"] = r["forward_s"] / full["forward_s"]
 
     import jax
 

@@ -235,3 +235,18 @@ def test_report_reads_the_committed_results_format():
         pytest.skip("no committed results")
     table = glue.results_table(json.load(open(path)))
     assert table.startswith("| method | ")
+
+
+def test_method_overrides_put_sift_on_the_common_budget():
+    args = glue.parse_args(["--tasks", "rte", "--methods", "sift,fish", "--set",
+                            "train.num_epochs=1"])
+    assert glue.cell_overrides("fish", args) == ["train.num_epochs=1"]
+    sift = glue.cell_overrides("sift", args)
+    assert sift[:-1] == list(glue.METHOD_OVERRIDES["sift"]) and sift[-1] == "train.num_epochs=1"
+    config = glue.cell_config("rte", "sift", 0, args)
+    assert config.method.sift.rate == 0.0318 and config.method.sift.head_regex == "^classifier/"
+    off = glue.parse_args(["--methods", "sift", "--no_method_overrides"])
+    assert glue.cell_overrides("sift", off) == []
+    # minilm-l6: 6 layers x 4 attention kernels [384, 384] and biases [384], + classifier
+    per_tensor = 24 * (int(0.0318 * 384 * 384) + 1) + 24 * (int(0.0318 * 384) + 1)
+    assert abs(per_tensor + 770 - 113_570) / 113_570 < 0.001

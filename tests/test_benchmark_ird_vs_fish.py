@@ -1,0 +1,61 @@
+"""benchmarks/ird_vs_fish.py: settings, reuse of the main grid's cells, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from benchmarks import ird_vs_fish as ivf
+
+
+def _cell(task, method, seed, acc, passes, secs, overrides=()):
+    return {"status": "ok", "task": task, "method": method, "seed": seed,
+            "main_metric": "accuracy", "final": {"accuracy": acc}, "overrides": list(overrides),
+            "method_summary": {"fisher_backward_passes": passes, "fisher_seconds": secs}}
+
+
+def _write(path, cells):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"cells": cells}, f)
+
+
+def test_overrides_only_where_they_differ_from_the_defaults():
+    assert ivf.overrides(1024, 0.005) == []
+    assert ivf.overrides(256, 0.001) == ["method.fisher.num_samples=256",
+                                         "method.ird.pool_size=256", "method.keep_ratio=0.001"]
+
+
+def test_reuse_copies_only_matching_finished_fish_cells(tmp_path):
+    src = tmp_path / "glue"
+    _write(str(src / "results.json"), {
+        "rte-fish-s0": _cell("rte", "fish", 0, 0.5, 1024, 40.0),
+        "rte-fish-s1": _cell("rte", "fish", 1, 0.6, 1024, 40.0, ["train.num_epochs=1"]),
+        "rte-full-s0": _cell("rte", "full", 0, 0.6, 0, 0.0),
+        "rte-fish-s2": {**_cell("rte", "fish", 2, 0.5, 1024, 40.0), "status": "error"},
+    })
+    target = str(tmp_path / "out" / "n1024-k0.005")
+    assert ivf.reuse_cells(str(src), target, [], ["rte"], [0, 1, 2]) == 1
+    with open(os.path.join(target, "results.json")) as f:
+        cells = json.load(f)["cells"]
+    assert list(cells) == ["rte-fish-s0"] and cells["rte-fish-s0"]["reused_from"]
+    assert ivf.reuse_cells(str(src), target, [], ["rte"], [0, 1, 2]) == 0  # already there
+
+
+def test_report_pairs_seeds_and_reports_cost_and_losses(tmp_path):
+    out = str(tmp_path)
+    _write(os.path.join(ivf.setting_dir(out, 256, 0.001), "results.json"), {
+        "rte-fish-s0": _cell("rte", "fish", 0, 0.50, 256, 10.0),
+        "rte-fish-s1": _cell("rte", "fish", 1, 0.60, 256, 12.0),
+        "rte-ird-s0": _cell("rte", "ird", 0, 0.55, 744, 30.0),
+        "rte-ird-s1": _cell("rte", "ird", 1, 0.58, 744, 36.0),
+    })
+    report = ivf.comparison(out, ["rte"], [256, 1024], [0.001])
+    row, empty = report["rows"]
+    assert row["seeds_paired"] == [0, 1]
+    assert [round(x, 6) for x in row["ird_minus_fish"]] == [5.0, -2.0]  # a loss is kept
+    assert empty["fish"] == [] and empty["ird"] == []
+    table = ivf.markdown(report)
+    assert "| rte | 256 | 0.1% | 55.0 ± 5.0 (n=2) | 56.5 ± 1.5 (n=2) | +1.5 ± 3.5 | 1/2 | " \
+           "2.91x | 3.00x |" in table
+    assert "| rte | 1024 | 0.1% | – (n=0) | – (n=0) | – | – | – | – |" in table

@@ -93,7 +93,12 @@ def load_peft_file(path: str) -> tuple[dict, dict, PeftSpec, dict[str, Any]]:
         (tree if part == "peft" else head)[tuple(rest.split("/"))] = x
     if sorted("/".join(p) for p in head) != meta["head"]:
         raise PeftError(f"{path!r}: head tensors do not match the metadata")
-    return unflatten_paths(tree), unflatten_paths(head), PeftSpec.from_dict(meta["spec"]), meta
+    try:
+        spec = PeftSpec.from_dict(meta["spec"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PeftError(f"{path!r}: malformed PEFT spec {meta['spec']!r} in the metadata "
+                        f"({type(e).__name__}: {e})") from None
+    return unflatten_paths(tree), unflatten_paths(head), spec, meta
 
 
 def apply_peft_file(path: str, params: PyTree) -> dict:
@@ -136,8 +141,13 @@ def peft_adapter_config(spec: PeftSpec, head: PyTree, config: EncoderConfig,
     """PEFT's `adapter_config.json` for a LoRA/DoRA spec (exact module names as targets)."""
     targets = [checkpoint_name(tuple(t.split("/")) + ("kernel",), config)[0]
                .removesuffix(".weight") for t in spec.targets]
-    heads = sorted({checkpoint_name(p, config)[0].rsplit(".", 1)[0]
-                    for p in flatten_paths(head)})
+    # PEFT adds "classifier"/"score" to a SEQ_CLS model's modules_to_save itself and cannot
+    # nest its wrappers: name each head module by its outermost such ancestor (RoBERTa's
+    # classifier.dense / classifier.out_proj -> classifier), else loading fails.
+    auto = ("classifier", "score")
+    heads = {checkpoint_name(p, config)[0].rsplit(".", 1)[0] for p in flatten_paths(head)}
+    heads = sorted({next((a for a in auto if n == a or n.startswith(a + ".")), n)
+                    for n in heads})
     return {
         "peft_type": "LORA", "task_type": "SEQ_CLS", "r": spec.size,
         "lora_alpha": spec.scaling * spec.size, "lora_dropout": 0.0, "bias": "none",
@@ -181,6 +191,9 @@ def export_merged_peft(path: str, out_dir: str, model_name: str | None = None) -
     name = model_name or meta.get("base_model")
     if not name:
         raise PeftError(f"{path!r} names no base model; pass model_name")
+    if meta.get("num_labels") is None:
+        raise PeftError(f"{path!r} does not record num_labels (save_peft_file metadata); "
+                        "cannot rebuild the model to merge into")
     num_labels = int(meta["num_labels"])
     model = load_model(name, num_labels, key=jax.random.PRNGKey(0))  # head replaced
     id2label = meta.get("id2label")

@@ -75,9 +75,16 @@ class PeftSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise PeftError(f"PEFT kind must be one of {KINDS}, got {self.kind!r}")
-        if int(self.size) != self.size or self.size < 1:
+        try:
+            ok = int(self.size) == self.size and self.size >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise PeftError(f"PEFT size (rank/bottleneck) must be a positive int, "
                             f"got {self.size!r}")
+        if isinstance(self.targets, str):
+            raise PeftError(f"PEFT targets must be a tuple of module paths, not the string "
+                            f"{self.targets!r}")
         if not self.targets:
             raise PeftError(f"a {self.kind} spec needs at least one target module")
 

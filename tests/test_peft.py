@@ -283,16 +283,21 @@ def test_adapter_fish_warns_about_down_projections(caplog, tmp_path):
 # -- PEFT export (interop) -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
 @pytest.mark.parametrize("kind", ["lora", "dora"])
-def test_peft_export_loads_in_peft_with_equal_logits(kind, tiny_model_dir, tmp_path):
+def test_peft_export_loads_in_peft_with_equal_logits(kind, model_type, tiny_model_dir,
+                                                     tmp_path):
     pytest.importorskip("peft")
     torch = pytest.importorskip("torch")
     import peft
     import transformers
 
+    from conftest import build_tiny_model_dir
     from fishjax.models import load_model
     from fishjax.peft_files import export_peft_folder
 
+    if model_type != "bert":  # RoBERTa's head is classifier.dense + classifier.out_proj
+        tiny_model_dir = build_tiny_model_dir(str(tmp_path / "tiny"), model_type)
     model = load_model(tiny_model_dir, 2, key=jax.random.PRNGKey(0))
     head, base = split_tree(model.params, r"^classifier/")
     spec = PeftSpec(kind, 4, find_targets(base, kind, QV), scaling=16.0 / 2)  # rank 4, "r 2"
@@ -304,7 +309,8 @@ def test_peft_export_loads_in_peft_with_equal_logits(kind, tiny_model_dir, tmp_p
 
     out = export_peft_folder(str(tmp_path / "adapter"), tree, head, spec, model.config,
                              base_model=tiny_model_dir)
-    hf = transformers.BertForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir).eval()
     pm = peft.PeftModel.from_pretrained(hf, out).eval()
     with torch.no_grad():
         inputs = {k: torch.from_numpy(batch[k].astype(np.int64))
@@ -445,3 +451,30 @@ def test_random_tie_break_is_seeded_and_keeps_the_score_order():
     assert len({(tuple(m["a"]), tuple(m["b"])) for m in masks}) > 1  # ties differ by key
     by_position = top_k_mask(scores, 4)
     assert list(by_position["a"]) == [True, True, True, False, False, False]
+
+
+def test_bad_spec_and_file_inputs_raise_peft_error(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    from fishjax.peft_files import META_KEY, export_merged_peft, load_peft_file
+
+    for size in (None, "x", 0, 2.5):
+        with pytest.raises(PeftError, match="positive int"):
+            PeftSpec("lora", size, ("encoder/layer_0/attention/self/query",))
+    with pytest.raises(PeftError, match="tuple of module paths"):
+        PeftSpec("lora", 2, "encoder/layer_0/attention/self/query")
+    meta = {"format_version": 1, "spec": {"kind": "lora", "size": 2}, "head": [],
+            "base_fingerprint": "0"}
+    path = str(tmp_path / "bad.safetensors")
+    save_file({"peft/q/lora_A": np.zeros((2, 2), np.float32)}, path,
+              metadata={META_KEY: json.dumps(meta)})
+    with pytest.raises(PeftError, match="malformed PEFT spec"):
+        load_peft_file(path)
+    meta["spec"] = {"kind": "lora", "size": 2, "targets": ["q"], "scaling": 1.0}
+    meta["base_model"] = "minilm-l6"  # never loaded: num_labels is checked first
+    save_file({"peft/q/lora_A": np.zeros((2, 2), np.float32)}, path,
+              metadata={META_KEY: json.dumps(meta)})
+    with pytest.raises(PeftError, match="num_labels"):
+        export_merged_peft(path, str(tmp_path / "merged"))

@@ -208,7 +208,8 @@ def warn_zero_init_trap(split: dict[str, dict[str, int]], name: str) -> list[str
             "%s: ZERO-INIT TRAP: %s got %d of %d entries, %s. Its Fisher scores are 0 "
             "because the zero-initialised partner (lora_B / adapter up-projection) blocks "
             "its gradient at init, so FISH selects around it. Use "
-            "config.method.peft.fisher_after_warmup=True or budget='per_type'.",
+            "config.method.peft.fisher_after_warmup=True (budget='per_type' only gives it "
+            "a quota, filled by tie-breaking among zero scores).",
             name, t, r["selected"], r["size"],
             "none" if r["selected"] == 0 else "all of them only by tie-breaking at score 0")
     return trapped

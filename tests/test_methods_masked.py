@@ -93,6 +93,10 @@ def test_reused_workdir_mask_must_match_the_config(tiny_config, tmp_path):
     tiny_config.method.keep_ratio = 0.1  # same workdir, another budget: refuse, don't reuse
     with pytest.raises(MaskError, match="keep_ratio"):
         train_and_evaluate(tiny_config, workdir)
+    tiny_config.method.keep_ratio = 0.05  # same budget, other Fisher samples: refuse too
+    tiny_config.method.fisher.num_samples = 16
+    with pytest.raises(MaskError, match="fisher_num_samples"):
+        train_and_evaluate(tiny_config, workdir)
 
 
 def test_mask_file_without_head_still_trains_the_head(tiny_config, tmp_path):

@@ -267,6 +267,9 @@ class PeftMethod:
                     "selection": p.selection, "budget": p.budget, "tie_break": p.tie_break,
                     "fisher_after_warmup": bool(p.fisher_after_warmup),
                     "warmup_steps": int(p.warmup_steps) if p.fisher_after_warmup else 0}
+        if p.selection != "random":  # the Fisher pass decides the mask too
+            f = ctx.config.method.fisher
+            settings.update(fisher_mode=f.mode, fisher_num_samples=f.num_samples)
 
         def select():
             scores, sel_info = None, {}

@@ -34,6 +34,8 @@ to `<workdir>/ird_trace.json`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 
@@ -56,6 +58,11 @@ TRACE_FILE = "ird_trace.json"
 @register_method("ird")
 class IRD(MaskMethod):
     name = "ird"
+
+    def selection_settings(self, ctx: MethodContext) -> dict:
+        options = dataclasses.asdict(IRDOptions.from_config(ctx.config.method.ird))
+        return {"fisher_mode": ctx.config.method.fisher.mode,
+                "ird_options": json.dumps(options, sort_keys=True, default=list)}
 
     def select(self, ctx: MethodContext, eligible: PyTree, k: int) -> tuple[PyTree, dict]:
         m = ctx.config.method

@@ -73,6 +73,11 @@ class MaskMethod:
     def select(self, ctx: MethodContext, eligible: PyTree, k: int) -> tuple[PyTree, dict]:
         raise NotImplementedError
 
+    def selection_settings(self, ctx: MethodContext) -> dict[str, Any]:
+        """Settings that change the selected mask beyond the budget (e.g. Fisher samples):
+        a workdir's saved mask is reused only if they match (`load_or_select_mask`)."""
+        return {}
+
     def budget(self, ctx: MethodContext, head_entries: int) -> int:
         m = ctx.config.method
         return masks_lib.budget_k(count_params(ctx.params), m.keep_ratio, head_entries,
@@ -89,7 +94,8 @@ class MaskMethod:
             return masks_lib.union(selected, head_mask), info
 
         mask, info = load_or_select_mask(
-            ctx, self.name, {"keep_ratio": m.keep_ratio, "head_policy": m.head_policy}, select,
+            ctx, self.name, {"keep_ratio": m.keep_ratio, "head_policy": m.head_policy,
+                             **self.selection_settings(ctx)}, select,
             keep_info=("fisher_seconds", "fisher_examples"))
         # The head is always trained, whatever a loaded file holds (e.g. a SIFT mask).
         mask = masks_lib.union(mask, head_mask)
@@ -122,6 +128,10 @@ class MaskMethod:
 @register_method("fish")
 class Fish(MaskMethod):
     name = "fish"
+
+    def selection_settings(self, ctx):
+        f = ctx.config.method.fisher
+        return {"fisher_mode": f.mode, "fisher_num_samples": f.num_samples}
 
     def select(self, ctx, eligible, k):
         f = ctx.config.method.fisher

@@ -86,16 +86,20 @@ def torch_loop_rate(model_dir: str, n: int) -> float | None:
         from transformers import BertForSequenceClassification
     except ImportError:
         return None
+    import jax
+
+    # Same device kind as the JAX side: a GPU figure is compared with PyTorch on that GPU.
+    dev = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    net = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2).eval()
+    net = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2).eval().to(dev)
     sums = [torch.zeros_like(p) for p in net.parameters()]
     examples = [(b["input_ids"][i], b["labels"][i]) for b in _batches(n, 30522)
                 for i in range(BATCH)][:n]
 
     def one(ids, label):
         net.zero_grad()
-        out = net(input_ids=torch.tensor(ids[None], dtype=torch.long),
-                  labels=torch.tensor([int(label)]))
+        out = net(input_ids=torch.tensor(ids[None], dtype=torch.long, device=dev),
+                  labels=torch.tensor([int(label)], device=dev))
         out.loss.backward()
         for s, p in zip(sums, net.parameters(), strict=True):
             s += p.grad.detach() ** 2
@@ -104,14 +108,17 @@ def torch_loop_rate(model_dir: str, n: int) -> float | None:
     t0 = time.perf_counter()
     for ids, label in examples:
         one(ids, label)
+    if dev == "cuda":
+        torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
 
 
-def child_peak_rss(n: int, chunk: int) -> float:
-    """Peak RSS (MB) of a fresh process that scores n examples."""
+def child_peaks(n: int, chunk: int) -> dict:
+    """Peak RSS and accelerator memory (MB; the latter None on CPU) of a fresh process
+    that scores n examples."""
     out = subprocess.run([sys.executable, __file__, "--child_n", str(n), "--chunks", str(chunk)],
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> dict:
@@ -126,11 +133,16 @@ def main(argv=None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chunks = [int(c) for c in args.chunks.split(",")]
 
+    import jax
+
     model, loss_fn = _load()
     if args.child_n is not None:
         fisher_rate(model, loss_fn, args.child_n, chunks[0])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({"peak_rss_mb": peak}))
+        stats = jax.devices()[0].memory_stats() or {}  # None on CPU
+        device_peak = stats.get("peak_bytes_in_use")
+        print(json.dumps({"peak_rss_mb": peak, "peak_device_mb":
+                          None if device_peak is None else device_peak / 2**20}))
         return {}
 
     by_chunk = {}
@@ -142,10 +154,10 @@ def main(argv=None) -> dict:
     print(f"batched gradient (batch {BATCH}): {batched:.2f} ex/s", flush=True)
     torch_rate = torch_loop_rate(model.model_dir, args.torch_n)
     print(f"torch single-example loop: {torch_rate} ex/s", flush=True)
-    peaks = {int(n): child_peak_rss(int(n), best_chunk) for n in args.memory_n.split(",")}
-    print(f"peak RSS by N: {peaks}", flush=True)
-
-    import jax
+    children = {int(n): child_peaks(int(n), best_chunk) for n in args.memory_n.split(",")}
+    peaks = {n: c["peak_rss_mb"] for n, c in children.items()}
+    device_peaks = {n: c["peak_device_mb"] for n, c in children.items()}
+    print(f"peak RSS by N: {peaks}; peak device memory by N: {device_peaks}", flush=True)
 
     result = {
         "model": MODEL, "seq_len": SEQ, "batch": BATCH, "n": args.n,
@@ -156,6 +168,7 @@ def main(argv=None) -> dict:
         "ratio_vs_batched": by_chunk[best_chunk] / batched,
         "ratio_vs_torch_loop": None if torch_rate is None else by_chunk[best_chunk] / torch_rate,
         "peak_rss_mb": {str(k): v for k, v in peaks.items()},
+        "peak_device_mb": {str(k): v for k, v in device_peaks.items()},
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
         "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%d"),

@@ -54,6 +54,11 @@ full dev set. About 1.5-2 min per cell on 2 CPU cores, ~15 min in all (not yet t
 idle machine). A check that the pipeline and every method work end to end,
 not a comparison: its scores are near chance.
 
+Methods may also be `METHOD_VARIANTS` names (`lora_fish_random`, `adapter_fish_reversed`,
+...): a registered method with fixed overrides, recorded under the variant's name. On a GPU,
+split a grid over several processes with their own `--out` and merge them with
+`benchmarks/merge_results.py`; each cell records its `device`.
+
 `--set key=value` overrides config fields for every cell (e.g. `--set train.num_epochs=1`);
 `--json PATH` also writes the results there.
 """
@@ -76,6 +81,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import readme_blocks  # noqa: E402
 from fishjax.data import get_task  # noqa: E402
 from fishjax.io_utils import (  # noqa: E402
     atomic_write_bytes,
@@ -94,8 +100,10 @@ QUICK_OVERRIDES = ("data.max_train_samples=640", "train.num_epochs=1.0",
 DEFAULT_TRAIN_SUBSET = "sst2=8000"
 # Display order of the derived tables (README); tasks/methods not listed follow, sorted.
 TASK_ORDER = ("rte", "mrpc", "sst2", "cola", "stsb", "qnli", "qqp", "mnli", "wnli")
-METHOD_ORDER = ("full", "bitfit", "random_mask", "fish", "ird", "sift", "lora", "lora_fish",
-                "adapter", "adapter_fish", "dora", "dora_fish")
+METHOD_ORDER = ("full", "bitfit", "random_mask", "fish", "ird", "sift",
+                "lora", "lora_fish", "lora_fish_random", "lora_fish_reversed",
+                "adapter", "adapter_fish", "adapter_fish_random", "adapter_fish_reversed",
+                "dora", "dora_fish", "dora_fish_random", "dora_fish_reversed")
 # Training-set sizes of the GLUE tasks (for the time estimate when no TSV folder is given).
 GLUE_TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846,
                     "mnli": 392702, "qnli": 104743, "rte": 2490, "wnli": 635}
@@ -110,13 +118,23 @@ FALLBACK_EX_PER_S = 9.0
 METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {
     "sift": ("method.sift.rate=0.0318", "method.sift.head_regex=^classifier/"),
 }
+# Grid methods that are a registered method with fixed config overrides, recorded under
+# their own name: FISH-Tuning's selection baselines (the same search-size PEFT tree and
+# budget as `<m>`, entries picked at random or by the lowest Fisher scores). They always
+# get these overrides (also with --no_method_overrides: they define the method), before
+# --set, and the base method's learning rate unless --method_lr names them.
+METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    f"{m}_{sel}": (m, (f"method.peft.selection={sel}",))
+    for m in ("lora_fish", "adapter_fish", "dora_fish") for sel in ("random", "reversed")
+}
 # Peak learning rate per method (--method_lr); see the docstring's protocol.
 DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"
                      "lora=5e-4,lora_fish=5e-4,dora=5e-4,dora_fish=5e-4,adapter=1e-3,"
                      "adapter_fish=1e-3")
 FALLBACK_CELL_OVERHEAD_S = 90.0
+# README blocks (benchmarks/readme_blocks.py): `<!-- glue-table:begin <results.json> -->`.
+README_BLOCK = "glue-table"
 README_BEGIN = "<!-- glue-table:begin"
-README_END = "<!-- glue-table:end -->"
 
 
 def cell_id(task: str, method: str, seed: int) -> str:
@@ -220,10 +238,18 @@ def _cache_root(config) -> str:
 # -- cells -------------------------------------------------------------------------------
 
 
+def base_method(method: str) -> str:
+    """The registered method a grid method runs (itself, unless a METHOD_VARIANTS name)."""
+    return METHOD_VARIANTS.get(method, (method, ()))[0]
+
+
 def cell_overrides(method: str, args) -> list[str]:
-    """The config assignments of a cell: the method's METHOD_OVERRIDES, then --set."""
-    own = () if getattr(args, "no_method_overrides", False) else METHOD_OVERRIDES.get(method, ())
-    return list(own) + list(args.set)
+    """The config assignments of a cell: the base method's METHOD_OVERRIDES, the variant's
+    overrides, then --set."""
+    base = base_method(method)
+    own = () if getattr(args, "no_method_overrides", False) else METHOD_OVERRIDES.get(base, ())
+    variant = METHOD_VARIANTS.get(method, (method, ()))[1]
+    return list(own) + list(variant) + list(args.set)
 
 
 def cell_config(task: str, method: str, seed: int, args):
@@ -231,13 +257,14 @@ def cell_config(task: str, method: str, seed: int, args):
 
     config = importlib.import_module(f"configs.glue_{task}").get_config()
     config.seed = seed
-    config.method.name = method
+    config.method.name = base_method(method)
     config.model.name = args.model
     if args.glue_dir:
         config.data.dir = os.path.join(args.glue_dir, get_task(task).glue_folder)
     lrs = dict(item.split("=") for item in args.method_lr.split(",") if item)
-    if method in lrs:
-        config.train.learning_rate = float(lrs[method])
+    lr = lrs.get(method, lrs.get(base_method(method)))
+    if lr is not None:
+        config.train.learning_rate = float(lr)
     for assignment in cell_overrides(method, args):
         apply_override(config, assignment)
     subsets = parse_train_subset(getattr(args, "train_subset", "") or "")
@@ -254,6 +281,15 @@ def cell_config(task: str, method: str, seed: int, args):
 def _run_info(workdir: str) -> dict:
     path = os.path.join(workdir, "run_info.json")
     return read_json(path) if os.path.exists(path) else {}
+
+
+def device_label() -> str:
+    """What the cell ran on, e.g. `cpu` or `gpu: NVIDIA H100 80GB HBM3` (first device)."""
+    import jax
+
+    kind = jax.devices()[0].device_kind
+    backend = jax.default_backend()
+    return backend if kind == backend else f"{backend}: {kind}"
 
 
 def run_cell(task: str, method: str, seed: int, args) -> dict:
@@ -275,6 +311,7 @@ def run_cell(task: str, method: str, seed: int, args) -> dict:
         "status": "ok",
         "task": task,
         "method": method,
+        "base_method": base_method(method),
         "seed": seed,
         "main_metric": spec.main_metric,
         "final": res["final_eval"],
@@ -295,6 +332,7 @@ def run_cell(task: str, method: str, seed: int, args) -> dict:
         "train_subset": read_json(subset_manifest) if config.data.dir
         and os.path.exists(subset_manifest) else None,
         "quick": bool(getattr(args, "quick", False)),
+        "device": device_label(),
         "workdir": workdir,
     }
 
@@ -379,61 +417,32 @@ def results_table(state: dict) -> str:
     return markdown_table(cells, tasks, methods)
 
 
-# -- README block ------------------------------------------------------------------------
+# -- README block ----------------------------------------------------------------------
+
+ReadmeError = readme_blocks.ReadmeError
 
 
-class ReadmeError(ValueError):
-    """A README without (or with malformed) glue-table markers."""
-
-
-def _block_span(lines: list[str], path: str) -> tuple[int, int]:
-    begins = [i for i, ln in enumerate(lines) if ln.strip().startswith(README_BEGIN)]
-    ends = [i for i, ln in enumerate(lines) if ln.strip() == README_END]
-    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
-        raise ReadmeError(f"{path}: expected one '{README_BEGIN} -->' line followed by one "
-                          f"'{README_END}' line, found {len(begins)} and {len(ends)}")
-    return begins[0], ends[0]
-
-
-def _readme_lines(readme_path: str) -> tuple[list[str], int, int]:
-    if not os.path.isfile(readme_path):
-        raise ReadmeError(f"{readme_path}: no such file")
-    lines = open(readme_path, encoding="utf-8").read().splitlines(keepends=True)
-    return (lines, *_block_span(lines, readme_path))
-
-
-def readme_block(readme_path: str) -> str:
-    """The text between the glue-table markers of a README."""
-    lines, b, e = _readme_lines(readme_path)
-    return "".join(lines[b + 1:e])
+def readme_block(readme_path: str, results_path: str) -> str:
+    """The text of the README's glue-table block for `results_path`."""
+    return readme_blocks.read(readme_path, README_BLOCK, results_path)
 
 
 def write_readme(readme_path: str, results_path: str) -> None:
-    """Rewrites the README's marked block with the table of `results_path` (atomic)."""
-    lines, b, e = _readme_lines(readme_path)
+    """Rewrites the README's glue-table block for `results_path` from that file (atomic)."""
     table = results_table(read_json(results_path))
-    atomic_write_text(readme_path, "".join(lines[:b + 1]) + table + "".join(lines[e:]))
+    readme_blocks.write(readme_path, README_BLOCK, results_path, table)
 
 
 def check_readme(readme_path: str, results_path: str) -> list[str]:
-    """Problems with the README's marked table ([] when it is exactly what
-    `results_path` generates)."""
-    import difflib
-
-    want = results_table(read_json(results_path))
-    try:
-        have = readme_block(readme_path)
-    except ReadmeError as e:
-        return [str(e)]
-    if have == want:
-        return []
-    diff = difflib.unified_diff(have.splitlines(), want.splitlines(), "README", results_path,
-                                lineterm="")
-    return [f"{readme_path}: the glue table differs from what {results_path} generates "
-            "(rerun `python benchmarks/glue.py --report --readme ...`):", *diff]
-
-
-# -- time estimate -----------------------------------------------------------------------
+    """Problems with the README's glue-table block for `results_path` ([] when it is
+    exactly what that file generates)."""
+    if not os.path.isfile(results_path):
+        return [f"{results_path}: no such file"]
+    problems = readme_blocks.check(readme_path, README_BLOCK, results_path,
+                                   results_table(read_json(results_path)))
+    if problems and len(problems) > 1:
+        problems[0] += " (rerun `python benchmarks/glue.py --report --readme ...`)"
+    return problems
 
 
 def _train_rows(config, task: str) -> int | None:
@@ -588,7 +597,7 @@ def main(argv=None) -> dict:
         return read_json(results_path)
     if args.readme:
         try:  # fail before the grid, not after it
-            readme_block(args.readme)
+            readme_block(args.readme, results_path)
         except ReadmeError as e:
             raise SystemExit(f"--readme: {e}") from None
     state = read_json(results_path) if os.path.exists(results_path) else {"cells": {}}

@@ -3,7 +3,8 @@
   python benchmarks/ird_vs_fish.py --glue_dir=../shared/data/glue --tasks=rte,mrpc \\
       --pools=256,1024 --keep_ratios=0.001,0.005 --seeds=0,1,2 \\
       --out=benchmarks/results/ird_vs_fish
-  python benchmarks/ird_vs_fish.py --report --out=benchmarks/results/ird_vs_fish
+  python benchmarks/ird_vs_fish.py --report --out=benchmarks/results/ird_vs_fish \\
+      --readme README.md      # report only; rewrites the README's ird-table block
 
 Each setting (N0, keep ratio) is a `benchmarks/glue.py` grid of the methods `fish` and `ird`
 (same protocol, learning rates and resumability) in its own folder `<out>/n<N0>-k<keep>/`:
@@ -29,10 +30,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import glue  # noqa: E402
+from benchmarks import glue, readme_blocks  # noqa: E402
 from fishjax.io_utils import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
 METHODS = ("fish", "ird")
+# README block (benchmarks/readme_blocks.py): `<!-- ird-table:begin <out>/report.json -->`;
+# its text is `markdown(report.json)`.
+README_BLOCK = "ird-table"
 
 
 def setting_dir(out: str, pool: int, keep: float) -> str:
@@ -162,6 +166,8 @@ def main(argv=None) -> dict:
                    help="a glue.py output folder whose matching fish cells are copied")
     p.add_argument("--report", action="store_true", help="only rewrite the report")
     p.add_argument("--json", default=None, help="also write the report here")
+    p.add_argument("--readme", default=None,
+                   help=f"rewrite this README's {README_BLOCK} block for <out>/report.json")
     args = p.parse_args(argv)
     tasks = args.tasks.split(",")
     pools = [int(x) for x in args.pools.split(",")]
@@ -181,6 +187,10 @@ def main(argv=None) -> dict:
     atomic_write_json(os.path.join(args.out, "report.json"), report)
     if args.json:
         atomic_write_json(args.json, report)
+    if args.readme:
+        report_path = os.path.join(args.out, "report.json")
+        readme_blocks.write(args.readme, README_BLOCK, report_path, table)
+        print(f"{args.readme}: {README_BLOCK} block rewritten from {report_path}")
     print(table)
     return report
 

@@ -158,7 +158,8 @@ def collect_masks(state: dict, out: str) -> dict[str, list[dict[str, Any]]]:
         if workdir is None or not os.path.exists(os.path.join(workdir, MASK_FILE)):
             continue
         leaves, _ = read_mask(os.path.join(workdir, MASK_FILE))
-        summary = mask_summary(leaves, head_regex_of(workdir, cell["method"]))
+        base = cell.get("base_method", cell["method"])  # a variant's registered method
+        summary = mask_summary(leaves, head_regex_of(workdir, base))
         found.setdefault(cell["method"], []).append(
             {"task": cell["task"], "seed": cell["seed"], **summary})
     for entries in found.values():
@@ -231,7 +232,7 @@ def _pyplot():
 
 def _save(fig, path: str) -> None:
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
     _pyplot().close(fig)
 
 
@@ -245,22 +246,45 @@ def _grid(n: int, width: float = 4.5, height: float = 3.6):
     return fig, list(axes.flat[:n])
 
 
+def _method_style(methods: list[str]) -> dict[str, dict[str, Any]]:
+    """A fixed colour and marker per method, the same in every panel (up to 20 methods
+    with distinct colours; markers tell the selection baselines apart)."""
+    plt = _pyplot()
+    colours = plt.get_cmap("tab20").colors
+    markers = {"_random": "s", "_reversed": "v"}
+    style = {}
+    for i, m in enumerate(methods):
+        marker = next((v for k, v in markers.items() if m.endswith(k)), "o")
+        style[m] = {"color": colours[i % len(colours)], "marker": marker}
+    return style
+
+
 def plot_scores(points: dict, path: str) -> None:
     tasks = sorted(points, key=_task_rank)
     fig, axes = _grid(max(len(tasks), 1))
+    methods = _ordered({m for t in points.values() for m in t}, METHOD_ORDER)
+    style = _method_style(methods)
     for ax, task in zip(axes, tasks, strict=False):
         for method in _ordered(set(points[task]), METHOD_ORDER):
             p = points[task][method]
             if p["fraction"] is None:
                 continue
-            ax.errorbar(p["fraction"], p["mean"], yerr=p["std"], fmt="o", capsize=3,
-                        label=f"{method} (n={p['n']})")
+            ax.errorbar(p["fraction"], p["mean"], yerr=p["std"], fmt=style[method]["marker"],
+                        color=style[method]["color"], capsize=3, label=method)
         ax.set_xscale("log")
         ax.set_xlabel("trainable entries / model parameters")
-        ax.set_ylabel("dev score x 100 (mean ± std)")
+        ax.set_ylabel("dev score x 100 (mean ± std over seeds)")
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    # One legend for all panels, beside them: inside, it hides points.
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    labels = [m for m in methods if m in handles]
+    if labels:
+        fig.legend([handles[m] for m in labels], labels, loc="center left",
+                   bbox_to_anchor=(1.0, 0.5), fontsize=8)
     _save(fig, path)
 
 

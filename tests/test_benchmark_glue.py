@@ -140,12 +140,67 @@ def test_readme_without_markers_is_reported(tmp_path):
     assert "no such file" in glue.check_readme(str(tmp_path / "nope.md"), str(results))[0]
 
 
-def test_repo_readme_table_matches_committed_results():
+def test_readme_blocks_are_found_by_their_source(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        state = _state()
+        if name == "b":
+            state["cells"]["rte-full-s0"]["final"]["accuracy"] = 0.70
+        (tmp_path / name / "results.json").write_text(json.dumps(state))
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- glue-table:begin a/results.json -->\nold a\n<!-- glue-table:end -->"
+                      "\ny\n<!-- glue-table:begin b/results.json -->\nold b\n"
+                      "<!-- glue-table:end -->\nz\n")
+    a, b = str(tmp_path / "a" / "results.json"), str(tmp_path / "b" / "results.json")
+    glue.write_readme(str(readme), b)
+    assert glue.readme_block(str(readme), a) == "old a\n"  # the other block is untouched
+    assert glue.check_readme(str(readme), b) == []
+    assert glue.check_readme(str(readme), a)
+    glue.write_readme(str(readme), a)
+    assert glue.check_readme(str(readme), a) == [] and glue.check_readme(str(readme), b) == []
+    assert glue.readme_block(str(readme), a) != glue.readme_block(str(readme), b)
+    assert "no such file" in glue.check_readme(str(readme), str(tmp_path / "c.json"))[0]
+    (tmp_path / "c").mkdir()
+    other = str(tmp_path / "c" / "results.json")
+    (tmp_path / "c" / "results.json").write_text(json.dumps(_state()))
+    assert "expected one '<!-- glue-table:begin c/results.json -->'" in \
+        glue.check_readme(str(readme), other)[0]
+    readme.write_text("<!-- glue-table:begin a/results.json -->\nno end\n")
+    with pytest.raises(glue.ReadmeError, match="never closed"):
+        glue.readme_block(str(readme), a)
+
+
+def test_repo_readme_tables_match_committed_results():
+    """Every glue-table block of the README is what its named results.json generates."""
+    from benchmarks import readme_blocks
+
     readme = os.path.join(REPO, "README.md")
-    results = os.path.join(REPO, "benchmarks", "results", "glue", "results.json")
-    if glue.README_BEGIN not in open(readme).read() or not os.path.exists(results):
+    found = readme_blocks.blocks(readme, glue.README_BLOCK)
+    if not found:
         pytest.skip("README has no glue-table markers yet")
-    assert glue.check_readme(readme, results) == []
+    for block in found:
+        assert block.source, "each README glue-table block names its results.json"
+        results = readme_blocks.source_path(readme, block)
+        assert os.path.exists(results), results
+        assert glue.check_readme(readme, results) == []
+
+
+def test_method_variants_run_their_base_method_with_fixed_overrides():
+    args = glue.parse_args(["--set", "train.num_epochs=1"])
+    assert glue.base_method("lora_fish_random") == "lora_fish"
+    assert glue.base_method("fish") == "fish"
+    assert glue.cell_overrides("adapter_fish_reversed", args) == [
+        "method.peft.selection=reversed", "train.num_epochs=1"]
+    config = glue.cell_config("rte", "lora_fish_random", 3, args)
+    assert config.method.name == "lora_fish"
+    assert config.method.peft.selection == "random"
+    assert config.seed == 3 and config.train.num_epochs == 1
+    lrs = dict(item.split("=") for item in glue.DEFAULT_METHOD_LR.split(","))
+    assert config.train.learning_rate == float(lrs["lora_fish"])  # the base method's rate
+    # --no_method_overrides drops budget matching, not what defines the variant.
+    args = glue.parse_args(["--no_method_overrides"])
+    assert glue.cell_overrides("lora_fish_random", args) == ["method.peft.selection=random"]
+    assert glue.cell_overrides("sift", args) == []
 
 
 def test_train_subset_is_fixed_and_matches_load_split(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from benchmarks import ird_vs_fish as ivf
 
 
@@ -59,3 +61,40 @@ def test_report_pairs_seeds_and_reports_cost_and_losses(tmp_path):
     assert "| rte | 256 | 0.1% | 55.0 ± 5.0 (n=2) | 56.5 ± 1.5 (n=2) | +1.5 ± 3.5 | 1/2 | " \
            "2.91x | 3.00x |" in table
     assert "| rte | 1024 | 0.1% | – (n=0) | – (n=0) | – | – | – | – |" in table
+
+
+def test_readme_block_is_written_from_the_report(tmp_path):
+    out = str(tmp_path / "ivf")
+    _write(os.path.join(ivf.setting_dir(out, 256, 0.001), "results.json"), {
+        "rte-fish-s0": _cell("rte", "fish", 0, 0.50, 256, 10.0),
+        "rte-ird-s0": _cell("rte", "ird", 0, 0.55, 744, 30.0)})
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- ird-table:begin ivf/report.json -->\nold\n"
+                      "<!-- ird-table:end -->\nb\n")
+    report = ivf.main(["--report", "--out", out, "--tasks", "rte", "--pools", "256",
+                       "--keep_ratios", "0.001", "--readme", str(readme)])
+    assert readme.read_text() == ("a\n<!-- ird-table:begin ivf/report.json -->\n"
+                                  + ivf.markdown(report) + "<!-- ird-table:end -->\nb\n")
+
+
+def test_repo_readme_ird_tables_match_committed_results():
+    """Each ird-table block of the README is the report of its folder's results."""
+    from benchmarks import readme_blocks
+    from fishjax.io_utils import read_json
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readme = os.path.join(repo, "README.md")
+    found = readme_blocks.blocks(readme, ivf.README_BLOCK)
+    if not found:
+        pytest.skip("README has no ird-table block")
+    for block in found:
+        report_path = readme_blocks.source_path(readme, block)
+        report = read_json(report_path)
+        rows = report["rows"]
+        tasks = list(dict.fromkeys(r["task"] for r in rows))
+        pools = list(dict.fromkeys(r["pool"] for r in rows))
+        keeps = list(dict.fromkeys(r["keep_ratio"] for r in rows))
+        fresh = ivf.comparison(os.path.dirname(report_path), tasks, pools, keeps)
+        assert json.loads(json.dumps(fresh)) == report  # report.json is the results' report
+        assert readme_blocks.check(readme, ivf.README_BLOCK, report_path,
+                                   ivf.markdown(report)) == []

@@ -1,0 +1,94 @@
+"""Merges `benchmarks/glue.py` result folders into one, e.g. a grid run as parallel processes.
+
+  python benchmarks/merge_results.py --out benchmarks/results/glue_gpu /tmp/part_a /tmp/part_b
+
+A grid can be split over processes (different tasks, methods or seeds, each with its own
+`--out`) to fill a GPU, then merged: every finished cell of each source's `results.json`
+is copied into `<out>/results.json` with its cell folder (`<src>/cells/<id>/`, without
+checkpoints or exports) under `<out>/cells/`, its `workdir` rewritten and `merged_from`
+recorded. A cell that ran a registered method with exactly the overrides of a
+`METHOD_VARIANTS` entry (e.g. `lora_fish` with `--set method.peft.selection=random`) is
+the same run as that variant and is filed under the variant's name. Two sources with
+different finished results for one cell are an error (nothing is written); cells that
+failed are skipped. Then `python benchmarks/glue.py --report --out <out>` writes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import glue  # noqa: E402
+from fishjax.io_utils import atomic_write_json, read_json  # noqa: E402
+
+SKIP = shutil.ignore_patterns("checkpoints", "best", "export")
+_VOLATILE = ("workdir", "merged_from", "method", "base_method")
+
+
+def canonical_method(cell: dict) -> str:
+    """The grid method a cell ran: a METHOD_VARIANTS name when its method and overrides are
+    exactly that variant's, else its own method."""
+    for name, (base, sets) in glue.METHOD_VARIANTS.items():
+        if cell["method"] == base and list(cell.get("overrides", [])) == list(sets):
+            return name
+    return cell["method"]
+
+
+def _same(a: dict, b: dict) -> bool:
+    strip = lambda c: {k: v for k, v in c.items() if k not in _VOLATILE}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def merge(out: str, sources: list[str]) -> dict:
+    """Merges the finished cells of `sources` into `out` (see the module doc); returns the
+    merged state."""
+    path = os.path.join(out, "results.json")
+    state = read_json(path) if os.path.exists(path) else {"cells": {}}
+    plan = []  # (source cell folder or None, new id, merged cell)
+    for src in sources:
+        src_path = os.path.join(src, "results.json")
+        if not os.path.isfile(src_path):
+            raise SystemExit(f"{src_path}: not found")
+        if os.path.abspath(src) == os.path.abspath(out):
+            raise SystemExit(f"{src}: a source cannot be the output folder")
+        for old_id, cell in read_json(src_path)["cells"].items():
+            if cell.get("status") != "ok":
+                continue
+            method = canonical_method(cell)
+            new_id = glue.cell_id(cell["task"], method, cell["seed"])
+            have = state["cells"].get(new_id)
+            if have is not None and have.get("status") == "ok" and not _same(have, cell):
+                raise SystemExit(f"cell {new_id}: {src_path} has a different finished result "
+                                 f"than {have.get('merged_from') or path}; nothing written")
+            folder = os.path.join(src, "cells", old_id)
+            workdir = os.path.join(out, "cells", new_id)
+            merged = {**cell, "method": method, "base_method": cell.get("base_method",
+                                                                         cell["method"]),
+                      "workdir": workdir, "merged_from": src_path}
+            state["cells"][new_id] = merged
+            plan.append((folder if os.path.isdir(folder) else None, workdir))
+    for folder, workdir in plan:
+        if folder is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.copytree(folder, workdir, ignore=SKIP)
+    os.makedirs(out, exist_ok=True)
+    atomic_write_json(path, state)
+    print(f"{path}: {len(plan)} cells merged from {len(sources)} folders, "
+          f"{len(state['cells'])} in all")
+    return state
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="the merged folder (created or extended)")
+    p.add_argument("sources", nargs="+", help="glue.py output folders")
+    args = p.parse_args(argv)
+    return merge(args.out, args.sources)
+
+
+if __name__ == "__main__":
+    main()

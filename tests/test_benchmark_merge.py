@@ -1,0 +1,70 @@
+"""benchmarks/merge_results.py: parallel grid folders merged into one results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from benchmarks import glue, merge_results
+
+
+def _cell(task, method, seed, score, overrides=(), status="ok"):
+    metric = glue.get_task(task).main_metric
+    return {"status": status, "task": task, "method": method, "seed": seed,
+            "main_metric": metric, "final": {metric: score}, "trainable_entries": 5,
+            "total_params": 1000, "overrides": list(overrides)}
+
+
+def _part(root, name, cells):
+    folder = root / name
+    state = {"cells": {}}
+    for c in cells:
+        cid = glue.cell_id(c["task"], c["method"], c["seed"])
+        state["cells"][cid] = {**c, "workdir": str(folder / "cells" / cid)}
+        os.makedirs(folder / "cells" / cid / "checkpoints")
+        (folder / "cells" / cid / "mask.safetensors").write_bytes(cid.encode())
+    (folder / "results.json").write_text(json.dumps(state))
+    return str(folder)
+
+
+def test_merge_copies_cells_and_files_variants_by_their_overrides(tmp_path):
+    a = _part(tmp_path, "a", [_cell("rte", "fish", 0, 0.5), _cell("rte", "lora", 0, 0.6),
+                              _cell("rte", "ird", 0, 0.1, status="error")])
+    b = _part(tmp_path, "b", [_cell("rte", "lora_fish", 0, 0.55,
+                                    ["method.peft.selection=random"]),
+                              _cell("rte", "lora_fish", 1, 0.54,
+                                    ["method.peft.selection=random", "train.num_epochs=1"])])
+    out = str(tmp_path / "merged")
+    state = merge_results.merge(out, [a, b])
+    cells = state["cells"]
+    assert sorted(cells) == ["rte-fish-s0", "rte-lora-s0", "rte-lora_fish-s1",
+                             "rte-lora_fish_random-s0"]  # failed cells are not merged
+    v = cells["rte-lora_fish_random-s0"]
+    assert v["method"] == "lora_fish_random" and v["base_method"] == "lora_fish"
+    assert v["workdir"] == os.path.join(out, "cells", "rte-lora_fish_random-s0")
+    assert v["merged_from"] == os.path.join(b, "results.json")
+    # Extra overrides make it another run: it keeps its own method name.
+    assert cells["rte-lora_fish-s1"]["method"] == "lora_fish"
+    folder = os.path.join(out, "cells", "rte-lora_fish_random-s0")
+    assert open(os.path.join(folder, "mask.safetensors"), "rb").read() == \
+        b"rte-lora_fish-s0"
+    assert not os.path.exists(os.path.join(folder, "checkpoints"))
+    assert json.load(open(os.path.join(out, "results.json"))) == state
+    # The merged folder is a normal grid folder: the report reads it, variants included.
+    table = glue.results_table(state)
+    assert "| lora_fish_random | 55.0 ± 0.0 (n=1) |" in table
+    # Merging the same sources again changes nothing.
+    assert merge_results.merge(out, [a, b]) == state
+
+
+def test_merge_refuses_conflicting_results_and_writes_nothing(tmp_path):
+    a = _part(tmp_path, "a", [_cell("rte", "fish", 0, 0.5)])
+    b = _part(tmp_path, "b", [_cell("rte", "fish", 0, 0.7)])
+    out = tmp_path / "merged"
+    with pytest.raises(SystemExit, match="rte-fish-s0: .* different finished result"):
+        merge_results.merge(str(out), [a, b])
+    assert not out.exists()
+    with pytest.raises(SystemExit, match="not found"):
+        merge_results.merge(str(out), [str(tmp_path / "nope")])

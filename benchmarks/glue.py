@@ -54,13 +54,23 @@ full dev set. About 1.5-2 min per cell on 2 CPU cores, ~15 min in all (not yet t
 idle machine). A check that the pipeline and every method work end to end,
 not a comparison: its scores are near chance.
 
+Where the grid runs. The committed grid (`benchmarks/results/glue_gpu`, README "Results")
+ran this protocol on a lent H100 in about 20 minutes as 8 processes. On 2 CPU cores the same
+grid (12 methods x RTE, MRPC, SST-2 8k x 3 seeds) is estimated at about 31 h (`--estimate
+--estimate_from benchmarks/results/glue/results.json`, calibrated on the CPU cells). A
+CPU-only protocol of about 6 hours is `--set train.num_epochs=1 --train_subset sst2=2000`
+(estimate 5h30m). That estimate scales per-step costs, so fixed per-cell costs such as
+Fisher scoring make the real run longer. It has not been run here; its scores would not be
+comparable with the 3-epoch table.
+
 Methods may also be `METHOD_VARIANTS` names (`lora_fish_random`, `adapter_fish_reversed`,
 ...): a registered method with fixed overrides, recorded under the variant's name. On a GPU,
 split a grid over several processes with their own `--out` and merge them with
 `benchmarks/merge_results.py`; each cell records its `device`.
 
 `--set key=value` overrides config fields for every cell (e.g. `--set train.num_epochs=1`);
-`--json PATH` also writes the results there.
+`--json PATH` also writes the results there; `--estimate` prints the expected wall time
+and runs nothing.
 """
 
 from __future__ import annotations
@@ -559,6 +569,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--check_readme", default=None,
                    help="check this README's glue-table block against results.json, exit 1 "
                    "if it differs (runs nothing)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the expected wall time of the cells still to run, run nothing")
+    p.add_argument("--estimate_from", default=None,
+                   help="a results.json whose finished cells calibrate the estimate (default: "
+                   "<out>/results.json), e.g. a grid run on the same machine")
     p.add_argument("--keep_checkpoints", action="store_true",
                    help="keep each cell's checkpoints and export (deleted by default)")
     args = p.parse_args(argv)
@@ -618,8 +633,11 @@ def main(argv=None) -> dict:
         _warn_mismatched(cells, grid, args)
     finished = sum(cells.get(cell_id(*g), {}).get("status") == "ok" for g in grid)
     log.info("%d cells, %d already finished, %d to run", len(grid), finished, len(todo))
-    if todo:
-        print_estimate(estimate_grid(todo, cells, args), len(todo))
+    if todo or args.estimate:
+        basis = read_json(args.estimate_from)["cells"] if args.estimate_from else cells
+        print_estimate(estimate_grid(todo, basis, args), len(todo))
+    if args.estimate:
+        return state
     for i, (t, m, s) in enumerate(todo):
         cid = cell_id(t, m, s)
         log.info("[%d/%d] %s", i + 1, len(todo), cid)

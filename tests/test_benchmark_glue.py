@@ -305,3 +305,19 @@ def test_method_overrides_put_sift_on_the_common_budget():
     # minilm-l6: 6 layers x 4 attention kernels [384, 384] and biases [384], + classifier
     per_tensor = 24 * (int(0.0318 * 384 * 384) + 1) + 24 * (int(0.0318 * 384) + 1)
     assert abs(per_tensor + 770 - 113_570) / 113_570 < 0.001
+
+
+def test_estimate_prints_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    def no_run(*a, **k):
+        raise AssertionError("--estimate must not run cells")
+
+    monkeypatch.setattr(glue, "run_cell", no_run)
+    basis = tmp_path / "basis.json"
+    basis.write_text(json.dumps({"cells": {"rte-full-s0": _cell(
+        "rte", "full", 0, 0.6, 1000, wall_s=200.0, total_steps=10)}}))
+    glue.main(["--estimate", "--glue_dir", _rte_folder(tmp_path), "--tasks", "rte",
+               "--methods", "full", "--seeds", "0,1", "--out", str(tmp_path / "out"),
+               "--estimate_from", str(basis), "--set", "train.num_steps=5"])
+    # 2 cells x 5 steps x 20 s/step from the basis cell.
+    assert "expected wall time: 3m20s for 2 cells" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "results.json").exists()

@@ -427,6 +427,19 @@ def results_table(state: dict) -> str:
     return markdown_table(cells, tasks, methods)
 
 
+def compare_results(a: dict, b: dict) -> dict:
+    """Cells finished in both grids: how many have the same main dev score, and the others
+    (score x 100 in each), e.g. the same protocol on two devices."""
+    shared = sorted(k for k, c in a["cells"].items() if c.get("status") == "ok"
+                    and b["cells"].get(k, {}).get("status") == "ok")
+    differ = {}
+    for k in shared:
+        x, y = score_of(a["cells"][k]), score_of(b["cells"][k])
+        if x != y:
+            differ[k] = [100 * x, 100 * y]
+    return {"shared": len(shared), "same": len(shared) - len(differ), "differ": differ}
+
+
 # -- README block ----------------------------------------------------------------------
 
 ReadmeError = readme_blocks.ReadmeError
@@ -569,6 +582,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--check_readme", default=None,
                    help="check this README's glue-table block against results.json, exit 1 "
                    "if it differs (runs nothing)")
+    p.add_argument("--compare", default=None,
+                   help="another results.json: print how many shared cells have the same "
+                   "main score as <out>'s (runs nothing)")
     p.add_argument("--estimate", action="store_true",
                    help="print the expected wall time of the cells still to run, run nothing")
     p.add_argument("--estimate_from", default=None,
@@ -604,6 +620,13 @@ def main(argv=None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     parse_train_subset(args.train_subset)  # fail early on a malformed flag
     results_path = os.path.join(args.out, "results.json")
+    if args.compare:
+        cmp = compare_results(read_json(results_path), read_json(args.compare))
+        print(f"{cmp['shared']} cells in both {results_path} and {args.compare}: "
+              f"{cmp['same']} with the same main dev score")
+        for k, (x, y) in cmp["differ"].items():
+            print(f"  {k}: {x:.2f} vs {y:.2f} ({y - x:+.2f})")
+        return cmp
     if args.check_readme:
         problems = check_readme(args.check_readme, results_path)
         print("\n".join(problems) or f"{args.check_readme}: glue table matches {results_path}")

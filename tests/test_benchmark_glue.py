@@ -321,3 +321,19 @@ def test_estimate_prints_and_runs_nothing(tmp_path, monkeypatch, capsys):
     # 2 cells x 5 steps x 20 s/step from the basis cell.
     assert "expected wall time: 3m20s for 2 cells" in capsys.readouterr().out
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_compare_counts_identical_and_lists_differing_cells(tmp_path, capsys):
+    a = _state()
+    b = json.loads(json.dumps(a))
+    b["cells"]["rte-full-s1"]["final"]["accuracy"] = 0.57
+    del b["cells"]["mrpc-fish-s0"]
+    cmp = glue.compare_results(a, b)
+    assert cmp["shared"] == 3 and cmp["same"] == 2
+    assert [round(x, 6) for x in cmp["differ"]["rte-full-s1"]] == [56.0, 57.0]
+    (tmp_path / "results.json").write_text(json.dumps(a))
+    (tmp_path / "other.json").write_text(json.dumps(b))
+    glue.main(["--out", str(tmp_path), "--compare", str(tmp_path / "other.json")])
+    out = capsys.readouterr().out
+    assert "3 cells in both" in out and "2 with the same main dev score" in out
+    assert "rte-full-s1: 56.00 vs 57.00 (+1.00)" in out

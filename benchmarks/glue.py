@@ -111,9 +111,10 @@ DEFAULT_TRAIN_SUBSET = "sst2=8000"
 # Display order of the derived tables (README); tasks/methods not listed follow, sorted.
 TASK_ORDER = ("rte", "mrpc", "sst2", "cola", "stsb", "qnli", "qqp", "mnli", "wnli")
 METHOD_ORDER = ("full", "bitfit", "random_mask", "fish", "ird", "sift",
-                "lora", "lora_fish", "lora_fish_random", "lora_fish_reversed",
-                "adapter", "adapter_fish", "adapter_fish_random", "adapter_fish_reversed",
-                "dora", "dora_fish", "dora_fish_random", "dora_fish_reversed")
+                "lora", "lora_fish", "lora_fish_warmup", "lora_fish_random",
+                "lora_fish_reversed", "adapter", "adapter_fish", "adapter_fish_warmup",
+                "adapter_fish_random", "adapter_fish_reversed", "dora", "dora_fish",
+                "dora_fish_warmup", "dora_fish_random", "dora_fish_reversed")
 # Training-set sizes of the GLUE tasks (for the time estimate when no TSV folder is given).
 GLUE_TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846,
                     "mnli": 392702, "qnli": 104743, "rte": 2490, "wnli": 635}
@@ -130,12 +131,16 @@ METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 # Grid methods that are a registered method with fixed config overrides, recorded under
 # their own name: FISH-Tuning's selection baselines (the same search-size PEFT tree and
-# budget as `<m>`, entries picked at random or by the lowest Fisher scores). They always
+# budget as `<m>`, entries picked at random or by the lowest Fisher scores) and its
+# warm-up variant. They always
 # get these overrides (also with --no_method_overrides: they define the method), before
 # --set, and the base method's learning rate unless --method_lr names them.
 METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    f"{m}_{sel}": (m, (f"method.peft.selection={sel}",))
-    for m in ("lora_fish", "adapter_fish", "dora_fish") for sel in ("random", "reversed")
+    **{f"{m}_{sel}": (m, (f"method.peft.selection={sel}",))
+       for m in ("lora_fish", "adapter_fish", "dora_fish") for sel in ("random", "reversed")},
+    # The zero-init remedy: Fisher after `warmup_steps` dense steps of the search module.
+    **{f"{m}_warmup": (m, ("method.peft.fisher_after_warmup=True",))
+       for m in ("lora_fish", "adapter_fish", "dora_fish")},
 }
 # Peak learning rate per method (--method_lr); see the docstring's protocol.
 DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"

@@ -2,7 +2,7 @@
 
   python benchmarks/glue.py --glue_dir=../shared/data/glue --tasks=rte,mrpc,sst2 \\
       --methods=full,bitfit,random_mask,fish,ird,sift --seeds=0,1,2 --out=benchmarks/results/glue
-  python benchmarks/glue.py --quick --glue_dir=../shared/data/glue      # ~15 min, see below
+  python benchmarks/glue.py --quick --glue_dir=../shared/data/glue      # ~6 min, see below
   python benchmarks/glue.py --report --plots --readme README.md         # runs nothing
 
 Each cell (task, method, seed) runs `train_and_evaluate` with the task's config from
@@ -50,9 +50,10 @@ Its dev set is complete. The subset needs `--glue_dir` (TSV files).
 ones of these) into `benchmarks/results/glue_quick` unless --tasks/--seeds/--methods/--out
 are given, with `QUICK_OVERRIDES`: 640 training examples (seeded subset), 1 epoch (21
 steps of <= 32 with RTE's two length buckets), Fisher over 256 examples, IRD pool 256; the
-full dev set. About 1.5-2 min per cell on 2 CPU cores, ~15 min in all (not yet timed on an
-idle machine). A check that the pipeline and every method work end to end,
-not a comparison: its scores are near chance.
+full dev set. Measured: 332 s for the 6 cells on 2 CPU cores (2026-11-23, tokenized data
+cached; `time python benchmarks/glue.py --quick --glue_dir=../shared/data/glue`). A check
+that the pipeline and these methods work end to end, not a comparison: its scores are near
+chance.
 
 Where the grid runs. The committed grid (`benchmarks/results/glue_gpu`, README "Results")
 ran this protocol on a lent H100 in about 20 minutes as 8 processes. On 2 CPU cores the same

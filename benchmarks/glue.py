@@ -133,9 +133,9 @@ METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {
 # Grid methods that are a registered method with fixed config overrides, recorded under
 # their own name: FISH-Tuning's selection baselines (the same search-size PEFT tree and
 # budget as `<m>`, entries picked at random or by the lowest Fisher scores) and its
-# warm-up variant. They always
-# get these overrides (also with --no_method_overrides: they define the method), before
-# --set, and the base method's learning rate unless --method_lr names them.
+# warm-up variant. They always get these overrides (also with --no_method_overrides: they
+# define the method), before --set, and the base method's learning rate unless
+# --method_lr names them.
 METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     **{f"{m}_{sel}": (m, (f"method.peft.selection={sel}",))
        for m in ("lora_fish", "adapter_fish", "dora_fish") for sel in ("random", "reversed")},
@@ -150,7 +150,6 @@ DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,
 FALLBACK_CELL_OVERHEAD_S = 90.0
 # README blocks (benchmarks/readme_blocks.py): `<!-- glue-table:begin <results.json> -->`.
 README_BLOCK = "glue-table"
-README_BEGIN = "<!-- glue-table:begin"
 
 
 def cell_id(task: str, method: str, seed: int) -> str:
@@ -472,6 +471,9 @@ def check_readme(readme_path: str, results_path: str) -> list[str]:
     if problems and len(problems) > 1:
         problems[0] += " (rerun `python benchmarks/glue.py --report --readme ...`)"
     return problems
+
+
+# -- time estimate -----------------------------------------------------------------------
 
 
 def _train_rows(config, task: str) -> int | None:

@@ -11,7 +11,13 @@ import pytest
 
 from fishjax import objectives
 from fishjax.methods import MethodContext, get_method
-from fishjax.methods.fish_tuning import HEAD_KEY, PEFT_KEY, peft_combine, target_spec
+from fishjax.methods.fish_tuning import (
+    HEAD_KEY,
+    PEFT_KEY,
+    peft_combine,
+    select_entries,
+    target_spec,
+)
 from fishjax.models import EncoderConfig, SequenceClassifier, init_params
 from fishjax.peft_tree import (
     ADAPTER_SITES,
@@ -269,6 +275,28 @@ def test_reversed_is_the_complement_order_of_fisher(tmp_path):
     # Fisher picks every lora_B entry; reversed picks the zero-scored lora_A entries.
     assert rev.info["selection_split"]["lora_B"]["selected"] == 0
     assert fisher.info["selection_split"]["lora_A"]["selected"] == 0
+
+
+@pytest.mark.parametrize("k", [1, 9, 26])
+def test_select_entries_takes_the_k_highest_or_lowest_scores(k):
+    rng = np.random.default_rng(k)
+    scores = {"a": rng.random((4, 5)), "b": rng.random(7)}  # distinct: no ties
+    flat = np.concatenate([scores["a"].ravel(), scores["b"]])
+    for selection in ("fisher", "reversed"):
+        mask = select_entries(scores, {"all": k}, None, selection, jax.random.PRNGKey(0))
+        chosen = np.concatenate([mask["a"].ravel(), mask["b"]])
+        assert chosen.sum() == k
+        rest = flat[~chosen]
+        if selection == "fisher":
+            assert flat[chosen].min() > (rest.max() if rest.size else -np.inf)
+        else:
+            assert flat[chosen].max() < (rest.min() if rest.size else np.inf)
+    # Reversed order of the scores is Fisher order of their negatives.
+    rev = select_entries(scores, {"all": k}, None, "reversed", jax.random.PRNGKey(0))
+    neg = select_entries({n: -v for n, v in scores.items()}, {"all": k}, None, "fisher",
+                         jax.random.PRNGKey(0))
+    for n in scores:
+        np.testing.assert_array_equal(rev[n], neg[n])
 
 
 def test_adapter_fish_warns_about_down_projections(caplog, tmp_path):

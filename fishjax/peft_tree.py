@@ -260,6 +260,8 @@ def apply_peft(base: PyTree, tree: PyTree, spec: PeftSpec) -> dict:
         w0 = flat[p + ("kernel",)]
         v = w0 + spec.scaling * (peft[p + (LORA_A,)] @ peft[p + (LORA_B,)])
         if spec.kind == "dora":
-            v = v * (peft[p + (MAGNITUDE,)] / jax.lax.stop_gradient(_column_norm(v)))
+            # Floored: a zero column (a dead unit, magnitude 0) stays 0 instead of 0/0 = NaN.
+            norm = jnp.maximum(_column_norm(v), jnp.finfo(v.dtype).tiny)
+            v = v * (peft[p + (MAGNITUDE,)] / jax.lax.stop_gradient(norm))
         flat[p + ("kernel",)] = v
     return unflatten_paths(flat)

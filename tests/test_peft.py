@@ -31,7 +31,7 @@ from fishjax.peft_tree import (
     split_tree,
     type_counts,
 )
-from fishjax.sparse import flatten_paths
+from fishjax.sparse import flatten_paths, unflatten_paths
 from fishjax.tree import count_params
 
 QV = r"attention/self/(query|value)/kernel$"
@@ -151,6 +151,22 @@ def test_merged_equals_unmerged(kind):
         assert merged[p].shape == w.shape
         if "/".join(p[:-1]) not in spec.targets or p[-1] != "kernel":
             np.testing.assert_array_equal(merged[p], w)
+
+
+def test_dora_keeps_a_zero_column_at_zero():
+    """A dead output unit (zero kernel column) has magnitude 0: DoRA must give 0, not NaN."""
+    _, params, _ = _model()
+    _, base = split_tree(params, r"^classifier/")
+    spec = _spec(base, "dora", 3)
+    flat = flatten_paths(base)
+    kernel = tuple(spec.targets[0].split("/")) + ("kernel",)
+    flat[kernel] = flat[kernel].at[:, 0].set(0.0)
+    base = unflatten_paths(flat)
+    tree = init_peft(base, spec, jax.random.PRNGKey(0))
+    assert flatten_paths(tree)[kernel[:-1] + ("lora_magnitude",)][0] == 0
+    merged = flatten_paths(apply_peft(base, tree, spec))[kernel]
+    assert np.all(np.isfinite(merged)) and np.all(merged[:, 0] == 0)
+    np.testing.assert_allclose(merged[:, 1:], flat[kernel][:, 1:], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [1, 4, 8])

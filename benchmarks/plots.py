@@ -207,15 +207,31 @@ def density_table(masks: dict[str, list[dict]]) -> dict[str, dict[str, dict[str,
 
 
 def jaccard_table(masks: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
-    """{method: {labels: ['task s<seed>', ...], matrix: [[...]]}} for methods with >= 2."""
+    """{method: {labels: ['task s<seed>', ...], matrix: [[...]], across_tasks, across_seeds}}
+    for methods with >= 2 masks (see `_jaccard_summary`)."""
     out = {}
     for method, entries in masks.items():
         if len(entries) < 2:
             continue
         matrix = [[jaccard(a["indices"], b["indices"]) for b in entries] for a in entries]
         out[method] = {"labels": [f"{e['task']} s{e['seed']}" for e in entries],
-                       "matrix": matrix}
+                       "matrix": matrix, **_jaccard_summary(entries, matrix)}
     return out
+
+
+def _jaccard_summary(entries: list[dict], matrix: list[list[float]]) -> dict[str, Any]:
+    """Mean, min and max overlap over pairs with the same seed and different tasks
+    (`across_tasks`), and over pairs of one task with different seeds (`across_seeds`)."""
+    pairs: dict[str, list[float]] = {"across_tasks": [], "across_seeds": []}
+    for i, a in enumerate(entries):
+        for j in range(i + 1, len(entries)):
+            b = entries[j]
+            if a["seed"] == b["seed"] and a["task"] != b["task"]:
+                pairs["across_tasks"].append(matrix[i][j])
+            elif a["task"] == b["task"] and a["seed"] != b["seed"]:
+                pairs["across_seeds"].append(matrix[i][j])
+    return {k: {"mean": float(np.mean(v)), "min": float(min(v)), "max": float(max(v)),
+                "pairs": len(v)} if v else None for k, v in pairs.items()}
 
 
 # -- figures -----------------------------------------------------------------------------

@@ -72,6 +72,9 @@ def test_mask_numbers(tmp_path):
     assert jac["labels"] == ["rte s0", "rte s1", "mrpc s0"]
     m = np.asarray(jac["matrix"])
     assert m[0, 1] == 1.0 and m[0, 2] == 0.0 and np.allclose(np.diag(m), 1.0)  # head excluded
+    # rte s0 / mrpc s0 is the only same-seed pair; rte s0 / rte s1 the only same-task pair.
+    assert jac["across_tasks"] == {"mean": 0.0, "min": 0.0, "max": 0.0, "pairs": 1}
+    assert jac["across_seeds"] == {"mean": 1.0, "min": 1.0, "max": 1.0, "pairs": 1}
 
 
 def test_score_points_mean_std_and_fraction(tmp_path):

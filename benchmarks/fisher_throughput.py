@@ -105,6 +105,8 @@ def torch_loop_rate(model_dir: str, n: int) -> float | None:
             s += p.grad.detach() ** 2
 
     one(*examples[0])  # warm-up
+    if dev == "cuda":
+        torch.cuda.synchronize()  # the warm-up's queued work is not timed
     t0 = time.perf_counter()
     for ids, label in examples:
         one(ids, label)

@@ -441,7 +441,7 @@ def compare_results(a: dict, b: dict) -> dict:
     for k in shared:
         x, y = score_of(a["cells"][k]), score_of(b["cells"][k])
         if x != y:
-            differ[k] = [100 * x, 100 * y]
+            differ[k] = [None if v is None else 100 * v for v in (x, y)]
     return {"shared": len(shared), "same": len(shared) - len(differ), "differ": differ}
 
 
@@ -541,6 +541,9 @@ def estimate_grid(todo: list[tuple[str, str, int]], cells: dict[str, dict], args
 
 
 def print_estimate(est: dict, n_cells: int) -> None:
+    if not n_cells:
+        print("expected wall time: nothing to run (every cell is finished)", flush=True)
+        return
     basis = ", ".join(f"{n} from {b}" for b, n in est["bases"].items())
     per_task = ", ".join(f"{t} {_fmt_s(s)}" for t, s in est["per_task_s"].items())
     print(f"expected wall time: {_fmt_s(est['total_s'])} for {n_cells} cells "
@@ -633,7 +636,10 @@ def main(argv=None) -> dict:
         print(f"{cmp['shared']} cells in both {results_path} and {args.compare}: "
               f"{cmp['same']} with the same main dev score")
         for k, (x, y) in cmp["differ"].items():
-            print(f"  {k}: {x:.2f} vs {y:.2f} ({y - x:+.2f})")
+            if x is None or y is None:
+                print(f"  {k}: {x} vs {y} (no score)")
+            else:
+                print(f"  {k}: {x:.2f} vs {y:.2f} ({y - x:+.2f})")
         return cmp
     if args.check_readme:
         problems = check_readme(args.check_readme, results_path)

@@ -175,6 +175,11 @@ def main(argv=None) -> dict:
     seeds = [int(x) for x in args.seeds.split(",")]
     if any(n < 1 for n in pools) or any(not 0 < k < 1 for k in keeps):
         raise SystemExit("--pools must be >= 1 and --keep_ratios in (0, 1)")
+    if args.readme:  # fail before the grid, not after it
+        try:
+            readme_blocks.read(args.readme, README_BLOCK, os.path.join(args.out, "report.json"))
+        except readme_blocks.ReadmeError as e:
+            raise SystemExit(f"--readme: {e}") from None
     if not args.report:
         # Seed-major (as glue.py): a partial run already compares every setting.
         for seed in seeds:

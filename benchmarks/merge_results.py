@@ -9,8 +9,9 @@ checkpoints or exports) under `<out>/cells/`, its `workdir` rewritten and `merge
 recorded. A cell that ran a registered method with exactly the overrides of a
 `METHOD_VARIANTS` entry (e.g. `lora_fish` with `--set method.peft.selection=random`) is
 the same run as that variant and is filed under the variant's name. Two sources with
-different finished results for one cell are an error (nothing is written); cells that
-failed are skipped. Then `python benchmarks/glue.py --report --out <out>` writes the table.
+different finished results for one cell are an error (nothing is written; `--replace`
+starts `<out>` afresh instead of merging into it); cells that failed are skipped. Then
+`python benchmarks/glue.py --report --out <out>` writes the table.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ _VOLATILE = ("workdir", "merged_from", "method", "base_method")
 
 def canonical_method(cell: dict) -> str:
     """The grid method a cell ran: a METHOD_VARIANTS name when its method and overrides are
-    exactly that variant's, else its own method."""
-    for name, (base, sets) in glue.METHOD_VARIANTS.items():
-        if cell["method"] == base and list(cell.get("overrides", [])) == list(sets):
+    exactly what `glue.py --methods=<variant>` records, else its own method."""
+    plain = argparse.Namespace(set=[], no_method_overrides=False)
+    for name, (base, _) in glue.METHOD_VARIANTS.items():
+        if (cell["method"] == base
+                and list(cell.get("overrides", [])) == glue.cell_overrides(name, plain)):
             return name
     return cell["method"]
 
@@ -43,11 +46,11 @@ def _same(a: dict, b: dict) -> bool:
     return strip(a) == strip(b)
 
 
-def merge(out: str, sources: list[str]) -> dict:
+def merge(out: str, sources: list[str], replace: bool = False) -> dict:
     """Merges the finished cells of `sources` into `out` (see the module doc); returns the
-    merged state."""
+    merged state. `replace`: `out`'s earlier cells are dropped (a rerun of the parts)."""
     path = os.path.join(out, "results.json")
-    state = read_json(path) if os.path.exists(path) else {"cells": {}}
+    state = read_json(path) if os.path.exists(path) and not replace else {"cells": {}}
     plan = []  # (source cell folder or None, new id, merged cell)
     for src in sources:
         src_path = os.path.join(src, "results.json")
@@ -65,12 +68,16 @@ def merge(out: str, sources: list[str]) -> dict:
                 raise SystemExit(f"cell {new_id}: {src_path} has a different finished result "
                                  f"than {have.get('merged_from') or path}; nothing written")
             folder = os.path.join(src, "cells", old_id)
-            workdir = os.path.join(out, "cells", new_id)
+            # A cell without its folder here (e.g. reused from another grid) keeps its path.
+            has_folder = os.path.isdir(folder)
+            workdir = os.path.join(out, "cells", new_id) if has_folder else cell.get("workdir")
             merged = {**cell, "method": method, "base_method": cell.get("base_method",
                                                                          cell["method"]),
                       "workdir": workdir, "merged_from": src_path}
             state["cells"][new_id] = merged
-            plan.append((folder if os.path.isdir(folder) else None, workdir))
+            plan.append((folder if has_folder else None, workdir))
+    if replace:
+        shutil.rmtree(os.path.join(out, "cells"), ignore_errors=True)
     for folder, workdir in plan:
         if folder is not None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -86,8 +93,10 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="the merged folder (created or extended)")
     p.add_argument("sources", nargs="+", help="glue.py output folders")
+    p.add_argument("--replace", action="store_true",
+                   help="drop <out>'s earlier cells instead of merging into them (a rerun)")
     args = p.parse_args(argv)
-    return merge(args.out, args.sources)
+    return merge(args.out, args.sources, replace=args.replace)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/parallel_grid.sh ../shared/data/glue [PARTS_DIR]
 #
-# Rerunning resumes every part (finished cells are skipped), then merges again.
+# Rerunning with the same PARTS_DIR resumes every part (finished cells are skipped); the
+# merge replaces the committed folders' cells with the parts' (`--replace`).
 set -euo pipefail
 glue_dir=${1:?usage: bash benchmarks/parallel_grid.sh GLUE_DIR [PARTS_DIR]}
 parts=${2:-/tmp/fishjax_grid_parts}
@@ -31,11 +32,11 @@ grid sst2_s0 --tasks=sst2 --methods=$peft,$rest --seeds=0 &
 grid sst2_s12 --tasks=sst2 --methods=$peft,$rest --seeds=1,2 &
 wait
 
-python benchmarks/merge_results.py --out benchmarks/results/glue_gpu "$parts"/peft_rte \
+python benchmarks/merge_results.py --replace --out benchmarks/results/glue_gpu "$parts"/peft_rte \
   "$parts"/peft_mrpc "$parts"/rest_rte "$parts"/rest_mrpc "$parts"/sst2_s0 "$parts"/sst2_s12
 python benchmarks/glue.py --report --plots --out benchmarks/results/glue_gpu --readme README.md
 for setting in n256-k0.001 n256-k0.005 n1024-k0.001 n1024-k0.005; do
-  python benchmarks/merge_results.py --out "benchmarks/results/ird_vs_fish_gpu/$setting" \
+  python benchmarks/merge_results.py --replace --out "benchmarks/results/ird_vs_fish_gpu/$setting" \
     "$parts/ivf_rte/$setting" "$parts/ivf_mrpc/$setting"
 done
 python benchmarks/ird_vs_fish.py --report --out benchmarks/results/ird_vs_fish_gpu --readme README.md

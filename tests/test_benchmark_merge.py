@@ -68,3 +68,20 @@ def test_merge_refuses_conflicting_results_and_writes_nothing(tmp_path):
     assert not out.exists()
     with pytest.raises(SystemExit, match="not found"):
         merge_results.merge(str(out), [str(tmp_path / "nope")])
+
+
+def test_replace_starts_afresh_and_reused_cells_keep_their_workdir(tmp_path):
+    a = _part(tmp_path, "a", [_cell("rte", "fish", 0, 0.5)])
+    out = str(tmp_path / "merged")
+    merge_results.merge(out, [a])
+    b = _part(tmp_path, "b", [_cell("rte", "fish", 0, 0.7)])  # a rerun: new result
+    state = merge_results.merge(out, [b], replace=True)
+    assert state["cells"]["rte-fish-s0"]["final"]["accuracy"] == 0.7
+    # A cell whose folder is elsewhere (reused from another grid) keeps its recorded path.
+    c = tmp_path / "c"
+    c.mkdir()
+    cell = {**_cell("rte", "ird", 0, 0.6), "workdir": "/elsewhere/rte-ird-s0"}
+    (c / "results.json").write_text(json.dumps({"cells": {"rte-ird-s0": cell}}))
+    state = merge_results.merge(out, [str(c)])
+    assert state["cells"]["rte-ird-s0"]["workdir"] == "/elsewhere/rte-ird-s0"
+    assert sorted(state["cells"]) == ["rte-fish-s0", "rte-ird-s0"]

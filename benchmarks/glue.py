@@ -57,7 +57,8 @@ chance.
 
 Where the grid runs. The committed grid (`benchmarks/results/glue_gpu`, README "Results")
 ran this protocol on a lent H100 in about 20 minutes as 8 processes. On 2 CPU cores the same
-grid (12 methods x RTE, MRPC, SST-2 8k x 3 seeds) is estimated at about 31 h (`--estimate
+main grid (12 methods x RTE, MRPC, SST-2 8k x 3 seeds; the table's selection baselines
+add 24 RTE/MRPC cells) is estimated at about 31 h (`--estimate
 --estimate_from benchmarks/results/glue/results.json`, calibrated on the CPU cells). A
 CPU-only protocol of about 6 hours is `--set train.num_epochs=1 --train_subset sst2=2000`
 (estimate 5h30m). That estimate scales per-step costs, so fixed per-cell costs such as

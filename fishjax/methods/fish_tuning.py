@@ -293,8 +293,7 @@ class PeftMethod:
 
         mask, info = load_or_select_mask(
             ctx, self.name, settings, select, like=trainable,
-            keep_info=("selection_split", "fisher_examples", "fisher_seconds",
-                       "warmup_final_loss"))
+            keep_info=("selection_split", "fisher_examples"))
         mask[HEAD_KEY] = jax.tree_util.tree_map(lambda x: np.ones(np.shape(x), bool),
                                                 trainable[HEAD_KEY])
         split = info.get("selection_split") or selection_split(mask[PEFT_KEY])

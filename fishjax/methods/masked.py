@@ -96,7 +96,7 @@ class MaskMethod:
         mask, info = load_or_select_mask(
             ctx, self.name, {"keep_ratio": m.keep_ratio, "head_policy": m.head_policy,
                              **self.selection_settings(ctx)}, select,
-            keep_info=("fisher_seconds", "fisher_examples"))
+            keep_info=("fisher_examples",))
         # The head is always trained, whatever a loaded file holds (e.g. a SIFT mask).
         mask = masks_lib.union(mask, head_mask)
         stats = masks_lib.density(mask)
@@ -193,8 +193,16 @@ def load_or_select_mask(
     mask, info = select()
     if mask_path and jax.process_index() == 0:
         masks_lib.save_mask(mask_path, mask, metadata={
-            **want, "model": ctx.config.model.name, "task": ctx.config.task, **info})
+            **want, "model": ctx.config.model.name, "task": ctx.config.task,
+            **{k: v for k, v in info.items() if not _is_measurement(k)}})
     return mask, info
+
+
+def _is_measurement(key: str) -> bool:
+    """Run measurements (seconds, a warm-up's loss) stay out of mask files, so that a mask
+    file's bytes are a function of the selection alone (same seed, same bytes); they are
+    in the run's results.json."""
+    return key.endswith("_seconds") or key == "warmup_final_loss"
 
 
 def _check_mask_matches(meta: dict, want: dict[str, Any], explicit: bool) -> None:

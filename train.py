@@ -4,7 +4,7 @@
   python train.py --config=configs/glue_rte.py --workdir=/tmp/rte \\
       --config.data.dir=../shared/data/glue/RTE --config.method.name=full
 
-All logic lives in `fishjax.trainer.train_and_evaluate(config, workdir)`; this file only
+All logic lives in `fishjax.train.trainer.train_and_evaluate(config, workdir)`; this file only
 parses flags.
 """
 
@@ -14,7 +14,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from fishjax.trainer import train_and_evaluate
+from fishjax.train.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)

@@ -27,9 +27,14 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fishjax.core.io import atomic_write_json  # noqa: E402
+from fishjax.models import load_model, objectives  # noqa: E402
+from fishjax.selection.fisher import fisher_scores  # noqa: E402
 
 SEQ, BATCH, MODEL = 128, 32, "minilm-l6"
 
@@ -48,18 +53,11 @@ def _batches(n: int, vocab: int, seed: int = 0):
 
 
 def _load():
-    import jax
-
-    from fishjax import objectives
-    from fishjax.models import load_model
-
     model = load_model(MODEL, 2, key=jax.random.PRNGKey(0))
     return model, objectives.make_loss_fn(model.module, is_regression=False)
 
 
 def fisher_rate(model, loss_fn, n: int, chunk: int) -> float:
-    from fishjax.fisher import fisher_scores
-
     vocab = model.config.vocab_size
     fisher_scores(loss_fn, model.params, _batches(BATCH, vocab), chunk_size=chunk,
                   progress=False)  # compile
@@ -69,8 +67,6 @@ def fisher_rate(model, loss_fn, n: int, chunk: int) -> float:
 
 
 def batched_grad_rate(model, loss_fn, n: int) -> float:
-    import jax
-
     grad = jax.jit(jax.grad(loss_fn))
     batches = list(_batches(n, model.config.vocab_size))
     jax.block_until_ready(grad(model.params, batches[0]))
@@ -86,8 +82,6 @@ def torch_loop_rate(model_dir: str, n: int) -> float | None:
         from transformers import BertForSequenceClassification
     except ImportError:
         return None
-    import jax
-
     # Same device kind as the JAX side: a GPU figure is compared with PyTorch on that GPU.
     dev = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
@@ -134,9 +128,6 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chunks = [int(c) for c in args.chunks.split(",")]
-
-    import jax
-
     model, loss_fn = _load()
     if args.child_n is not None:
         fisher_rate(model, loss_fn, args.child_n, chunks[0])
@@ -177,8 +168,6 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        from fishjax.io_utils import atomic_write_json
-
         atomic_write_json(args.json, result)
     return result
 

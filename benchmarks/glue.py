@@ -6,7 +6,7 @@
   python benchmarks/glue.py --report --plots --readme README.md         # runs nothing
 
 Each cell (task, method, seed) runs `train_and_evaluate` with the task's config from
-`configs/glue_<task>.py` into `<out>/cells/<task>-<method>-s<seed>/`. Finished cells are
+`configs/glue.py:<task>` into `<out>/cells/<task>-<method>-s<seed>/`. Finished cells are
 recorded in `<out>/results.json` (written atomically after every cell) and skipped on a
 rerun; a cell that crashes is recorded with its error and the grid goes on (rerun to retry
 it). Before it starts, the grid prints its expected wall time: per cell, the mean seconds
@@ -25,9 +25,9 @@ PATH`, the table between the `<!-- glue-table:begin -->` / `<!-- glue-table:end 
 markers of that file, rewritten from results.json (`--check_readme PATH` checks it).
 
 Protocol: each task's config (3 epochs, batch 32, length buckets, AdamW with warmup and
-linear decay; `configs/glue_<task>.py`), the reported score is the dev metric after the
+linear decay; `configs/glue.py`), the reported score is the dev metric after the
 last epoch (no checkpoint picking on dev). Learning rate per method (`--method_lr`): 1e-4
-for `full` (picked on RTE seed 0 between 3e-5 and 1e-4, see configs/glue_rte.py) and 5e-4
+for `full` (picked on RTE seed 0 between 3e-5 and 1e-4, see configs/glue.py) and 5e-4
 for the sparse methods (fish, random_mask, bitfit, ird, sift), 5e-4 for lora/dora and
 their `*_fish` variants (the LoRA paper's range for RoBERTa-base on GLUE) and 1e-3 for
 adapter/adapter_fish (the top of the usual Houlsby sweep) — common choices, not tuned here;
@@ -89,18 +89,30 @@ import time
 import traceback
 from typing import Any
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import readme_blocks  # noqa: E402
-from fishjax.data import get_task  # noqa: E402
-from fishjax.io_utils import (  # noqa: E402
+from benchmarks import plots, readme_blocks  # noqa: E402
+from benchmarks.cells import (  # noqa: E402
+    METHOD_ORDER,
+    TASK_ORDER,
+    cell_id,
+    ordered,
+    score_of,
+    trainable_fraction,
+)
+from configs import glue as glue_configs  # noqa: E402
+from fishjax.core.io import (  # noqa: E402
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     read_json,
 )
+from fishjax.data import get_task  # noqa: E402
+from fishjax.methods import available_methods  # noqa: E402
+from fishjax.train.trainer import train_and_evaluate  # noqa: E402
 
 log = logging.getLogger("fishjax.benchmarks")
 
@@ -110,13 +122,6 @@ QUICK_METHODS = ("full", "bitfit", "random_mask", "fish", "ird", "sift")
 QUICK_OVERRIDES = ("data.max_train_samples=640", "train.num_epochs=1.0",
                    "method.fisher.num_samples=256", "method.ird.pool_size=256")
 DEFAULT_TRAIN_SUBSET = "sst2=8000"
-# Display order of the derived tables (README); tasks/methods not listed follow, sorted.
-TASK_ORDER = ("rte", "mrpc", "sst2", "cola", "stsb", "qnli", "qqp", "mnli", "wnli")
-METHOD_ORDER = ("full", "bitfit", "random_mask", "fish", "ird", "sift",
-                "lora", "lora_fish", "lora_fish_warmup", "lora_fish_random",
-                "lora_fish_reversed", "adapter", "adapter_fish", "adapter_fish_warmup",
-                "adapter_fish_random", "adapter_fish_reversed", "dora", "dora_fish",
-                "dora_fish_warmup", "dora_fish_random", "dora_fish_reversed")
 # Training-set sizes of the GLUE tasks (for the time estimate when no TSV folder is given).
 GLUE_TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846,
                     "mnli": 392702, "qnli": 104743, "rte": 2490, "wnli": 635}
@@ -151,10 +156,6 @@ DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,
 FALLBACK_CELL_OVERHEAD_S = 90.0
 # README blocks (benchmarks/readme_blocks.py): `<!-- glue-table:begin <results.json> -->`.
 README_BLOCK = "glue-table"
-
-
-def cell_id(task: str, method: str, seed: int) -> str:
-    return f"{task}-{method}-s{seed}"
 
 
 def parse_value(text: str):
@@ -269,9 +270,7 @@ def cell_overrides(method: str, args) -> list[str]:
 
 
 def cell_config(task: str, method: str, seed: int, args):
-    import importlib
-
-    config = importlib.import_module(f"configs.glue_{task}").get_config()
+    config = glue_configs.get_config(task)
     config.seed = seed
     config.method.name = base_method(method)
     config.model.name = args.model
@@ -301,16 +300,12 @@ def _run_info(workdir: str) -> dict:
 
 def device_label() -> str:
     """What the cell ran on, e.g. `cpu` or `gpu: NVIDIA H100 80GB HBM3` (first device)."""
-    import jax
-
     kind = jax.devices()[0].device_kind
     backend = jax.default_backend()
     return backend if kind == backend else f"{backend}: {kind}"
 
 
 def run_cell(task: str, method: str, seed: int, args) -> dict:
-    from fishjax.trainer import train_and_evaluate
-
     config = cell_config(task, method, seed, args)
     workdir = os.path.join(args.out, "cells", cell_id(task, method, seed))
     t0 = time.perf_counter()
@@ -356,31 +351,6 @@ def run_cell(task: str, method: str, seed: int, args) -> dict:
 # -- scores and tables -------------------------------------------------------------------
 
 
-def score_of(cell: dict) -> float | None:
-    """The reported score of a cell: its final dev main metric (no dev-set model picking)."""
-    final = cell.get("final") or {}
-    key = cell["main_metric"]
-    if key not in final:  # MNLI: metrics are prefixed by the eval split
-        key = next((k for k in final if k.endswith("/" + cell["main_metric"])), None)
-    return None if key is None else float(final[key])
-
-
-def total_params_of(cell: dict, cells: dict[str, dict]) -> int | None:
-    """The model's parameter count for a cell: its own record, else the trainable count of
-    an ok `full` cell of the same task (full fine-tuning trains every parameter)."""
-    if cell.get("total_params"):
-        return int(cell["total_params"])
-    full = [c for c in cells.values() if c.get("method") == "full" and c.get("status") == "ok"
-            and c.get("task") == cell.get("task") and c.get("trainable_entries")]
-    return int(full[0]["trainable_entries"]) if full else None
-
-
-def trainable_fraction(cell: dict, cells: dict[str, dict]) -> float | None:
-    total = total_params_of(cell, cells)
-    n = cell.get("trainable_entries")
-    return None if not total or n is None else n / total
-
-
 def _span(values: list[float], fmt) -> str:
     lo, hi = min(values), max(values)
     return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}–{fmt(hi)}"
@@ -420,16 +390,12 @@ def markdown_table(cells: dict[str, dict], tasks: list[str], methods: list[str],
     return "\n".join(lines) + "\n"
 
 
-def _ordered(names: set[str], order: tuple[str, ...]) -> list[str]:
-    return [n for n in order if n in names] + sorted(names - set(order))
-
-
 def results_table(state: dict) -> str:
     """The table of every task and method in a results.json (fixed order): a function of
     the JSON alone, so a README block can be checked against it."""
     cells = state["cells"]
-    tasks = _ordered({c["task"] for c in cells.values()}, TASK_ORDER)
-    methods = _ordered({c["method"] for c in cells.values()}, METHOD_ORDER)
+    tasks = ordered({c["task"] for c in cells.values()}, TASK_ORDER)
+    methods = ordered({c["method"] for c in cells.values()}, METHOD_ORDER)
     return markdown_table(cells, tasks, methods)
 
 
@@ -610,8 +576,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.tasks = args.tasks or "rte"
         args.seeds = args.seeds or "0"
         if args.methods is None:
-            from fishjax.methods import available_methods
-
             args.methods = ",".join(m for m in QUICK_METHODS if m in available_methods())
         args.out = args.out or QUICK_OUT
         args.set = list(QUICK_OVERRIDES) + args.set
@@ -658,8 +622,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--report: {results_path} does not exist")
     cells = state["cells"]
     if args.derive_table:  # `--report` alone: every task and method in results.json
-        tasks = _ordered({c["task"] for c in cells.values()}, TASK_ORDER)
-        methods = _ordered({c["method"] for c in cells.values()}, METHOD_ORDER)
+        tasks = ordered({c["task"] for c in cells.values()}, TASK_ORDER)
+        methods = ordered({c["method"] for c in cells.values()}, METHOD_ORDER)
 
     # Seed-major order: every method on every task for seed 0 first, so a partial grid
     # already compares methods.
@@ -695,8 +659,6 @@ def main(argv=None) -> dict:
     if args.json:
         atomic_write_json(args.json, state)
     if args.plots:
-        from benchmarks import plots
-
         written = plots.make_plots(args.out)
         print("plots: " + ", ".join(written))
     if args.readme:

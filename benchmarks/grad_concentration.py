@@ -36,10 +36,21 @@ import re
 import sys
 import time
 
+import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from fishjax.core.io import atomic_write_json  # noqa: E402
+from fishjax.core.tree import leaf_paths  # noqa: E402
+from fishjax.data import get_task, iterate_batches, load_split, tokenize_split  # noqa: E402
+from fishjax.models import (  # noqa: E402
+    init_params,
+    load_model,
+    load_tokenizer,
+    objectives,
+)
 
 SIFT_ELIGIBLE = r"attention/(self/(query|key|value)|output/dense)/(kernel|bias)$"
 GROUPS = {"all": None, "encoder": r"^encoder/", "sift_eligible": SIFT_ELIGIBLE}
@@ -82,10 +93,6 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 
 def run_model(params, loss_fn, batches, fractions) -> dict:
-    import jax
-
-    from fishjax.tree import leaf_paths
-
     grad_fn = jax.jit(jax.grad(loss_fn))
     paths = leaf_paths(params)
     per_batch, acc = [], None
@@ -173,15 +180,6 @@ def main(argv=None) -> dict:
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-    import jax
-
-    from fishjax import objectives
-    from fishjax.data import get_task, load_split, tokenize_split
-    from fishjax.io_utils import atomic_write_json
-    from fishjax.models import init_params, load_model, load_tokenizer
-    from fishjax.trainer import iterate_batches
-
     fractions = [float(x) for x in args.fractions.split(",")]
     task = get_task(args.task)
     raw = load_split(task, task.train_split, os.path.join(args.glue_dir, task.glue_folder))

@@ -31,7 +31,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import glue, readme_blocks  # noqa: E402
-from fishjax.io_utils import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from benchmarks.cells import cell_id, score_of  # noqa: E402
+from configs import default  # noqa: E402
+from fishjax.core.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
 METHODS = ("fish", "ird")
 # README block (benchmarks/readme_blocks.py): `<!-- ird-table:begin <out>/report.json -->`;
@@ -45,8 +47,6 @@ def setting_dir(out: str, pool: int, keep: float) -> str:
 
 def overrides(pool: int, keep: float) -> list[str]:
     """`--set` assignments for a setting: only those that differ from the defaults."""
-    from configs import default
-
     d = default.get_config().method
     sets = []
     if pool != d.fisher.num_samples:
@@ -70,7 +70,7 @@ def reuse_cells(source: str, target: str, sets: list[str], tasks: list[str],
     n = 0
     for t in tasks:
         for s in seeds:
-            cid = glue.cell_id(t, "fish", s)
+            cid = cell_id(t, "fish", s)
             cell = src.get(cid)
             if (cid in state["cells"] or not cell or cell.get("status") != "ok"
                     or list(cell.get("overrides", [])) != sets):
@@ -101,7 +101,7 @@ def comparison(out: str, tasks: list[str], pools: list[int], keeps: list[float])
                 by = {m: {c["seed"]: c for c in cells.values()
                           if c["task"] == t and c["method"] == m and c["status"] == "ok"}
                       for m in METHODS}
-                score = {m: {s: 100 * glue.score_of(c) for s, c in by[m].items()}
+                score = {m: {s: 100 * score_of(c) for s, c in by[m].items()}
                          for m in METHODS}
                 paired = sorted(set(score["fish"]) & set(score["ird"]))
                 cost = {m: {k: [c["method_summary"].get(k) for c in by[m].values()

@@ -24,7 +24,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import glue  # noqa: E402
-from fishjax.io_utils import atomic_write_json, read_json  # noqa: E402
+from benchmarks.cells import cell_id  # noqa: E402
+from fishjax.core.io import atomic_write_json, read_json  # noqa: E402
 
 SKIP = shutil.ignore_patterns("checkpoints", "best", "export")
 _VOLATILE = ("workdir", "merged_from", "method", "base_method")
@@ -62,7 +63,7 @@ def merge(out: str, sources: list[str], replace: bool = False) -> dict:
             if cell.get("status") != "ok":
                 continue
             method = canonical_method(cell)
-            new_id = glue.cell_id(cell["task"], method, cell["seed"])
+            new_id = cell_id(cell["task"], method, cell["seed"])
             have = state["cells"].get(new_id)
             if have is not None and have.get("status") == "ok" and not _same(have, cell):
                 raise SystemExit(f"cell {new_id}: {src_path} has a different finished result "

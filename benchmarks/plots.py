@@ -25,7 +25,6 @@ from the seed alone, so its masks of one seed agree across tasks (Jaccard 1).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -35,17 +34,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.glue import (  # noqa: E402
+from benchmarks.cells import (  # noqa: E402
     METHOD_ORDER,
     TASK_ORDER,
-    _ordered,
     cell_id,
+    ordered,
     score_of,
     trainable_fraction,
 )
-from fishjax.io_utils import atomic_write, atomic_write_json, read_json  # noqa: E402
+from fishjax.artifacts.mask_file import MASK_FILE, read_mask  # noqa: E402
+from fishjax.core.io import atomic_write, atomic_write_json, read_json  # noqa: E402
 
-MASK_FILE = "mask.safetensors"
 DEFAULT_HEAD_REGEX = r"^classifier/"
 _LAYER = re.compile(r"(?:^|/)layers?[_/](\d+)(?:/|$)")
 
@@ -70,35 +69,6 @@ def cell_workdir(cell: dict, out: str) -> str | None:
         if d and os.path.isdir(d):
             return d
     return None
-
-
-def _like_from_shapes(shapes: dict[str, list[int]]) -> dict:
-    """A params-like tree of zero-stride arrays (no memory) with these `/`-paths and shapes."""
-    tree: dict = {}
-    for path, shape in shapes.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = np.broadcast_to(np.zeros((), np.bool_), tuple(shape))
-    return tree
-
-
-def read_mask(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """({leaf path: bool array}, metadata) of a mask file, via fishjax.masks.load_mask."""
-    import jax
-    from safetensors import safe_open
-
-    from fishjax import masks
-    from fishjax.tree import leaf_paths
-
-    with safe_open(path, framework="numpy") as f:
-        header = (f.metadata() or {}).get(masks._META_KEY)
-    if header is None:
-        raise masks.MaskError(f"{path!r} is not a fishjax mask file")
-    like = _like_from_shapes(json.loads(header)["shapes"])
-    mask, meta = masks.load_mask(path, like)
-    return dict(zip(leaf_paths(mask), jax.tree_util.tree_leaves(mask), strict=True)), meta
 
 
 def head_regex_of(workdir: str, method: str) -> str:
@@ -278,10 +248,10 @@ def _method_style(methods: list[str]) -> dict[str, dict[str, Any]]:
 def plot_scores(points: dict, path: str) -> None:
     tasks = sorted(points, key=_task_rank)
     fig, axes = _grid(max(len(tasks), 1))
-    methods = _ordered({m for t in points.values() for m in t}, METHOD_ORDER)
+    methods = ordered({m for t in points.values() for m in t}, METHOD_ORDER)
     style = _method_style(methods)
     for ax, task in zip(axes, tasks, strict=False):
-        for method in _ordered(set(points[task]), METHOD_ORDER):
+        for method in ordered(set(points[task]), METHOD_ORDER):
             p = points[task][method]
             if p["fraction"] is None:
                 continue
@@ -305,7 +275,7 @@ def plot_scores(points: dict, path: str) -> None:
 
 
 def plot_density(density: dict, path: str) -> None:
-    methods = _ordered(set(density), METHOD_ORDER)
+    methods = ordered(set(density), METHOD_ORDER)
     fig, axes = _grid(max(len(methods), 1))
     for ax, method in zip(axes, methods, strict=False):
         for task in sorted(density[method], key=_task_rank):
@@ -322,7 +292,7 @@ def plot_density(density: dict, path: str) -> None:
 
 
 def plot_jaccard(table: dict, path: str) -> None:
-    methods = _ordered(set(table), METHOD_ORDER)
+    methods = ordered(set(table), METHOD_ORDER)
     fig, axes = _grid(max(len(methods), 1), width=5.0, height=4.4)
     for ax, method in zip(axes, methods, strict=False):
         labels, matrix = table[method]["labels"], np.asarray(table[method]["matrix"])

@@ -17,7 +17,7 @@ import difflib
 import os
 from typing import NamedTuple
 
-from fishjax.io_utils import atomic_write_text
+from fishjax.core.io import atomic_write_text
 
 
 class ReadmeError(ValueError):

@@ -37,15 +37,19 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs import quickstart  # noqa: E402
+from fishjax.core.io import atomic_write_json  # noqa: E402
+from fishjax.core.tree import tree_bytes  # noqa: E402
+from fishjax.train.trainer import Trainer  # noqa: E402
+
 
 def method_config(spec: str):
     """The quickstart config at seq 128 / batch 32 for a method spec (see module doc)."""
-    from configs import quickstart
-
     config = quickstart.get_config()
     name, _, rate = spec.partition("@")
     if name == "fish_sparse":
@@ -65,22 +69,14 @@ def method_config(spec: str):
 
 
 def measure(spec: str, steps: int) -> dict:
-    import jax
-
-    from fishjax.sharding import put_batch
-    from fishjax.trainer import Trainer, iterate_batches
-    from fishjax.tree import tree_bytes
-
     config = method_config(spec)
     workdir = tempfile.mkdtemp(prefix=f"step-cost-{spec.replace('@', '-')}-")
     trainer = Trainer(config, workdir)
-    batches = [put_batch(b, trainer.mesh) for b in
-               iterate_batches(trainer.data.train, 32, seed=0, epoch=0, shuffle=True)]
+    batches = [trainer.place(b) for b in trainer.epoch_batches(0)]
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        trainer.state, metrics = trainer.train_step(trainer.state, trainer.frozen,
-                                                    batches[i % len(batches)])
+        metrics = trainer.step(batches[i % len(batches)])
         jax.block_until_ready(metrics["loss"])
         if i >= 2:  # the first two include compilation
             times.append(time.perf_counter() - t0)
@@ -97,8 +93,8 @@ def measure(spec: str, steps: int) -> dict:
                 fwd_times.append(time.perf_counter() - t0)
         forward_s = float(np.median(fwd_times))
     summary = trainer.setup.summary()
-    if trainer.setup.save_artifacts is not None:  # the delta file the trainer writes
-        paths = trainer.setup.save_artifacts(jax.device_get(trainer.state.trainable), workdir)
+    paths = trainer.save_artifacts()  # the files a finished run writes, if any
+    if paths is not None:
         artifact = sum(os.path.getsize(p) for p in paths.values())
     else:
         artifact = tree_bytes(trainer.setup.dense_params(trainer.state.trainable))
@@ -164,8 +160,6 @@ def main(argv=None) -> dict:
             if r.get("forward_s") and full.get("forward_s"):
                 r["forward_ratio_vs_full"] = r["forward_s"] / full["forward_s"]
 
-    import jax
-
     result = {"model": "minilm-l6", "seq_len": 128, "batch": 32, "steps": args.steps,
               "methods": per_method, "checks": checks(per_method),
               "backend": jax.default_backend(),
@@ -175,8 +169,6 @@ def main(argv=None) -> dict:
                       for m, r in per_method.items()}, indent=2))
     print(json.dumps(result["checks"], indent=2))
     if args.json:
-        from fishjax.io_utils import atomic_write_json
-
         atomic_write_json(args.json, result)
     return result
 

@@ -25,16 +25,25 @@ batch, seq_len, steps, warmup, threads, fishjax overrides), versions and the mac
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.glue import apply_override  # noqa: E402
+from configs import quickstart  # noqa: E402
+from fishjax.core.io import atomic_write_json  # noqa: E402
+from fishjax.models import resolve_model_dir  # noqa: E402
+from fishjax.train.trainer import Trainer  # noqa: E402
 
 LR = 1e-4
 
@@ -56,9 +65,6 @@ def make_batches(n: int, vocab: int, batch: int = 32, seq: int = 128,
 
 
 def fishjax_config(model: str, overrides: list[str], batch: int = 32, seq: int = 128):
-    from benchmarks.glue import apply_override
-    from configs import quickstart
-
     config = quickstart.get_config()
     config.method.name = "full"
     config.model.name = model
@@ -75,24 +81,16 @@ def fishjax_config(model: str, overrides: list[str], batch: int = 32, seq: int =
 def time_fishjax(model: str, steps: int, warmup: int, overrides: list[str], batch: int = 32,
                  seq: int = 128) -> list[float]:
     """Seconds per step of the trainer's compiled train step (after `warmup` steps)."""
-    import tempfile
-
-    import jax
-
-    from fishjax.sharding import put_batch
-    from fishjax.trainer import Trainer
-
     trainer = Trainer(fishjax_config(model, overrides, batch, seq),
                       tempfile.mkdtemp(prefix="train-throughput-"))
-    batches = [put_batch(b, trainer.mesh) for b in
+    batches = [trainer.place(b) for b in
                make_batches(min(steps + warmup, 8), trainer.model.config.vocab_size, batch,
                             seq)]
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        trainer.state, metrics = trainer.train_step(trainer.state, trainer.frozen,
-                                                    batches[i % len(batches)])
-        jax.block_until_ready((trainer.state, metrics))
+        # One compiled program: its outputs (metrics and new state) are ready together.
+        jax.block_until_ready(trainer.step(batches[i % len(batches)]))
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
@@ -106,8 +104,6 @@ def time_torch(model: str, steps: int, warmup: int, threads: int, batch: int = 3
         from transformers import BertForSequenceClassification
     except ImportError:
         return None
-    from fishjax.models.hub import resolve_model_dir
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = BertForSequenceClassification.from_pretrained(resolve_model_dir(model),
@@ -144,13 +140,11 @@ def run_child(framework: str, args) -> list[float] | None:
 
 
 def _versions() -> dict[str, str | None]:
-    import importlib.metadata as md
-
     out = {}
     for pkg in ("jax", "jaxlib", "flax", "optax", "torch", "transformers"):
         try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
             out[pkg] = None
     return out
 
@@ -196,8 +190,6 @@ def main(argv=None) -> dict:
         print(f"{fw}: " + ("not installed" if r is None else
                            f"{r:.2f} ex/s (median {np.median(times[fw]):.3f} s/step)"),
               flush=True)
-    import jax
-
     fj, th = rate(times.get("fishjax"), args.batch), rate(times.get("torch"), args.batch)
     result = {
         "fishjax_ex_per_s": fj, "torch_ex_per_s": th,
@@ -211,8 +203,6 @@ def main(argv=None) -> dict:
     }
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("_step_s")}, indent=2))
     if args.json:
-        from fishjax.io_utils import atomic_write_json
-
         atomic_write_json(args.json, result)
     return result
 

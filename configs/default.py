@@ -123,9 +123,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Examples per vmapped chunk inside a batch: "auto" (1 on CPU; on GPU/TPU the largest
     # of 8/4/2/1 dividing fisher.batch_size) or an int.
     config.method.fisher.chunk_size = "auto"
-    # IRD (method `ird`; our reconstruction of Dong et al., 2024, see fishjax/ird.py): rounds
-    # that keep the samples and the parameter entries with more Fisher information. Its
-    # Fisher passes use method.fisher.mode, batch_size and chunk_size (not num_samples).
+    # IRD (method `ird`; our reconstruction of Dong et al., 2024, see
+    # fishjax/selection/ird.py): rounds that keep the samples and the parameter entries with
+    # more Fisher information. Its Fisher passes use method.fisher.mode, batch_size and
+    # chunk_size (not num_samples).
     config.method.ird = ml_collections.ConfigDict()
     # N0: the candidate pool, a seeded (config.seed) random subset of the training set
     # (all of it when smaller).
@@ -156,7 +157,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.method.ird.best_dev_steps = 50
 
     # Mask methods (fish, random_mask, bitfit, ird): train the mask's entries as a sparse
-    # increment W = W0 + scatter(indices, delta) (fishjax.sparse): gradients and AdamW
+    # increment W = W0 + scatter(indices, delta) (fishjax.params.sparse): gradients and AdamW
     # state exist only for the k selected entries and the head, and a finished run writes
     # <workdir>/delta.safetensors. False: dense masked training (the reference path).
     # `sift` always trains this way.
@@ -188,7 +189,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Batches for grad_source="first_n_batches".
     config.method.sift.num_batches = 4
 
-    # PEFT methods and FISH-Tuning (fishjax/methods/fish_tuning.py): lora, dora, adapter
+    # PEFT methods and FISH-Tuning (fishjax/methods/peft.py): lora, dora, adapter
     # (vanilla, at the target size) and lora_fish, dora_fish, adapter_fish (built at
     # search_factor x the target size, the top K Fisher-scored entries trained, K = the
     # vanilla count). The head (method.head_regex) is trained densely, outside K.

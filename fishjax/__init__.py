@@ -1,3 +1,5 @@
 """fishjax: data-aware sparse fine-tuning of pretrained transformers in JAX/Flax."""
 
-__version__ = "0.1.0"
+from fishjax.core.version import __version__
+
+__all__ = ["__version__"]

@@ -36,7 +36,8 @@ def build_tiny_model_dir(path: str, model_type: str = "bert", num_labels: int = 
     """Writes a random tiny encoder + WordPiece tokenizer as a Hugging Face folder."""
     from transformers import BertTokenizerFast
 
-    from fishjax.models import EncoderConfig, export_hf_folder, init_params
+    from fishjax.artifacts.hf_export import export_hf_folder
+    from fishjax.models import EncoderConfig, init_params
 
     tok_dir = os.path.join(path, "_tokenizer")
     os.makedirs(tok_dir, exist_ok=True)
@@ -82,3 +83,22 @@ def tiny_config(tiny_model_dir, tmp_path):
 def glue_task_dir(folder: str) -> str:
     """Path of a shared GLUE task folder; the caller skips when it is absent."""
     return os.path.join(GLUE_DIR, folder)
+
+
+def initial_params(config):
+    """The params a run of `config` starts from: the model with the trainer's head key."""
+    from fishjax.models import load_model
+
+    head_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)[0]
+    return load_model(config.model.name, 2, key=head_key).params
+
+
+def latest_trainable(workdir: str):
+    """The trainable tree of a workdir's latest checkpoint."""
+    from fishjax.train.checkpoints import Checkpoints
+
+    ckpt = Checkpoints(workdir)
+    try:
+        return ckpt.restore_latest(None)["trainable"]
+    finally:
+        ckpt.close()

@@ -112,7 +112,7 @@ def write_artifacts(config, workdir: str) -> None:
     its initial trainable tree)."""
     import jax
 
-    from fishjax.trainer import Trainer
+    from fishjax.train.trainer import Trainer
 
     trainer = Trainer(config, workdir)
     if trainer.setup.save_artifacts is not None:

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from benchmarks import cells as grid_cells
 from benchmarks import glue
 from fishjax.data import get_task, load_split
 
@@ -38,7 +39,7 @@ def test_grid_resumes_and_isolates_crashes(tiny_model_dir, tmp_path, monkeypatch
     assert json.load(open(tmp_path / "copy.json")) == state
 
     table = open(f"{out}/results.md").read()
-    scores = [100 * glue.score_of(cells[f"rte-full-s{s}"]) for s in (0, 1)]
+    scores = [100 * grid_cells.score_of(cells[f"rte-full-s{s}"]) for s in (0, 1)]
     assert f"| full | {sum(scores) / 2:.1f} ±" in table
     assert "| nope | –" in table
 
@@ -71,7 +72,7 @@ def _state():
              _cell("rte", "fish", 0, 0.52, 5), _cell("mrpc", "fish", 0, 0.80, 5),
              {"status": "error", "task": "mrpc", "method": "lora_x", "seed": 0,
               "main_metric": "f1_acc_mean", "error": "boom"}]
-    return {"cells": {glue.cell_id(c["task"], c["method"], c["seed"]): c for c in cells}}
+    return {"cells": {grid_cells.cell_id(c["task"], c["method"], c["seed"]): c for c in cells}}
 
 
 def test_results_table_is_a_function_of_the_json():
@@ -87,10 +88,10 @@ def test_results_table_is_a_function_of_the_json():
 def test_total_params_falls_back_to_the_full_cell():
     state = _state()
     fish = dict(state["cells"]["rte-fish-s0"], total_params=None)
-    assert glue.total_params_of(fish, state["cells"]) == 1000
+    assert grid_cells.total_params_of(fish, state["cells"]) == 1000
     lone = dict(state["cells"]["mrpc-fish-s0"], total_params=None)
-    assert glue.total_params_of(lone, state["cells"]) is None
-    assert glue.trainable_fraction(fish, state["cells"]) == 0.005
+    assert grid_cells.total_params_of(lone, state["cells"]) is None
+    assert grid_cells.trainable_fraction(fish, state["cells"]) == 0.005
 
 
 def _readme(tmp_path, block="old\n"):

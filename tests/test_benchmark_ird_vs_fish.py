@@ -78,7 +78,7 @@ def test_readme_block_is_written_from_the_report(tmp_path):
 def test_repo_readme_ird_tables_match_committed_results():
     """Each ird-table block of the README is the report of its folder's results."""
     from benchmarks import readme_blocks
-    from fishjax.io_utils import read_json
+    from fishjax.core.io import read_json
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     readme = os.path.join(repo, "README.md")

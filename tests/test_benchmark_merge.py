@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from benchmarks import cells as grid_cells
 from benchmarks import glue, merge_results
 
 
@@ -21,7 +22,7 @@ def _part(root, name, cells):
     folder = root / name
     state = {"cells": {}}
     for c in cells:
-        cid = glue.cell_id(c["task"], c["method"], c["seed"])
+        cid = grid_cells.cell_id(c["task"], c["method"], c["seed"])
         state["cells"][cid] = {**c, "workdir": str(folder / "cells" / cid)}
         os.makedirs(folder / "cells" / cid / "checkpoints")
         (folder / "cells" / cid / "mask.safetensors").write_bytes(cid.encode())

@@ -8,8 +8,10 @@ import os
 import numpy as np
 import pytest
 
+from benchmarks import cells as grid_cells
 from benchmarks import glue, plots
-from fishjax import masks
+from fishjax.artifacts.mask_file import save_mask
+from fishjax.core.tree import count_true
 
 pytest.importorskip("matplotlib")
 
@@ -39,17 +41,17 @@ def _grid(tmp_path):
              ("mrpc", "fish", 0, 0.80, _mask([], [0, 1, 2, 3], [2, 3])),  # disjoint
              ("rte", "full", 0, 0.70, None)]
     for task, method, seed, score, mask in specs:
-        cid = glue.cell_id(task, method, seed)
+        cid = grid_cells.cell_id(task, method, seed)
         workdir = out / "cells" / cid
         workdir.mkdir(parents=True)
-        trainable = 72 if mask is None else masks.count_selected(mask)
+        trainable = 72 if mask is None else count_true(mask)
         cells[cid] = {"status": "ok", "task": task, "method": method, "seed": seed,
                       "main_metric": glue.get_task(task).main_metric,
                       "final": {glue.get_task(task).main_metric: score},
                       "trainable_entries": trainable, "total_params": 72,
                       "workdir": "/nonexistent/elsewhere"}
         if mask is not None:
-            masks.save_mask(str(workdir / plots.MASK_FILE), mask, {"method": method})
+            save_mask(str(workdir / plots.MASK_FILE), mask, {"method": method})
             (workdir / "config.json").write_text(json.dumps(
                 {"method": {"name": method, "head_regex": r"^classifier/"}}))
     cells["mrpc-sift-s0"] = {"status": "error", "task": "mrpc", "method": "sift", "seed": 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fishjax.checkpoints import Checkpoints
+from fishjax.train.checkpoints import Checkpoints
 
 
 def test_best_keeps_only_finite_improvements(tmp_path):

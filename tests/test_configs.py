@@ -12,24 +12,38 @@ import sys
 import pytest
 
 from fishjax.data import get_task
-from fishjax.validation import validate_config
+from fishjax.train.validation import validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 CONFIG_NAMES = [os.path.basename(p)[:-3] for p in CONFIG_FILES if not p.endswith("__init__.py")]
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+# Every config: a file, or `glue:<task>` (configs/glue.py with the task as its argument).
+CONFIGS = CONFIG_NAMES + [f"glue:{t}" for t in GLUE_TASKS]
+
+
+def _load(name: str):
+    module, _, arg = name.partition(":")
+    get_config = importlib.import_module(f"configs.{module}").get_config
+    return get_config(arg) if arg else get_config()
 
 
 def test_there_is_a_config_for_every_glue_task():
-    glue = {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
-    assert {f"glue_{t}" for t in glue} <= set(CONFIG_NAMES)
-    assert {"default", "quickstart"} <= set(CONFIG_NAMES)
+    from configs import glue
+
+    assert set(glue.TASKS) == set(GLUE_TASKS)
+    assert {"default", "quickstart", "glue", "glue_rte"} <= set(CONFIG_NAMES)
+    with pytest.raises(ValueError, match="unknown task"):
+        glue.get_config("nope")
 
 
-@pytest.mark.parametrize("name", CONFIG_NAMES)
+@pytest.mark.parametrize("name", CONFIGS)
 def test_config_loads_and_validates(name):
-    config = importlib.import_module(f"configs.{name}").get_config()
+    config = _load(name)
     validate_config(config)
     get_task(config.task)
+    if name.startswith("glue:"):
+        assert get_task(config.task).name == name[len("glue:"):]
     if name.startswith("glue_"):
         assert get_task(config.task).name == name[len("glue_"):]
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fishjax import objectives
-from fishjax.fisher import FisherError, fisher_scores
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params
+from fishjax.core.errors import FisherError
+from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
+from fishjax.selection.fisher import fisher_scores
 
 B, L = 8, 12
 

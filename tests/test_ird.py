@@ -1,4 +1,4 @@
-"""IRD (fishjax.ird, method `ird`) and the generic Fisher pass it runs on.
+"""IRD (fishjax.selection.ird, method `ird`) and the generic Fisher pass it runs on.
 
 Acceptance: a_s = a_p = 1 with one round gives FISH's mask on the same samples bitwise;
 each s_i equals a brute-force per-example sum restricted to P_t; ranges are nested; the
@@ -15,21 +15,19 @@ import jax
 import numpy as np
 import pytest
 
-from fishjax import objectives
-from fishjax.data import TokenizedSplit
-from fishjax.fisher import FisherError, fisher_pass, fisher_scores
-from fishjax.ird import (
-    IRDError,
+from fishjax.core.errors import FisherError, IRDError
+from fishjax.core.tree import count_true, match_tree
+from fishjax.data import TokenizedSplit, index_batches
+from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
+from fishjax.selection.fisher import fisher_pass, fisher_scores
+from fishjax.selection.ird import (
     IRDOptions,
     draw_pool,
-    index_batches,
     keep_top_samples,
     resolve_schedule,
     run_ird,
 )
-from fishjax.masks import count_selected, top_k_mask
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params
-from fishjax.tree import match_tree
+from fishjax.selection.topk import top_k_mask
 
 N, BS = 40, 8
 ELIGIBLE = r"^(embeddings|encoder|pooler)/"  # everything but the head
@@ -179,12 +177,12 @@ def test_rounds_match_brute_force_and_shrink(tiny, sq, ranking, k, pool_size):
     res = run_ird(loss_fn, params, data, eligible=elig, k=k, options=opts, seed=5,
                   batch_size=BS, progress=False, keep_history=True)
     p0 = res.history[0].range_mask
-    assert count_selected(p0) == res.trace["eligible_entries"]
+    assert count_true(p0) == res.trace["eligible_entries"]
 
     ranking_passes = scoring_passes = 0
     known_mass: tuple | None = None  # (mask, ids) of the last ranking pass
     for t, (rec, row) in enumerate(zip(res.history, res.trace["rounds"], strict=True)):
-        n, m = len(rec.samples), count_selected(rec.range_mask)
+        n, m = len(rec.samples), count_true(rec.range_mask)
         kept = res.candidates[t].samples
         n_next = max(min(n_min, n), math.ceil(n / 2))
         assert len(kept) == row["samples_kept"] == n_next
@@ -206,10 +204,10 @@ def test_rounds_match_brute_force_and_shrink(tiny, sq, ranking, k, pool_size):
         if nxt is not None:
             assert all(np.all(a | ~b) for a, b in zip(_leaves(rec.range_mask), _leaves(nxt),
                                                       strict=True))
-            assert count_selected(nxt) == max(k, math.ceil(m / 2)) == row["params_kept"]
+            assert count_true(nxt) == max(k, math.ceil(m / 2)) == row["params_kept"]
             assert np.all(np.isin(res.history[t + 1].samples, rec.samples))
         cand = res.candidates[t].mask(params)
-        assert count_selected(cand) == k
+        assert count_true(cand) == k
         # Passes: ranking unless nothing is dropped or the masses are known; scoring
         # unless F over exactly S_{t+1} is known.
         if n_next < n:
@@ -221,7 +219,7 @@ def test_rounds_match_brute_force_and_shrink(tiny, sq, ranking, k, pool_size):
                 known_mass = (rec.ranking_mask, rec.samples)
         if t == 0 or n_next < n:
             scoring_passes += n_next
-    assert count_selected(res.mask) == k
+    assert count_true(res.mask) == k
     assert res.backward_passes == ranking_passes + scoring_passes == sum(
         r["ranking_pass_examples"] + r["scoring_pass_examples"] for r in res.trace["rounds"])
     if ranking == "all":
@@ -260,7 +258,7 @@ def test_schedule_sizes(tiny):
     p0 = res.trace["eligible_entries"]
     assert [r["samples_kept"] for r in rows] == [16, 10, 10]
     assert [r["params_kept"] for r in rows] == [math.ceil(p0 / 2), math.ceil(p0 / 4), 1000]
-    assert res.trace["stop_reason"] == "schedule_end" and count_selected(res.mask) == 800
+    assert res.trace["stop_reason"] == "schedule_end" and count_true(res.mask) == 800
     with pytest.raises(IRDError, match="grow"):
         resolve_schedule(((8, 0.5), (16, 0.25)), 24, p0)
 
@@ -286,7 +284,8 @@ def test_bad_options(tiny):
 
 def test_config_validation_names_the_field():
     from configs import default
-    from fishjax.validation import ConfigError, validate_config
+    from fishjax.core.errors import ConfigError
+    from fishjax.train.validation import validate_config
 
     config = default.get_config()
     config.method.name = "ird"
@@ -324,7 +323,7 @@ def test_best_dev_picks_the_best_scored_candidate(tiny):
     assert best.trace["final"]["round"] == 1 and "optimistic" in best.trace["final"]["note"]
     assert _trees_equal(best.mask, target.mask(params))
     np.testing.assert_array_equal(best.samples, target.samples)
-    assert count_selected(best.mask) == 300
+    assert count_true(best.mask) == 300
     distinct = 1 + sum(not _trees_equal(a.mask_indices, b.mask_indices)
                        for a, b in zip(last.candidates, last.candidates[1:], strict=False))
     assert len(calls) == distinct
@@ -339,10 +338,10 @@ def test_best_dev_picks_the_best_scored_candidate(tiny):
 
 
 def test_ird_method_through_the_trainer(tiny_config, tmp_path):
-    from fishjax.masks import load_mask
+    from fishjax.artifacts.mask_file import load_mask
+    from fishjax.core.tree import count_params, leaf_paths
     from fishjax.models import load_model
-    from fishjax.trainer import train_and_evaluate
-    from fishjax.tree import count_params, leaf_paths
+    from fishjax.train.trainer import train_and_evaluate
 
     config = tiny_config
     config.method.name = "ird"
@@ -353,7 +352,7 @@ def test_ird_method_through_the_trainer(tiny_config, tmp_path):
     res = train_and_evaluate(config, workdir)
     params = load_model(config.model.name, 2, key=jax.random.PRNGKey(0)).params
     mask, meta = load_mask(os.path.join(workdir, "mask.safetensors"), params)
-    assert count_selected(mask) == round(0.05 * count_params(params))  # head in the budget
+    assert count_true(mask) == round(0.05 * count_params(params))  # head in the budget
     for path, m in zip(leaf_paths(mask), _leaves(mask), strict=True):
         if path.startswith("classifier/"):
             assert m.all()
@@ -371,7 +370,7 @@ def test_ird_method_through_the_trainer(tiny_config, tmp_path):
 
 def test_ird_best_dev_through_the_trainer(tiny_config, tmp_path):
     """Each distinct candidate is trained briefly and scored on dev; the trace has them."""
-    from fishjax.trainer import train_and_evaluate
+    from fishjax.train.trainer import train_and_evaluate
 
     config = tiny_config
     config.method.name = "ird"

@@ -6,17 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from fishjax.masks import (
-    MaskError,
-    budget_k,
-    count_selected,
-    density,
-    load_mask,
-    random_mask,
-    regex_mask,
-    save_mask,
-    top_k_mask,
-)
+from fishjax.artifacts.mask_file import load_mask, save_mask
+from fishjax.core.errors import MaskError
+from fishjax.core.tree import count_true
+from fishjax.params.masks import density, regex_mask
+from fishjax.selection.budgets import budget_k
+from fishjax.selection.topk import random_mask, top_k_mask
 
 
 def _scores(seed=0):
@@ -30,7 +25,7 @@ def test_top_k_selects_exactly_k_highest():
     s = _scores()
     for k in (0, 1, 7, 35):
         m = top_k_mask(s, k, eligible=r"^encoder/")
-        assert count_selected(m) == k
+        assert count_true(m) == k
         assert not m["classifier"]["kernel"].any()
         if 0 < k < 35:
             chosen = np.concatenate([s["encoder"]["bias"][m["encoder"]["bias"]],
@@ -61,7 +56,7 @@ def test_random_mask_is_seeded():
     b = random_mask(p, 10, jax.random.PRNGKey(0), eligible=r"^encoder/")
     c = random_mask(p, 10, jax.random.PRNGKey(1), eligible=r"^encoder/")
     flat = lambda m: np.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(m)])
-    assert count_selected(a) == 10 and np.array_equal(flat(a), flat(b))
+    assert count_true(a) == 10 and np.array_equal(flat(a), flat(b))
     assert not np.array_equal(flat(a), flat(c))
 
 

@@ -8,11 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from fishjax.checkpoints import Checkpoints
-from fishjax.masks import count_selected, load_mask
-from fishjax.models import load_model
-from fishjax.trainer import train_and_evaluate
-from fishjax.tree import count_params, leaf_paths
+from conftest import initial_params, latest_trainable
+from fishjax.artifacts.mask_file import load_mask
+from fishjax.core.tree import count_params, count_true, leaf_paths
+from fishjax.train.trainer import train_and_evaluate
 
 
 def _run(config, workdir, method, **method_overrides):
@@ -21,12 +20,7 @@ def _run(config, workdir, method, **method_overrides):
     for k, v in method_overrides.items():
         config.method[k] = v
     res = train_and_evaluate(config, workdir)
-    initial = load_model(config.model.name, 2, key=jax.random.split(
-        jax.random.PRNGKey(config.seed), 3)[0]).params
-    ckpt = Checkpoints(workdir)
-    final = ckpt.restore_latest(None)["trainable"]
-    ckpt.close()
-    return res, initial, final
+    return res, initial_params(config), latest_trainable(workdir)
 
 
 def _changed(initial, final):
@@ -44,8 +38,8 @@ def test_mask_methods_train_exactly_the_mask(tiny_config, tmp_path, method):
     res, initial, final = _run(tiny_config, workdir, method, keep_ratio=0.05)
     mask, meta = load_mask(os.path.join(workdir, "mask.safetensors"), initial)
     n = count_params(initial)
-    assert count_selected(mask) == round(0.05 * n)  # head counted in the budget
-    assert res["method_summary"]["trainable_entries"] == count_selected(mask)
+    assert count_true(mask) == round(0.05 * n)  # head counted in the budget
+    assert res["method_summary"]["trainable_entries"] == count_true(mask)
     assert meta["method"] == method and meta["seed"] == tiny_config.seed
     moved = _changed(initial, final)
     mask_by_path = dict(zip(leaf_paths(mask), jax.tree_util.tree_leaves(mask), strict=True))
@@ -53,7 +47,7 @@ def test_mask_methods_train_exactly_the_mask(tiny_config, tmp_path, method):
         assert not (m & ~mask_by_path[path]).any(), f"{path}: unselected entries moved"
         if path.startswith("classifier/"):
             assert mask_by_path[path].all()
-    assert sum(int(m.sum()) for m in moved.values()) > 0.5 * count_selected(mask)
+    assert sum(int(m.sum()) for m in moved.values()) > 0.5 * count_true(mask)
     if method == "fish":
         assert res["method_summary"]["fisher_examples"] == 96  # all of the tiny train set
 
@@ -85,7 +79,7 @@ def test_same_seed_same_fish_mask(tiny_config, tmp_path):
 
 
 def test_reused_workdir_mask_must_match_the_config(tiny_config, tmp_path):
-    from fishjax.masks import MaskError
+    from fishjax.core.errors import MaskError
 
     workdir = str(tmp_path / "run")
     tiny_config.train.num_steps = 1
@@ -100,11 +94,11 @@ def test_reused_workdir_mask_must_match_the_config(tiny_config, tmp_path):
 
 
 def test_mask_file_without_head_still_trains_the_head(tiny_config, tmp_path):
-    from fishjax.masks import regex_mask, save_mask
+    from fishjax.artifacts.mask_file import save_mask
+    from fishjax.params.masks import regex_mask
 
     tiny_config.train.num_steps = 2
-    initial = load_model(tiny_config.model.name, 2, key=jax.random.split(
-        jax.random.PRNGKey(tiny_config.seed), 3)[0]).params
+    initial = initial_params(tiny_config)
     path = str(tmp_path / "biases.safetensors")
     save_mask(path, regex_mask(initial, r"^encoder/.*bias$"))  # no classifier entries
     res, initial, final = _run(tiny_config, str(tmp_path / "run"), "fish", mask_file=path)

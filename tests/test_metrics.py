@@ -1,4 +1,4 @@
-"""Tests for fishjax.metrics: hand-computed values, degenerate inputs, reference libraries."""
+"""Tests for fishjax.data.metrics: hand-computed values, degenerate inputs, reference libraries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fishjax.data import TASKS
-from fishjax.metrics import (
+from fishjax.data.metrics import (
     accuracy,
     compute_metrics,
     f1,

@@ -15,13 +15,13 @@ import pytest
 import safetensors.numpy
 from flax import traverse_util
 
+from fishjax.artifacts.hf_export import export_hf_folder
 from fishjax.models import (
     HEAD_REGEX,
     EncoderConfig,
     LoadedModel,
     ModelError,
     SequenceClassifier,
-    export_hf_folder,
     init_params,
     load_model,
     load_pretrained_params,

@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file as load_torch_file  # noqa: E402
 
+from fishjax.artifacts.hf_export import export_hf_folder  # noqa: E402
 from fishjax.models import (  # noqa: E402
     EncoderConfig,
     ModelError,
     SequenceClassifier,
-    export_hf_folder,
     init_params,
     load_model,
     load_tokenizer,

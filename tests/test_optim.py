@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fishjax.optim import masked_updates
+from fishjax.params.masked import masked_updates
 
 
 def _setup():

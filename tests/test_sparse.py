@@ -1,4 +1,5 @@
-"""fishjax.sparse and fishjax.delta_files: the sparse increment against dense masked training."""
+"""fishjax.params.sparse and fishjax.artifacts.delta_file: the sparse increment against dense
+masked training."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import optax
 import pytest
 
 from configs import default
-from fishjax import objectives
-from fishjax import sparse as sp
-from fishjax.delta_files import DeltaError, apply_delta_file, load_delta, save_delta
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params
-from fishjax.optim import make_optimizer, masked_updates
-from fishjax.tree import leaf_paths, match_tree
+from fishjax.artifacts.delta_file import DeltaError, apply_delta_file, load_delta, save_delta
+from fishjax.core.errors import SparseError
+from fishjax.core.tree import leaf_paths, match_tree
+from fishjax.methods.common import sparse_setup
+from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
+from fishjax.params import sparse as sp
+from fishjax.params.masked import masked_updates
+from fishjax.train.optim import make_optimizer
 
 HEAD = r"^(pooler|classifier)/"
 
@@ -110,7 +113,7 @@ def test_sparse_increment_matches_dense_masked_adamw(tiny, decay):
 
     # Reference: dense masked AdamW. With decay "off" the selected (non-head) entries are
     # not decayed; the head is decayed in both paths.
-    dense_tx, _ = make_optimizer(t, steps, params, no_decay=(
+    dense_tx, _ = make_optimizer(t, steps, no_decay=(
         r"^(embeddings|encoder)/" if decay == "off" else None))
     dense_tx = masked_updates(dense_tx, mask)
 
@@ -120,12 +123,12 @@ def test_sparse_increment_matches_dense_masked_adamw(tiny, decay):
         u, s = dense_tx.update(g, s, p)
         return optax.apply_updates(p, u), s
 
-    setup = sp.sparse_method_setup(params, mask, HEAD, weight_decay=decay)
-    sparse_tx, _ = make_optimizer(t, steps, setup.trainable, no_decay=setup.no_decay)
+    setup = sparse_setup(params, mask, HEAD, weight_decay=decay)
+    sparse_tx, _ = make_optimizer(t, steps, no_decay=setup.no_decay)
     frozen = setup.frozen
 
     @jax.jit
-    def sparse_step(tr, s, batch):  # what fishjax.trainer does
+    def sparse_step(tr, s, batch):  # what fishjax.train.trainer does
         g = jax.grad(lambda tr: loss_fn(setup.combine(tr, frozen), batch))(tr)
         opt_params = tr if setup.optimizer_params is None else setup.optimizer_params(tr,
                                                                                      frozen)
@@ -155,8 +158,8 @@ def test_decay_modes_differ_on_the_increment_only(tiny):
     zero = lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree)
     out = {}
     for decay in ("off", "weights"):
-        setup = sp.sparse_method_setup(params, mask, HEAD, weight_decay=decay)
-        tx, _ = make_optimizer(t, 5, setup.trainable, no_decay=setup.no_decay)
+        setup = sparse_setup(params, mask, HEAD, weight_decay=decay)
+        tx, _ = make_optimizer(t, 5, no_decay=setup.no_decay)
 
         @jax.jit
         def update(tr, frozen, setup=setup, tx=tx):
@@ -197,14 +200,14 @@ def test_validate_rejects_malformed_increments(tiny):
 
     for bad in (np.array([3, 1], np.int32), np.array([1, 1], np.int32),
                 np.array([32 * 32], np.int32), np.array([1, 2], np.int64)):
-        with pytest.raises(sp.SparseError):
+        with pytest.raises(SparseError):
             sp.validate(with_idx(bad), params)
 
 
 def test_delta_file_round_trip_and_wrong_base(tiny, tmp_path):
     _, params, _ = tiny
     mask = _mask(params)
-    setup = sp.sparse_method_setup(params, mask, HEAD)
+    setup = sparse_setup(params, mask, HEAD)
     rng = np.random.default_rng(0)
     tr = jax.tree_util.tree_map(lambda x: np.asarray(x) + rng.normal(
         size=np.shape(x)).astype(np.float32), setup.trainable)
@@ -243,15 +246,17 @@ def test_delta_file_round_trip_and_wrong_base(tiny, tmp_path):
 
 
 def test_param_rules_must_not_shard_increment_leaves(tiny):
-    from fishjax.validation import ConfigError
+    """The trainer places the method's trees with `checked_shardings`."""
+    from fishjax.core.errors import ConfigError
+    from fishjax.train.sharding import checked_shardings, make_mesh
 
     _, params, _ = tiny
-    mask = _mask(params)
-    with pytest.raises(ConfigError, match="anchor"):
-        sp.sparse_method_setup(params, mask, HEAD,
-                               sharding_rules=((r"query/kernel$", (None, "model")),))
-    sp.sparse_method_setup(params, mask, HEAD,
-                           sharding_rules=((r"^base/.*query/kernel$", (None, "model")),))
+    setup = sparse_setup(params, _mask(params), HEAD)
+    mesh = make_mesh(-1, 1)
+    for tree in (setup.trainable, setup.frozen):  # delta/... values, indices/...
+        with pytest.raises(ConfigError, match="anchor"):
+            checked_shardings(tree, mesh, ((r"query/kernel$", (None, "model")),), "tree")
+        checked_shardings(tree, mesh, ((r"^base/.*query/kernel$", (None, "model")),), "tree")
 
 
 def test_sparse_trees_hold_no_dense_zeros(tiny):
@@ -260,6 +265,6 @@ def test_sparse_trees_hold_no_dense_zeros(tiny):
     mask = _mask(params, density=0.0)  # the head only
     node = mask["encoder"]["layer_0"]["attention"]["self"]["query"]["kernel"]
     node[0, :3] = True
-    setup = sp.sparse_method_setup(params, mask, HEAD)
+    setup = sparse_setup(params, mask, HEAD)
     assert [x.shape for x in jax.tree_util.tree_leaves(setup.trainable["delta"])] == [(3,)]
     assert sp.count(setup.frozen["indices"]) == 3

@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from fishjax.checkpoints import Checkpoints
-from fishjax.sharding import put_batch
-from fishjax.trainer import Trainer, iterate_batches, train_and_evaluate
-from fishjax.validation import ConfigError
+from fishjax.core.errors import ConfigError
+from fishjax.data import iterate_batches
+from fishjax.train.checkpoints import Checkpoints
+from fishjax.train.trainer import Trainer, train_and_evaluate
 
 
 def _read_jsonl(path):
@@ -124,8 +124,7 @@ def test_no_recompilation_after_first_step(tiny_config, tmp_path):
     trainer = Trainer(tiny_config, str(tmp_path))
     for epoch in range(2):
         for batch in iterate_batches(trainer.data.train, 8, seed=0, epoch=epoch, shuffle=True):
-            trainer.state, _ = trainer.train_step(trainer.state, trainer.frozen,
-                                                  put_batch(batch, trainer.mesh))
+            trainer.step(batch)
             assert trainer.train_step._cache_size() == 1
     trainer.evaluate()
     trainer.evaluate()
@@ -140,8 +139,7 @@ def test_buckets_bound_compilations(tiny_config, tmp_path):
     seen = set()
     for batch in iterate_batches(trainer.data.train, 8, seed=0, epoch=0, shuffle=True):
         seen.add(batch["input_ids"].shape)
-        trainer.state, _ = trainer.train_step(trainer.state, trainer.frozen,
-                                              put_batch(batch, trainer.mesh))
+        trainer.step(batch)
     assert seen <= {(8, 8), (8, 16), (8, 32)}
     assert trainer.train_step._cache_size() == len(seen)
 
@@ -200,3 +198,30 @@ def test_unwritable_workdir(tiny_config, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="not writable"):
         train_and_evaluate(tiny_config, str(blocker / "run"))
+
+
+def test_methods_see_the_trainers_epochs(tiny_config, tmp_path):
+    """`MethodContext.train_batches(bs, seed=, epoch=)` and the short-run stream are the
+    trainer's own epochs (no epochs faked by shifting the seed)."""
+    import itertools
+
+    from fishjax.methods.common import training_stream
+    from fishjax.train.trainer import method_context
+
+    trainer = Trainer(tiny_config, str(tmp_path))
+    ctx = method_context(tiny_config, params=trainer.model.params, loss_fn=trainer.loss_fn,
+                         train_batches=trainer._method_batches, task=trainer.task,
+                         model_config=trainer.model.config, rng=jax.random.PRNGKey(0))
+    epochs = [list(trainer.epoch_batches(e)) for e in (0, 1)]
+    assert len(epochs[0]) == trainer.steps_per_epoch
+    for e, want in enumerate(epochs):
+        got = list(ctx.train_batches(tiny_config.train.batch_size, seed=tiny_config.seed,
+                                     epoch=e))
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    n = len(epochs[0]) + 3
+    stream = list(itertools.islice(training_stream(ctx), n))
+    for a, b in zip(stream, epochs[0] + epochs[1][:3], strict=True):
+        np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    assert not np.array_equal(epochs[0][0]["input_ids"], epochs[1][0]["input_ids"])

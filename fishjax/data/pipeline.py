@@ -18,16 +18,16 @@ import json
 import logging
 import operator
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fishjax.core.io import atomic_write
 from fishjax.data.glue import RawSplit
 from fishjax.data.tasks import DataError
-from fishjax.io_utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -288,3 +288,46 @@ def make_batch(ds: TokenizedSplit, indices: np.ndarray, bucket_len: int,
         "labels": labels,
         "weights": weights,
     }
+
+
+def iterate_batches(ds: TokenizedSplit, batch_size: int, *, seed: int, epoch: int,
+                    shuffle: bool, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Host batches of one epoch's plan (`epoch_plan`), from batch index `start` on."""
+    for indices, bucket_len in epoch_plan(ds, batch_size, seed=seed, epoch=epoch,
+                                          shuffle=shuffle)[start:]:
+        yield make_batch(ds, indices, bucket_len, batch_size)
+
+
+def index_batches(ds: TokenizedSplit, indices: np.ndarray,
+                  batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Fixed-shape batches of exactly the examples `indices`, with their `example_ids`.
+
+    As `epoch_plan` without shuffling: by length bucket (ascending), ids ascending within a
+    bucket, cut into `batch_size` rows, the last one padded (weight 0, example id -1).
+    """
+    indices = np.asarray(indices, np.int64)
+    bucket_ids = ds.bucket_ids[indices]
+    for b, bucket_len in enumerate(ds.buckets):
+        members = np.sort(indices[bucket_ids == b])
+        for start in range(0, len(members), batch_size):
+            rows = members[start:start + batch_size]
+            batch = make_batch(ds, rows, bucket_len, batch_size)
+            ids = np.full(batch_size, -1, np.int64)
+            ids[:len(rows)] = rows
+            batch["example_ids"] = ids
+            yield batch
+
+
+def cycle_epochs(make_epoch: Callable[[int], Iterable[Any]], start: int = 0) -> Iterator[Any]:
+    """The batches of epoch `start`, `start` + 1, ... (`make_epoch(epoch)`), for runs longer
+    than one pass (e.g. `make_epoch = lambda e: iterate_batches(ds, 32, seed=0, epoch=e,
+    shuffle=True)`: the trainer's own epochs); stops at an empty epoch."""
+    epoch = start
+    while True:
+        empty = True
+        for batch in make_epoch(epoch):
+            empty = False
+            yield batch
+        if empty:
+            return
+        epoch += 1

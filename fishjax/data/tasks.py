@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-class DataError(ValueError):
-    """Bad data or data configuration: the message names the task, file, row or column."""
-
+from fishjax.core.errors import DataError
 
 # Local split name -> split name in the ``nyu-mll/glue`` hub dataset.
 _HUB_SPLITS = {

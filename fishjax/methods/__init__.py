@@ -1,10 +1,16 @@
-"""Fine-tuning methods. Importing this package registers every built-in method."""
+"""Fine-tuning methods. Importing this package registers every built-in method.
+
+A method is one module here (its design note, `validate`, `setup`) built on the shared core
+`fishjax.methods.common`; registering it is the import below.
+"""
 
 from fishjax.methods import (  # noqa: F401  (registers the methods)
-    fish_tuning,
+    bitfit,
+    fish,
     full,
     ird,
-    masked,
+    peft,
+    random_mask,
     sift,
 )
 from fishjax.methods.base import (
@@ -13,6 +19,7 @@ from fishjax.methods.base import (
     MethodSetup,
     available_methods,
     get_method,
+    register,
     register_method,
 )
 
@@ -22,5 +29,6 @@ __all__ = [
     "MethodSetup",
     "available_methods",
     "get_method",
+    "register",
     "register_method",
 ]

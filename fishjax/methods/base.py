@@ -1,13 +1,19 @@
 """The method interface: what a fine-tuning method decides, and nothing else.
 
-A method receives the pretrained parameters and a task loss (`MethodContext`) and returns
-a `MethodSetup`: which tree is trained, which stays frozen, how the two combine into the
-parameters the model reads, and how the optimizer is wrapped (e.g. by a mask). The trainer
-loop never changes for a new method: it differentiates only w.r.t. `trainable`, keeps
-optimizer state only for it, and passes `frozen` through untouched (levanter/gemma style:
-trainable and frozen trees kept apart).
+A method receives the pretrained parameters, a task loss and what it may need to know of
+the run (`MethodContext`), and returns a `MethodSetup`: which tree is trained, which stays
+frozen, how the two combine into the parameters the model reads, and how the optimizer is
+wrapped (e.g. by a mask). The trainer loop never changes for a new method: it
+differentiates only w.r.t. `trainable`, keeps optimizer state only for it, and passes
+`frozen` through untouched (levanter/gemma style: trainable and frozen trees kept apart).
 
-Method code sees parameter pytrees and a `loss_fn(params, batch)`, never the model class.
+Each method also validates its own options (`validate(method_cfg)`, called by
+`fishjax.train.validation.validate_config` before anything is loaded), so the config
+check never needs to know a method's constants.
+
+Method code sees parameter pytrees and a `loss_fn(params, batch)`, never the model class;
+the context hands it the run's facts (task, model config, seed, batch size, learning rate)
+so that it never reads the trainer's config sections.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import jax
 import ml_collections
 import optax
 
-from fishjax.tree import PyTree, count_params
+from fishjax.core.errors import ConfigError
+from fishjax.core.tree import PyTree, count_params
+from fishjax.data import TaskSpec, TokenizedSplit
+from fishjax.models import EncoderConfig
 
 Batch = dict[str, Any]
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -30,20 +39,34 @@ LossFn = Callable[[PyTree, Batch], jax.Array]
 class MethodContext:
     """Everything a method may use to decide what trains."""
 
-    config: ml_collections.ConfigDict  # the full run config (method options in config.method)
+    method: ml_collections.ConfigDict  # config.method: the method's options
     params: PyTree  # pretrained encoder + freshly initialised task head
     loss_fn: LossFn  # deterministic (dropout off) weighted-mean task loss of a batch
-    # train_batches(batch_size, shuffle_seed=None): one pass over the training set as host
-    # batches (file order, or a seeded shuffle), each with `weights` marking padding rows.
+    # train_batches(batch_size, *, seed, epoch=0): the host batches of one epoch of the
+    # training set, exactly as the trainer plans epoch `epoch` with shuffle seed `seed`
+    # (seed None: file order, no shuffle); each batch has `weights` marking padding rows.
     train_batches: Callable[..., Iterator[Batch]]
-    train_data: Any  # fishjax.data.TokenizedSplit: the training set, for index-level access
-    num_labels: int  # classes of the task; 1 for regression
+    train_data: TokenizedSplit  # the training set, for index-level access
+    task: TaskSpec  # the task (labels, metrics)
+    model_config: EncoderConfig  # the architecture (model_type, sizes)
+    model_name: str  # the base model as the config names it (recorded in artefact files)
+    seed: int  # the run's seed (data order, Fisher samples, recorded in masks)
+    batch_size: int  # the trainer's batch size
+    learning_rate: float  # the trainer's peak learning rate
+    # base_optimizer(total_steps): the trainer's optimizer (clipping + AdamW + warmup and
+    # linear decay) for a run of `total_steps`, e.g. for short trial runs.
+    base_optimizer: Callable[[int], optax.GradientTransformation]
     rng: jax.Array  # method-private PRNG key (e.g. random masks)
     workdir: str | None  # where a method may save its artefacts (masks, traces)
     # dev_score(params) -> the first eval split's main metric (higher is better) of a
     # dense params tree; only for selection rules that explicitly select on dev (IRD's
     # `final="best_dev"`). None where no dev set is at hand.
     dev_score: Callable[[PyTree], float] | None = None
+
+    @property
+    def num_labels(self) -> int:
+        """Classes of the task; 1 for regression."""
+        return self.task.num_labels
 
 
 def _identity_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -93,9 +116,12 @@ class MethodSetup:
 
 
 class Method(Protocol):
-    """A fine-tuning method: `setup(ctx) -> MethodSetup`."""
+    """A fine-tuning method: `validate(method_cfg)` and `setup(ctx) -> MethodSetup`."""
 
     name: str
+
+    def validate(self, method_cfg: ml_collections.ConfigDict) -> None:
+        """Raises ConfigError naming `config.method.<field>` for a bad option."""
 
     def setup(self, ctx: MethodContext) -> MethodSetup: ...
 
@@ -103,13 +129,18 @@ class Method(Protocol):
 _REGISTRY: dict[str, Callable[[], Method]] = {}
 
 
+def register(name: str, factory: Callable[[], Method]) -> None:
+    """Registers `factory()` (a `Method`) under `name`; a name is registered once."""
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} registered twice")
+    _REGISTRY[name] = factory
+
+
 def register_method(name: str) -> Callable[[Callable[[], Method]], Callable[[], Method]]:
     """Class/factory decorator: `@register_method('fish') class Fish: ...`."""
 
     def deco(factory):
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
-        _REGISTRY[name] = factory
+        register(name, factory)
         return factory
 
     return deco
@@ -121,5 +152,6 @@ def available_methods() -> list[str]:
 
 def get_method(name: str) -> Method:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+        raise ConfigError(f"config.method.name={name!r} is not a method; available: "
+                          f"{', '.join(available_methods())}")
     return _REGISTRY[name]()

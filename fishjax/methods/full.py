@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from fishjax.methods.base import MethodContext, MethodSetup, register_method
-
-
-def take_trainable(trainable, frozen):
-    """`combine` for methods that train the dense params themselves."""
-    del frozen
-    return trainable
+from fishjax.methods.common import take_trainable
 
 
 @register_method("full")
 class Full:
     name = "full"
+
+    def validate(self, method_cfg) -> None:
+        del method_cfg  # no options
 
     def setup(self, ctx: MethodContext) -> MethodSetup:
         return MethodSetup(trainable=ctx.params, frozen={}, combine=take_trainable)

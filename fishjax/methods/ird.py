@@ -5,9 +5,9 @@ Parameter Selection Strategy for FISH Mask based Efficient Fine-tuning") replace
 random, equally weighted Fisher samples by rounds that keep the samples and the
 parameters with larger Fisher information. No public code exists and the paper's
 algorithm box was not available: the selection is OUR RECONSTRUCTION, documented with
-every choice and its exact cost in `fishjax/ird.py` (`run_ird`).
+every choice and its exact cost in `fishjax/selection/ird.py` (`run_ird`).
 
-Everything else is the `fish` method (`fishjax.methods.masked.MaskMethod`): the same
+Everything else is the `fish` method (`fishjax.methods.common.MaskMethod`): the same
 eligible entries (the head is never ranked and is trained fully), the same budget
 (`keep_ratio`, `head_policy`, `budget_k`), the mask saved to `<workdir>/mask.safetensors`
 and reloaded on resume (IRD does not run again then), masked AdamW training.
@@ -21,11 +21,11 @@ the kept ids), not from the first examples of a shuffled epoch.
 
 `final="best_dev"` (explicitly labelled; default `"last"`): every distinct candidate mask
 (plus the head) trains for `ird.best_dev_steps` steps from the pretrained params
-(`fishjax.short_run`: masked AdamW at `train.learning_rate` with the run's warmup/decay
-shape over those steps, dropout off, the same seeded batches for each candidate) and is
-scored by the dev set's main metric; the best wins (ties: the earliest). This selects on
-dev: the dev score reported for the run is optimistically biased, and the summary says so
-(`ird_final`).
+(`fishjax.selection.short_run`: masked AdamW at `train.learning_rate` with the run's
+warmup/decay shape over those steps, dropout off, the trainer's batches epoch after epoch,
+the same for each candidate) and is scored by the dev set's main metric; the best wins
+(ties: the earliest). This selects on dev: the dev score reported for the run is
+optimistically biased, and the summary says so (`ird_final`).
 
 The per-round trace (sizes, Fisher mass kept, backward passes, kept labels and lengths,
 largest-mass examples, overlap with FISH's mask on the same pool) is written atomically
@@ -41,14 +41,21 @@ import os
 
 import jax
 
-from fishjax import masks as masks_lib
-from fishjax.io_utils import atomic_write_json
-from fishjax.ird import IRDError, IRDOptions, run_ird
+from fishjax.core.errors import ConfigError, IRDError
+from fishjax.core.io import atomic_write_json
+from fishjax.core.tree import PyTree, union
 from fishjax.methods.base import MethodContext, register_method
-from fishjax.methods.masked import MaskMethod, _chunk
-from fishjax.optim import make_optimizer, masked_updates
-from fishjax.short_run import cycle_epochs, short_run
-from fishjax.tree import PyTree
+from fishjax.methods.common import (
+    MaskMethod,
+    fisher_pass_options,
+    require,
+    training_stream,
+    validate_fisher,
+)
+from fishjax.params.masked import masked_updates
+from fishjax.params.masks import regex_mask
+from fishjax.selection.ird import IRDOptions, run_ird
+from fishjax.selection.short_run import short_run
 
 log = logging.getLogger("fishjax")
 
@@ -59,21 +66,29 @@ TRACE_FILE = "ird_trace.json"
 class IRD(MaskMethod):
     name = "ird"
 
+    def validate(self, m):
+        super().validate(m)
+        validate_fisher(m.fisher)
+        require("ird" in m, "config.method.ird is missing (options of method `ird`)")
+        try:
+            IRDOptions.from_config(m.ird)
+        except IRDError as e:
+            raise ConfigError(f"config.method.ird.{e.field}: {e}") from None
+
     def selection_settings(self, ctx: MethodContext) -> dict:
-        options = dataclasses.asdict(IRDOptions.from_config(ctx.config.method.ird))
-        return {"fisher_mode": ctx.config.method.fisher.mode,
+        options = dataclasses.asdict(IRDOptions.from_config(ctx.method.ird))
+        return {"fisher_mode": ctx.method.fisher.mode,
                 "ird_options": json.dumps(options, sort_keys=True, default=list)}
 
     def select(self, ctx: MethodContext, eligible: PyTree, k: int) -> tuple[PyTree, dict]:
-        m = ctx.config.method
-        f = m.fisher
+        m = ctx.method
         options = IRDOptions.from_config(m.ird)
         res = run_ird(
             ctx.loss_fn, ctx.params, ctx.train_data, eligible=eligible, k=k,
-            options=options, seed=ctx.config.seed, mode=f.mode,
-            num_labels=ctx.num_labels, batch_size=f.batch_size, chunk_size=_chunk(f.chunk_size),
+            options=options, seed=ctx.seed, batch_size=m.fisher.batch_size,
             candidate_score=dev_trial(ctx, options.best_dev_steps)
             if options.final == "best_dev" else None,
+            **fisher_pass_options(ctx),
         )
         trace = res.trace
         if ctx.workdir and jax.process_index() == 0:
@@ -83,7 +98,7 @@ class IRD(MaskMethod):
                  len(res.samples), res.backward_passes,
                  trace["fish_backward_passes_same_pool"], res.seconds)
         return res.mask, {
-            "fisher_mode": f.mode,
+            "fisher_mode": m.fisher.mode,
             "fisher_examples": trace["pool"]["n"],
             "fisher_seconds": res.seconds,
             "fisher_backward_passes": res.backward_passes,
@@ -102,21 +117,18 @@ def dev_trial(ctx: MethodContext, steps: int):
     """`candidate_score(mask)`: the dev main metric after `steps` of masked AdamW training.
 
     Every candidate starts from the same params (pretrained encoder + the run's head), sees
-    the same seeded batches and the same schedule shape; the head is always trained.
+    the same batches (the trainer's, epoch after epoch) and the trainer's optimizer over
+    `steps` steps; the head is always trained.
     """
     if ctx.dev_score is None:
         raise IRDError("final='best_dev' needs a dev set (the method context has no "
                        "dev_score)", "final")
-    t = ctx.config.train
-    head = masks_lib.regex_mask(ctx.params, ctx.config.method.head_regex)
-    base_tx, _ = make_optimizer(t, steps, ctx.params)
+    head = regex_mask(ctx.params, ctx.method.head_regex)
+    base_tx = ctx.base_optimizer(steps)
 
     def score(mask: PyTree) -> float:
-        tx = masked_updates(base_tx, masks_lib.union(mask, head))
-        batches = cycle_epochs(lambda e: ctx.train_batches(t.batch_size,
-                                                           shuffle_seed=ctx.config.seed + e))
-        params, _ = short_run(ctx.loss_fn, ctx.params, batches, tx, steps)
+        tx = masked_updates(base_tx, union(mask, head))
+        params, _ = short_run(ctx.loss_fn, ctx.params, training_stream(ctx), tx, steps)
         return ctx.dev_score(params)
 
     return score
-

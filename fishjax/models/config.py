@@ -11,10 +11,7 @@ import json
 import os
 from typing import Any
 
-
-class ModelError(ValueError):
-    """A model, its files or its configuration cannot be used."""
-
+from fishjax.core.errors import ModelError
 
 # Hugging Face model types that share RoBERTa's architecture and checkpoint layout
 # (``roberta.`` prefix, padding-offset positions, two-layer classification head).

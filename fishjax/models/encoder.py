@@ -4,7 +4,7 @@ Module and parameter names mirror the Hugging Face PyTorch modules (``attention/
 ``output/LayerNorm``, ...) so that checkpoint names map one-to-one, see ``weights.py``.
 Parameters are always float32; ``dtype`` only sets the compute dtype.
 
-Optional bottleneck adapters (``fishjax.peft_tree``): an ``AddNorm`` block whose params hold
+Optional bottleneck adapters (``fishjax.params.peft``): an ``AddNorm`` block whose params hold
 an ``adapter`` subtree (``down``/``up`` Dense params) applies it after its dense + dropout,
 before the residual add. The model never creates adapter params (``init`` gives the plain
 BERT/RoBERTa tree); they are read only when a params tree carries them, so a tree without
@@ -22,11 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from fishjax.models.architectures import ADAPTER_KEY
 from fishjax.models.config import EncoderConfig, ModelError
-
-HEAD_REGEX = r"^(pooler|classifier)/"
-# Name of the optional adapter subtree inside an AddNorm block's params.
-ADAPTER_KEY = "adapter"
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),

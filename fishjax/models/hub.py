@@ -6,15 +6,28 @@ import dataclasses
 import os
 import re
 
+import huggingface_hub
 import jax
 import jax.numpy as jnp
+from transformers import AutoTokenizer
 
 from fishjax.models.config import EncoderConfig, ModelError
 from fishjax.models.encoder import SequenceClassifier
-from fishjax.models.export import TOKENIZER_FILES
 from fishjax.models.weights import LoadReport, load_pretrained_params
 
 ALIASES = ("minilm-l6",)
+# Tokenizer files a model folder may hold (copied by an export, fetched from the Hub).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _VOCAB_FILES = (
     "tokenizer.json",
@@ -73,8 +86,6 @@ def resolve_model_dir(name: str | os.PathLike) -> str:
 
 
 def _snapshot_download(repo_id: str) -> str:
-    import huggingface_hub
-
     try:
         return huggingface_hub.snapshot_download(
             repo_id, allow_patterns=["config.json", "model.safetensors", *TOKENIZER_FILES]
@@ -90,8 +101,6 @@ def _snapshot_download(repo_id: str) -> str:
 
 def load_tokenizer(model_dir: str | os.PathLike):
     """The fast (Rust) tokenizer of a model folder (an alias or Hub id is resolved first)."""
-    from transformers import AutoTokenizer
-
     model_dir = os.fspath(model_dir)
     if not os.path.isdir(model_dir):
         model_dir = resolve_model_dir(model_dir)

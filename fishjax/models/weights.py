@@ -15,9 +15,9 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors.numpy
 from flax import traverse_util
 
+from fishjax.core.safetensors_io import read_tensors
 from fishjax.models.config import EncoderConfig, ModelError
 from fishjax.models.encoder import init_params, subset_initializer
 
@@ -71,21 +71,11 @@ def _head_units(config: EncoderConfig) -> tuple[str, ...]:
     return ("pooler", "classifier") if config.model_type == "bert" else ("classifier",)
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (bf16 via ml_dtypes)."""
-    if not os.path.isfile(path):
-        raise ModelError(f"weights file not found: {path}")
-    try:
-        return safetensors.numpy.load_file(path)
-    except Exception as e:  # the Rust reader raises its own, non-OSError, exception types
-        raise ModelError(f"cannot read {path}: not a valid safetensors file ({e})") from e
-
-
 def load_pretrained_params(
     model_dir: str, config: EncoderConfig, num_labels: int, key: jax.Array
 ) -> tuple[dict, LoadReport]:
     """Params from ``model_dir/model.safetensors``; missing head weights are drawn from ``key``."""
-    tensors = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    tensors = read_tensors(os.path.join(model_dir, "model.safetensors"), ModelError)
     return params_from_state_dict(tensors, config, num_labels, key)
 
 

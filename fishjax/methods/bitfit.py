@@ -1,0 +1,31 @@
+"""`bitfit`: every bias plus the head (BitFit, Ben Zaken et al., 2022), on FISH's code path.
+
+Its size is fixed by the model (every leaf matching `method.bitfit_regex` among the
+eligible ones), not by `keep_ratio`; training is `fish`'s (masked AdamW or, with
+`sparse_storage`, a sparse increment).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from fishjax.methods.base import register_method
+from fishjax.methods.common import MaskMethod
+from fishjax.params.masks import regex_mask
+
+
+@register_method("bitfit")
+class BitFit(MaskMethod):
+    name = "bitfit"
+
+    def budget(self, ctx, head_entries):
+        return 0  # fixed by the model: every bias
+
+    def select(self, ctx, eligible, k):
+        del k
+        biases = regex_mask(ctx.params, ctx.method.bitfit_regex)
+        return jax.tree_util.tree_map(
+            lambda b, e: np.logical_and(b, e), biases,
+            jax.tree_util.tree_map(lambda e, p: np.full(np.shape(p), e), eligible, ctx.params),
+        ), {}

@@ -1,0 +1,367 @@
+"""PEFT methods and FISH-Tuning: `lora`, `dora`, `adapter` and `lora_fish`, `dora_fish`,
+`adapter_fish`.
+
+Design note. FISH-Tuning (Xue, Dong, Tu & He, 2025, "FISH-Tuning: Enhancing PEFT Methods
+with Fisher Information") applies FISH Mask selection (Sung et al., 2021) to the
+parameters a PEFT method adds: build the module at a larger *search* size, score its
+entries by the diagonal Fisher, train only the top K, with K the trainable count of the
+vanilla method at the *target* size. No public code exists: every default below is ours.
+
+The PEFT modules (`fishjax.params.peft`): LoRA (Hu et al., 2022), DoRA (Liu et al., 2024),
+bottleneck adapters after attention and FFN (Houlsby et al., 2019) or after the FFN only
+(Pfeiffer et al., 2021). The frozen tree is the base params without the head; the
+trainable tree is `{"peft": PEFT tree, "head": head leaves}` (head: `method.head_regex`,
+trained densely by every PEFT method, outside K; peft's `modules_to_save`), and
+`combine` = `apply_peft` inside the jitted loss (LoRA/DoRA merge into the kernels; the
+encoder reads adapter subtrees itself). Options live in `config.method.peft`.
+
+Our defaults and deliberate deviations:
+- LoRA targets: the attention query and value kernels (as the LoRA paper and peft's BERT
+  defaults); rank 8, alpha 16. Scaling s = alpha / r_target at every size: a search-size
+  module (rank 2r) keeps the target's per-entry scale (the PEFT export writes
+  lora_alpha = s * r so PEFT's alpha / r is the same s).
+- No LoRA dropout: it acts on the layer input, which a weight transform cannot express
+  (the model's own dropout stays on; peft's default lora_dropout is 0 too).
+- A and adapter down-kernels ~ U(+-1/sqrt(in)) (peft's kaiming-uniform), B, up-kernels
+  and adapter biases 0; DoRA magnitude = ||W0||_c; so step-0 logits are unchanged.
+- Adapters: placed in each adapter slot the model offers (`fishjax.models.architectures`:
+  the AddNorm blocks, after dense + dropout, before the residual add and LayerNorm:
+  Houlsby's position; we use it for Pfeiffer as well, without Pfeiffer's extra
+  LayerNorm/residual arrangement); activation = the encoder's `hidden_act`;
+  bottleneck = hidden // reduction_factor (16) unless `adapter_size` is set; LayerNorms
+  stay frozen (Houlsby also trained them).
+- FISH inside: search size = `search_factor` (2) x the target size; K = `entry_count` at
+  the target size; Fisher scores of the PEFT entries (loss as a function of the PEFT
+  tree with the base frozen, `fishjax.selection.fisher.fisher_scores`, `method.fisher`
+  settings); exact top-K (`fishjax.selection.topk.select_entries`), `budget="global"` (one
+  ranking over every PEFT entry) or `"per_type"` (each tensor type: lora_A, lora_B,
+  lora_magnitude, down/up kernel/bias, gets its count at the target size). Never a score
+  threshold. Training is dense masked (`fishjax.params.masked.masked_updates`): unselected
+  entries keep their init values (frozen random A entries are part of the function, like
+  W0).
+- The zero-init trap: with B = 0 every gradient w.r.t. A is exactly 0 (likewise adapter
+  down-projections with up = 0), so Fisher at init ranks only B (and the magnitudes), and
+  at rank 2r with square kernels K = |B| exactly: "train B, freeze A". The selection split
+  per tensor type (and how many of each were picked at score 0) is logged and saved; a
+  type left with no positively scored entry triggers a loud warning. Variants:
+  `fisher_after_warmup` (`warmup_steps` dense steps of the search-size tree + head, Adam at
+  train.learning_rate, dropout off, on the trainer's batches epoch after epoch; score there;
+  then training restarts from the initial tree, so the warm-up only informs the
+  selection), `budget="per_type"`, and `tie_break="random"` (default: ties, i.e. the exact
+  zeros, broken by a seeded permutation; `"position"`: first in tree order, as FISH Mask).
+- Baselines (`selection`): "fisher", "random" (K uniformly at random at the search size,
+  seeded) and "reversed" (the K lowest Fisher scores), all at the same K and budget rule.
+- Artefacts: `<workdir>/peft.safetensors` (PEFT tree + head + spec,
+  `fishjax.artifacts.peft_file`) for every kind, and for LoRA/DoRA a PEFT adapter folder
+  `<workdir>/peft_adapter` (head in `modules_to_save`). LoRA/DoRA runs export merged HF
+  folders as usual (the merged model is the base architecture: no inference cost); adapter
+  runs cannot be merged and skip it.
+  The selection mask is `<workdir>/mask.safetensors` (over the trainable tree), reused on
+  resume like FISH's.
+
+The six methods are one class, `PeftMethod(name, kind, fish)`, registered from the table
+`PEFT_METHODS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from fishjax.artifacts.peft_file import (
+    PEFT_DIR,
+    PEFT_FILE,
+    export_peft_folder,
+    save_peft_file,
+)
+from fishjax.core.errors import ConfigError, PeftError
+from fishjax.core.tree import (
+    PyTree,
+    count_params,
+    count_true,
+    flatten_paths,
+    merge_trees,
+    split_tree,
+)
+from fishjax.methods.base import MethodContext, MethodSetup, register
+from fishjax.methods.common import (
+    artifact_metadata,
+    check_regex,
+    fisher_scores_from_config,
+    is_positive_int,
+    load_or_select_mask,
+    require,
+    training_stream,
+    validate_fisher,
+)
+from fishjax.models import ADAPTER_SITES, architecture, slot_width
+from fishjax.params.masked import masked_updates
+from fishjax.params.peft import (
+    PeftSpec,
+    apply_peft,
+    entry_count,
+    find_targets,
+    init_peft,
+    peft_shapes,
+    tensor_types,
+    type_counts,
+)
+from fishjax.selection.short_run import short_run
+from fishjax.selection.topk import SELECTIONS, select_entries
+
+log = logging.getLogger("fishjax")
+
+PEFT_KEY, HEAD_KEY = "peft", "head"
+BUDGETS = ("global", "per_type")
+TIE_BREAKS = ("random", "position")
+# method name -> (PEFT kind, FISH inside)
+PEFT_METHODS = {
+    "lora": ("lora", False),
+    "lora_fish": ("lora", True),
+    "dora": ("dora", False),
+    "dora_fish": ("dora", True),
+    "adapter": ("adapter", False),
+    "adapter_fish": ("adapter", True),
+}
+
+
+def validate_peft(p: ml_collections.ConfigDict) -> None:
+    """config.method.peft."""
+    for name in ("rank", "adapter_reduction_factor", "search_factor", "warmup_steps"):
+        require(is_positive_int(p[name]),
+                f"config.method.peft.{name} must be a positive int, got {p[name]!r}")
+    if p.adapter_size is not None:
+        require(is_positive_int(p.adapter_size),
+                f"config.method.peft.adapter_size must be a positive int, got "
+                f"{p.adapter_size!r}")
+    require(p.alpha > 0, f"config.method.peft.alpha must be > 0, got {p.alpha}")
+    for name, allowed in (("adapter_variant", tuple(ADAPTER_SITES)), ("selection", SELECTIONS),
+                          ("budget", BUDGETS), ("tie_break", TIE_BREAKS)):
+        require(p[name] in allowed,
+                f"config.method.peft.{name} must be one of {allowed}, got {p[name]!r}")
+    require(isinstance(p.fisher_after_warmup, bool),
+            f"config.method.peft.fisher_after_warmup must be True or False, got "
+            f"{p.fisher_after_warmup!r}")
+    check_regex(p, "lora_targets", "config.method.peft")
+
+
+def target_spec(base: PyTree, kind: str, p: ml_collections.ConfigDict,
+                adapter_sites: Mapping[str, str] = ADAPTER_SITES) -> PeftSpec:
+    """The vanilla method's module at the target size, from `config.method.peft`;
+    `adapter_sites`: the model's adapter placements (`fishjax.models.architecture`)."""
+    if kind == "adapter":
+        if p.adapter_variant not in adapter_sites:
+            raise PeftError(f"config.method.peft.adapter_variant must be one of "
+                            f"{tuple(adapter_sites)}, got {p.adapter_variant!r}")
+        targets = find_targets(base, "adapter", adapter_sites[p.adapter_variant])
+        hidden = slot_width(base, tuple(targets[0].split("/")))
+        size = p.adapter_size or max(1, hidden // int(p.adapter_reduction_factor))
+        return PeftSpec("adapter", int(size), targets)
+    return PeftSpec(kind, int(p.rank), find_targets(base, kind, p.lora_targets),
+                    scaling=float(p.alpha) / int(p.rank))
+
+
+def peft_combine(spec: PeftSpec) -> Callable[[PyTree, PyTree], PyTree]:
+    """`combine(trainable, frozen)` for `{"peft": tree, "head": head}` over the frozen base."""
+    def combine(trainable: PyTree, frozen: PyTree) -> PyTree:
+        return merge_trees(apply_peft(frozen, trainable[PEFT_KEY], spec), trainable[HEAD_KEY])
+    return combine
+
+
+def peft_fisher_scores(ctx: MethodContext, trainable: PyTree, frozen: PyTree,
+                       combine: Callable) -> tuple[PyTree, dict[str, Any]]:
+    """Diagonal Fisher of every PEFT entry (head and base frozen): (scores tree, info)."""
+    params = {"trainable": trainable, "frozen": frozen}
+    off = lambda t: jax.tree_util.tree_map(lambda _: False, t)
+    eligible = {"trainable": {PEFT_KEY: jax.tree_util.tree_map(lambda _: True,
+                                                               trainable[PEFT_KEY]),
+                              HEAD_KEY: off(trainable[HEAD_KEY])}, "frozen": off(frozen)}
+
+    def loss(prm, batch):
+        return ctx.loss_fn(combine(prm["trainable"], prm["frozen"]), batch)
+
+    res = fisher_scores_from_config(ctx, params, eligible, loss_fn=loss)
+    scores = jax.tree_util.tree_map(np.asarray, res.scores["trainable"][PEFT_KEY])
+    return scores, {"fisher_mode": ctx.method.fisher.mode, "fisher_examples": res.num_examples,
+                    "fisher_seconds": res.seconds}
+
+
+def dense_warmup(ctx: MethodContext, trainable: PyTree, frozen: PyTree, combine: Callable,
+                 steps: int) -> tuple[PyTree, float]:
+    """`steps` Adam steps on every trainable entry (dropout off, the trainer's learning
+    rate and batches, epoch after epoch): (tree, last loss)."""
+    try:
+        trainable, losses = short_run(
+            lambda tr, batch, fz: ctx.loss_fn(combine(tr, fz), batch), trainable,
+            training_stream(ctx), optax.adam(ctx.learning_rate), steps, frozen=frozen)
+    except ValueError as e:
+        raise PeftError(f"Fisher warm-up: {e}") from None
+    return trainable, losses[-1]
+
+
+def selection_split(mask: PyTree, scores: PyTree | None = None) -> dict[str, dict[str, int]]:
+    """Per tensor type: entries at search size, selected, and selected with score 0."""
+    types = flatten_paths(tensor_types(mask))
+    m = flatten_paths(mask)
+    s = flatten_paths(scores) if scores is not None else {}
+    out: dict[str, dict[str, int]] = {}
+    for p, t in types.items():
+        row = out.setdefault(t, {"size": 0, "selected": 0, "selected_at_zero": 0})
+        row["size"] += int(np.size(m[p]))
+        row["selected"] += int(np.count_nonzero(m[p]))
+        if p in s:
+            row["selected_at_zero"] += int(np.count_nonzero(m[p] & (np.asarray(s[p]) == 0)))
+    return dict(sorted(out.items()))
+
+
+def warn_zero_init_trap(split: dict[str, dict[str, int]], name: str) -> list[str]:
+    """Logs a loud warning for each tensor type without a positively scored selected
+    entry; returns those types."""
+    trapped = [t for t, r in split.items() if r["selected"] - r["selected_at_zero"] == 0]
+    for t in trapped:
+        r = split[t]
+        log.warning(
+            "%s: ZERO-INIT TRAP: %s got %d of %d entries, %s. Its Fisher scores are 0 "
+            "because the zero-initialised partner (lora_B / adapter up-projection) blocks "
+            "its gradient at init, so FISH selects around it. Use "
+            "config.method.peft.fisher_after_warmup=True (budget='per_type' only gives it "
+            "a quota, filled by tie-breaking among zero scores).",
+            name, t, r["selected"], r["size"],
+            "none" if r["selected"] == 0 else "all of them only by tie-breaking at score 0")
+    return trapped
+
+
+class PeftMethod:
+    """Vanilla PEFT (`fish=False`) or FISH-Tuning (`fish=True`) of one kind."""
+
+    def __init__(self, name: str, kind: str, fish: bool):
+        self.name, self.kind, self.fish = name, kind, fish
+
+    def validate(self, m: ml_collections.ConfigDict) -> None:
+        if "peft" not in m:
+            raise ConfigError("config.method.peft is missing (see configs/default.py)")
+        validate_peft(m.peft)
+        check_regex(m, "head_regex", "config.method")
+        if m.mask_file is not None:
+            require(os.path.isfile(m.mask_file),
+                    f"config.method.mask_file={m.mask_file!r} does not exist")
+        if self.fish and m.peft.selection != "random":
+            validate_fisher(m.fisher)
+
+    def setup(self, ctx: MethodContext) -> MethodSetup:
+        m, p = ctx.method, ctx.method.peft
+        head, base = split_tree(ctx.params, m.head_regex)
+        if not flatten_paths(head):
+            raise PeftError(f"config.method.head_regex={m.head_regex!r} matches no parameter: "
+                            "the task head would stay at its random init")
+        spec = target_spec(base, self.kind, p,
+                           architecture(ctx.model_config.model_type).adapter_sites)
+        init_key, select_key = jax.random.split(ctx.rng)
+        k = entry_count(base, spec)
+        head_entries = count_params(head)
+        info: dict[str, Any] = {"peft_kind": self.kind, "peft_size": spec.size,
+                                "peft_targets": len(spec.targets), "peft_entries": k,
+                                "head_entries": head_entries,
+                                "trainable_entries": k + head_entries}
+        if self.kind == "adapter":
+            info["adapter_variant"] = p.adapter_variant
+        run_spec = spec.resized(spec.size * int(p.search_factor)) if self.fish else spec
+        trainable = {PEFT_KEY: init_peft(base, run_spec, init_key), HEAD_KEY: head}
+        combine = peft_combine(run_spec)
+        wrap = None
+        if self.fish:
+            mask, sel_info = self._mask(ctx, trainable, base, combine, spec, run_spec,
+                                        select_key)
+            info.update(sel_info)
+            wrap = lambda tx: masked_updates(tx, mask)  # noqa: E731
+        log.info("%s: %s size %d on %d targets: %d PEFT entries + head %d", self.name,
+                 self.kind, spec.size, len(spec.targets), k, head_entries)
+        return MethodSetup(
+            trainable=trainable, frozen=base, combine=combine,
+            wrap_optimizer=wrap or (lambda tx: tx),
+            save_artifacts=self._saver(ctx, run_spec, base, info),
+            exportable=self.kind != "adapter", info=info)
+
+    def _mask(self, ctx, trainable, base, combine, spec, search, key):
+        """The FISH mask over the trainable tree (head always selected) and its info."""
+        p = ctx.method.peft
+        tree = trainable[PEFT_KEY]
+        target_types = type_counts(peft_shapes(base, spec))
+        budgets = ({"all": sum(target_types.values())} if p.budget == "global"
+                   else target_types)
+        groups = None if p.budget == "global" else tensor_types(tree)
+        settings = {"peft": search.to_dict(), "k": sum(target_types.values()),
+                    "selection": p.selection, "budget": p.budget, "tie_break": p.tie_break,
+                    "fisher_after_warmup": bool(p.fisher_after_warmup),
+                    "warmup_steps": int(p.warmup_steps) if p.fisher_after_warmup else 0}
+        if p.selection != "random":  # the Fisher pass decides the mask too
+            f = ctx.method.fisher
+            settings.update(fisher_mode=f.mode, fisher_num_samples=f.num_samples)
+
+        def select():
+            scores, sel_info = None, {}
+            if p.selection != "random":
+                scored = trainable
+                if p.fisher_after_warmup:
+                    scored, loss = dense_warmup(ctx, trainable, base, combine,
+                                                int(p.warmup_steps))
+                    sel_info["warmup_final_loss"] = loss
+                scores, fisher_info = peft_fisher_scores(ctx, scored, base, combine)
+                sel_info.update(fisher_info)
+            else:
+                scores = jax.tree_util.tree_map(lambda x: np.zeros(np.shape(x), np.float32),
+                                                tree)
+            chosen = select_entries(scores, budgets, groups, p.selection, key, p.tie_break)
+            split = selection_split(chosen, scores if p.selection != "random" else None)
+            sel_info["selection_split"] = split
+            head_mask = jax.tree_util.tree_map(lambda x: np.ones(np.shape(x), bool),
+                                               trainable[HEAD_KEY])
+            return {PEFT_KEY: chosen, HEAD_KEY: head_mask}, sel_info
+
+        mask, info = load_or_select_mask(
+            ctx, self.name, settings, select, like=trainable,
+            keep_info=("selection_split", "fisher_examples"))
+        mask[HEAD_KEY] = jax.tree_util.tree_map(lambda x: np.ones(np.shape(x), bool),
+                                                trainable[HEAD_KEY])
+        split = info.get("selection_split") or selection_split(mask[PEFT_KEY])
+        selected = count_true(mask[PEFT_KEY])
+        if selected != settings["k"]:
+            raise PeftError(f"{self.name}: mask selects {selected} PEFT entries, expected "
+                            f"K={settings['k']}")
+        trapped = (warn_zero_init_trap(split, self.name) if p.selection == "fisher" else [])
+        log.info("%s: selected K=%d of %d PEFT entries at size %d (target %d), head %d "
+                 "outside K; split %s", self.name, selected, count_params(tree), search.size,
+                 spec.size, count_params(trainable[HEAD_KEY]),
+                 {t: r["selected"] for t, r in split.items()})
+        return mask, {**{k: v for k, v in settings.items() if k != "peft"},
+                      "search_size": search.size, "search_entries": count_params(tree),
+                      "selection_split": split, "zero_init_trap": trapped,
+                      **{k: v for k, v in info.items() if k != "selection_split"}}
+
+    def _saver(self, ctx, spec: PeftSpec, base: PyTree, info: dict[str, Any]):
+        meta = artifact_metadata(ctx, {k: v for k, v in info.items()
+                                       if k in ("peft_size", "peft_entries", "selection",
+                                                "budget", "search_size")})
+
+        def save(kept: PyTree, workdir: str) -> dict[str, str]:
+            out = {"peft": save_peft_file(os.path.join(workdir, PEFT_FILE), kept[PEFT_KEY],
+                                          kept[HEAD_KEY], spec, base, metadata=meta)}
+            if spec.kind != "adapter":
+                out["peft_adapter"] = export_peft_folder(
+                    os.path.join(workdir, PEFT_DIR), kept[PEFT_KEY], kept[HEAD_KEY], spec,
+                    ctx.model_config, base_model=ctx.model_name)
+            return out
+
+        return save
+
+
+for _name, (_kind, _fish) in PEFT_METHODS.items():
+    register(_name, functools.partial(PeftMethod, _name, _kind, _fish))

@@ -1,0 +1,63 @@
+"""Task losses and predictions over a model's `apply` function.
+
+`make_loss_fn` turns a Flax module into the `loss_fn(params, batch)` that method code
+works with: it knows batches and labels, not model classes. Batches carry `weights`
+(1 for real rows, 0 for rows that pad a partial batch), so a loss is a weighted mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fishjax.core.tree import PyTree
+
+Batch = dict[str, jax.Array]
+
+
+def per_example_loss(logits: jax.Array, labels: jax.Array, is_regression: bool) -> jax.Array:
+    """Cross-entropy (classification) or squared error (regression), shape [B]."""
+    if is_regression:
+        return jnp.square(logits[..., 0] - labels.astype(jnp.float32))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def predictions(logits: jax.Array, is_regression: bool) -> jax.Array:
+    """Class ids (classification) or scores (regression)."""
+    return logits[..., 0] if is_regression else jnp.argmax(logits, axis=-1)
+
+
+def make_apply_fn(module) -> Callable[..., jax.Array]:
+    """`apply(params, batch, dropout_key=None) -> logits`; dropout on iff a key is given."""
+
+    def apply(params: PyTree, batch: Batch, dropout_key: jax.Array | None = None) -> jax.Array:
+        rngs = None if dropout_key is None else {"dropout": dropout_key}
+        return module.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            deterministic=dropout_key is None,
+            rngs=rngs,
+        )
+
+    return apply
+
+
+def make_loss_fn(module, is_regression: bool) -> Callable[..., jax.Array]:
+    """`loss_fn(params, batch, dropout_key=None) -> scalar` weighted-mean task loss."""
+    apply = make_apply_fn(module)
+
+    def loss_fn(params: PyTree, batch: Batch, dropout_key: jax.Array | None = None):
+        logits = apply(params, batch, dropout_key)
+        return weighted_mean(per_example_loss(logits, batch["labels"], is_regression),
+                             batch["weights"])
+
+    return loss_fn

@@ -1,0 +1,428 @@
+"""Per-example (diagonal) Fisher information of a task loss, accumulated in chunks.
+
+Design note. FISH Mask (Sung, Nair & Raffel, "Training Neural Networks with Fixed Sparse
+Masks", NeurIPS 2021; reference code varunnair18/FISH) scores every parameter entry by the
+diagonal empirical Fisher: over N training examples, the sum of the squared gradient of each
+example's own loss. The reference loops over single examples in PyTorch. Here:
+
+- One example's contribution is `jax.grad` of `loss_fn` on a batch of one; examples are
+  processed `chunk_size` at a time with `jax.vmap` inside a `lax.scan` over the batch, so
+  only the running float32 sum of squares (one tree shaped like the eligible params) lives
+  across examples: memory does not grow with N. Chunk 1 (a scan of single-example
+  gradients) is fastest on CPU, where vmapped per-example gradient trees are memory-bound;
+  larger chunks win on GPU/TPU. `chunk_size="auto"` picks by backend.
+- Only eligible leaves (a bool tree or a regex over `/`-joined paths) are differentiated.
+- `mode="empirical"` (the reference default): the squared gradient of the loss with the
+  gold label. `mode="expected"`: the model's own predictive distribution replaces the
+  gold label, sum_c p(c|x) (d log p(c|x))^2; this needs `loss_fn` to be the negative
+  log-likelihood (softmax cross-entropy), so that p(c|x) = exp(-loss with label c), and
+  costs `num_labels` backward passes per example. For regression (`num_labels == 1`) the
+  squared-error loss (f - y)^2 is the negative log-likelihood of a Gaussian with variance
+  1/2; its expected Fisher is 2 (df)^2, computed from two backward passes as
+  (g(y) - g(y + 1))^2 / 2, which is exact for any loss quadratic in the label.
+- Rows with weight 0 (the padding rows of a partial batch) have zero loss, hence zero
+  gradient, and are not counted.
+
+- One engine, custom reductions: `per_example_pass` feeds each example's contribution
+  tree (the squared gradients) to a `reduce(carry, contrib, rows, aux)` applied chunk by
+  chunk inside the jitted scan; it may update a carried state and emit per-example
+  outputs. `fisher_pass` is the built-in reduction that IRD needs (`fishjax.selection.ird`): a
+  per-parameter sum weighted by a per-row 0/1 weight (the batch key `sum_weights`,
+  default `weights`) and/or a per-example scalar mass, the sum of the contribution over a
+  bool/float mask tree, returned by example id (the host-only batch key `example_ids`).
+  `fisher_scores` (FISH) is `fisher_pass` with the per-parameter sum only.
+
+Method code gives a `loss_fn(params, batch)` (weighted-mean loss of a batch, dropout off)
+and a params pytree; nothing here knows the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from fishjax.core.errors import FisherError
+from fishjax.core.tree import PyTree, match_tree, merge_trees, split_tree
+
+Batch = dict[str, Any]
+LossFn = Callable[[PyTree, Batch], jax.Array]
+MODES = ("empirical", "expected")
+log = logging.getLogger("fishjax")
+
+
+def auto_chunk_size(batch_size: int, backend: str | None = None) -> int:
+    """1 on CPU (scan of single-example gradients); up to 8 (dividing the batch) elsewhere."""
+    backend = backend or jax.default_backend()
+    if backend == "cpu":
+        return 1
+    return max(c for c in (8, 4, 2, 1) if batch_size % c == 0)
+
+
+def resolve_eligible(params: PyTree, eligible: PyTree | str | None) -> PyTree:
+    """A bool tree from a regex, a bool tree, or None (every leaf)."""
+    if eligible is None:
+        return jax.tree_util.tree_map(lambda _: True, params)
+    if isinstance(eligible, str):
+        return match_tree(params, eligible)
+    return eligible
+
+
+def example_fisher_fn(
+    loss_fn: LossFn, *, mode: str = "empirical", num_labels: int = 2
+) -> Callable[[PyTree, PyTree, Batch], PyTree]:
+    """`f(on, off, example) -> tree`: one example's Fisher contribution for the `on` leaves.
+
+    `on`/`off`: the params split into the differentiated leaves and the others
+    (`fishjax.core.tree.split_tree`); `example` has no batch dimension. See the module
+    docstring for the two modes.
+    """
+    if mode not in MODES:
+        raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
+
+    def loss_one(on, off, example):
+        batch = jax.tree_util.tree_map(lambda x: x[None], example)
+        return loss_fn(merge_trees(on, off), batch)
+
+    grad = jax.value_and_grad(loss_one)
+    square = lambda g: jax.tree_util.tree_map(jnp.square, g)
+
+    def with_label(example, label):
+        return {**example, "labels": jnp.asarray(label, example["labels"].dtype)}
+
+    def empirical(on, off, example):
+        return square(grad(on, off, example)[1])
+
+    def expected_classification(on, off, example):
+        total = None
+        for c in range(num_labels):
+            loss_c, g = grad(on, off, with_label(example, c))
+            p = jax.lax.stop_gradient(jnp.exp(-loss_c)) * example["weights"]
+            term = jax.tree_util.tree_map(lambda x, p=p: p * jnp.square(x), g)
+            total = term if total is None else jax.tree_util.tree_map(jnp.add, total, term)
+        return total
+
+    def expected_regression(on, off, example):
+        y = example["labels"]
+        g0 = grad(on, off, example)[1]
+        g1 = grad(on, off, with_label(example, y + 1.0))[1]
+        return jax.tree_util.tree_map(lambda a, b: 0.5 * jnp.square(a - b), g0, g1)
+
+    if mode == "empirical":
+        return empirical
+    return expected_regression if num_labels == 1 else expected_classification
+
+
+def backward_passes_per_example(mode: str, num_labels: int) -> int:
+    if mode == "empirical":
+        return 1
+    return 2 if num_labels == 1 else num_labels
+
+
+# -- the one per-example engine: a scan over chunks, a custom reduction per chunk --------
+
+# reduce(carry, contrib, rows, aux) -> (carry, per-example outputs [c, ...] or None).
+# `contrib`: the chunk's contribution trees (leading axis c, the `on` leaves only);
+# `rows`: per-row arrays of the chunk (`weights`, `sum_weights`); `aux`: a pytree that is
+# constant over the pass (e.g. a mask over the `on` leaves). Must be hashable (it keys
+# the cache of compiled steps): a module-level function.
+Reducer = Callable[[Any, PyTree, dict[str, jax.Array], Any], tuple[Any, Any]]
+
+
+def sum_and_mass(carry: PyTree | None, contrib: PyTree, rows: dict[str, jax.Array],
+                 aux: PyTree | None) -> tuple[PyTree | None, jax.Array | None]:
+    """The built-in reduction (FISH, IRD).
+
+    carry (if not None): += sum over the chunk of `sum_weights[i] * contrib_i`, per entry.
+    aux (if not None, a bool or float tree over the `on` leaves): each example's scalar
+    mass, the sum of its contribution over the entries where the mask is True (bool) or
+    weighted by it (float); 0 for padding rows (weight 0).
+    """
+    if carry is not None:
+        w = rows["sum_weights"]
+        carry = jax.tree_util.tree_map(
+            lambda a, c: a + jnp.sum(c * w.reshape((-1,) + (1,) * (c.ndim - 1)), axis=0),
+            carry, contrib)
+    if aux is None:
+        return carry, None
+
+    def leaf_mass(c, m):
+        flat, m = c.reshape(c.shape[0], -1), m.reshape(-1)
+        masked = jnp.where(m, flat, 0.0) if m.dtype == jnp.bool_ else flat * m
+        return jnp.sum(masked, axis=1)
+
+    masses = jax.tree_util.tree_leaves(jax.tree_util.tree_map(leaf_mass, contrib, aux))
+    total = functools.reduce(jnp.add, masses)
+    return carry, jnp.where(rows["weights"] > 0, total, 0.0)
+
+
+def chunked_reduce(example_fn: Callable[..., PyTree], chunk_size: int,
+                   reduce: Reducer) -> Callable[..., tuple[Any, Any]]:
+    """`f(carry, on, off, batch, rows, aux) -> (carry, per-example outputs [b, ...])`.
+
+    A `lax.scan` over chunks of `chunk_size` examples, `vmap` of `example_fn` within each
+    chunk, `reduce` applied to each chunk's contributions; only `carry` and the (small)
+    per-example outputs leave the scan. The batch size must be a multiple of `chunk_size`.
+    """
+    per_chunk = jax.vmap(example_fn, in_axes=(None, None, 0))
+
+    def run(carry, on, off, batch, rows, aux):
+        b = batch["labels"].shape[0]
+        if b % chunk_size:
+            raise FisherError(f"batch size {b} is not a multiple of chunk_size {chunk_size}")
+        split = lambda x: x.reshape(b // chunk_size, chunk_size, *x.shape[1:])
+        chunks = jax.tree_util.tree_map(split, (batch, rows))
+
+        def body(carry, chunk):
+            batch_c, rows_c = chunk
+            return reduce(carry, per_chunk(on, off, batch_c), rows_c, aux)
+
+        carry, outs = jax.lax.scan(body, carry, chunks)
+        outs = jax.tree_util.tree_map(lambda y: y.reshape(b, *y.shape[2:]), outs)
+        return carry, outs
+
+    return run
+
+
+@functools.lru_cache(maxsize=64)
+def pass_step(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int,
+              reduce: Reducer = sum_and_mass):
+    """Jitted `carry, on, off, batch, rows, aux -> (carry, outputs)`, carry donated.
+
+    Cached, so repeated passes (FISH, every IRD round) compile once per batch shape and
+    per carry/aux structure.
+    """
+    example_fn = example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
+    return jax.jit(chunked_reduce(example_fn, chunk_size, reduce), donate_argnums=0)
+
+
+@dataclasses.dataclass
+class PassOutput:
+    carry: Any  # the reduction's final carry
+    example_ids: np.ndarray  # int64: ids of the real rows, in pass order
+    outputs: np.ndarray | None  # the reduction's per-example outputs, aligned with example_ids
+    num_examples: int  # real (weight > 0) examples processed
+    backward_passes: int  # per-example backward passes spent
+    seconds: float
+
+
+def _zeros_carry(on: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), on)
+
+
+def per_example_pass(
+    loss_fn: LossFn,
+    params: PyTree,
+    batches: Iterable[Batch],
+    *,
+    init: Callable[[PyTree], Any] = _zeros_carry,
+    reduce: Reducer = sum_and_mass,
+    aux: Any = None,
+    eligible: PyTree | str | None = None,
+    mode: str = "empirical",
+    num_labels: int = 2,
+    num_samples: int | None = None,
+    chunk_size: int | str = "auto",
+    progress: bool = True,
+    desc: str | None = None,
+) -> PassOutput:
+    """One pass of per-example Fisher contributions through a custom reduction.
+
+    `init(on)` builds the initial carry from the eligible leaves (`on`: a nested dict of
+    only those leaves);
+    `reduce` and `aux` are described at `Reducer`. Batches may carry two host-side keys:
+    `example_ids` (an id per row; default: the running position among real rows) and
+    `sum_weights` (the per-row weight of the per-parameter sum; default `weights`).
+    Rows with weight 0 (padding) produce no gradient, no id and no output. Stops once
+    `num_samples` real rows were processed (rows past it get weight 0).
+    """
+    if mode not in MODES:
+        raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
+    if num_samples is not None and num_samples <= 0:
+        raise FisherError(f"num_samples must be positive, got {num_samples}")
+    eligible = resolve_eligible(params, eligible)
+    if not any(jax.tree_util.tree_leaves(eligible)):
+        raise FisherError("no parameter is eligible for Fisher scoring")
+    on, off = split_tree(params, eligible)
+    carry = init(on)
+    bar = tqdm(total=num_samples, unit="ex", desc=desc or f"fisher ({mode})",
+               disable=not progress)
+    seen, t0 = 0, time.perf_counter()
+    ids: list[np.ndarray] = []
+    outs: list[tuple[Any, np.ndarray]] = []
+    for batch in batches:
+        if num_samples is not None and seen >= num_samples:
+            break
+        batch = dict(batch)
+        row_ids = batch.pop("example_ids", None)
+        sum_weights = batch.pop("sum_weights", None)
+        weights = np.asarray(batch["weights"], np.float32).copy()
+        if num_samples is not None:  # keep only the first (num_samples - seen) real rows
+            real = np.cumsum(weights > 0)
+            weights[real > num_samples - seen] = 0.0
+        real = weights > 0
+        n_real = int(real.sum())
+        if n_real == 0:
+            continue
+        sw = weights if sum_weights is None else np.asarray(sum_weights, np.float32) * real
+        b = len(weights)
+        c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
+        step = pass_step(loss_fn, mode, num_labels, c, reduce)
+        carry, out = step(carry, on, off, {**batch, "weights": weights},
+                          {"weights": weights, "sum_weights": sw}, aux)
+        ids.append(np.asarray(row_ids, np.int64)[real] if row_ids is not None
+                   else np.arange(seen, seen + n_real, dtype=np.int64))
+        if out is not None:
+            outs.append((out, real))
+        seen += n_real
+        bar.update(n_real)
+    bar.close()
+    jax.block_until_ready(carry)
+    if seen == 0:
+        raise FisherError("no examples were scored (empty batches?)")
+    if num_samples is not None and seen < num_samples:
+        log.warning("fisher: only %d examples available, fewer than num_samples=%d", seen,
+                    num_samples)
+    outputs = np.concatenate([np.asarray(o)[r] for o, r in outs]) if outs else None
+    return PassOutput(
+        carry=carry,
+        example_ids=np.concatenate(ids),
+        outputs=outputs,
+        num_examples=seen,
+        backward_passes=seen * backward_passes_per_example(mode, num_labels),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# -- the built-in reduction: per-parameter sums and per-example masses -----------------
+
+
+@dataclasses.dataclass
+class FisherPass:
+    scores: PyTree | None  # per-parameter sums (float32, shaped like params, 0 off-eligible)
+    eligible: PyTree  # bool per leaf
+    example_ids: np.ndarray  # int64, ascending: every real example processed
+    example_mass: np.ndarray | None  # float32 per example (aligned with example_ids)
+    num_examples: int  # real (weight > 0) examples scored
+    backward_passes: int  # per-example backward passes spent
+    seconds: float
+
+
+def _mass_aux(params: PyTree, eligible: PyTree, mass_mask: PyTree) -> PyTree:
+    """The mask over the eligible leaves (bool or float32 arrays), checked against params."""
+    def leaf(p, e, m):
+        m = np.asarray(m)
+        if m.shape != np.shape(p):
+            raise FisherError(f"mass_mask leaf of shape {m.shape} for a parameter of shape "
+                              f"{np.shape(p)}")
+        if not e and m.any():
+            raise FisherError("mass_mask selects entries of a leaf that is not eligible")
+        return m if m.dtype == np.bool_ else m.astype(np.float32)
+
+    full = jax.tree_util.tree_map(leaf, params, eligible, mass_mask)
+    return split_tree(full, eligible)[0]
+
+
+def fisher_pass(
+    loss_fn: LossFn,
+    params: PyTree,
+    batches: Iterable[Batch],
+    *,
+    eligible: PyTree | str | None = None,
+    mode: str = "empirical",
+    num_labels: int = 2,
+    param_sums: bool = True,
+    mass_mask: PyTree | None = None,
+    num_samples: int | None = None,
+    chunk_size: int | str = "auto",
+    progress: bool = True,
+    desc: str | None = None,
+) -> FisherPass:
+    """One pass computing per-parameter Fisher sums and/or per-example masses.
+
+    With `param_sums`, `scores[j]` = sum over examples i of `sum_weights_i * f_ij`, where
+    f_ij is example i's Fisher contribution to entry j (`example_fisher_fn`) and
+    `sum_weights` is the batch's per-row weight (default `weights`; use 0/1). With
+    `mass_mask` (a bool or float tree shaped like params, nonzero only on eligible
+    leaves), `example_mass[i]` = sum over j of mask_j * f_ij, for every real example, by
+    `example_id` (batch key, host-side; default: position in the pass). The N x P matrix
+    f_ij is never formed. Other arguments as for `fisher_scores`.
+
+    Example:
+      >>> res = fisher_pass(loss_fn, params, batches, eligible=elig, mass_mask=range_mask)
+      >>> res.example_ids, res.example_mass, res.scores
+    """
+    if not param_sums and mass_mask is None:
+        raise FisherError("fisher_pass: nothing to compute (param_sums=False, no mass_mask)")
+    resolved = resolve_eligible(params, eligible)
+    # On the device once, not copied from the host with every batch.
+    aux = None if mass_mask is None else jax.device_put(_mass_aux(params, resolved, mass_mask))
+    out = per_example_pass(
+        loss_fn, params, batches, init=_zeros_carry if param_sums else (lambda on: None),
+        reduce=sum_and_mass, aux=aux, eligible=resolved, mode=mode, num_labels=num_labels,
+        num_samples=num_samples, chunk_size=chunk_size, progress=progress, desc=desc)
+    order = np.argsort(out.example_ids, kind="stable")
+    ids = out.example_ids[order]
+    if len(np.unique(ids)) != len(ids):
+        raise FisherError("fisher_pass: duplicate example_ids in the batches")
+    scores = None
+    if param_sums:  # zeros on the leaves that were not scored
+        off = split_tree(params, resolved)[1]
+        scores = merge_trees(out.carry, _zeros_carry(off))
+    return FisherPass(
+        scores=scores,
+        eligible=resolved,
+        example_ids=ids,
+        example_mass=None if out.outputs is None else out.outputs[order].astype(np.float32),
+        num_examples=out.num_examples,
+        backward_passes=out.backward_passes,
+        seconds=out.seconds,
+    )
+
+
+def fisher_scores(
+    loss_fn: LossFn,
+    params: PyTree,
+    batches: Iterable[Batch],
+    *,
+    eligible: PyTree | str | None = None,
+    mode: str = "empirical",
+    num_labels: int = 2,
+    num_samples: int | None = None,
+    chunk_size: int | str = "auto",
+    progress: bool = True,
+) -> FisherPass:
+    """Sum over examples of the per-example Fisher contribution, for the eligible leaves.
+
+    `fisher_pass` with the per-parameter sum only (`scores`: float32, shaped like params,
+    0 on ineligible leaves; no per-example masses).
+
+    Args:
+      loss_fn: `loss_fn(params, batch) -> scalar`, the weighted-mean negative
+        log-likelihood of a batch with `labels` and `weights` (dropout off).
+      params: the parameter pytree.
+      batches: host batches (e.g. `MethodContext.train_batches(...)`); consumed until
+        `num_samples` real examples were scored (rows past it get weight 0).
+      eligible: which leaves to score (bool tree, regex over paths, or None for all).
+      mode: "empirical" (gold labels) or "expected" (model's predictive distribution).
+      num_labels: classes of the task (1: regression); used by the expected mode.
+      num_samples: examples to score (None: every batch).
+      chunk_size: examples per vmap chunk, or "auto" (1 on CPU, up to 8 elsewhere).
+      progress: show a progress bar (tqdm) with examples/s.
+
+    Example:
+      >>> res = fisher_scores(loss_fn, params, ctx.train_batches(32, seed=0),
+      ...                     eligible=r"^(embeddings|encoder)/", num_samples=1024)
+      >>> mask = top_k_mask(res.scores, k, eligible=res.eligible)
+    """
+    return fisher_pass(loss_fn, params, batches, eligible=eligible, mode=mode,
+                       num_labels=num_labels, num_samples=num_samples, chunk_size=chunk_size,
+                       progress=progress)

@@ -1,0 +1,98 @@
+"""Checks of a run config and workdir, done before any data or model is loaded.
+
+Every problem raises `ConfigError` naming the field and the bad value, so a run never
+starts training on a config that cannot finish. The trainer-owned sections (model, data,
+train, mesh) are checked here; `config.method` is checked by the method itself
+(`Method.validate`), so this module knows no method's options.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import ml_collections
+
+from fishjax.core.errors import ConfigError, DataError
+from fishjax.data import get_task
+from fishjax.methods import get_method
+
+DTYPES = ("float32", "bfloat16")
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for the first invalid field found."""
+    for section in ("model", "data", "train", "mesh", "method"):
+        _require(section in config, f"config has no `{section}` section")
+    try:
+        get_task(config.task)
+    except DataError as e:
+        raise ConfigError(f"config.task: {e}") from None
+    _require(bool(config.model.name), "config.model.name is empty")
+    _require(config.model.dtype in DTYPES,
+             f"config.model.dtype must be one of {DTYPES}, got {config.model.dtype!r}")
+    for name in ("hidden_dropout", "attention_dropout"):
+        p = config.model[name]
+        _require(p is None or 0.0 <= p < 1.0, f"config.model.{name} must be in [0, 1), got {p}")
+
+    d = config.data
+    buckets = tuple(d.buckets)
+    _require(len(buckets) > 0 and all(isinstance(b, int) and b > 0 for b in buckets),
+             f"config.data.buckets must be positive ints, got {buckets}")
+    _require(list(buckets) == sorted(set(buckets)),
+             f"config.data.buckets must be strictly increasing, got {buckets}")
+    _require(buckets[-1] == d.max_length,
+             f"config.data.buckets must end at config.data.max_length={d.max_length}, "
+             f"got {buckets}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        n = d[name]
+        _require(n is None or n > 0, f"config.data.{name} must be positive, got {n}")
+    if d.dir is not None:
+        _require(os.path.isdir(d.dir), f"config.data.dir={d.dir!r} is not a directory")
+
+    t = config.train
+    for name in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps"):
+        _require(int(t[name]) > 0, f"config.train.{name} must be positive, got {t[name]}")
+    _require(t.num_steps is not None or t.num_epochs > 0,
+             f"config.train.num_epochs must be positive, got {t.num_epochs}")
+    _require(t.num_steps is None or t.num_steps > 0,
+             f"config.train.num_steps must be positive, got {t.num_steps}")
+    _require(t.learning_rate > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate}")
+    _require(0.0 <= t.warmup_ratio <= 1.0,
+             f"config.train.warmup_ratio must be in [0, 1], got {t.warmup_ratio}")
+    _require(t.weight_decay >= 0, f"config.train.weight_decay must be >= 0, got {t.weight_decay}")
+    _require(t.max_grad_norm > 0, f"config.train.max_grad_norm must be > 0, got {t.max_grad_norm}")
+    for name in ("eval_every_steps", "stop_after_steps", "warmup_steps"):
+        v = t[name]
+        _require(v is None or v >= 0, f"config.train.{name} must be >= 0, got {v}")
+
+    m = config.mesh
+    _require(m.model >= 1, f"config.mesh.model must be >= 1, got {m.model}")
+    _require(m.data == -1 or m.data >= 1, f"config.mesh.data must be -1 or >= 1, got {m.data}")
+    get_method(config.method.name).validate(config.method)
+
+
+def check_batch_divisible(config: ml_collections.ConfigDict, data_axis: int) -> None:
+    for name in ("batch_size", "eval_batch_size"):
+        size = config.train[name]
+        _require(size % data_axis == 0,
+                 f"config.train.{name}={size} is not divisible by the mesh data axis "
+                 f"({data_axis} devices)")
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Creates `workdir` and checks that it is writable; returns its absolute path."""
+    _require(bool(workdir), "a workdir is required (--workdir=DIR)")
+    path = os.path.abspath(os.path.expanduser(workdir))
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"workdir {path!r} is not writable: {e}") from None
+    return path

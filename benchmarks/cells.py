@@ -10,11 +10,14 @@ from __future__ import annotations
 
 # Display order of the derived tables (README); tasks/methods not listed follow, sorted.
 TASK_ORDER = ("rte", "mrpc", "sst2", "cola", "stsb", "qnli", "qqp", "mnli", "wnli")
-METHOD_ORDER = ("full", "bitfit", "random_mask", "fish", "ird", "sift",
+METHOD_ORDER = ("full", "head_only", "bitfit", "random_mask", "fish", "ird", "sift",
                 "lora", "lora_fish", "lora_fish_warmup", "lora_fish_random",
                 "lora_fish_reversed", "adapter", "adapter_fish", "adapter_fish_warmup",
                 "adapter_fish_random", "adapter_fish_reversed", "dora", "dora_fish",
-                "dora_fish_warmup", "dora_fish_random", "dora_fish_reversed")
+                "dora_fish_warmup", "dora_fish_random", "dora_fish_reversed",
+                "adapter_pfeiffer",
+                *(f"xpeft_{pool}_{variant}_n{n}" for pool in ("random", "trained")
+                  for n in (8, 32) for variant in ("soft", "hard")))
 
 
 def cell_id(task: str, method: str, seed: int) -> str:

@@ -135,7 +135,13 @@ FALLBACK_EX_PER_S = 9.0
 # than the whole budget), stays frozen.
 METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {
     "sift": ("method.sift.rate=0.0318", "method.sift.head_regex=^classifier/"),
+    # X-PEFT's scores are logits over N adapters whose ranking must move within one run:
+    # 10x the head's rate (our choice; no reference exists).
+    "xpeft": ("method.xpeft.score_learning_rate=0.01",),
 }
+# Trained X-PEFT pools: one bank per target task and N, built by benchmarks/xpeft_banks.py
+# from adapters trained on shards of the other tasks (`{task}` is the cell's task).
+XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # Grid methods that are a registered method with fixed config overrides, recorded under
 # their own name: FISH-Tuning's selection baselines (the same search-size PEFT tree and
 # budget as `<m>`, entries picked at random or by the lowest Fisher scores) and its
@@ -148,12 +154,21 @@ METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # The zero-init remedy: Fisher after `warmup_steps` dense steps of the search module.
     **{f"{m}_warmup": (m, ("method.peft.fisher_after_warmup=True",))
        for m in ("lora_fish", "adapter_fish", "dora_fish")},
+    # Vanilla adapters at X-PEFT's slots (after each FFN), bottleneck hidden/16.
+    "adapter_pfeiffer": ("adapter", ("method.peft.adapter_variant=pfeiffer",)),
+    # X-PEFT: random or trained pool, soft or hard masks, N adapters.
+    **{f"xpeft_{pool}_{variant}_n{n}": ("xpeft", (
+        f"method.xpeft.variant={variant}",
+        f"method.xpeft.pool_size={n}" if pool == "random" else
+        f"method.xpeft.pool={XPEFT_BANKS.replace('{n}', str(n))}"))
+       for pool in ("random", "trained") for variant in ("soft", "hard") for n in (8, 32)},
 }
 # Peak learning rate per method (--method_lr); see the docstring's protocol.
 DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"
                      "lora=5e-4,lora_fish=5e-4,dora=5e-4,dora_fish=5e-4,adapter=1e-3,"
-                     "adapter_fish=1e-3")
+                     "adapter_fish=1e-3,xpeft=1e-3,head_only=1e-3")
 FALLBACK_CELL_OVERHEAD_S = 90.0
+DEFAULT_COMPILATION_CACHE = "~/.cache/fishjax/jax-compilation-cache"
 # README blocks (benchmarks/readme_blocks.py): `<!-- glue-table:begin <results.json> -->`.
 README_BLOCK = "glue-table"
 
@@ -280,8 +295,8 @@ def cell_config(task: str, method: str, seed: int, args):
     lr = lrs.get(method, lrs.get(base_method(method)))
     if lr is not None:
         config.train.learning_rate = float(lr)
-    for assignment in cell_overrides(method, args):
-        apply_override(config, assignment)
+    for assignment in cell_overrides(method, args):  # `{task}`: the cell's task
+        apply_override(config, assignment.replace("{task}", task))
     subsets = parse_train_subset(getattr(args, "train_subset", "") or "")
     if task in subsets:
         if not config.data.dir:
@@ -570,6 +585,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "<out>/results.json), e.g. a grid run on the same machine")
     p.add_argument("--keep_checkpoints", action="store_true",
                    help="keep each cell's checkpoints and export (deleted by default)")
+    p.add_argument("--compilation_cache", default=DEFAULT_COMPILATION_CACHE,
+                   help="JAX's persistent compilation cache folder, shared by the cells (every "
+                   "cell compiles the same programs); '' turns it off")
     args = p.parse_args(argv)
     args.derive_table = args.report and args.tasks is None and args.methods is None
     if args.quick:
@@ -586,10 +604,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def use_compilation_cache(path: str) -> None:
+    """Points JAX's persistent compilation cache at `path` ('' : off), unless the
+    environment already chose one."""
+    if path and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("fishjax").setLevel(logging.INFO)  # progress; not orbax's file log
+    use_compilation_cache(args.compilation_cache)
 
     tasks = [get_task(t).name for t in args.tasks.split(",")]
     methods = args.methods.split(",")

@@ -221,4 +221,34 @@ def get_config() -> ml_collections.ConfigDict:
     config.method.peft.fisher_after_warmup = False
     config.method.peft.warmup_steps = 50
 
+    # X-PEFT (method `xpeft`, fishjax/methods/xpeft.py; every default ours): per-profile
+    # masks over a frozen bank of N adapters; only the scores and the head
+    # (method.head_regex) train.
+    config.method.xpeft = ml_collections.ConfigDict()
+    # "random" (a seeded pool of untrained adapters) or the path of a bank file of trained
+    # adapters (python -m fishjax.artifacts.bank_file --out BANK runs/*/peft.safetensors).
+    config.method.xpeft.pool = "random"
+    # Random pool: N, its seed (shared by every profile, not the run's seed), the
+    # bottleneck (None: hidden // reduction_factor), and a factor on the up-projections'
+    # U(+-1/sqrt(bottleneck)) draw (both projections are non-zero).
+    config.method.xpeft.pool_size = 32
+    config.method.xpeft.pool_seed = 0
+    config.method.xpeft.bottleneck = placeholder(int)
+    config.method.xpeft.reduction_factor = 16
+    config.method.xpeft.random_up_scale = 1.0
+    # Where the pool's adapters sit: "pfeiffer" (after each FFN) or "houlsby".
+    config.method.xpeft.adapter_variant = "pfeiffer"
+    # "soft" (softmax mixing), "hard" (the mean of the top K, straight-through) or
+    # "sigmoid" (the mean of the adapters with a positive score, straight-through).
+    config.method.xpeft.variant = "hard"
+    # Hard: adapters selected per layer and side (None: ceil(N / 2)).
+    config.method.xpeft.k = placeholder(int)
+    # Scores' peak learning rate (None: train.learning_rate; same schedule shape, no weight
+    # decay) and their init U(+-score_init_scale), seeded by the run's seed.
+    config.method.xpeft.score_learning_rate = placeholder(float)
+    config.method.xpeft.score_init_scale = 0.01
+    # Soft only: ship the top K of the learned weights as a hard profile too, and report
+    # that hard profile's dev score (results["deployed_eval"]).
+    config.method.xpeft.harden_at_end = False
+
     return config

@@ -7,7 +7,7 @@ Layers, bottom to top (README "Layout"):
   2 fishjax.selection, fishjax.params  what to train, and how it combines with the base
   3 fishjax.artifacts                  files on disk
   4 fishjax.methods                    one module per method on a shared core
-  5 fishjax.train                      the trainer, checkpoints, sharding, config checks
+  5 fishjax.train, fishjax.serve       the trainer, checkpoints, sharding, config checks; serving
   6 fishjax (the package's top-level names)
   7 configs                            run configs (import only each other)
   8 benchmarks                         programs that use fishjax and the configs
@@ -30,6 +30,7 @@ LAYERS = {
     "fishjax.artifacts": 3,
     "fishjax.methods": 4,
     "fishjax.train": 5,
+    "fishjax.serve": 5,
     "fishjax": 6,
     "configs": 7,
     "benchmarks": 8,

@@ -8,10 +8,12 @@ from fishjax.methods import (  # noqa: F401  (registers the methods)
     bitfit,
     fish,
     full,
+    head_only,
     ird,
     peft,
     random_mask,
     sift,
+    xpeft,
 )
 from fishjax.methods.base import (
     Method,

@@ -101,6 +101,10 @@ class MethodSetup:
     # Hugging Face folder (False e.g. for bottleneck adapters, which the base
     # architecture lacks: their artefacts come from `save_artifacts`).
     exportable: bool = True
+    # The dense params of what the method ships, when they differ from the trained model
+    # (e.g. X-PEFT's soft scores hardened to a top-K mask at the end): the trainer scores
+    # them on dev at the end of a finished run (results["deployed_eval"]).
+    deployed: Callable[[PyTree], PyTree] | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # logged and saved
 
     def dense_params(self, trainable: PyTree) -> PyTree:

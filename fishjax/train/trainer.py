@@ -226,8 +226,11 @@ class Trainer:
 
     def dev_score(self, params: PyTree) -> float:
         """The main metric (`main_score`) of a dense params tree (e.g. a method's trial)."""
-        return self.main_score(self._evaluate(lambda batch: self._dense_eval_step(params, None,
-                                                                                  batch)))
+        return self.main_score(self.evaluate_params(params))
+
+    def evaluate_params(self, params: PyTree) -> dict[str, float]:
+        """`evaluate` for a dense params tree (what the model reads)."""
+        return self._evaluate(lambda batch: self._dense_eval_step(params, None, batch))
 
     def _evaluate(self, outputs: Callable[[dict], tuple[jax.Array, jax.Array]]
                   ) -> dict[str, float]:
@@ -388,6 +391,11 @@ class Trainer:
                 id2label=None if labels is None else dict(enumerate(labels)),
                 tokenizer_dir=self.model.model_dir,
             ) if is_main else None
+        if self.setup.deployed is not None:  # what the method ships differs from the model
+            kept = self.state.trainable if kept is None else kept
+            out["deployed_eval"] = self.evaluate_params(self.setup.deployed(kept))
+            log.info("deployed model (%s): %s", self.config.method.name,
+                     _fmt_metrics(out["deployed_eval"]))
         if self.setup.save_artifacts is not None:  # e.g. a sparse delta file
             out["artifacts"] = self.save_artifacts(kept) if is_main else None
         return out

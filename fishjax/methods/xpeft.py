@@ -1,0 +1,218 @@
+"""`xpeft`: per-profile masks over a frozen bank of adapters (X-PEFT).
+
+Design note. X-PEFT (Kwak & Kim, 2024, "X-PEFT: eXtremely Parameter-Efficient Fine-Tuning
+for Extreme Multi-Profile Scenarios", arXiv 2401.16137) keeps a fixed pool of N adapters
+frozen beside the frozen base model and, for each new profile (a user or a task), trains
+only tiny mask tensors that choose which pool adapters to use; the pool may be adapters
+trained before or random, untrained ones. No public code exists and only the abstract was
+available to us: EVERY DEFAULT BELOW IS OURS.
+
+- Pool: N bottleneck adapters at the Pfeiffer slot (after the FFN of every layer; the
+  model's `adapter_sites["pfeiffer"]`, option `xpeft.adapter_variant`), bottleneck
+  hidden // `xpeft.reduction_factor` (16), one stacked tree with a leading axis N
+  (`fishjax.params.xpeft`), shared by every profile, frozen, never copied per profile.
+  `pool="random"`: both projections drawn U(+-1/sqrt(fan_in)) from `xpeft.pool_seed`
+  (not the run's seed: every profile of a task family shares the pool), biases 0, so no
+  random adapter is the identity (a zero up-projection would make it one). A path: a bank
+  file of trained adapters (`fishjax.artifacts.bank_file`, stacked from `adapter` runs),
+  which must come from the same base model.
+- Per profile and slot, two score vectors S_A, S_B in R^N (down- and up-projections
+  mixed separately), plus the task head (`method.head_regex`, trained densely; counted
+  and stored apart in every size figure).
+- `variant="soft"`: w = softmax(S), the adapters' kernels and biases mixed by w (the
+  compute of one adapter, plus O(N d r) to mix). `"hard"` (default): the top K of S
+  (K = `xpeft.k`, default ceil(N/2)), the mean of the selected adapters, gradients to S by
+  a straight-through estimator through softmax(S). `"sigmoid"`: the adapters with S > 0,
+  their mean, straight-through through sigmoid(S) (a variable count).
+  `harden_at_end=True` (soft only): train soft, then ship the top K of the learned
+  weights as a hard profile; the run's `deployed_eval` is that hard profile's dev score.
+- Scores start at U(+-`score_init_scale`) (0.01; seeded by the run), train with the
+  trainer's AdamW schedule scaled to `score_learning_rate` (default: the run's learning
+  rate) and no weight decay.
+- Artefacts: `<workdir>/profile.safetensors` (`fishjax.artifacts.profile_file`): a hard
+  profile's mask bit-packed in ceil(2 L N / 8) bytes, a soft one's scores as float32, and
+  the head, bound to the bank's and the base's fingerprints. Adapters are not part of the
+  base architecture: no Hugging Face export. Serving many profiles from one base and bank:
+  `fishjax.serve.profiles`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+from fishjax.artifacts.bank_file import Bank, load_bank, make_bank
+from fishjax.artifacts.fingerprint import base_fingerprint
+from fishjax.artifacts.profile_file import PROFILE_FILE, save_profile
+from fishjax.core.errors import ConfigError, PeftError
+from fishjax.core.tree import PyTree, count_params, flatten_paths, merge_trees, split_tree
+from fishjax.methods.base import MethodContext, MethodSetup, register_method
+from fishjax.methods.common import (
+    artifact_metadata,
+    check_regex,
+    is_positive_int,
+    require,
+)
+from fishjax.models import ADAPTER_SITES, architecture, slot_width
+from fishjax.params.peft import PeftSpec, find_targets
+from fishjax.params.xpeft import (
+    VARIANTS,
+    bank_slots,
+    check_bank,
+    default_k,
+    init_scores,
+    mix,
+    mixing_weights,
+    profile_bytes,
+    profile_from_scores,
+    random_bank,
+)
+
+log = logging.getLogger("fishjax")
+
+SCORES_KEY, HEAD_KEY = "scores", "head"
+HARD_PROFILE_FILE = "profile_hard.safetensors"
+
+
+def validate_xpeft(x: ml_collections.ConfigDict) -> None:
+    """config.method.xpeft."""
+    p = "config.method.xpeft"
+    require(isinstance(x.pool, str) and bool(x.pool), f"{p}.pool must be 'random' or a bank "
+            f"file, got {x.pool!r}")
+    if x.pool != "random":
+        require(os.path.isfile(x.pool), f"{p}.pool={x.pool!r}: no such bank file")
+    for name in ("pool_size", "reduction_factor"):
+        require(is_positive_int(x[name]), f"{p}.{name} must be a positive int, got {x[name]!r}")
+    for name in ("k", "bottleneck"):
+        require(x[name] is None or is_positive_int(x[name]),
+                f"{p}.{name} must be None or a positive int, got {x[name]!r}")
+    require(isinstance(x.pool_seed, int), f"{p}.pool_seed must be an int, got {x.pool_seed!r}")
+    require(x.variant in VARIANTS, f"{p}.variant must be one of {VARIANTS}, got {x.variant!r}")
+    require(x.adapter_variant in ADAPTER_SITES, f"{p}.adapter_variant must be one of "
+            f"{tuple(ADAPTER_SITES)}, got {x.adapter_variant!r}")
+    if x.pool == "random" and x.k is not None:
+        require(x.k <= x.pool_size, f"{p}.k={x.k} exceeds pool_size={x.pool_size}")
+    require(x.score_learning_rate is None or (isinstance(x.score_learning_rate, int | float)
+                                              and math.isfinite(x.score_learning_rate)
+                                              and x.score_learning_rate > 0),
+            f"{p}.score_learning_rate must be None or > 0, got {x.score_learning_rate!r}")
+    require(isinstance(x.score_init_scale, int | float) and x.score_init_scale >= 0,
+            f"{p}.score_init_scale must be >= 0, got {x.score_init_scale!r}")
+    require(isinstance(x.random_up_scale, int | float) and x.random_up_scale > 0,
+            f"{p}.random_up_scale must be > 0, got {x.random_up_scale!r}")
+    require(isinstance(x.harden_at_end, bool), f"{p}.harden_at_end must be True or False")
+    require(not x.harden_at_end or x.variant == "soft",
+            f"{p}.harden_at_end needs variant='soft' (it hardens the learned soft weights)")
+
+
+def pool_bank(ctx: MethodContext, base: PyTree) -> Bank:
+    """The bank of `config.method.xpeft.pool`: a seeded random pool, or a bank file (which
+    must come from this base)."""
+    x = ctx.method.xpeft
+    base_fp = base_fingerprint(base)
+    if x.pool != "random":
+        bank = load_bank(x.pool)
+        if bank.metadata["base_fingerprint"] != base_fp:
+            raise PeftError(f"config.method.xpeft.pool={x.pool!r} was trained on base model "
+                            f"{bank.metadata.get('base_model', '?')!r}, not on these params")
+        check_bank(bank.adapters, base, bank.spec)
+        return bank
+    sites = architecture(ctx.model_config.model_type).adapter_sites
+    slots = find_targets(base, "adapter", sites[x.adapter_variant])
+    width = slot_width(base, tuple(slots[0].split("/")))
+    spec = PeftSpec("adapter", x.bottleneck or max(1, width // x.reduction_factor), slots)
+    adapters = random_bank(base, spec, x.pool_size, jax.random.PRNGKey(x.pool_seed),
+                           up_scale=float(x.random_up_scale))
+    return make_bank(adapters, spec, base_fp, base_model=ctx.model_name,
+                     sources=f"random(seed={x.pool_seed}, n={x.pool_size})")
+
+
+def xpeft_combine(variant: str, k: int | None):
+    """`combine(trainable, frozen)`: the base, the bank mixed by the scores, the head."""
+    def combine(trainable: PyTree, frozen: PyTree) -> PyTree:
+        weights = mixing_weights(trainable[SCORES_KEY], variant, k)
+        return merge_trees(frozen["base"], mix(frozen["bank"], weights), trainable[HEAD_KEY])
+    return combine
+
+
+def _scale_scores(ratio: float):
+    """Scales the score updates by `ratio` (their learning rate over the run's)."""
+    def wrap(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+        if ratio == 1.0:
+            return tx
+        mask = lambda tree: {SCORES_KEY: True,  # noqa: E731
+                             HEAD_KEY: jax.tree_util.tree_map(lambda _: False, tree[HEAD_KEY])}
+        return optax.chain(tx, optax.masked(optax.scale(ratio), mask))
+    return wrap
+
+
+@register_method("xpeft")
+class XPeft:
+    name = "xpeft"
+
+    def validate(self, m: ml_collections.ConfigDict) -> None:
+        if "xpeft" not in m:
+            raise ConfigError("config.method.xpeft is missing (see configs/default.py)")
+        check_regex(m, "head_regex", "config.method")
+        validate_xpeft(m.xpeft)
+
+    def setup(self, ctx: MethodContext) -> MethodSetup:
+        m, x = ctx.method, ctx.method.xpeft
+        head, base = split_tree(ctx.params, m.head_regex)
+        if not flatten_paths(head):
+            raise PeftError(f"config.method.head_regex={m.head_regex!r} matches no parameter: "
+                            "the task head would stay at its random init")
+        bank = pool_bank(ctx, base)
+        n, slots = bank.size, bank_slots(bank.adapters)
+        k = None
+        if x.variant == "hard" or x.harden_at_end:
+            k = default_k(n) if x.k is None else int(x.k)
+            if k > n:
+                raise ConfigError(f"config.method.xpeft.k={k} exceeds the bank's {n} adapters")
+        scores = init_scores(len(slots), n, ctx.rng, float(x.score_init_scale))
+        trainable = {SCORES_KEY: scores, HEAD_KEY: head}
+        frozen = {"base": base, "bank": bank.adapters}
+        ratio = (x.score_learning_rate or ctx.learning_rate) / ctx.learning_rate
+        head_entries = count_params(head)
+        base_fp = base_fingerprint(base)
+        info: dict[str, Any] = {
+            "xpeft_variant": x.variant, "pool": x.pool if x.pool != "random" else "random",
+            "pool_size": n, "k": k, "slots": len(slots), "bottleneck": bank.spec.size,
+            "score_entries": int(scores.size), "head_entries": head_entries,
+            "trainable_entries": int(scores.size) + head_entries,
+            "profile_bytes": profile_bytes("soft" if x.variant == "soft" and not
+                                           x.harden_at_end else "hard", scores.shape),
+            "head_bytes": 4 * head_entries, "bank_entries": count_params(bank.adapters),
+            "bank_fingerprint": bank.fingerprint}
+        meta = artifact_metadata(ctx, {"pool": bank.metadata["sources"], "pool_size": n,
+                                       "bottleneck": bank.spec.size,
+                                       "adapter_variant": x.adapter_variant})
+
+        def save(kept: PyTree, workdir: str) -> dict[str, str]:
+            out = {"profile": save_profile(
+                os.path.join(workdir, PROFILE_FILE),
+                profile_from_scores(kept[SCORES_KEY], kept[HEAD_KEY], x.variant, k),
+                slots=slots, bank_fp=bank.fingerprint, base_fp=base_fp, metadata=meta)}
+            if x.harden_at_end:
+                out["profile_hard"] = save_profile(
+                    os.path.join(workdir, HARD_PROFILE_FILE),
+                    profile_from_scores(kept[SCORES_KEY], kept[HEAD_KEY], "hard", k),
+                    slots=slots, bank_fp=bank.fingerprint, base_fp=base_fp, metadata=meta)
+            return out
+
+        log.info("xpeft: %s over a bank of %d adapters (%s), %d slots, K=%s: %d score "
+                 "entries (%d bytes per profile) + head %d", x.variant, n,
+                 info["pool"], len(slots), k, scores.size, info["profile_bytes"],
+                 head_entries)
+        hard = xpeft_combine("hard", k)
+        return MethodSetup(
+            trainable=trainable, frozen=frozen, combine=xpeft_combine(x.variant, k),
+            wrap_optimizer=_scale_scores(ratio), no_decay=rf"^{SCORES_KEY}$",
+            save_artifacts=save, exportable=False, info=info,
+            deployed=(lambda kept: hard(kept, frozen)) if x.harden_at_end else None)

@@ -23,7 +23,6 @@ N=8, 14.5 MB at N=32 on minilm-l6) and shard workdirs are not committed; the man
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import glue  # noqa: E402
 from fishjax.artifacts.bank_file import save_bank, stack_peft_files  # noqa: E402
 from fishjax.artifacts.peft_file import PEFT_FILE  # noqa: E402
-from fishjax.core.io import atomic_write_json, read_json  # noqa: E402
+from fishjax.core.io import atomic_write_json, file_sha256, read_json  # noqa: E402
 from fishjax.train.trainer import train_and_evaluate  # noqa: E402
 
 log = logging.getLogger("fishjax.benchmarks")
@@ -72,9 +71,7 @@ def train_shard(task: str, i: int, args) -> dict:
         res = read_json(os.path.join(workdir, "results.json"))
     else:
         res = train_and_evaluate(shard_config(task, i, args), workdir)
-    with open(peft_file, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    return {"task": task, "seed": i, "peft_file": peft_file, "peft_sha256": sha,
+    return {"task": task, "seed": i, "peft_file": peft_file, "peft_sha256": file_sha256(peft_file),
             "final_eval": res["final_eval"], "wall_s": time.perf_counter() - t0,
             "train_s": res.get("train_s")}
 

@@ -49,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_eval_samples = placeholder(int)
     # Where tokenized splits are cached (None: $FISHJAX_CACHE or ~/.cache/fishjax).
     config.data.cache_dir = placeholder(str)
+    # A row split file (JSON: train rows, flipped-label rows, held-out validation rows of
+    # the training split; fishjax/data/row_split.py): train on those rows only and also
+    # evaluate on the `validation` rows. None: the whole training split.
+    config.data.row_split = placeholder(str)
 
     config.train = ml_collections.ConfigDict()
     # Global batch size (all devices); must be divisible by the mesh's data axis.
@@ -220,6 +224,9 @@ def get_config() -> ml_collections.ConfigDict:
     # train from the initial values): escapes the zero-init trap (B = 0 gives A zero Fisher).
     config.method.peft.fisher_after_warmup = False
     config.method.peft.warmup_steps = 50
+    # Vanilla lora/dora/adapter: start from this peft.safetensors (its tree and head; same
+    # base, spec and labels) instead of a fresh init, e.g. a meta-initialisation.
+    config.method.peft.init_from = placeholder(str)
 
     # X-PEFT (method `xpeft`, fishjax/methods/xpeft.py; every default ours): per-profile
     # masks over a frozen bank of N adapters; only the scores and the head

@@ -37,6 +37,17 @@ class RawSplit:
     def __len__(self) -> int:
         return len(self.text_a)
 
+    def rows(self, indices: np.ndarray, split: str | None = None) -> RawSplit:
+        """The rows `indices` of this split, in that order (named `split`, default its own)."""
+        indices = np.asarray(indices, np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise DataError(f"{self.source}: row index out of range 0..{len(self) - 1}")
+        return RawSplit(task=self.task, split=split or self.split,
+                        text_a=[self.text_a[i] for i in indices],
+                        text_b=None if self.text_b is None else [self.text_b[i] for i in indices],
+                        labels=self.labels[indices], source=self.source,
+                        fingerprint=self.fingerprint)
+
 
 def load_split(task: TaskSpec | str, split: str, data_dir: str | None = None,
                max_samples: int | None = None, seed: int = 0) -> RawSplit:
@@ -187,12 +198,4 @@ def _subset(raw: RawSplit, max_samples: int | None, seed: int) -> RawSplit:
     if max_samples is None or max_samples >= n:
         return raw
     keep = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
-    return RawSplit(
-        task=raw.task,
-        split=raw.split,
-        text_a=[raw.text_a[i] for i in keep],
-        text_b=None if raw.text_b is None else [raw.text_b[i] for i in keep],
-        labels=raw.labels[keep],
-        source=raw.source,
-        fingerprint=raw.fingerprint,
-    )
+    return raw.rows(keep)

@@ -98,6 +98,19 @@ def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
     return pearson(rankdata(p), rankdata(y))
 
 
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for the bool labels `positive`: the chance that
+    a random positive scores above a random negative (ties count one half; Mann-Whitney U).
+    NaN unless both classes are present."""
+    s, y = _pair(scores, positive)
+    y = y.astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s.astype(np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy,
     "f1": f1,

@@ -76,10 +76,12 @@ import ml_collections
 import numpy as np
 import optax
 
+from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.artifacts.peft_file import (
     PEFT_DIR,
     PEFT_FILE,
     export_peft_folder,
+    load_peft_file,
     save_peft_file,
 )
 from fishjax.core.errors import ConfigError, PeftError
@@ -107,6 +109,7 @@ from fishjax.params.masked import masked_updates
 from fishjax.params.peft import (
     PeftSpec,
     apply_peft,
+    check_tree,
     entry_count,
     find_targets,
     init_peft,
@@ -239,6 +242,24 @@ def warn_zero_init_trap(split: dict[str, dict[str, int]], name: str) -> list[str
     return trapped
 
 
+def _trainable_from_file(path: str, base: PyTree, head: PyTree, spec: PeftSpec) -> dict:
+    """`{"peft": tree, "head": head}` of a PEFT file, checked against this run: the same
+    base model, spec and head leaves (e.g. a meta-initialisation to fine-tune further)."""
+    tree, file_head, file_spec, meta = load_peft_file(path)
+    if meta["base_fingerprint"] != base_fingerprint(base):
+        raise PeftError(f"config.method.peft.init_from={path!r} was trained on another base "
+                        f"model ({meta.get('base_model', '?')!r})")
+    if file_spec != spec:
+        raise PeftError(f"config.method.peft.init_from={path!r} holds a {file_spec.to_dict()} "
+                        f"tree; this run builds {spec.to_dict()}")
+    shapes = lambda t: {p: np.shape(x) for p, x in flatten_paths(t).items()}  # noqa: E731
+    if shapes(file_head) != shapes(head):
+        raise PeftError(f"config.method.peft.init_from={path!r}: its head does not fit this "
+                        "task's head (another number of labels?)")
+    check_tree(base, tree, spec)
+    return {PEFT_KEY: tree, HEAD_KEY: file_head}
+
+
 class PeftMethod:
     """Vanilla PEFT (`fish=False`) or FISH-Tuning (`fish=True`) of one kind."""
 
@@ -255,6 +276,12 @@ class PeftMethod:
                     f"config.method.mask_file={m.mask_file!r} does not exist")
         if self.fish and m.peft.selection != "random":
             validate_fisher(m.fisher)
+        init_from = m.peft.get("init_from")
+        if init_from is not None:
+            require(os.path.isfile(init_from),
+                    f"config.method.peft.init_from={init_from!r} does not exist")
+            require(not self.fish, "config.method.peft.init_from starts a vanilla PEFT method "
+                    f"from a saved tree; {self.name} selects its own entries")
 
     def setup(self, ctx: MethodContext) -> MethodSetup:
         m, p = ctx.method, ctx.method.peft
@@ -274,7 +301,11 @@ class PeftMethod:
         if self.kind == "adapter":
             info["adapter_variant"] = p.adapter_variant
         run_spec = spec.resized(spec.size * int(p.search_factor)) if self.fish else spec
-        trainable = {PEFT_KEY: init_peft(base, run_spec, init_key), HEAD_KEY: head}
+        if p.get("init_from"):
+            trainable = _trainable_from_file(p.init_from, base, head, run_spec)
+            info["init_from"] = os.path.abspath(p.init_from)
+        else:
+            trainable = {PEFT_KEY: init_peft(base, run_spec, init_key), HEAD_KEY: head}
         combine = peft_combine(run_spec)
         wrap = None
         if self.fish:

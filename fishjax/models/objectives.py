@@ -61,3 +61,28 @@ def make_loss_fn(module, is_regression: bool) -> Callable[..., jax.Array]:
                              batch["weights"])
 
     return loss_fn
+
+
+def log_odds(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Log-odds of the correct label, [B]: z_y - logsumexp over the other classes.
+
+    Stable (no probabilities are formed, no clipping); sigmoid of it is the softmax
+    probability of the correct label, so the cross-entropy is softplus(-log_odds).
+    """
+    if logits.shape[-1] < 2:
+        raise ValueError("log-odds need a classification head (2 or more labels)")
+    correct = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
+    z_y = jnp.sum(jnp.where(correct, logits, 0.0), axis=-1)
+    others = jax.nn.logsumexp(jnp.where(correct, -jnp.inf, logits), axis=-1)
+    return z_y - others
+
+
+def make_log_odds_fn(module) -> Callable[..., jax.Array]:
+    """`log_odds_fn(params, batch) -> [B]`: each example's log-odds of its label
+    (dropout off), the output multi-source selection differentiates."""
+    apply = make_apply_fn(module)
+
+    def log_odds_fn(params: PyTree, batch: Batch) -> jax.Array:
+        return log_odds(apply(params, batch), batch["labels"])
+
+    return log_odds_fn

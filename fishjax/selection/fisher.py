@@ -23,13 +23,14 @@ example's own loss. The reference loops over single examples in PyTorch. Here:
 - Rows with weight 0 (the padding rows of a partial batch) have zero loss, hence zero
   gradient, and are not counted.
 
-- One engine, custom reductions: `per_example_pass` feeds each example's contribution
-  tree (the squared gradients) to a `reduce(carry, contrib, rows, aux)` applied chunk by
-  chunk inside the jitted scan; it may update a carried state and emit per-example
-  outputs. `fisher_pass` is the built-in reduction that IRD needs (`fishjax.selection.ird`): a
-  per-parameter sum weighted by a per-row 0/1 weight (the batch key `sum_weights`,
-  default `weights`) and/or a per-example scalar mass, the sum of the contribution over a
-  bool/float mask tree, returned by example id (the host-only batch key `example_ids`).
+- One engine, custom reductions (`fishjax.selection.per_example`): `per_example_pass`
+  feeds each example's contribution tree (the squared gradients) to a
+  `reduce(carry, contrib, rows, aux)` applied chunk by chunk inside the jitted scan; it
+  may update a carried state and emit per-example outputs. `fisher_pass` is the built-in
+  reduction that IRD needs (`fishjax.selection.ird`): a per-parameter sum weighted by a
+  per-row 0/1 weight (the batch key `sum_weights`, default `weights`) and/or a
+  per-example scalar mass, the sum of the contribution over a bool/float mask tree,
+  returned by example id (the host-only batch key `example_ids`).
   `fisher_scores` (FISH) is `fisher_pass` with the per-parameter sum only.
 
 Method code gives a `loss_fn(params, batch)` (weighted-mean loss of a batch, dropout off)
@@ -40,40 +41,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from fishjax.core.errors import FisherError
-from fishjax.core.tree import PyTree, match_tree, merge_trees, split_tree
+from fishjax.core.tree import PyTree, merge_trees, split_tree
+from fishjax.selection.per_example import (
+    Batch,
+    PassOutput,
+    Reducer,
+    example_pass,
+    resolve_eligible,
+    zeros_like_tree,
+)
 
-Batch = dict[str, Any]
 LossFn = Callable[[PyTree, Batch], jax.Array]
 MODES = ("empirical", "expected")
-log = logging.getLogger("fishjax")
-
-
-def auto_chunk_size(batch_size: int, backend: str | None = None) -> int:
-    """1 on CPU (scan of single-example gradients); up to 8 (dividing the batch) elsewhere."""
-    backend = backend or jax.default_backend()
-    if backend == "cpu":
-        return 1
-    return max(c for c in (8, 4, 2, 1) if batch_size % c == 0)
-
-
-def resolve_eligible(params: PyTree, eligible: PyTree | str | None) -> PyTree:
-    """A bool tree from a regex, a bool tree, or None (every leaf)."""
-    if eligible is None:
-        return jax.tree_util.tree_map(lambda _: True, params)
-    if isinstance(eligible, str):
-        return match_tree(params, eligible)
-    return eligible
 
 
 def example_fisher_fn(
@@ -127,14 +114,7 @@ def backward_passes_per_example(mode: str, num_labels: int) -> int:
     return 2 if num_labels == 1 else num_labels
 
 
-# -- the one per-example engine: a scan over chunks, a custom reduction per chunk --------
-
-# reduce(carry, contrib, rows, aux) -> (carry, per-example outputs [c, ...] or None).
-# `contrib`: the chunk's contribution trees (leading axis c, the `on` leaves only);
-# `rows`: per-row arrays of the chunk (`weights`, `sum_weights`); `aux`: a pytree that is
-# constant over the pass (e.g. a mask over the `on` leaves). Must be hashable (it keys
-# the cache of compiled steps): a module-level function.
-Reducer = Callable[[Any, PyTree, dict[str, jax.Array], Any], tuple[Any, Any]]
+# -- the built-in reduction and the Fisher passes ---------------------------------------
 
 
 def sum_and_mass(carry: PyTree | None, contrib: PyTree, rows: dict[str, jax.Array],
@@ -164,58 +144,11 @@ def sum_and_mass(carry: PyTree | None, contrib: PyTree, rows: dict[str, jax.Arra
     return carry, jnp.where(rows["weights"] > 0, total, 0.0)
 
 
-def chunked_reduce(example_fn: Callable[..., PyTree], chunk_size: int,
-                   reduce: Reducer) -> Callable[..., tuple[Any, Any]]:
-    """`f(carry, on, off, batch, rows, aux) -> (carry, per-example outputs [b, ...])`.
-
-    A `lax.scan` over chunks of `chunk_size` examples, `vmap` of `example_fn` within each
-    chunk, `reduce` applied to each chunk's contributions; only `carry` and the (small)
-    per-example outputs leave the scan. The batch size must be a multiple of `chunk_size`.
-    """
-    per_chunk = jax.vmap(example_fn, in_axes=(None, None, 0))
-
-    def run(carry, on, off, batch, rows, aux):
-        b = batch["labels"].shape[0]
-        if b % chunk_size:
-            raise FisherError(f"batch size {b} is not a multiple of chunk_size {chunk_size}")
-        split = lambda x: x.reshape(b // chunk_size, chunk_size, *x.shape[1:])
-        chunks = jax.tree_util.tree_map(split, (batch, rows))
-
-        def body(carry, chunk):
-            batch_c, rows_c = chunk
-            return reduce(carry, per_chunk(on, off, batch_c), rows_c, aux)
-
-        carry, outs = jax.lax.scan(body, carry, chunks)
-        outs = jax.tree_util.tree_map(lambda y: y.reshape(b, *y.shape[2:]), outs)
-        return carry, outs
-
-    return run
-
-
 @functools.lru_cache(maxsize=64)
-def pass_step(loss_fn: LossFn, mode: str, num_labels: int, chunk_size: int,
-              reduce: Reducer = sum_and_mass):
-    """Jitted `carry, on, off, batch, rows, aux -> (carry, outputs)`, carry donated.
-
-    Cached, so repeated passes (FISH, every IRD round) compile once per batch shape and
-    per carry/aux structure.
-    """
-    example_fn = example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
-    return jax.jit(chunked_reduce(example_fn, chunk_size, reduce), donate_argnums=0)
-
-
-@dataclasses.dataclass
-class PassOutput:
-    carry: Any  # the reduction's final carry
-    example_ids: np.ndarray  # int64: ids of the real rows, in pass order
-    outputs: np.ndarray | None  # the reduction's per-example outputs, aligned with example_ids
-    num_examples: int  # real (weight > 0) examples processed
-    backward_passes: int  # per-example backward passes spent
-    seconds: float
-
-
-def _zeros_carry(on: PyTree) -> PyTree:
-    return jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), on)
+def fisher_example_fn(loss_fn: LossFn, mode: str, num_labels: int) -> Callable[..., PyTree]:
+    """`example_fisher_fn`, one function object per (loss_fn, mode, num_labels): the key
+    of the engine's cache of compiled passes (FISH and every IRD round compile once)."""
+    return example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
 
 
 def per_example_pass(
@@ -223,8 +156,8 @@ def per_example_pass(
     params: PyTree,
     batches: Iterable[Batch],
     *,
-    init: Callable[[PyTree], Any] = _zeros_carry,
-    reduce: Reducer = sum_and_mass,
+    init: Callable[[PyTree], Any] = zeros_like_tree,
+    reduce: Reducer | None = None,
     aux: Any = None,
     eligible: PyTree | str | None = None,
     mode: str = "empirical",
@@ -234,75 +167,18 @@ def per_example_pass(
     progress: bool = True,
     desc: str | None = None,
 ) -> PassOutput:
-    """One pass of per-example Fisher contributions through a custom reduction.
-
-    `init(on)` builds the initial carry from the eligible leaves (`on`: a nested dict of
-    only those leaves);
-    `reduce` and `aux` are described at `Reducer`. Batches may carry two host-side keys:
-    `example_ids` (an id per row; default: the running position among real rows) and
-    `sum_weights` (the per-row weight of the per-parameter sum; default `weights`).
-    Rows with weight 0 (padding) produce no gradient, no id and no output. Stops once
-    `num_samples` real rows were processed (rows past it get weight 0).
-    """
+    """One pass of per-example Fisher contributions through a reduction (default
+    `sum_and_mass`): `fishjax.selection.per_example.example_pass` with Fisher's
+    per-example function; see there for `init`, `reduce`, `aux` and the batch keys
+    (`example_ids`, `sum_weights`: the per-row weight of the per-parameter sum)."""
     if mode not in MODES:
         raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
-    if num_samples is not None and num_samples <= 0:
-        raise FisherError(f"num_samples must be positive, got {num_samples}")
-    eligible = resolve_eligible(params, eligible)
-    if not any(jax.tree_util.tree_leaves(eligible)):
-        raise FisherError("no parameter is eligible for Fisher scoring")
-    on, off = split_tree(params, eligible)
-    carry = init(on)
-    bar = tqdm(total=num_samples, unit="ex", desc=desc or f"fisher ({mode})",
-               disable=not progress)
-    seen, t0 = 0, time.perf_counter()
-    ids: list[np.ndarray] = []
-    outs: list[tuple[Any, np.ndarray]] = []
-    for batch in batches:
-        if num_samples is not None and seen >= num_samples:
-            break
-        batch = dict(batch)
-        row_ids = batch.pop("example_ids", None)
-        sum_weights = batch.pop("sum_weights", None)
-        weights = np.asarray(batch["weights"], np.float32).copy()
-        if num_samples is not None:  # keep only the first (num_samples - seen) real rows
-            real = np.cumsum(weights > 0)
-            weights[real > num_samples - seen] = 0.0
-        real = weights > 0
-        n_real = int(real.sum())
-        if n_real == 0:
-            continue
-        sw = weights if sum_weights is None else np.asarray(sum_weights, np.float32) * real
-        b = len(weights)
-        c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
-        step = pass_step(loss_fn, mode, num_labels, c, reduce)
-        carry, out = step(carry, on, off, {**batch, "weights": weights},
-                          {"weights": weights, "sum_weights": sw}, aux)
-        ids.append(np.asarray(row_ids, np.int64)[real] if row_ids is not None
-                   else np.arange(seen, seen + n_real, dtype=np.int64))
-        if out is not None:
-            outs.append((out, real))
-        seen += n_real
-        bar.update(n_real)
-    bar.close()
-    jax.block_until_ready(carry)
-    if seen == 0:
-        raise FisherError("no examples were scored (empty batches?)")
-    if num_samples is not None and seen < num_samples:
-        log.warning("fisher: only %d examples available, fewer than num_samples=%d", seen,
-                    num_samples)
-    outputs = np.concatenate([np.asarray(o)[r] for o, r in outs]) if outs else None
-    return PassOutput(
-        carry=carry,
-        example_ids=np.concatenate(ids),
-        outputs=outputs,
-        num_examples=seen,
-        backward_passes=seen * backward_passes_per_example(mode, num_labels),
-        seconds=time.perf_counter() - t0,
-    )
-
-
-# -- the built-in reduction: per-parameter sums and per-example masses -----------------
+    return example_pass(
+        fisher_example_fn(loss_fn, mode, num_labels), params, batches, init=init,
+        reduce=sum_and_mass if reduce is None else reduce, aux=aux, eligible=eligible,
+        num_samples=num_samples, chunk_size=chunk_size, progress=progress,
+        desc=desc or f"fisher ({mode})",
+        passes_per_example=backward_passes_per_example(mode, num_labels))
 
 
 @dataclasses.dataclass
@@ -366,7 +242,7 @@ def fisher_pass(
     # On the device once, not copied from the host with every batch.
     aux = None if mass_mask is None else jax.device_put(_mass_aux(params, resolved, mass_mask))
     out = per_example_pass(
-        loss_fn, params, batches, init=_zeros_carry if param_sums else (lambda on: None),
+        loss_fn, params, batches, init=zeros_like_tree if param_sums else (lambda on: None),
         reduce=sum_and_mass, aux=aux, eligible=resolved, mode=mode, num_labels=num_labels,
         num_samples=num_samples, chunk_size=chunk_size, progress=progress, desc=desc)
     order = np.argsort(out.example_ids, kind="stable")
@@ -376,7 +252,7 @@ def fisher_pass(
     scores = None
     if param_sums:  # zeros on the leaves that were not scored
         off = split_tree(params, resolved)[1]
-        scores = merge_trees(out.carry, _zeros_carry(off))
+        scores = merge_trees(out.carry, zeros_like_tree(off))
     return FisherPass(
         scores=scores,
         eligible=resolved,

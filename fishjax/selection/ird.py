@@ -89,12 +89,8 @@ import numpy as np
 from fishjax.core.errors import IRDError
 from fishjax.core.tree import PyTree, count_true
 from fishjax.data import TokenizedSplit, index_batches
-from fishjax.selection.fisher import (
-    LossFn,
-    backward_passes_per_example,
-    fisher_pass,
-    resolve_eligible,
-)
+from fishjax.selection.fisher import LossFn, backward_passes_per_example, fisher_pass
+from fishjax.selection.per_example import resolve_eligible
 from fishjax.selection.topk import top_k_in_range, top_k_mask
 
 log = logging.getLogger("fishjax")

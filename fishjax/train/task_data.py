@@ -1,4 +1,8 @@
-"""A run's data: the task's splits as text, then tokenized (cached) into length buckets."""
+"""A run's data: the task's splits as text, then tokenized (cached) into length buckets.
+
+With `data.row_split` (`fishjax.data.row_split`) the run trains on chosen rows of the
+training split (some labels flipped, if the file says so) and also evaluates on the rows
+it holds out as `validation`, after the task's own eval splits."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from functools import partial
 import ml_collections
 
 from fishjax.data import RawSplit, TaskSpec, TokenizedSplit, load_split, tokenize_split
+from fishjax.data.row_split import VALIDATION, apply_row_split, load_row_split
 
 
 @dataclasses.dataclass
@@ -35,6 +40,12 @@ def load_raw_splits(config: ml_collections.ConfigDict, task: TaskSpec) -> dict[s
     for split in task.eval_splits:
         raw[split] = load_split(task, split, d.dir, max_samples=d.max_eval_samples,
                                 seed=config.seed)
+    if d.row_split:
+        train, validation = apply_row_split(raw[task.train_split], load_row_split(d.row_split),
+                                            task.num_labels)
+        raw[task.train_split] = train
+        if validation is not None:
+            raw[VALIDATION] = validation
     return raw
 
 
@@ -42,8 +53,9 @@ def tokenize_task(config: ml_collections.ConfigDict, task: TaskSpec, raw: dict[s
                   tokenizer) -> TaskData:
     tok = partial(tokenize_split, tokenizer=tokenizer, max_length=config.data.max_length,
                   buckets=tuple(config.data.buckets), cache_dir=cache_dir(config))
+    evals = [*task.eval_splits, *([VALIDATION] if VALIDATION in raw else [])]
     return TaskData(
         task=task,
         train=tok(raw[task.train_split]),
-        evals={s: tok(raw[s]) for s in task.eval_splits},
+        evals={s: tok(raw[s]) for s in evals},
     )

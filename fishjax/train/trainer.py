@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils
 
 from fishjax.artifacts.hf_export import export_hf_folder
 from fishjax.core.errors import ConfigError
-from fishjax.core.io import atomic_write_json, atomic_write_text
+from fishjax.core.io import atomic_write_json, atomic_write_text, file_sha256
 from fishjax.core.tree import PyTree, count_params
 from fishjax.core.version import __version__
 from fishjax.data import (
@@ -413,6 +413,9 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
             "train_examples": int(len(self.data.train.lengths)),
+            "row_split": None if not config.data.get("row_split") else {
+                "path": os.path.abspath(config.data.row_split),
+                "sha256": file_sha256(config.data.row_split)},
             "eval_examples": {k: int(len(v.lengths)) for k, v in self.data.evals.items()},
             "versions": package_versions(),
             "python": platform.python_version(),

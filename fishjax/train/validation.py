@@ -54,6 +54,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _require(n is None or n > 0, f"config.data.{name} must be positive, got {n}")
     if d.dir is not None:
         _require(os.path.isdir(d.dir), f"config.data.dir={d.dir!r} is not a directory")
+    if d.get("row_split") is not None:
+        _require(os.path.isfile(d.row_split),
+                 f"config.data.row_split={d.row_split!r} does not exist")
 
     t = config.train
     for name in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps"):

@@ -1,0 +1,458 @@
+"""`select_sources(config, workdir)`: multi-source selection end to end, and its CLI.
+
+  python -m fishjax.select_sources --config=configs/select_sources.py --workdir=/tmp/ms \\
+      --config.data.dir=../shared/data/glue/MRPC
+
+The method is `fishjax.selection.multisource` (design note there: Li et al., 2024); this
+module runs it on a task. Each step writes its result to the workdir and is skipped when
+that file is already there, so a rerun resumes (and a changed `config.sources` or method is
+refused: start a new workdir):
+
+1. `pool.json`: the sources. The target task's training split (as `config.data` loads it)
+   minus a seeded `sources.target_fraction` held out as the target examples, cut into
+   `sources.groups` seeded groups of near-equal size; `sources.noisy` groups (seeded) get
+   every label flipped. A source is a named set of rows of that pooled training set.
+2. `meta/`: the meta-initialisation phi*: `config.method` (LoRA) trained by the ordinary
+   trainer on every source for `sources.meta_epochs` (a row split, `fishjax.data.row_split`).
+3. `features.safetensors`: for every source and target example, f* (log-odds of its label
+   at phi*) and g~ = P^T grad f (LoRA tree and head; P seeded by `sources.seed`, dimension
+   `sources.project_dim`): one pass of the per-example engine.
+4. `calibration.json`: c, the mean |phi_S - phi*| / |phi*| over `sources.calibration_runs`
+   true fine-tunes from phi* (`sources.finetune_epochs`) on random subsets, then frozen; or
+   `sources.scale` if set. The runs' true target losses are recorded too.
+5. `estimates.json`: `sources.num_subsets` subsets of `sources.subset_fraction` of the
+   sources, each subset's first-order target loss and accuracy (one compiled call).
+6. `ranking.json`: per rule (random ensemble, ridge surrogate, forward selection, gradient
+   similarity) every source's score and the `sources.keep_fraction` kept; with noisy
+   sources, each rule's AUROC at telling noisy from clean. `selection.json`: the sources
+   `sources.rule` keeps.
+7. `final/` (if `sources.final_finetune`): the base model fine-tuned once on the chosen
+   sources (`config.method`, `config.train`), evaluated on dev and on the target rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from fishjax.artifacts.fingerprint import base_fingerprint
+from fishjax.artifacts.peft_file import PEFT_FILE, load_peft_file
+from fishjax.core.errors import ConfigError
+from fishjax.core.io import atomic_write_json, file_sha256, read_json
+from fishjax.core.safetensors_io import read_tagged, write_tagged
+from fishjax.core.tree import PyTree, flatten_paths, split_tree
+from fishjax.data import get_task, index_batches
+from fishjax.data.metrics import auroc, spearman
+from fishjax.data.row_split import RowSplit, make_row_split, save_row_split
+from fishjax.methods.common import parse_chunk_size
+from fishjax.methods.peft import peft_combine
+from fishjax.models import load_model, load_tokenizer, objectives
+from fishjax.selection import multisource as ms
+from fishjax.train.task_data import load_raw_splits, tokenize_task
+from fishjax.train.trainer import train_and_evaluate
+from fishjax.train.validation import prepare_workdir, validate_config
+
+log = logging.getLogger("fishjax")
+
+RULES = ("ensemble", "ridge", "forward", "gradient_similarity")
+FEATURES_KEY = "fishjax_features"
+# How each rule ranks: a lower estimated target loss is better; a higher cosine is.
+_LOWER_IS_BETTER = {"ensemble": True, "ridge": True, "forward": True,
+                    "gradient_similarity": False}
+
+
+# -- the pool of sources -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SourcePool:
+    """Named sources (rows of the training split), the target rows, the flipped rows."""
+
+    sources: dict[str, list[int]]
+    target: list[int]
+    noisy: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.sources)
+
+    def flipped(self) -> set[int]:
+        return {r for name in self.noisy for r in self.sources[name]}
+
+    def row_split(self, names: list[str]) -> RowSplit:
+        """Train on the rows of `names` (noisy ones flipped), validate on the target."""
+        train = sorted(r for n in names for r in self.sources[n])
+        flipped = self.flipped()
+        return make_row_split(train, [r for r in train if r in flipped], self.target,
+                              source=f"sources {names}")
+
+    def source_of(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every source row, in source order; the index of its source)."""
+        rows = np.concatenate([np.asarray(self.sources[n], np.int64) for n in self.names])
+        which = np.concatenate([np.full(len(self.sources[n]), k) for k, n in
+                                enumerate(self.names)])
+        return rows, which
+
+
+def make_group_pool(num_rows: int, groups: int, noisy: int, target_fraction: float,
+                    seed: int) -> SourcePool:
+    """The target's training set cut into seeded groups, `noisy` of them label-flipped."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(num_rows)
+    n_target = int(round(target_fraction * num_rows))
+    if n_target < 1 or num_rows - n_target < groups:
+        raise ConfigError(f"config.sources: {num_rows} training rows cannot give "
+                          f"{n_target} target rows and {groups} groups")
+    target = sorted(int(i) for i in order[:n_target])
+    parts = np.array_split(order[n_target:], groups)
+    sources = {f"g{k:02d}": sorted(int(i) for i in part) for k, part in enumerate(parts)}
+    names = list(sources)
+    bad = sorted(names[i] for i in rng.choice(groups, size=noisy, replace=False))
+    return SourcePool(sources=sources, target=target, noisy=bad)
+
+
+# -- configs of the runs ---------------------------------------------------------------------
+
+
+def validate_sources(config: ml_collections.ConfigDict) -> None:
+    """config.sources (and that the method can be meta-initialised: vanilla LoRA)."""
+    if "sources" not in config:
+        raise ConfigError("config.sources is missing (see configs/select_sources.py)")
+    s = config.sources
+
+    def need(cond: bool, message: str) -> None:
+        if not cond:
+            raise ConfigError(f"config.sources.{message}")
+
+    need(s.kind == "groups", f"kind must be 'groups', got {s.kind!r}")
+    need(isinstance(s.groups, int) and s.groups >= 2, f"groups must be an int >= 2, got "
+         f"{s.groups!r}")
+    need(isinstance(s.noisy, int) and 0 <= s.noisy < s.groups,
+         f"noisy must be in 0..groups-1, got {s.noisy!r}")
+    need(0.0 < s.target_fraction < 1.0, f"target_fraction must be in (0, 1), got "
+         f"{s.target_fraction}")
+    for name in ("project_dim", "num_subsets", "solver_iters"):
+        need(isinstance(s[name], int) and s[name] >= 1, f"{name} must be a positive int, got "
+             f"{s[name]!r}")
+    need(isinstance(s.calibration_runs, int) and s.calibration_runs >= 0,
+         f"calibration_runs must be >= 0, got {s.calibration_runs!r}")
+    need(s.scale is not None or s.calibration_runs >= 1,
+         "calibration_runs must be >= 1 when scale is None (c must come from somewhere)")
+    need(s.scale is None or (math.isfinite(s.scale) and s.scale > 0),
+         f"scale must be None or > 0, got {s.scale!r}")
+    for name in ("subset_fraction", "keep_fraction"):
+        need(0.0 < s[name] <= 1.0, f"{name} must be in (0, 1], got {s[name]}")
+    need(math.isfinite(s.C) and s.C > 0, f"C must be > 0, got {s.C!r}")
+    need(s.rule in RULES, f"rule must be one of {RULES}, got {s.rule!r}")
+    for name in ("meta_epochs", "finetune_epochs"):
+        need(s[name] > 0, f"{name} must be > 0, got {s[name]}")
+    need(isinstance(s.offsets, bool) and isinstance(s.final_finetune, bool),
+         "offsets and final_finetune must be True or False")
+    if config.method.name != "lora":
+        raise ConfigError(f"config.method.name={config.method.name!r}: the meta-initialisation "
+                          "and the fine-tunes from it are LoRA runs (method 'lora')")
+    if get_task(config.task).is_regression:
+        raise ConfigError("multi-source selection needs a classification task (log-odds)")
+    validate_config(config)
+
+
+def _run_config(config: ml_collections.ConfigDict, rows_file: str, epochs: float, *,
+                init_from: str | None = None, seed: int | None = None):
+    c = config.copy_and_resolve_references()
+    c.data.row_split = rows_file
+    c.train.num_epochs = float(epochs)
+    c.train.num_steps = None
+    c.train.export = False
+    c.method.peft.init_from = init_from
+    if seed is not None:
+        c.seed = seed
+    return c
+
+
+def _trainable(peft_file: str) -> dict:
+    tree, head, _, _ = load_peft_file(peft_file)
+    return {"peft": tree, "head": head}
+
+
+def _norm(tree: PyTree) -> float:
+    return float(math.sqrt(sum(float(np.sum(np.square(np.asarray(x, np.float64))))
+                               for x in flatten_paths(tree).values())))
+
+
+def _difference_norm(a: PyTree, b: PyTree) -> float:
+    fa, fb = flatten_paths(a), flatten_paths(b)
+    return float(math.sqrt(sum(float(np.sum(np.square(np.asarray(fa[p], np.float64)
+                                                        - np.asarray(fb[p], np.float64))))
+                               for p in fa)))
+
+
+class SourceSelection:
+    """One selection run in one workdir (see the module docstring)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        validate_sources(config)
+        self.config = config
+        self.s = config.sources
+        self.workdir = prepare_workdir(workdir)
+        self._check_settings()
+        self.task = get_task(config.task)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.workdir, *parts)
+
+    def _check_settings(self) -> None:
+        """A workdir serves one setting: config.sources, method, task and seed as first run."""
+        want = {"sources": self.s.to_dict(), "method": self.config.method.to_dict(),
+                "task": self.config.task, "seed": self.config.seed,
+                "model": self.config.model.name, "data": self.config.data.to_dict()}
+        want = json.loads(json.dumps(want, default=str))
+        path = self.path("settings.json")
+        if os.path.exists(path):
+            have = read_json(path)
+            diff = sorted(k for k in want if have.get(k) != want[k])
+            if diff:
+                raise ConfigError(f"{self.workdir} was made with other settings ({diff}); use "
+                                  "a new workdir")
+        else:
+            atomic_write_json(path, want)
+
+    # -- 1. pool ---------------------------------------------------------------------------
+
+    def pool(self) -> SourcePool:
+        path = self.path("pool.json")
+        if os.path.exists(path):
+            d = read_json(path)
+            return SourcePool(sources=d["sources"], target=d["target"], noisy=d["noisy"])
+        raw = load_raw_splits(self.config, self.task)[self.task.train_split]
+        pool = make_group_pool(len(raw), self.s.groups, self.s.noisy, self.s.target_fraction,
+                               self.s.seed)
+        atomic_write_json(path, dataclasses.asdict(pool))
+        log.info("sources: %d groups of ~%d rows (%d noisy: %s), %d target rows",
+                 len(pool.sources), len(next(iter(pool.sources.values()))), len(pool.noisy),
+                 pool.noisy, len(pool.target))
+        return pool
+
+    def finetune(self, name: str, sources: list[str], epochs: float, *,
+                 from_meta: bool, seed: int | None = None) -> dict[str, Any]:
+        """A run of `config.method` on `sources` (resumed if its workdir is finished)."""
+        pool = self.pool()
+        rows = save_row_split(self.path("splits", f"{name}.json"), pool.row_split(sources))
+        init = self.path("meta", PEFT_FILE) if from_meta else None
+        workdir = self.path(name)
+        config = _run_config(self.config, rows, epochs, init_from=init, seed=seed)
+        done = os.path.join(workdir, "results.json")
+        if os.path.exists(done) and read_json(done).get("finished"):
+            res = read_json(done)
+        else:
+            res = train_and_evaluate(config, workdir)
+        return {"name": name, "sources": sources, "workdir": workdir,
+                "final_eval": res["final_eval"], "train_s": res["train_s"],
+                "peft_file": os.path.join(workdir, PEFT_FILE)}
+
+    # -- 2. meta-initialisation ----------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        return self.finetune("meta", self.pool().names, self.s.meta_epochs, from_meta=False)
+
+    # -- 3. features ---------------------------------------------------------------------------
+
+    def features(self) -> tuple[ms.Features, ms.Features, float, ms.Projection]:
+        """(source features, target features, |phi*|, the projection)."""
+        pool = self.pool()
+        meta = self.meta()
+        trainable = _trainable(meta["peft_file"])
+        _, _, spec, meta_info = load_peft_file(meta["peft_file"])
+        key = jax.random.PRNGKey(self.s.seed)
+        params = {"trainable": trainable, "frozen": None}
+        projection = ms.make_projection({"trainable": trainable}, self.s.project_dim, key,
+                                        int(self.s.max_projection_mb) << 20)
+        path = self.path("features.safetensors")
+        phi_norm = _norm(trainable)
+        if os.path.exists(path):
+            tensors, meta_file = read_tagged(path, FEATURES_KEY, ConfigError, "features")
+            if meta_file["meta_sha256"] != file_sha256(meta["peft_file"]):
+                raise ConfigError(f"{path} was computed at another meta-initialisation; "
+                                  "delete it to recompute")
+            src = ms.Features(tensors["source_ids"], tensors["source_f"], tensors["source_g"],
+                              meta_file["seconds"])
+            tgt = ms.Features(tensors["target_ids"], tensors["target_f"], tensors["target_g"],
+                              0.0)
+            return src, tgt, phi_norm, projection
+        config = self.config.copy_and_resolve_references()
+        config.data.row_split = None
+        raw = load_raw_splits(config, self.task)
+        model = load_model(config.model.name, self.task.num_labels, key=key,
+                           dtype=config.model.dtype)
+        data = tokenize_task(config, self.task, raw, load_tokenizer(model.model_dir))
+        head, base = split_tree(model.params, config.method.head_regex)
+        if base_fingerprint(base) != meta_info["base_fingerprint"]:
+            raise ConfigError("the meta-initialisation was trained on another base model")
+        params["frozen"] = base
+        combine = peft_combine(spec)
+        output = _log_odds_of(objectives.make_log_odds_fn(model.module), combine)
+        eligible = {"trainable": jax.tree_util.tree_map(lambda _: True, trainable),
+                    "frozen": jax.tree_util.tree_map(lambda _: False, base)}
+        rows, _ = pool.source_of()
+        bs = int(config.method.fisher.batch_size)
+        out = {}
+        for part, ids in (("source", np.sort(rows)), ("target", np.asarray(pool.target))):
+            feats = ms.gradient_features(output, params, index_batches(data.train, ids, bs),
+                                         projection, eligible=eligible,
+                                         chunk_size=parse_chunk_size(config.method.fisher.chunk_size))
+            out[part] = feats
+            log.info("features (%s): %d examples in %.1fs", part, len(feats.ids), feats.seconds)
+        tensors = {f"{p}_{k}": getattr(out[p], k) for p in out for k in ("ids", "f", "g")}
+        write_tagged(path, tensors, FEATURES_KEY, {
+            "meta_sha256": file_sha256(meta["peft_file"]), "project_dim": self.s.project_dim,
+            "seed": self.s.seed, "phi_norm": phi_norm,
+            "seconds": out["source"].seconds + out["target"].seconds})
+        return out["source"], out["target"], phi_norm, projection
+
+    # -- 4. calibration ------------------------------------------------------------------------
+
+    def calibration(self) -> dict[str, Any]:
+        path = self.path("calibration.json")
+        if os.path.exists(path):
+            return read_json(path)
+        pool = self.pool()
+        phi_star = _trainable(self.meta()["peft_file"])
+        runs = []
+        subsets = ms.sample_subsets(len(pool.names), self.s.calibration_runs,
+                                    self.s.subset_fraction, self.s.seed + 1)
+        for i, row in enumerate(subsets):
+            names = [pool.names[k] for k in np.flatnonzero(row)]
+            run = self.finetune(f"calibration/{i}", names, self.s.finetune_epochs,
+                                from_meta=True)
+            ratio = _difference_norm(_trainable(run["peft_file"]), phi_star) / _norm(phi_star)
+            runs.append({**run, "ratio": ratio})
+        c = float(np.mean([r["ratio"] for r in runs])) if runs else None
+        out = {"scale": self.s.scale if self.s.scale is not None else c,
+               "calibrated": self.s.scale is None, "runs": runs}
+        atomic_write_json(path, out)
+        return out
+
+    # -- 5. and 6. estimates and rankings ----------------------------------------------------
+
+    def estimate(self) -> dict[str, Any]:
+        pool = self.pool()
+        src, tgt, phi_norm, projection = self.features()
+        scale = self.calibration()["scale"]
+        rows, which = pool.source_of()
+        order = np.argsort(rows)
+        src_of = which[order]  # features are in ascending row order
+        k = len(pool.names)
+        subsets = ms.sample_subsets(k, self.s.num_subsets, self.s.subset_fraction,
+                                    self.s.seed + 2)
+        t0 = time.perf_counter()
+        grams = ms.source_grams(jax.numpy.asarray(src.g), src_of, k)
+        run = lambda a: ms.estimate_subsets(  # noqa: E731
+            src, src_of, tgt, a, projection.gram, scale * phi_norm, c=self.s.C,
+            offsets=self.s.offsets, iters=self.s.solver_iters, grams=grams)
+        est = run(subsets)
+        seconds = time.perf_counter() - t0
+        keep = ms.keep_count(k, self.s.keep_fraction)
+        scores = {
+            "ensemble": ms.ensemble_scores(subsets, est.target_loss),
+            "ridge": ms.ridge_scores(subsets, est.target_loss),
+            "gradient_similarity": ms.gradient_similarity(src, src_of, tgt, k),
+        }
+        forward = ms.forward_selection(lambda a: _padded(run, a, k), k, keep)
+        scores["forward"] = np.asarray([forward.index(i) if i in forward else keep
+                                        for i in range(k)], np.float64)
+        ranking = {}
+        noisy = np.asarray([n in pool.noisy for n in pool.names])
+        for rule, sc in scores.items():
+            kept = ms.top_sources(sc, keep, _LOWER_IS_BETTER[rule])
+            entry = {"scores": {n: float(v) for n, v in zip(pool.names, sc, strict=True)},
+                     "kept": [pool.names[i] for i in kept],
+                     "lower_is_better": _LOWER_IS_BETTER[rule]}
+            if pool.noisy:  # noisy sources should look bad: score direction = "worse"
+                worse = sc if _LOWER_IS_BETTER[rule] else -np.asarray(sc)
+                entry["noisy_auroc"] = auroc(worse, noisy)
+                entry["noisy_kept"] = sum(pool.names[i] in pool.noisy for i in kept)
+            ranking[rule] = entry
+        atomic_write_json(self.path("estimates.json"), {
+            "subsets": [[pool.names[i] for i in np.flatnonzero(r)] for r in subsets],
+            "target_loss": est.target_loss.tolist(),
+            "target_accuracy": est.target_accuracy.tolist(),
+            "solver_last_step_max": float(np.max(est.last_step)),
+            "seconds": seconds, "scale": scale, "phi_norm": phi_norm})
+        atomic_write_json(self.path("ranking.json"), ranking)
+        selection = {"rule": self.s.rule, "sources": ranking[self.s.rule]["kept"],
+                     "keep": keep, "of": k}
+        atomic_write_json(self.path("selection.json"), selection)
+        log.info("estimated %d subsets in %.2fs; %s keeps %s", len(subsets), seconds,
+                 self.s.rule, selection["sources"])
+        return {"selection": selection, "ranking": ranking, "estimate_s": seconds}
+
+    # -- 7. final fine-tune --------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = self.estimate()
+        if self.s.final_finetune:
+            out["final"] = self.finetune("final", out["selection"]["sources"],
+                                         self.config.train.num_epochs, from_meta=False)
+        out["wall_s"] = time.perf_counter() - t0
+        atomic_write_json(self.path("summary.json"), out)
+        return out
+
+
+def _padded(run, subsets: np.ndarray, rows: int) -> np.ndarray:
+    """`run(subsets).target_loss` with the subsets padded to `rows` (one compiled shape)."""
+    pad = np.concatenate([subsets, np.repeat(subsets[:1], rows - len(subsets), axis=0)])
+    return run(pad).target_loss[:len(subsets)]
+
+
+def _log_odds_of(log_odds_fn, combine):
+    """`output(params, batch)` for params {"trainable": {"peft", "head"}, "frozen": base}."""
+    def output(params, batch):
+        return log_odds_fn(combine(params["trainable"], params["frozen"]), batch)
+    return output
+
+
+def true_vs_estimated(true_losses: list[float], estimated: list[float]) -> dict[str, float]:
+    """Relative RSS and Spearman correlation of estimated against true target losses."""
+    t, e = np.asarray(true_losses, np.float64), np.asarray(estimated, np.float64)
+    return {"relative_rss": float(np.sum((e - t) ** 2) / np.sum(t ** 2)),
+            "spearman": spearman(e, t), "n": int(t.size)}
+
+
+def select_sources(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs every step (see the module docstring); returns the summary."""
+    return SourceSelection(config, workdir).run()
+
+
+def cli() -> None:
+    """`python -m fishjax.select_sources --config=... --workdir=...` (flags defined here, so
+    importing this module defines none)."""
+    config = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                             lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "Directory for the selection's files.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("fishjax").setLevel(logging.INFO)
+        out = select_sources(config.value, workdir.value)
+        print(json.dumps(out["selection"], indent=2))
+
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,191 @@
+"""The one per-example engine: a function of each example, reduced chunk by chunk.
+
+`example_pass(example_fn, params, batches, ...)` runs `example_fn(on, off, example)` for
+every row of the batches, `chunk_size` examples at a time with `jax.vmap` inside a
+`lax.scan` over the batch, and feeds each chunk's results to a `reduce(carry, contrib,
+rows, aux)` inside the jitted step: only the carry and small per-example outputs leave the
+scan, so memory does not grow with the number of examples. `on`/`off`: the params split
+into the leaves `example_fn` may differentiate (`eligible`) and the others
+(`fishjax.core.tree.split_tree`); `example` has no batch dimension. Chunk 1 (a scan of
+single-example functions) is fastest on CPU, where vmapped per-example gradient trees are
+memory-bound; larger chunks win on GPU/TPU (`chunk_size="auto"`).
+
+Users: the Fisher passes of FISH and IRD (`fishjax.selection.fisher`: each example's
+squared gradient) and multi-source selection's projected per-example gradients
+(`fishjax.selection.multisource`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from fishjax.core.errors import FisherError
+from fishjax.core.tree import PyTree, match_tree, split_tree
+
+Batch = dict[str, Any]
+log = logging.getLogger("fishjax")
+
+# reduce(carry, contrib, rows, aux) -> (carry, per-example outputs [c, ...] or None).
+# `contrib`: the chunk's `example_fn` results (leading axis c); `rows`: per-row arrays of
+# the chunk (`weights`, `sum_weights`); `aux`: a pytree constant over the pass (e.g. a mask
+# over the `on` leaves, or a projection). Must be hashable (it keys the cache of compiled
+# steps): a module-level function.
+Reducer = Callable[[Any, Any, dict[str, jax.Array], Any], tuple[Any, Any]]
+
+
+def auto_chunk_size(batch_size: int, backend: str | None = None) -> int:
+    """1 on CPU (scan of single-example gradients); up to 8 (dividing the batch) elsewhere."""
+    backend = backend or jax.default_backend()
+    if backend == "cpu":
+        return 1
+    return max(c for c in (8, 4, 2, 1) if batch_size % c == 0)
+
+
+def resolve_eligible(params: PyTree, eligible: PyTree | str | None) -> PyTree:
+    """A bool tree from a regex, a bool tree, or None (every leaf)."""
+    if eligible is None:
+        return jax.tree_util.tree_map(lambda _: True, params)
+    if isinstance(eligible, str):
+        return match_tree(params, eligible)
+    return eligible
+
+
+def zeros_like_tree(on: PyTree) -> PyTree:
+    """float32 zeros shaped like every leaf: the default carry (a per-parameter sum)."""
+    return jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), on)
+
+
+def chunked_reduce(example_fn: Callable[..., Any], chunk_size: int,
+                   reduce: Reducer) -> Callable[..., tuple[Any, Any]]:
+    """`f(carry, on, off, batch, rows, aux) -> (carry, per-example outputs [b, ...])`.
+
+    A `lax.scan` over chunks of `chunk_size` examples, `vmap` of `example_fn` within each
+    chunk, `reduce` applied to each chunk's results; only `carry` and the (small)
+    per-example outputs leave the scan. The batch size must be a multiple of `chunk_size`.
+    """
+    per_chunk = jax.vmap(example_fn, in_axes=(None, None, 0))
+
+    def run(carry, on, off, batch, rows, aux):
+        b = batch["labels"].shape[0]
+        if b % chunk_size:
+            raise FisherError(f"batch size {b} is not a multiple of chunk_size {chunk_size}")
+        split = lambda x: x.reshape(b // chunk_size, chunk_size, *x.shape[1:])
+        chunks = jax.tree_util.tree_map(split, (batch, rows))
+
+        def body(carry, chunk):
+            batch_c, rows_c = chunk
+            return reduce(carry, per_chunk(on, off, batch_c), rows_c, aux)
+
+        carry, outs = jax.lax.scan(body, carry, chunks)
+        outs = jax.tree_util.tree_map(lambda y: y.reshape(b, *y.shape[2:]), outs)
+        return carry, outs
+
+    return run
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_pass(example_fn: Callable[..., Any], chunk_size: int, reduce: Reducer):
+    """Jitted `carry, on, off, batch, rows, aux -> (carry, outputs)`, carry donated.
+
+    Cached by (example_fn, chunk_size, reduce), so repeated passes (FISH, every IRD round)
+    compile once per batch shape and per carry/aux structure: pass the same function
+    objects (module-level, or themselves cached) to reuse the compilations.
+    """
+    return jax.jit(chunked_reduce(example_fn, chunk_size, reduce), donate_argnums=0)
+
+
+@dataclasses.dataclass
+class PassOutput:
+    carry: Any  # the reduction's final carry
+    example_ids: np.ndarray  # int64: ids of the real rows, in pass order
+    outputs: Any  # the reduction's per-example outputs (numpy), aligned with example_ids
+    num_examples: int  # real (weight > 0) examples processed
+    backward_passes: int  # backward passes spent (examples x passes_per_example)
+    seconds: float
+
+
+def example_pass(
+    example_fn: Callable[..., Any],
+    params: PyTree,
+    batches: Iterable[Batch],
+    *,
+    reduce: Reducer,
+    init: Callable[[PyTree], Any] = zeros_like_tree,
+    aux: Any = None,
+    eligible: PyTree | str | None = None,
+    num_samples: int | None = None,
+    chunk_size: int | str = "auto",
+    progress: bool = True,
+    desc: str = "per-example pass",
+    passes_per_example: int = 1,
+) -> PassOutput:
+    """One pass of `example_fn` over every real example of `batches`, through `reduce`.
+
+    `init(on)` builds the initial carry from the eligible leaves (`on`: a nested dict of
+    only those leaves); `reduce` and `aux` are described at `Reducer`. Batches may carry
+    two host-side keys: `example_ids` (an id per row; default: the running position among
+    real rows) and `sum_weights` (a per-row weight handed to `reduce`; default `weights`).
+    Rows with weight 0 (padding) produce no id and no output (`example_fn` sees weight 0
+    there). Stops once `num_samples` real rows were processed (rows past it get weight 0).
+    """
+    if num_samples is not None and num_samples <= 0:
+        raise FisherError(f"num_samples must be positive, got {num_samples}")
+    eligible = resolve_eligible(params, eligible)
+    if not any(jax.tree_util.tree_leaves(eligible)):
+        raise FisherError("no parameter is eligible for the per-example pass")
+    on, off = split_tree(params, eligible)
+    carry = init(on)
+    bar = tqdm(total=num_samples, unit="ex", desc=desc, disable=not progress)
+    seen, t0 = 0, time.perf_counter()
+    ids: list[np.ndarray] = []
+    outs: list[tuple[Any, np.ndarray]] = []
+    for batch in batches:
+        if num_samples is not None and seen >= num_samples:
+            break
+        batch = dict(batch)
+        row_ids = batch.pop("example_ids", None)
+        sum_weights = batch.pop("sum_weights", None)
+        weights = np.asarray(batch["weights"], np.float32).copy()
+        if num_samples is not None:  # keep only the first (num_samples - seen) real rows
+            real = np.cumsum(weights > 0)
+            weights[real > num_samples - seen] = 0.0
+        real = weights > 0
+        n_real = int(real.sum())
+        if n_real == 0:
+            continue
+        sw = weights if sum_weights is None else np.asarray(sum_weights, np.float32) * real
+        b = len(weights)
+        c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
+        step = compiled_pass(example_fn, c, reduce)
+        carry, out = step(carry, on, off, {**batch, "weights": weights},
+                          {"weights": weights, "sum_weights": sw}, aux)
+        ids.append(np.asarray(row_ids, np.int64)[real] if row_ids is not None
+                   else np.arange(seen, seen + n_real, dtype=np.int64))
+        if out is not None:
+            outs.append((out, real))
+        seen += n_real
+        bar.update(n_real)
+    bar.close()
+    jax.block_until_ready(carry)
+    if seen == 0:
+        raise FisherError("no examples were processed (empty batches?)")
+    if num_samples is not None and seen < num_samples:
+        log.warning("%s: only %d examples available, fewer than num_samples=%d", desc, seen,
+                    num_samples)
+    outputs = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs),
+                                     *[jax.tree_util.tree_map(lambda o, r=r: np.asarray(o)[r],
+                                                              o) for o, r in outs]) \
+        if outs else None
+    return PassOutput(carry=carry, example_ids=np.concatenate(ids), outputs=outputs,
+                      num_examples=seen, backward_passes=seen * passes_per_example,
+                      seconds=time.perf_counter() - t0)

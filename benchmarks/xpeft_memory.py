@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.machine import machine  # noqa: E402
 from fishjax.artifacts.bank_file import make_bank  # noqa: E402
 from fishjax.artifacts.fingerprint import base_fingerprint  # noqa: E402
 from fishjax.artifacts.profile_file import save_profile  # noqa: E402
@@ -141,15 +141,6 @@ def serving(model, n: int, profiles: int, batch: int, seq: int, repeats: int) ->
             "times": times, "compilations": server._forward._cache_size()}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="minilm-l6")
@@ -178,10 +169,7 @@ def main(argv=None) -> dict:
           f"{serve['single_adapter_ex_per_s']:.1f} ex/s, {args.profiles} profiles mixed "
           f"{serve['mixed_profiles_ex_per_s']:.1f} ex/s: {serve['mixed_vs_single']:.2f}x the "
           "time", flush=True)
-    result = {"sizes": sizes, "serving": serve, "model": args.model,
-              "backend": jax.default_backend(), "cpu": _cpu_model(),
-              "cpu_count": os.cpu_count(), "platform": platform.platform(),
-              "date": time.strftime("%Y-%m-%d")}
+    result = {"sizes": sizes, "serving": serve, "model": args.model, **machine()}
     if args.json:
         atomic_write_json(args.json, result)
     print(json.dumps({k: v for k, v in serve.items() if k != "times"}, indent=2))

@@ -198,6 +198,18 @@ def _difference_norm(a: PyTree, b: PyTree) -> float:
                                for p in fa)))
 
 
+@dataclasses.dataclass
+class ModelParts:
+    output: Any  # output(params, batch) -> [B] log-odds
+    params: dict  # {"trainable": {"peft", "head"} at phi*, "frozen": the base}
+    eligible: dict  # the differentiated leaves: the trainable ones
+    train: Any  # the tokenized training split (every pooled row)
+    projection: ms.Projection
+    phi_norm: float
+    batch_size: int
+    chunk_size: int | str
+
+
 class SourceSelection:
     """One selection run in one workdir (see the module docstring)."""
 
@@ -268,19 +280,43 @@ class SourceSelection:
 
     # -- 3. features ---------------------------------------------------------------------------
 
-    def features(self) -> tuple[ms.Features, ms.Features, float, ms.Projection]:
-        """(source features, target features, |phi*|, the projection)."""
-        pool = self.pool()
+    def model_parts(self) -> ModelParts:
+        """The model at phi*: the output function, the params (meta LoRA tree and head,
+        the frozen base), which leaves are differentiated, the tokenized data, P."""
         meta = self.meta()
         trainable = _trainable(meta["peft_file"])
         _, _, spec, meta_info = load_peft_file(meta["peft_file"])
         key = jax.random.PRNGKey(self.s.seed)
-        params = {"trainable": trainable, "frozen": None}
         projection = ms.make_projection({"trainable": trainable}, self.s.project_dim, key,
                                         int(self.s.max_projection_mb) << 20)
+        config = self.config.copy_and_resolve_references()
+        config.data.row_split = None
+        model = load_model(config.model.name, self.task.num_labels, key=key,
+                           dtype=config.model.dtype)
+        data = tokenize_task(config, self.task, load_raw_splits(config, self.task),
+                             load_tokenizer(model.model_dir))
+        _, base = split_tree(model.params, config.method.head_regex)
+        if base_fingerprint(base) != meta_info["base_fingerprint"]:
+            raise ConfigError("the meta-initialisation was trained on another base model")
+        return ModelParts(
+            output=_log_odds_of(objectives.make_log_odds_fn(model.module), peft_combine(spec)),
+            params={"trainable": trainable, "frozen": base},
+            eligible={"trainable": jax.tree_util.tree_map(lambda _: True, trainable),
+                      "frozen": jax.tree_util.tree_map(lambda _: False, base)},
+            train=data.train, projection=projection, phi_norm=_norm(trainable),
+            batch_size=int(config.method.fisher.batch_size),
+            chunk_size=parse_chunk_size(config.method.fisher.chunk_size))
+
+    def features(self) -> tuple[ms.Features, ms.Features, float, ms.Projection]:
+        """(source features, target features, |phi*|, the projection)."""
+        pool = self.pool()
+        meta = self.meta()
         path = self.path("features.safetensors")
-        phi_norm = _norm(trainable)
         if os.path.exists(path):
+            trainable = _trainable(meta["peft_file"])
+            projection = ms.make_projection({"trainable": trainable}, self.s.project_dim,
+                                            jax.random.PRNGKey(self.s.seed),
+                                            int(self.s.max_projection_mb) << 20)
             tensors, meta_file = read_tagged(path, FEATURES_KEY, ConfigError, "features")
             if meta_file["meta_sha256"] != file_sha256(meta["peft_file"]):
                 raise ConfigError(f"{path} was computed at another meta-initialisation; "
@@ -289,36 +325,23 @@ class SourceSelection:
                               meta_file["seconds"])
             tgt = ms.Features(tensors["target_ids"], tensors["target_f"], tensors["target_g"],
                               0.0)
-            return src, tgt, phi_norm, projection
-        config = self.config.copy_and_resolve_references()
-        config.data.row_split = None
-        raw = load_raw_splits(config, self.task)
-        model = load_model(config.model.name, self.task.num_labels, key=key,
-                           dtype=config.model.dtype)
-        data = tokenize_task(config, self.task, raw, load_tokenizer(model.model_dir))
-        head, base = split_tree(model.params, config.method.head_regex)
-        if base_fingerprint(base) != meta_info["base_fingerprint"]:
-            raise ConfigError("the meta-initialisation was trained on another base model")
-        params["frozen"] = base
-        combine = peft_combine(spec)
-        output = _log_odds_of(objectives.make_log_odds_fn(model.module), combine)
-        eligible = {"trainable": jax.tree_util.tree_map(lambda _: True, trainable),
-                    "frozen": jax.tree_util.tree_map(lambda _: False, base)}
+            return src, tgt, _norm(trainable), projection
+        parts = self.model_parts()
         rows, _ = pool.source_of()
-        bs = int(config.method.fisher.batch_size)
         out = {}
         for part, ids in (("source", np.sort(rows)), ("target", np.asarray(pool.target))):
-            feats = ms.gradient_features(output, params, index_batches(data.train, ids, bs),
-                                         projection, eligible=eligible,
-                                         chunk_size=parse_chunk_size(config.method.fisher.chunk_size))
+            feats = ms.gradient_features(parts.output, parts.params,
+                                         index_batches(parts.train, ids, parts.batch_size),
+                                         parts.projection, eligible=parts.eligible,
+                                         chunk_size=parts.chunk_size)
             out[part] = feats
             log.info("features (%s): %d examples in %.1fs", part, len(feats.ids), feats.seconds)
         tensors = {f"{p}_{k}": getattr(out[p], k) for p in out for k in ("ids", "f", "g")}
         write_tagged(path, tensors, FEATURES_KEY, {
             "meta_sha256": file_sha256(meta["peft_file"]), "project_dim": self.s.project_dim,
-            "seed": self.s.seed, "phi_norm": phi_norm,
+            "seed": self.s.seed, "phi_norm": parts.phi_norm,
             "seconds": out["source"].seconds + out["target"].seconds})
-        return out["source"], out["target"], phi_norm, projection
+        return out["source"], out["target"], parts.phi_norm, parts.projection
 
     # -- 4. calibration ------------------------------------------------------------------------
 

@@ -120,3 +120,24 @@ def latest_trainable(workdir: str):
         return ckpt.restore_latest(None)["trainable"]
     finally:
         ckpt.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_selection(tiny_model_dir, tmp_path_factory):
+    """A finished multi-source selection run on the tiny model: 4 groups, 1 noisy
+    (config, workdir, summary)."""
+    from configs.select_sources import get_config as selection_config
+    from fishjax.select_sources import select_sources
+
+    tmp = tmp_path_factory.mktemp("selection")
+    config = make_tiny_config(tiny_model_dir, str(tmp / "cache"))
+    config.method.name = "lora"
+    config.method.peft.rank = 2
+    config.train.num_epochs = 1.0
+    config.method.fisher.batch_size = 8
+    config.sources = selection_config().sources
+    s = config.sources
+    s.groups, s.noisy, s.num_subsets, s.calibration_runs = 4, 1, 32, 1
+    s.project_dim, s.keep_fraction, s.final_finetune = 16, 0.5, True
+    workdir = str(tmp / "run")
+    return config, workdir, select_sources(config, workdir)

@@ -54,6 +54,11 @@ def test_projection_entries_are_signs_over_sqrt_p_and_seeded():
     np.testing.assert_allclose(blockwise.gram, a.gram, rtol=1e-6)
     full = np.concatenate(blocks)
     np.testing.assert_allclose(a.gram, full.T @ full, rtol=1e-5, atol=1e-4)
+    theta = np.arange(p, dtype=np.float32)
+    lifted = a.lift(theta)  # P theta, shaped like the tree
+    assert lifted["a"]["w"].shape == (30, 7)
+    np.testing.assert_allclose(np.concatenate([np.ravel(lifted["a"]["w"]), lifted["b"]]),
+                               full @ theta, rtol=1e-5)
 
 
 def test_projection_preserves_inner_products_within_one_over_sqrt_p():
@@ -293,23 +298,10 @@ def test_peft_init_from_starts_from_the_saved_tree(tiny_config, tmp_path):
         Trainer(tiny_config, str(tmp_path / "c"))
 
 
-def test_select_sources_end_to_end_on_the_tiny_model(tiny_config, tmp_path):
+def test_select_sources_end_to_end_on_the_tiny_model(tiny_selection):
     from fishjax.select_sources import select_sources
 
-    config = tiny_config
-    config.method.name = "lora"
-    config.method.peft.rank = 2
-    config.train.num_steps = None
-    config.train.num_epochs = 1.0
-    config.method.fisher.batch_size = 8
-    from configs.select_sources import get_config as ms_config
-
-    config.sources = ms_config().sources
-    s = config.sources
-    s.groups, s.noisy, s.num_subsets, s.calibration_runs = 4, 1, 32, 1
-    s.project_dim, s.keep_fraction, s.final_finetune = 16, 0.5, True
-    workdir = str(tmp_path / "ms")
-    out = select_sources(config, workdir)
+    config, workdir, out = tiny_selection
     pool = json.load(open(os.path.join(workdir, "pool.json")))
     assert len(pool["sources"]) == 4 and len(pool["noisy"]) == 1
     target = set(pool["target"])
@@ -325,6 +317,7 @@ def test_select_sources_end_to_end_on_the_tiny_model(tiny_config, tmp_path):
     assert "validation/loss" in out["final"]["final_eval"]
     again = select_sources(config, workdir)  # resumes: every file reused
     assert again["selection"] == out["selection"]
-    config.sources.groups = 5
+    changed = config.copy_and_resolve_references()
+    changed.sources.groups = 5
     with pytest.raises(ConfigError, match="other settings"):
-        select_sources(config, workdir)
+        select_sources(changed, workdir)

@@ -77,6 +77,7 @@ class Projection:
     key: jax.Array
     p: int
     sizes: tuple[tuple[tuple[str, ...], int], ...]  # (leaf path, entries), sorted
+    shapes: dict  # {leaf path: shape}
     blocks: dict | None  # {path: [size, p]} when held whole, else None (regenerated)
     gram: np.ndarray  # P^T P [p, p], for |P theta|
 
@@ -92,7 +93,7 @@ class Projection:
     def lift(self, theta: Any) -> dict:
         """P theta as a tree shaped like the projected params (a direction Delta)."""
         theta = jnp.asarray(theta, jnp.float32)
-        return unflatten_paths({path: self.block(i) @ theta
+        return unflatten_paths({path: (self.block(i) @ theta).reshape(self.shapes[path])
                                 for i, (path, _) in enumerate(self.sizes)})
 
 
@@ -101,7 +102,8 @@ def make_projection(tree: PyTree, p: int, key: jax.Array,
     """The projection of `tree`'s leaves (sizes only are read) to p dimensions."""
     if p < 1:
         raise SourceSelectionError(f"projection dimension must be >= 1, got {p}")
-    sizes = tuple(sorted((path, int(np.size(x))) for path, x in flatten_paths(tree).items()))
+    flat = flatten_paths(tree)
+    sizes = tuple(sorted((path, int(np.size(x))) for path, x in flat.items()))
     whole = 4 * p * sum(n for _, n in sizes) <= max_bytes
     blocks = {path: rademacher_block(key, i, n, p) for i, (path, n) in enumerate(sizes)} \
         if whole else None
@@ -109,7 +111,9 @@ def make_projection(tree: PyTree, p: int, key: jax.Array,
     for i, (path, n) in enumerate(sizes):
         b = blocks[path] if whole else rademacher_block(key, i, n, p)
         gram = gram + b.T @ b
-    return Projection(key=key, p=p, sizes=sizes, blocks=blocks, gram=np.asarray(gram))
+    return Projection(key=key, p=p, sizes=sizes,
+                      shapes={path: tuple(np.shape(x)) for path, x in flat.items()},
+                      blocks=blocks, gram=np.asarray(gram))
 
 
 # -- per-example features ------------------------------------------------------------------

@@ -1,0 +1,49 @@
+"""benchmarks/multisource_eval.py and multisource_speed.py on the tiny selection run."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from benchmarks import multisource_eval as me
+from benchmarks import multisource_speed as mspeed
+from benchmarks import readme_blocks
+from fishjax.select_sources import SourceSelection
+
+
+def test_eval_steps_and_readme_block(tiny_selection, tmp_path):
+    config, workdir, _ = tiny_selection
+    sel = SourceSelection(config, workdir)
+    check = me.first_order_check(sel, scales=(0.01, 0.2))
+    assert [r["c"] for r in check] == [0.01, 0.2]
+    for row in check:
+        assert np.isfinite(row["first_order_error"]) and row["zeroth_order_error"] > 0
+    assert check[0]["mean_abs_change"] < check[1]["mean_abs_change"]  # a larger step moves f
+    true = me.true_subsets(sel, 2)
+    assert true["n"] == 2 and len(true["runs"]) == 2 and true["true_s"] > 0
+    assert all(np.isfinite(r["true_loss"]) and np.isfinite(r["estimated_loss"])
+               for r in true["runs"])
+    ranking = sel.estimate()["ranking"]
+    down = me.downstream(sel, ranking, seeds=(0,))
+    assert set(down) == set(me.ARMS) and all(len(v) == 1 for v in down.values())
+    assert len(down["all"][0]["sources"]) == 4
+    report = {"first_order": check, "true_subsets": true, "downstream": down,
+              "ranking": ranking}
+    table = me.report_table(report)
+    assert "| selected (2) |" in table and "AUROC of ensemble" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n<!-- {me.README_BLOCK}:begin report.json -->\n"
+                      f"<!-- {me.README_BLOCK}:end -->\n")
+    (tmp_path / "report.json").write_text("{}")
+    readme_blocks.write(str(readme), me.README_BLOCK, str(tmp_path / "report.json"), table)
+    assert readme_blocks.read(str(readme), me.README_BLOCK, str(tmp_path / "report.json")) \
+        == table
+
+
+def test_speed_benchmark_on_synthetic_features():
+    src, tgt, phi = mspeed.load_features(None, n=200, n_target=30, p=8)
+    out = mspeed.measure(src, tgt, phi, sources=5, subsets=40, repeats=1, c=1e-2)
+    assert out["subsets"] == 40 and isinstance(out["median_s"], float)
+    assert out["solver_last_step_max"] < 1e-3
+    assert os.path.basename(mspeed.__file__) == "multisource_speed.py"

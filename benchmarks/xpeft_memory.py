@@ -1,6 +1,6 @@
 """X-PEFT's cost per profile: bytes on disk against adapter tuning, and serving throughput.
 
-  python benchmarks/xpeft_memory.py --json benchmarks/results/xpeft_memory.json
+  python benchmarks/xpeft_memory.py --json benchmarks/results/xpeft_memory.json --readme README.md
 
 Bytes per profile (the task head listed apart: every method stores it):
 - adapter tuning: the adapter tree at X-PEFT's slots (Pfeiffer, after every FFN;
@@ -34,11 +34,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import readme_blocks  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from fishjax.artifacts.bank_file import make_bank  # noqa: E402
 from fishjax.artifacts.fingerprint import base_fingerprint  # noqa: E402
 from fishjax.artifacts.profile_file import save_profile  # noqa: E402
-from fishjax.core.io import atomic_write_json  # noqa: E402
+from fishjax.core.io import atomic_write_json, read_json  # noqa: E402
 from fishjax.core.tree import count_params, merge_trees, split_tree  # noqa: E402
 from fishjax.models import (  # noqa: E402
     ADAPTER_SITES,
@@ -141,6 +142,30 @@ def serving(model, n: int, profiles: int, batch: int, seq: int, repeats: int) ->
             "times": times, "compilations": server._forward._cache_size()}
 
 
+README_BLOCK = "xpeft-memory"
+
+
+def readme_table(result: dict) -> str:
+    """The README's table of bytes per profile and the serving ratio, from a result."""
+    rows = ["| encoder, bank | adapter tuning | X-PEFT hard | X-PEFT soft | hard profile file "
+            "(with head, header) |", "|---|---|---|---|---|"]
+    for name, s in result["sizes"].items():
+        file = f"{s['hard_file_bytes']:,} B" if "hard_file_bytes" in s else "–"
+        rows.append(f"| {name} | {s['adapter_tuning_bytes']:,} B | {s['xpeft_hard_bytes']:,} B "
+                    f"({s['adapter_vs_hard']:,.0f}x less) | {s['xpeft_soft_bytes']:,} B "
+                    f"({s['adapter_vs_soft']:,.0f}x less) | {file} |")
+    serve = result["serving"]
+    rows.append("")
+    rows.append(f"Serving ({result['cpu']}, {result['cpu_count']} cores, {result['date']}): a "
+                f"batch of {serve['batch']} x {serve['seq']} tokens from "
+                f"{serve['profiles_in_batch']} profiles over a bank of {serve['n']} takes "
+                f"{serve['mixed_vs_single']:.2f}x the time of the same batch through one plain "
+                f"adapter ({serve['mixed_profiles_ex_per_s']:.1f} vs "
+                f"{serve['single_adapter_ex_per_s']:.1f} examples/s, median of "
+                f"{serve['repeats']}; goal <= 1.2x), compiled once.")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="minilm-l6")
@@ -150,7 +175,14 @@ def main(argv=None) -> dict:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--json", default=None)
+    p.add_argument("--readme", default=None, help="rewrite this README's xpeft-memory block")
+    p.add_argument("--report", action="store_true",
+                   help="only rewrite --readme from the existing --json")
     args = p.parse_args(argv)
+    if args.report:
+        result = read_json(args.json)
+        readme_blocks.write(args.readme, README_BLOCK, args.json, readme_table(result))
+        return result
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = load_model(args.model, 2, key=jax.random.PRNGKey(0))
     sizes = {f"{args.model} N={n}": {**profile_sizes(model.params, model.config.hidden_size // 16,
@@ -172,6 +204,8 @@ def main(argv=None) -> dict:
     result = {"sizes": sizes, "serving": serve, "model": args.model, **machine()}
     if args.json:
         atomic_write_json(args.json, result)
+        if args.readme:
+            readme_blocks.write(args.readme, README_BLOCK, args.json, readme_table(result))
     print(json.dumps({k: v for k, v in serve.items() if k != "times"}, indent=2))
     return result
 

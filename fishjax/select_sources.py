@@ -49,7 +49,7 @@ from ml_collections import config_flags
 
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.artifacts.peft_file import PEFT_FILE, load_peft_file
-from fishjax.core.errors import ConfigError
+from fishjax.core.errors import ConfigError, exit_status
 from fishjax.core.io import atomic_write_json, file_sha256, read_json
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import PyTree, flatten_paths, split_tree
@@ -61,7 +61,7 @@ from fishjax.methods.peft import peft_combine
 from fishjax.models import load_model, load_tokenizer, objectives
 from fishjax.selection import multisource as ms
 from fishjax.train.task_data import load_raw_splits, tokenize_task
-from fishjax.train.trainer import train_and_evaluate
+from fishjax.train.trainer import finished_results, train_and_evaluate
 from fishjax.train.validation import prepare_workdir, validate_config
 
 log = logging.getLogger("fishjax")
@@ -264,11 +264,7 @@ class SourceSelection:
         init = self.path("meta", PEFT_FILE) if from_meta else None
         workdir = self.path(name)
         config = _run_config(self.config, rows, epochs, init_from=init, seed=seed)
-        done = os.path.join(workdir, "results.json")
-        if os.path.exists(done) and read_json(done).get("finished"):
-            res = read_json(done)
-        else:
-            res = train_and_evaluate(config, workdir)
+        res = finished_results(config, workdir) or train_and_evaluate(config, workdir)
         return {"name": name, "sources": sources, "workdir": workdir,
                 "final_eval": res["final_eval"], "train_s": res["train_s"],
                 "peft_file": os.path.join(workdir, PEFT_FILE)}
@@ -464,6 +460,7 @@ def cli() -> None:
     config = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                              lock_config=True)
     workdir = flags.DEFINE_string("workdir", None, "Directory for the selection's files.")
+    debug = flags.DEFINE_bool("debug", False, "Show the traceback of input errors.")
     flags.mark_flags_as_required(["config", "workdir"])
 
     def main(argv):
@@ -471,8 +468,12 @@ def cli() -> None:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger("fishjax").setLevel(logging.INFO)
-        out = select_sources(config.value, workdir.value)
-        print(json.dumps(out["selection"], indent=2))
+
+        def run() -> None:
+            out = select_sources(config.value, workdir.value)
+            print(json.dumps(out["selection"], indent=2))
+
+        return exit_status(run, debug.value)
 
     app.run(main)
 

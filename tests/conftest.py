@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import string
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,6 +26,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from benchmarks.tiny_model import build_tiny_model_dir, make_tiny_config  # noqa: E402, F401
+
 
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
@@ -37,60 +38,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLUE_DIR = os.environ.get("FISHJAX_GLUE_DIR", os.path.join(REPO, "..", "shared", "data", "glue"))
 
 
-def _tiny_vocab() -> list[str]:
-    """Special tokens, the words of the quickstart sample, letters and ## letter pieces."""
-    from fishjax.data import load_split
-
-    words = set()
-    for split in ("train", "dev"):
-        for sentence in load_split("quickstart", split).text_a:
-            words.update(sentence.lower().replace(".", " . ").replace(",", " , ").split())
-    letters = list(string.ascii_lowercase + string.digits + string.punctuation)
-    return (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters
-            + [f"##{c}" for c in letters] + sorted(words - set(letters)))
-
-
-def build_tiny_model_dir(path: str, model_type: str = "bert", num_labels: int = 2) -> str:
-    """Writes a random tiny encoder + WordPiece tokenizer as a Hugging Face folder."""
-    from transformers import BertTokenizerFast
-
-    from fishjax.artifacts.hf_export import export_hf_folder
-    from fishjax.models import EncoderConfig, init_params
-
-    tok_dir = os.path.join(path, "_tokenizer")
-    os.makedirs(tok_dir, exist_ok=True)
-    vocab = _tiny_vocab()
-    with open(os.path.join(tok_dir, "vocab.txt"), "w") as f:
-        f.write("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=os.path.join(tok_dir, "vocab.txt")).save_pretrained(tok_dir)
-    cfg = EncoderConfig.tiny(model_type, vocab_size=len(vocab))
-    params = init_params(cfg, num_labels, jax.random.PRNGKey(0))
-    return export_hf_folder(params, cfg, num_labels, os.path.join(path, "model"),
-                            tokenizer_dir=tok_dir)
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return build_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_bert")))
-
-
-def make_tiny_config(model_dir: str, cache_dir: str):
-    """The quickstart config on the tiny model: 24 steps, seconds on CPU."""
-    from configs import quickstart
-
-    config = quickstart.get_config()
-    config.model.name = model_dir
-    config.data.cache_dir = cache_dir
-    config.data.max_train_samples = 96
-    config.data.max_eval_samples = 64
-    config.train.batch_size = 8
-    config.train.eval_batch_size = 16
-    config.train.num_epochs = 2.0
-    config.train.learning_rate = 1e-3
-    config.train.log_every_steps = 4
-    config.train.eval_before_training = False
-    config.train.export = False
-    return config
 
 
 @pytest.fixture

@@ -8,12 +8,14 @@ the method's initial trainable tree (no training step), so what is pinned is the
 the initialisation and the format, not the rounding of an optimizer on one CPU.
 
 To re-pin after a deliberate format change, run with FISHJAX_PRINT_HASHES=1 and say why in
-the commit.
+the commit. (PEFT's `adapter_config.json` is hashed with its base folder, an absolute path,
+replaced by a placeholder.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -45,56 +47,56 @@ FILES = {"mask": "mask.safetensors", "delta": "delta.safetensors", "peft": "peft
 
 PINNED: dict[str, dict[str, str]] = {
     "adapter_fish": {
-        "mask": "5cbf1d104945c9a715a7982374895a777d8216e221227dca26831a8866c1b465",
-        "peft": "b88a3d4c1a3edf04fd351ca1f5f3883344d21ad7f70989a8f99a3329cc4d6751",
+        "mask": "377205ce77d86e3297d9e6983782be7b774e5281f5bb1868574a8705fa282a0c",
+        "peft": "fe4674520b56b14cd876149f5d19dd8dc8e888c03467cd5e7e1baf2adf73171b",
     },
     "bitfit": {
-        "mask": "3e635469e4e51018182aaffae4f323ab2113bf7ef9c77bad319962bfbff3ff6f",
+        "mask": "8d84dc927fc19a28b0f83b0f2185f463012c92dc4c196cb05c42057e821ab8d1",
     },
     "dora": {
-        "peft": "8599e3ab5d8a55b4880abf63b02ce9981fb5762309b392d2666428a4a1ef0e46",
+        "peft": "5ede806b9077553761b4abf92646e8e77070628c24e888eca3129e5775f4a673",
         "adapter_model": "c4ff479803f2d756b0324f404acf91bb6331097685d9f4c3e928040fe0312869",
-        "adapter_config": "ef5fb3e1aee5c51967c4a14c5126d3cded141abd6aa2a10a02efd810803e034f",
+        "adapter_config": "2099adb30866de26ead457e4ae9629de317068217baec4846923b2911790f674",
     },
     "fish": {
-        "mask": "99bbfe4082e415db2296de68592eb1093c4540260ed468fb467a0d5e48d6a7e3",
+        "mask": "2d6532a1a9fbb3dd5cb29537307835a1fddc03eea2d268b2e08521addbbed822",
     },
     "fish_sparse": {
-        "mask": "99bbfe4082e415db2296de68592eb1093c4540260ed468fb467a0d5e48d6a7e3",
-        "delta": "d14fd432f7ba524fb4d5567d1ffd1c1da4c267e404676f819a34d3874c90a5f4",
+        "mask": "2d6532a1a9fbb3dd5cb29537307835a1fddc03eea2d268b2e08521addbbed822",
+        "delta": "97889761e96f484c8018012174aeeb0271ecde6706b7c13f36f9abf41708c967",
     },
     "ird": {
-        "mask": "1ec8b52767df1f3c16a91912b830c3d74c191df51c924b1db9e2a409029c961a",
+        "mask": "b2e7142580907b72c652ad016cbc16acf534e4b06bc0e35423f995120cf9aa0e",
     },
     "lora": {
-        "peft": "51bc6964967abfc3b135e5d76b4865f6764d34f787edd3744007f93ecfd37f3b",
+        "peft": "cbe01a8c27cd5fe942e01ac3f09889f666498cbb6e7e6391c523b1e27f5ff70e",
         "adapter_model": "d8897d6f4fc54116f244cb0f6eee96970e4629ea368302390e4ff5f5b0899517",
-        "adapter_config": "351bbde492fb59eb75d94abff6e904552126fa046b640591483cab34bd74d487",
+        "adapter_config": "0613da557e0c2a1b95c4a01f71fd583cc2513a9d9a06ff9f68029e887b275c98",
     },
     "lora_fish": {
-        "mask": "27e91e20c6db70c7ba00a8671a6de3364b479d1a2f4e5c23d6d86c41f5e9ae4e",
-        "peft": "0379928e165e7a3c3e9a97f7001497432071228f16d345b63a9efca085477549",
+        "mask": "637962ed1dddf746e9a93c6abaa86e20d710a28e6697e137f3fa1a9d6ace6e50",
+        "peft": "b439029e8521fff27fe9913ecf915bfc7141d0645f0df22c50ae35e3cf922a75",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
-        "adapter_config": "a41a90ad1fd581c9589dae1c6155369644ad0e947cb2d5413b7573ee0d5872fa",
+        "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_random": {
-        "mask": "a9c4aa84b2d035251851584a66e06041c57ab7606922a16b4a1f7687a373c4c5",
-        "peft": "c5ef681279b26115ade80d6897b0ab712997abb6035cafedcd5ef9c513d7020d",
+        "mask": "aecf0450764491f2dbae89a2933b4c0b20fb839a142cde3f6e89370ce12258e5",
+        "peft": "8febfb76c7e274ce1f817f84b41d32fe351fb838549e8063c65a2fe5bac0f65f",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
-        "adapter_config": "a41a90ad1fd581c9589dae1c6155369644ad0e947cb2d5413b7573ee0d5872fa",
+        "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_warmup": {
-        "mask": "ae51ce68439afdacbbf53c5c9ac57d5fea818db432526e9121e6bf0365a39b85",
-        "peft": "0379928e165e7a3c3e9a97f7001497432071228f16d345b63a9efca085477549",
+        "mask": "1881720423be0b84852c2370537e99d3a5a7146302c9c1b8a792f28721d53ca3",
+        "peft": "b439029e8521fff27fe9913ecf915bfc7141d0645f0df22c50ae35e3cf922a75",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
-        "adapter_config": "a41a90ad1fd581c9589dae1c6155369644ad0e947cb2d5413b7573ee0d5872fa",
+        "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "random_mask": {
-        "mask": "88319cc5f9e4f620ee88c4466de9ad70771f5802b6c58d537f693c5fdb6ad970",
+        "mask": "cdcb2cc9d2dc016c2770abb397b9b67dc0170b10828101a8e1d92620303ecf59",
     },
     "sift": {
-        "mask": "ceb061537c33ba0c7657e4b21cc2f7999dd91fc21e8f185a16583aaf57a9c6d1",
-        "delta": "e643055680f82f14bc116cabdea87231f5c054436c5eccb0d0efde5034e7464a",
+        "mask": "95ec37397aa920bbb61c0b3e1b791d56221818f4aa9d38f7a331b2b38f172f8e",
+        "delta": "0f4b66862e5113409ac89ecd99e47497e0f67a18c3505b060d862327d463849e",
     },
 }
 
@@ -125,7 +127,13 @@ def _hashes(workdir: str) -> dict[str, str]:
         path = os.path.join(workdir, file)
         if os.path.exists(path):
             with open(path, "rb") as f:
-                out[name] = hashlib.sha256(f.read()).hexdigest()
+                data = f.read()
+            if name == "adapter_config":  # its base is the model's absolute folder: per machine
+                config = json.loads(data)
+                assert os.path.isabs(config["base_model_name_or_path"])
+                config["base_model_name_or_path"] = "<base folder>"
+                data = json.dumps(config, sort_keys=True).encode()
+            out[name] = hashlib.sha256(data).hexdigest()
     return out
 
 

@@ -27,3 +27,18 @@ def test_serving_comparison_on_the_tiny_model(tiny_model_dir):
     assert out["compilations"] == 1
     files = xm.profile_file_sizes(model, 2, 8)
     assert files["hard_file_bytes"] < files["soft_file_bytes"]
+
+
+def test_readme_table_matches_the_committed_result():
+    """The README's xpeft-memory block is what readme_table makes of the committed JSON."""
+    import os
+
+    from benchmarks import readme_blocks
+    from fishjax.core.io import read_json
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(repo, "benchmarks", "results", "xpeft_memory.json")
+    table = xm.readme_table(read_json(source))
+    assert "X-PEFT hard" in table and "x the time" in table
+    assert readme_blocks.check(os.path.join(repo, "README.md"), xm.README_BLOCK, source,
+                               table) == []

@@ -79,12 +79,17 @@ def test_same_seed_same_fish_mask(tiny_config, tmp_path):
 
 
 def test_reused_workdir_mask_must_match_the_config(tiny_config, tmp_path):
-    from fishjax.core.errors import MaskError
+    from fishjax.core.errors import MaskError, WorkdirError
 
     workdir = str(tmp_path / "run")
     tiny_config.train.num_steps = 1
     _run(tiny_config, workdir, "fish", keep_ratio=0.05)
     tiny_config.method.keep_ratio = 0.1  # same workdir, another budget: refuse, don't reuse
+    with pytest.raises(WorkdirError, match=r"method\.keep_ratio: 0\.05 -> 0\.1"):
+        train_and_evaluate(tiny_config, workdir)
+    # The mask file checks its own settings too (a workdir without config.json, e.g. from
+    # an older fishjax, or a mask copied in).
+    os.unlink(os.path.join(workdir, "config.json"))
     with pytest.raises(MaskError, match="keep_ratio"):
         train_and_evaluate(tiny_config, workdir)
     tiny_config.method.keep_ratio = 0.05  # same budget, other Fisher samples: refuse too

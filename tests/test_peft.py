@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 
@@ -420,6 +422,22 @@ def test_lora_trains_through_the_trainer_and_exports(tiny_config, tmp_path):
                                   _logits(exported.module, exported.params, batch))
     with pytest.raises(PeftError, match="fingerprint"):
         apply_peft_file(art["peft"], _perturb(initial.params, jax.random.PRNGKey(0)))
+
+    # The adapter folder names a base PEFT can load by itself (the model's folder).
+    with open(os.path.join(art["peft_adapter"], "adapter_config.json")) as f:
+        assert json.load(f)["base_model_name_or_path"] == os.path.abspath(
+            tiny_config.model.name)
+    if importlib.util.find_spec("peft") and importlib.util.find_spec("torch"):
+        import torch
+        from peft import AutoPeftModelForSequenceClassification
+
+        pm = AutoPeftModelForSequenceClassification.from_pretrained(
+            art["peft_adapter"]).eval()
+        with torch.no_grad():
+            theirs = pm(**{k: torch.from_numpy(batch[k].astype(np.int64)) for k in
+                           ("input_ids", "attention_mask", "token_type_ids")}).logits.numpy()
+        np.testing.assert_allclose(theirs, _logits(exported.module, exported.params, batch),
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_adapter_fish_trains_only_selected_entries(tiny_config, tmp_path):

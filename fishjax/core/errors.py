@@ -7,6 +7,12 @@ apart from bugs.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_BAD_INPUT = 2  # the exit status of a command line stopped by a fishjax error
+
 
 class FishjaxError(ValueError):
     """Base of every fishjax error about bad input (config, files, shapes, masks)."""
@@ -54,3 +60,38 @@ class IRDError(FishjaxError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class CheckpointError(FishjaxError):
+    """A damaged or unusable checkpoint; the message names its folder and what to do."""
+
+
+class TrainingDiverged(FishjaxError):
+    """A non-finite loss or gradient norm: the run stopped, nothing after it was kept.
+
+    `step` is the first non-finite step; `record` what `results.json` says of it.
+    """
+
+    def __init__(self, message: str, step: int | None = None, record: dict | None = None):
+        super().__init__(message)
+        self.step = step
+        self.record = record or {}
+
+
+class WorkdirError(FishjaxError):
+    """A workdir holding a run made with another config (or otherwise not resumable)."""
+
+
+def exit_status(main: Callable[[], Any], debug: bool = False) -> int:
+    """Runs a command line's `main()`: 0 when it returns; a fishjax error (bad input, a
+    diverged run) prints one `error: ...` line on stderr and gives EXIT_BAD_INPUT, with
+    its traceback only if `debug`. Other exceptions (bugs) propagate with theirs."""
+    try:
+        main()
+    except FishjaxError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        print("(rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0

@@ -1,13 +1,16 @@
 """Reading and writing safetensors files: the only weight format fishjax loads.
 
-fishjax's own files (masks, deltas, PEFT trees) are safetensors with a JSON document under
-one metadata key naming their kind (`fishjax_mask`, `fishjax_delta`, `fishjax_peft`);
-`write_tagged` writes one atomically, `read_tagged` reads and checks it. `read_tensors`
-reads any safetensors file (e.g. a Hugging Face `model.safetensors`). Nothing is unpickled.
+fishjax's own files (masks, deltas, PEFT trees, banks, profiles) are safetensors with a
+JSON document under one metadata key naming their kind (`fishjax_mask`, `fishjax_delta`,
+...); `write_tagged` writes one atomically with a content hash of its tensors
+(`content_sha256`), `read_tagged` reads it and checks the hash, so a changed index or
+value is an error, not a silently different model. `read_tensors` reads any safetensors
+file (e.g. a Hugging Face `model.safetensors`). Nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -16,7 +19,19 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from fishjax.core.io import atomic_write_bytes
+from fishjax.core.io import atomic_write_bytes, strict_json
+
+CONTENT_HASH = "content_sha256"
+
+
+def content_hash(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes (sorted by name)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        x = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{x.dtype.str}|{list(x.shape)}\n".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
 
 
 def read_tensors(path: str, error: type[Exception], kind: str = "weights"
@@ -33,10 +48,11 @@ def read_tensors(path: str, error: type[Exception], kind: str = "weights"
 
 def write_tagged(path: str, tensors: dict[str, np.ndarray], meta_key: str,
                  meta: dict[str, Any]) -> str:
-    """Writes `tensors` with `meta` as JSON under `meta_key`, atomically; returns the
-    absolute path. The bytes are a function of the arguments (keys sorted)."""
+    """Writes `tensors` with `meta` (and their content hash) as JSON under `meta_key`,
+    atomically; returns the absolute path. The bytes are a function of the arguments."""
     path = os.path.abspath(path)
-    data = safetensors.numpy.save(tensors, metadata={meta_key: json.dumps(meta, sort_keys=True)})
+    meta = {**meta, CONTENT_HASH: content_hash(tensors)}
+    data = safetensors.numpy.save(tensors, metadata={meta_key: strict_json(meta, sort_keys=True)})
     atomic_write_bytes(path, data)
     return path
 
@@ -63,4 +79,8 @@ def read_tagged(path: str, meta_key: str, error: type[Exception], kind: str,
     missing = [k for k in required if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise error(f"{kind} file {path!r}: metadata lacks {missing}")
+    if CONTENT_HASH in meta and meta[CONTENT_HASH] != content_hash(tensors):
+        raise error(f"{kind} file {path!r} is damaged: its tensors do not match the content "
+                    "hash it was written with (changed or corrupt bytes); restore or recreate "
+                    "it (e.g. rerun the run that wrote it in a new workdir)")
     return tensors, meta

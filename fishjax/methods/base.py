@@ -50,6 +50,10 @@ class MethodContext:
     task: TaskSpec  # the task (labels, metrics)
     model_config: EncoderConfig  # the architecture (model_type, sizes)
     model_name: str  # the base model as the config names it (recorded in artefact files)
+    # What an exported PEFT adapter names as its base so that PEFT can load it: a Hub id
+    # as given, or the absolute folder of an alias or local model (see
+    # `fishjax.models.hub.peft_base_reference`).
+    base_model_ref: str
     seed: int  # the run's seed (data order, Fisher samples, recorded in masks)
     batch_size: int  # the trainer's batch size
     learning_rate: float  # the trainer's peak learning rate

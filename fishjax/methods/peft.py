@@ -266,6 +266,13 @@ class PeftMethod:
     def __init__(self, name: str, kind: str, fish: bool):
         self.name, self.kind, self.fish = name, kind, fish
 
+    @property
+    def description(self) -> str:
+        """One line for `train.py --list=methods`."""
+        kind = {"lora": "LoRA", "dora": "DoRA", "adapter": "bottleneck adapters"}[self.kind]
+        return f"FISH-Tuning: a Fisher mask inside {kind}" if self.fish else \
+            f"{kind} (vanilla PEFT, config.method.peft)"
+
     def validate(self, m: ml_collections.ConfigDict) -> None:
         if "peft" not in m:
             raise ConfigError("config.method.peft is missing (see configs/default.py)")
@@ -388,7 +395,7 @@ class PeftMethod:
             if spec.kind != "adapter":
                 out["peft_adapter"] = export_peft_folder(
                     os.path.join(workdir, PEFT_DIR), kept[PEFT_KEY], kept[HEAD_KEY], spec,
-                    ctx.model_config, base_model=ctx.model_name)
+                    ctx.model_config, base_model=ctx.base_model_ref)
             return out
 
         return save

@@ -85,6 +85,16 @@ def resolve_model_dir(name: str | os.PathLike) -> str:
     return _check_model_dir(_snapshot_download(name))
 
 
+def peft_base_reference(name: str | os.PathLike, model_dir: str | None = None) -> str:
+    """The base an exported PEFT adapter names (`base_model_name_or_path`), so that
+    `AutoPeftModel*.from_pretrained` can load it: a Hub id as given; for an alias or a
+    local folder (whose name means nothing elsewhere), the folder's absolute path."""
+    name = os.fspath(name)
+    if name not in ALIASES and not os.path.isdir(os.path.expanduser(name)):
+        return name
+    return os.path.abspath(model_dir if model_dir is not None else resolve_model_dir(name))
+
+
 def _snapshot_download(repo_id: str) -> str:
     try:
         return huggingface_hub.snapshot_download(

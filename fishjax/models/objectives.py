@@ -2,7 +2,8 @@
 
 `make_loss_fn` turns a Flax module into the `loss_fn(params, batch)` that method code
 works with: it knows batches and labels, not model classes. Batches carry `weights`
-(1 for real rows, 0 for rows that pad a partial batch), so a loss is a weighted mean.
+(1 for real rows, 0 for rows that pad a partial batch), so a loss is a weighted mean; a
+batch without them has only real rows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ def per_example_loss(logits: jax.Array, labels: jax.Array, is_regression: bool) 
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Mean of `values` over real rows (`weights` 1; None: every row is real)."""
+    if weights is None:
+        return jnp.mean(values)
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
@@ -58,7 +62,7 @@ def make_loss_fn(module, is_regression: bool) -> Callable[..., jax.Array]:
     def loss_fn(params: PyTree, batch: Batch, dropout_key: jax.Array | None = None):
         logits = apply(params, batch, dropout_key)
         return weighted_mean(per_example_loss(logits, batch["labels"], is_regression),
-                             batch["weights"])
+                             batch.get("weights"))
 
     return loss_fn
 

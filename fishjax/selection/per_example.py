@@ -114,6 +114,18 @@ class PassOutput:
     seconds: float
 
 
+def row_weights(batch: dict[str, Any]) -> np.ndarray:
+    """A copy of the batch's `weights` (1 real row, 0 padding) as float32; all ones when
+    the batch has none (e.g. a user's own batches, with no padding rows)."""
+    if "weights" in batch:
+        return np.asarray(batch["weights"], np.float32).copy()
+    rows = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch) if np.ndim(x) > 0}
+    if len(rows) != 1:
+        raise FisherError(f"a batch without `weights` needs arrays of one row count, got "
+                          f"row counts {sorted(rows)} (or give `weights`: 1 per real row)")
+    return np.ones(rows.pop(), np.float32)
+
+
 def example_pass(
     example_fn: Callable[..., Any],
     params: PyTree,
@@ -136,7 +148,8 @@ def example_pass(
     two host-side keys: `example_ids` (an id per row; default: the running position among
     real rows) and `sum_weights` (a per-row weight handed to `reduce`; default `weights`).
     Rows with weight 0 (padding) produce no id and no output (`example_fn` sees weight 0
-    there). Stops once `num_samples` real rows were processed (rows past it get weight 0).
+    there); a batch without `weights` has every row real. Stops once `num_samples` real
+    rows were processed (rows past it get weight 0).
     """
     if num_samples is not None and num_samples <= 0:
         raise FisherError(f"num_samples must be positive, got {num_samples}")
@@ -155,7 +168,7 @@ def example_pass(
         batch = dict(batch)
         row_ids = batch.pop("example_ids", None)
         sum_weights = batch.pop("sum_weights", None)
-        weights = np.asarray(batch["weights"], np.float32).copy()
+        weights = row_weights(batch)
         if num_samples is not None:  # keep only the first (num_samples - seen) real rows
             real = np.cumsum(weights > 0)
             weights[real > num_samples - seen] = 0.0

@@ -1,17 +1,23 @@
-"""Resumable checkpoints (latest) and the best model by dev metric, with orbax.
+"""Resumable checkpoints (latest) and the best model by dev metric, with orbax, verified.
 
 - `<workdir>/checkpoints/<step>`: the full train state (trainable params, optimizer state,
-  step, PRNG key), saved every `checkpoint_every_steps`; only the newest is kept. A rerun
-  with the same workdir restores it and continues with identical results.
+  step, PRNG key), saved every `checkpoint_every_steps`; the newest two are kept. A rerun
+  with the same workdir restores the newest and continues with identical results.
 - `<workdir>/best/<step>`: only the trainable params of the best evaluation so far, with
   its score in `<workdir>/best/best.json`.
 
-Orbax writes each step into a temporary folder and renames it when complete, so an
-interrupted save never leaves a checkpoint that looks finished.
+Each step folder also holds an integrity record: the sha256 of the saved tree
+(`fishjax.core.tree.tree_sha256`), checked when it is restored. A damaged newest
+checkpoint is reported (folder and reason) and the one before it is used, with a warning;
+with none usable, a `CheckpointError` says which folder to delete or to start a new
+workdir. Orbax writes each step into a temporary folder and renames it when complete, so an
+interrupted save never leaves a checkpoint that looks finished (and its leftovers are
+removed when the manager opens).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Any
@@ -19,13 +25,18 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from fishjax.core.errors import CheckpointError
 from fishjax.core.io import atomic_write_json, read_json
+from fishjax.core.tree import all_finite, tree_sha256
+
+log = logging.getLogger("fishjax")
+KEEP_LATEST = 2
 
 
 def _manager(path: str, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False
-    )
+        max_to_keep=keep, create=True, enable_async_checkpointing=False,
+        cleanup_tmp_directories=True)
     return ocp.CheckpointManager(path, options=options)
 
 
@@ -34,12 +45,38 @@ def abstract(tree: Any) -> Any:
     return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _save(manager: ocp.CheckpointManager, step: int, tree: Any) -> None:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(tree),
+        integrity=ocp.args.JsonSave({"sha256": tree_sha256(tree), "step": int(step)})),
+        force=True)
+    manager.wait_until_finished()
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, like: Any, folder: str) -> Any:
+    """The verified tree of `step`; CheckpointError (folder and reason) if it cannot be."""
+    where = os.path.join(folder, str(step))
+    try:
+        out = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract(like)),
+            integrity=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{where} cannot be read ({type(e).__name__}: {reason})") from None
+    if tree_sha256(out.state) != (out.integrity or {}).get("sha256"):
+        raise CheckpointError(f"{where} is damaged: its arrays do not match the integrity "
+                              "record written with it")
+    return out.state
+
+
 class Checkpoints:
-    def __init__(self, workdir: str, keep: int = 1):
+    def __init__(self, workdir: str, keep: int = KEEP_LATEST):
         self.workdir = os.path.abspath(workdir)
-        self._latest = _manager(os.path.join(self.workdir, "checkpoints"), keep)
-        self._best = _manager(os.path.join(self.workdir, "best"), 1)
-        self._best_json = os.path.join(self.workdir, "best", "best.json")
+        self._latest_dir = os.path.join(self.workdir, "checkpoints")
+        self._best_dir = os.path.join(self.workdir, "best")
+        self._latest = _manager(self._latest_dir, keep)
+        self._best = _manager(self._best_dir, 1)
+        self._best_json = os.path.join(self._best_dir, "best.json")
 
     def latest_step(self) -> int | None:
         return self._latest.latest_step()
@@ -47,37 +84,66 @@ class Checkpoints:
     def save(self, step: int, state: Any) -> None:
         if self._latest.latest_step() == step:
             return
-        self._latest.save(step, args=ocp.args.StandardSave(state), force=True)
-        self._latest.wait_until_finished()
+        _save(self._latest, step, state)
 
     def restore_latest(self, like: Any) -> Any | None:
-        """The newest saved state, placed like `like` (a state or its abstract tree)."""
-        step = self._latest.latest_step()
-        if step is None:
-            return None
-        return self._latest.restore(step, args=ocp.args.StandardRestore(abstract(like)))
+        """The newest usable saved state, placed like `like` (a state or its abstract
+        tree): a damaged newest one is reported and the one before it used."""
+        steps = sorted(self._latest.all_steps(), reverse=True)
+        problems = []
+        for step in steps:
+            try:
+                state = _restore(self._latest, step, like, self._latest_dir)
+            except CheckpointError as e:
+                problems.append(str(e))
+                log.warning("%s; trying an older checkpoint", e)
+                continue
+            if problems:
+                log.warning("resuming from %s/%d instead", self._latest_dir, step)
+            return state
+        if problems:
+            raise CheckpointError(
+                f"no usable checkpoint in {self._latest_dir}: {'; '.join(problems)}. Delete "
+                f"{self._latest_dir} to train again from step 0 in this workdir, or use a "
+                "new workdir")
+        return None
 
     def best(self) -> dict[str, Any] | None:
         """`{"step": s, "score": x, "metrics": {...}}` of the best evaluation, if any."""
         if not os.path.exists(self._best_json):
             return None
-        return read_json(self._best_json)
+        try:
+            return read_json(self._best_json)
+        except ValueError as e:
+            raise CheckpointError(f"{self._best_json} is not valid JSON ({e}); delete "
+                                  f"{self._best_dir} to keep the last checkpoint's params "
+                                  "as the result") from None
 
     def maybe_save_best(
         self, step: int, trainable: Any, score: float, metrics: dict[str, float]
     ) -> bool:
-        """Saves `trainable` if `score` beats the best so far; returns whether it did."""
-        if not math.isfinite(score):  # a diverged eval (NaN correlation) is never "best"
+        """Saves `trainable` if `score` beats the best so far; returns whether it did.
+
+        A diverged model is never "best": every eval metric and every parameter must be
+        finite (a NaN model predicts one class, which can score above chance).
+        """
+        if not math.isfinite(score) or not all(math.isfinite(v) for v in metrics.values()):
             return False
         best = self.best()
-        if best is not None and math.isfinite(best["score"]) and score <= best["score"]:
+        if best is not None and best.get("score") is not None and score <= best["score"]:
+            return False
+        if not all_finite(trainable):
+            log.warning("step %d: non-finite parameters: not kept as the best model", step)
             return False
         if step not in self._best.all_steps():  # saved before a crash, before best.json
-            self._best.save(step, args=ocp.args.StandardSave(trainable), force=True)
-            self._best.wait_until_finished()
+            _save(self._best, step, trainable)
         if jax.process_index() == 0:
             atomic_write_json(self._best_json, {"step": step, "score": score, "metrics": metrics})
         return True
+
+    def best_step(self) -> int | None:
+        """The step of the params `restore_best` returns."""
+        return self._best.latest_step()
 
     def restore_best(self, like: Any) -> Any | None:
         # Only improvements are ever saved, so the newest step in best/ is the best one
@@ -85,7 +151,12 @@ class Checkpoints:
         step = self._best.latest_step()
         if step is None:
             return None
-        return self._best.restore(step, args=ocp.args.StandardRestore(abstract(like)))
+        try:
+            return _restore(self._best, step, like, self._best_dir)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}. Delete {self._best_dir} to export the last "
+                                  "checkpoint's params instead (results.json will say so), or "
+                                  "rerun in a new workdir") from None
 
     def close(self) -> None:
         self._latest.close()

@@ -1,13 +1,18 @@
-"""Metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX: no TensorFlow)."""
+"""Metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX: no TensorFlow).
+
+Each line is strict JSON: a non-finite value is written as null and named under
+`_non_finite` (e.g. the eval loss of a model whose logits overflowed).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import jax
 from tensorboardX import SummaryWriter
+
+from fishjax.core.io import strict_json
 
 
 class MetricWriter:
@@ -27,7 +32,7 @@ class MetricWriter:
         if not self._active:
             return
         scalars = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
-        self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+        self._jsonl.write(strict_json({"step": int(step), **scalars}) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
             for name, value in scalars.items():

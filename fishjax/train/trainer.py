@@ -33,8 +33,8 @@ import optax
 from jax.experimental import multihost_utils
 
 from fishjax.artifacts.hf_export import export_hf_folder
-from fishjax.core.errors import ConfigError
-from fishjax.core.io import atomic_write_json, atomic_write_text, file_sha256
+from fishjax.core.errors import ConfigError, TrainingDiverged
+from fishjax.core.io import atomic_write_json, file_sha256, read_json, remove_orphans
 from fishjax.core.tree import PyTree, count_params
 from fishjax.core.version import __version__
 from fishjax.data import (
@@ -47,14 +47,25 @@ from fishjax.data import (
 )
 from fishjax.methods import MethodContext, MethodSetup, get_method
 from fishjax.models import EncoderConfig, load_model, load_tokenizer, objectives
+from fishjax.models.hub import peft_base_reference
 from fishjax.train.checkpoints import Checkpoints
 from fishjax.train.metric_writer import MetricWriter
 from fishjax.train.optim import make_optimizer
 from fishjax.train.sharding import checked_shardings, make_mesh, put_batch, replicated
 from fishjax.train.task_data import load_raw_splits, tokenize_task
 from fishjax.train.validation import check_batch_divisible, prepare_workdir, validate_config
+from fishjax.train.workdir import (
+    CONFIG_FILE,
+    check_workdir,
+    remove_if_empty,
+    truncate_metrics,
+    write_config_once,
+)
 
 log = logging.getLogger("fishjax")
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+INITIAL_EVAL_FILE = "initial_eval.json"
 
 
 @flax.struct.dataclass
@@ -75,7 +86,8 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
                    train_batches: Callable[..., Iterator[dict]], task: TaskSpec,
                    model_config: EncoderConfig, rng: jax.Array,
                    train_data: TokenizedSplit | None = None, workdir: str | None = None,
-                   dev_score: Callable[[PyTree], float] | None = None) -> MethodContext:
+                   dev_score: Callable[[PyTree], float] | None = None,
+                   model_dir: str | None = None) -> MethodContext:
     """The `MethodContext` a run of `config` gives its method: the method's options, and
     the run's facts read from the trainer-owned sections (seed, batch size, learning
     rate, the base optimizer), so that method code never reads them itself."""
@@ -88,6 +100,7 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
         task=task,
         model_config=model_config,
         model_name=config.model.name,
+        base_model_ref=peft_base_reference(config.model.name, model_dir),
         seed=config.seed,
         batch_size=config.train.batch_size,
         learning_rate=config.train.learning_rate,
@@ -129,7 +142,7 @@ class Trainer:
             config, params=self.model.params, loss_fn=self.loss_fn,
             train_batches=self._method_batches, train_data=self.data.train, task=self.task,
             model_config=self.model.config, rng=method_key, workdir=workdir,
-            dev_score=self.dev_score))
+            dev_score=self.dev_score, model_dir=self.model.model_dir))
 
         t = config.train
         self.steps_per_epoch = num_batches(self.data.train, t.batch_size)
@@ -251,12 +264,16 @@ class Trainer:
             results.update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
         return results
 
-    def main_score(self, metrics: dict[str, float]) -> float:
-        """The number that picks the best checkpoint: the first eval split's main metric."""
+    def main_metric_name(self) -> str:
+        """The key of `main_score` in an evaluation's metrics."""
         key = self.task.main_metric
         if len(self.data.evals) > 1:
             key = f"{self.task.eval_splits[0]}/{key}"
-        return metrics[key]
+        return key
+
+    def main_score(self, metrics: dict[str, float]) -> float:
+        """The number that picks the best checkpoint: the first eval split's main metric."""
+        return metrics[self.main_metric_name()]
 
     def save_artifacts(self, trainable: PyTree | None = None) -> dict[str, str] | None:
         """The method's artefact files (mask-method deltas, PEFT files) for `trainable`
@@ -276,8 +293,7 @@ class Trainer:
         t0 = time.perf_counter()
         is_main = jax.process_index() == 0
         if is_main:
-            atomic_write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(
-                indent=2, sort_keys=True) + "\n")
+            write_config_once(config, workdir)  # kept if there: it made the results here
             atomic_write_json(os.path.join(workdir, "run_info.json"), self._run_info())
         summary = self.setup.summary()
         log.info("task=%s method=%s model=%s | %d train examples, %d steps/epoch, %d steps | "
@@ -290,17 +306,33 @@ class Trainer:
         if restored is not None:
             self.state = restored
             log.info("resumed from step %d", int(restored.step))
-        writer = MetricWriter(workdir)
         step = int(self.state.step)
+        if is_main:
+            # Rows a killed run wrote past the restored step are written again below; a
+            # fresh start (no checkpoint) drops them all.
+            dropped = truncate_metrics(os.path.join(workdir, METRICS_FILE),
+                                       step if restored is not None else -1)
+            if dropped:
+                log.info("dropped %d metrics rows written after step %d by an earlier run",
+                         dropped, step)
+        writer = MetricWriter(workdir)
         stop_at = self.total_steps if t.stop_after_steps is None else \
             min(self.total_steps, t.stop_after_steps)
 
-        initial: dict[str, float] | None = None
-        if t.eval_before_training and step == 0:
-            initial = self.evaluate()
-            writer.write(0, initial, "eval")
-            log.info("eval before training: %s", _fmt_metrics(initial))
-        step, last_eval = self._train_until(stop_at, step, ckpt, writer)
+        initial = self._initial_eval(step, writer)
+        try:
+            step, last_eval = self._train_until(stop_at, step, ckpt, writer)
+        except TrainingDiverged as e:
+            results = {"task": self.task.name, "method": config.method.name,
+                       "seed": config.seed, "step": e.step, "total_steps": self.total_steps,
+                       "finished": False, "diverged": e.record, "initial_eval": initial,
+                       "best": ckpt.best(), "last_checkpoint": ckpt.latest_step(),
+                       "method_summary": summary}
+            if is_main:
+                atomic_write_json(os.path.join(workdir, RESULTS_FILE), results)
+            writer.close()
+            ckpt.close()
+            raise
 
         train_s = time.perf_counter() - t0
         finished = step >= self.total_steps
@@ -323,13 +355,31 @@ class Trainer:
         if finished:
             results.update(self._finish(ckpt, is_main))
         if is_main:
-            atomic_write_json(os.path.join(workdir, "results.json"), results)
+            atomic_write_json(os.path.join(workdir, RESULTS_FILE), results)
         writer.close()
         ckpt.close()
         log.info("done: step %d/%d in %s (setup %s)%s", step, self.total_steps,
                  _fmt_seconds(train_s), _fmt_seconds(setup_s),
                  "" if finished else " -- stopped early (train.stop_after_steps); rerun to resume")
+        log.info("%s", closing_summary(results, workdir, self.main_metric_name()))
         return results
+
+    def _initial_eval(self, step: int, writer: MetricWriter) -> dict[str, float] | None:
+        """The evaluation before training (`train.eval_before_training`): computed at step
+        0 and kept in `initial_eval.json`, so that a resumed run reports it too."""
+        if not self.config.train.eval_before_training:
+            return None
+        path = os.path.join(self.workdir, INITIAL_EVAL_FILE)
+        if step > 0 and os.path.exists(path):
+            return read_json(path)
+        if step > 0:  # a workdir from before this file existed
+            return None
+        initial = self.evaluate()
+        writer.write(0, initial, "eval")
+        if jax.process_index() == 0:
+            atomic_write_json(path, initial)
+        log.info("eval before training: %s", _fmt_metrics(initial))
+        return initial
 
     def _train_until(self, stop_at: int, step: int, ckpt: Checkpoints, writer: MetricWriter
                      ) -> tuple[int, dict[str, float] | None]:
@@ -337,17 +387,28 @@ class Trainer:
         t = self.config.train
         last_eval: dict[str, float] | None = None
         window_t, window_steps = time.perf_counter(), 0
-        pending: list[dict[str, jax.Array]] = []
+        pending: list[dict[str, jax.Array]] = []  # device metrics not yet checked
+        window: list[dict[str, np.ndarray]] = []  # checked host metrics not yet logged
         while step < stop_at:
             epoch, start = divmod(step, self.steps_per_epoch)
             for batch in self.epoch_batches(epoch, start):
                 pending.append(self.step(batch))
                 step += 1
                 window_steps += 1
-                if step % t.log_every_steps == 0 or step == stop_at:
-                    host = jax.device_get(pending)
-                    mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                    pending = []
+                do_log = step % t.log_every_steps == 0 or step == stop_at
+                do_eval = step % self.eval_every == 0 or step == self.total_steps
+                do_save = do_eval or step % t.checkpoint_every_steps == 0 or step == stop_at
+                if not (do_log or do_save):
+                    continue  # no host sync between boundaries: steps stay queued
+                host = jax.device_get(pending)
+                pending = []
+                # Before anything is logged, evaluated or saved: a non-finite step stops
+                # the run, so no checkpoint or best model after it exists.
+                check_finite(host, step - len(host) + 1, ckpt.latest_step(), self.config)
+                window += host
+                if do_log:
+                    mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                    window = []
                     elapsed = time.perf_counter() - window_t
                     rate = window_steps / max(elapsed, 1e-9)
                     mean["steps_per_s"] = rate
@@ -358,7 +419,6 @@ class Trainer:
                              mean["learning_rate"], rate,
                              _fmt_seconds((self.total_steps - step) / max(rate, 1e-9)))
                     window_t, window_steps = time.perf_counter(), 0
-                do_eval = step % self.eval_every == 0 or step == self.total_steps
                 if do_eval:
                     last_eval = self.evaluate()
                     writer.write(step, last_eval, "eval")
@@ -366,7 +426,7 @@ class Trainer:
                                                     self.main_score(last_eval), last_eval)
                     log.info("eval step %d: %s%s", step, _fmt_metrics(last_eval),
                              " (best so far)" if improved else "")
-                if do_eval or step % t.checkpoint_every_steps == 0 or step == stop_at:
+                if do_save:
                     ckpt.save(step, self.state)
                 if step >= stop_at:
                     break
@@ -378,6 +438,8 @@ class Trainer:
         kept = None  # the trainable params of the best evaluation (else the last step)
         if t.export or self.setup.save_artifacts is not None:
             kept = ckpt.restore_best(self.state.trainable)
+            out["exported_params"] = {"source": "best", "step": ckpt.best_step()} \
+                if kept is not None else {"source": "last", "step": int(self.state.step)}
             kept = self.state.trainable if kept is None else kept
         if t.export and not self.setup.exportable:
             log.warning("method %s has no plain Hugging Face form (e.g. adapters): no export "
@@ -438,6 +500,49 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def check_finite(host_metrics: list[dict[str, Any]], first_step: int,
+                 last_checkpoint: int | None, config: ml_collections.ConfigDict) -> None:
+    """Raises TrainingDiverged at the first step whose loss or gradient norm is not finite.
+
+    `host_metrics[i]` holds the metrics of step `first_step + i` (1-based step numbers).
+    """
+    for i, m in enumerate(host_metrics):
+        loss, gnorm = float(m["loss"]), float(m["grad_norm"])
+        if math.isfinite(loss) and math.isfinite(gnorm):
+            continue
+        step = first_step + i
+        kept = "no checkpoint was kept" if last_checkpoint is None else \
+            f"the last finite checkpoint is checkpoints/{last_checkpoint}"
+        raise TrainingDiverged(
+            f"training diverged at step {step}: loss={loss}, grad_norm={gnorm}. The run "
+            f"stopped; {kept}, and nothing after step {step - 1} was saved, kept as best or "
+            f"exported. Lower train.learning_rate (now {config.train.learning_rate}) or "
+            f"train.max_grad_norm, and start in a new workdir",
+            step=step, record={"step": step, "loss": loss, "grad_norm": gnorm,
+                               "last_checkpoint": last_checkpoint})
+
+
+def closing_summary(results: dict[str, Any], workdir: str, metric: str) -> str:
+    """The lines a run ends with: where it stopped, its best score and every output path."""
+    lines = [f"run summary ({workdir}):"]
+    best = results.get("best")
+    if best is not None and best.get("score") is not None:
+        lines.append(f"  best {metric}: {best['score']:.4f} at step {best['step']}")
+    final = results.get("final_eval")
+    if final and metric in final:
+        lines.append(f"  final {metric}: {final[metric]:.4f} at step {results['step']}")
+    outputs = {"results": os.path.join(workdir, RESULTS_FILE),
+               "metrics": os.path.join(workdir, METRICS_FILE),
+               "config": os.path.join(workdir, "config.json"),
+               "export": results.get("export_dir")}
+    for name, path in (results.get("artifacts") or {}).items():
+        outputs[name] = path
+    lines += [f"  {name}: {path}" for name, path in outputs.items() if path]
+    if not results.get("finished"):
+        lines.append("  not finished: rerun the same command to resume")
+    return "\n".join(lines)
+
+
 def _fmt_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else \
@@ -448,16 +553,49 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+    """The results of a finished run of `config` in `workdir`, or None when there is none
+    to reuse (no run, not finished, or an unreadable `results.json`: rerunning
+    `train_and_evaluate` rewrites it). A run of another config is a WorkdirError."""
+    check_workdir(config, workdir)
+    path = os.path.join(workdir, RESULTS_FILE)
+    try:
+        results = read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s): the run will be evaluated again", path, e)
+        return None
+    return results if isinstance(results, dict) and results.get("finished") else None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       overwrite: bool = False) -> dict[str, Any]:
     """Fine-tunes `config.model.name` on `config.task` with `config.method`; see module doc.
 
     Returns the final results (also written to `<workdir>/results.json`): final and best
-    eval metrics, steps, wall time and the method's summary.
+    eval metrics, steps, wall time and the method's summary. A workdir holding a run of
+    this config resumes it; one holding a run of another config is an error
+    (`WorkdirError`), unless `overwrite`, which moves the old run to `<workdir>.old-<time>`.
+    Raises `TrainingDiverged` when a step's loss or gradient norm is not finite.
     """
     validate_config(config)
     if config.distributed:
         jax.distributed.initialize()
+    check_workdir(config, workdir, overwrite=overwrite and jax.process_index() == 0)
     workdir = prepare_workdir(workdir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        for path in remove_orphans(workdir):  # temp files of a killed earlier run
+            log.info("removed %s (left by an interrupted write)", path)
+        # Before the method may write files here (a mask): they belong to this config.
+        fresh = write_config_once(config, workdir)
     t0 = time.perf_counter()
-    trainer = Trainer(config, workdir)
+    try:
+        trainer = Trainer(config, workdir)
+    except BaseException:
+        if is_main and fresh:  # config.json only beside results it made; no empty workdir
+            os.unlink(os.path.join(workdir, CONFIG_FILE))
+            remove_if_empty(workdir)
+        raise
     return trainer.run(setup_s=time.perf_counter() - t0)

@@ -8,6 +8,7 @@ train, mesh) are checked here; `config.method` is checked by the method itself
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -25,10 +26,25 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _non_finite_fields(node, prefix: str = "config") -> list[str]:
+    """`config.<path>=<value>` of every float field that is NaN or infinite."""
+    out = []
+    for key, value in node.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, ml_collections.ConfigDict | dict):
+            out += _non_finite_fields(value, name)
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append(f"{name}={value}")
+    return out
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first invalid field found."""
     for section in ("model", "data", "train", "mesh", "method"):
         _require(section in config, f"config has no `{section}` section")
+    bad = _non_finite_fields(config)
+    _require(not bad, f"{bad[0] if bad else ''} is not a finite number"
+             + (f" (also {', '.join(bad[1:])})" if len(bad) > 1 else ""))
     try:
         get_task(config.task)
     except DataError as e:

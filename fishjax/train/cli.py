@@ -1,0 +1,127 @@
+"""What `train.py` shows and does around `train_and_evaluate`: listings, help, exit codes.
+
+- `config_fields(path)`: every `config.<field> = <default>` of a config file with the
+  comment written above it (the docs of `configs/default.py`, shown by `train.py --help`).
+- `listing(what, configs_dir)`: the methods, configs or tasks one can name.
+- `run(config, workdir, ...)`: a run whose fishjax errors (bad config, data, files, a
+  diverged run, a workdir of another config) end in one clear line and exit status 2
+  (`fishjax.core.errors.exit_status`); a traceback only with `debug`, or for bugs.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import logging
+import os
+import re
+import sys
+
+import ml_collections
+
+from fishjax.core.errors import FishjaxError, exit_status
+from fishjax.data.tasks import TASKS
+from fishjax.methods import available_methods, get_method
+from fishjax.train.trainer import train_and_evaluate
+
+log = logging.getLogger("fishjax")
+LISTINGS = ("methods", "configs", "tasks", "fields")
+_ASSIGN = re.compile(r"^\s*config\.([\w.]+)\s*=\s*(.+?)\s*(?:#\s*(.*))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigField:
+    name: str  # dotted, e.g. "train.learning_rate"
+    default: str  # the source text of its value
+    doc: str  # the comment lines above it (and any trailing comment), joined
+
+
+def config_fields(path: str) -> list[ConfigField]:
+    """The fields a config file sets, in file order, with their comments."""
+    fields, comment = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                comment.append(stripped.lstrip("#").strip())
+                continue
+            m = _ASSIGN.match(line)
+            if m and "ConfigDict()" not in m.group(2):
+                doc = " ".join(comment + ([m.group(3)] if m.group(3) else []))
+                fields.append(ConfigField(m.group(1), m.group(2), doc))
+            comment = []
+    return fields
+
+
+def fields_help(path: str, width: int = 88) -> str:
+    """`config_fields` as help text: `--config.<field>` (default) and its comment."""
+    out = [f"config fields (from {os.path.relpath(path)}; override any with "
+           "--config.<field>=<value>):"]
+    for field in config_fields(path):
+        out.append(f"  {field.name} = {field.default}")
+        if field.doc:
+            out += _wrap(field.doc, "      ", width)
+    return "\n".join(out)
+
+
+def _wrap(text: str, indent: str, width: int) -> list[str]:
+    lines, line = [], indent
+    for word in text.split():
+        if len(line) + len(word) + 1 > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        line += word + " "
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
+
+
+def _first_doc_line(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def listing(what: str, configs_dir: str) -> str:
+    """The names one can use for `what` (one of LISTINGS), one per line with a note."""
+    if what == "methods":
+        return "\n".join(f"{name:16s} {_method_line(name)}" for name in available_methods())
+    if what == "tasks":
+        return "\n".join(f"{name:12s} {spec.num_labels} labels, metrics "
+                         f"{', '.join(spec.metrics)}; eval {', '.join(spec.eval_splits)}"
+                         for name, spec in TASKS.items())
+    if what == "configs":
+        rows = []
+        for name in sorted(os.listdir(configs_dir)):
+            if name.endswith(".py") and not name.startswith("_"):
+                rows.append(f"{os.path.join(configs_dir, name):28s} "
+                            f"{_first_doc_line(os.path.join(configs_dir, name))}")
+        rows.append(f"{os.path.join(configs_dir, 'glue.py') + ':<task>':28s} any GLUE task "
+                    "(see --list=tasks), e.g. configs/glue.py:mrpc")
+        return "\n".join(rows)
+    if what == "fields":
+        return fields_help(os.path.join(configs_dir, "default.py"))
+    raise FishjaxError(f"--list={what!r}: choose one of {', '.join(LISTINGS)}")
+
+
+def _method_line(name: str) -> str:
+    """A method's `description`, else the first line of its module's design note."""
+    method = get_method(name)
+    if getattr(method, "description", None):
+        return method.description
+    doc = (sys.modules[type(method).__module__].__doc__ or "").strip()
+    first = doc.splitlines()[0] if doc else ""
+    return first.split(": ", 1)[-1].rstrip(".")  # "`fish`: FISH Mask, ..." -> "FISH Mask, ..."
+
+
+def run(config: ml_collections.ConfigDict | None, workdir: str | None, *,
+        overwrite: bool = False, debug: bool = False) -> int:
+    """Runs `train_and_evaluate`; returns the process exit status (0, or 2 for bad input,
+    with the reason printed as one line on stderr)."""
+    def main() -> None:
+        if config is None or not workdir:
+            raise FishjaxError("--config and --workdir are required (see --help; "
+                               "--list=configs shows the configs)")
+        train_and_evaluate(config, workdir, overwrite=overwrite)
+
+    return exit_status(main, debug)

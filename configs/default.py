@@ -20,8 +20,20 @@ def get_config() -> ml_collections.ConfigDict:
     # GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or `quickstart`
     # (the small sample bundled with fishjax, for offline smoke runs).
     config.task = "rte"
-    # Call jax.distributed.initialize() before anything else (multi-host TPU/GPU pods).
-    config.distributed = False
+    config.distributed = ml_collections.ConfigDict()
+    # Multi-host: call jax.distributed.initialize() before anything touches a device (TPU
+    # pod slices, several GPU hosts; also several CPU processes). README "Multi-host".
+    config.distributed.enabled = False
+    # The coordinator (process 0's host:port), the number of processes and this one's id.
+    # None: from $FISHJAX_COORDINATOR_ADDRESS, $FISHJAX_NUM_PROCESSES, $FISHJAX_PROCESS_ID,
+    # else JAX's auto-detection (TPU pods, SLURM, Open MPI, Kubernetes).
+    config.distributed.coordinator_address = placeholder(str)
+    config.distributed.num_processes = placeholder(int)
+    config.distributed.process_id = placeholder(int)
+    # Seconds to wait for every process to join, and after which a silent (dead) process
+    # stops the others with an error instead of a hang.
+    config.distributed.initialization_timeout = 300
+    config.distributed.heartbeat_timeout = 100
 
     config.model = ml_collections.ConfigDict()
     # A Hugging Face hub id (needs network), a local folder with config.json +

@@ -10,6 +10,11 @@ into the leaves `example_fn` may differentiate (`eligible`) and the others
 single-example functions) is fastest on CPU, where vmapped per-example gradient trees are
 memory-bound; larger chunks win on GPU/TPU (`chunk_size="auto"`).
 
+In a multi-process run (`jax.process_count() > 1`) each process runs every P-th row of
+each batch and every process ends with the whole result (carries summed, per-example
+outputs gathered back in pass order), so selection work per process falls as
+1/processes.
+
 Users: the Fisher passes of FISH and IRD (`fishjax.selection.fisher`: each example's
 squared gradient) and multi-source selection's projected per-example gradients
 (`fishjax.selection.multisource`).
@@ -27,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from fishjax.core.errors import FisherError
@@ -109,9 +115,11 @@ class PassOutput:
     carry: Any  # the reduction's final carry
     example_ids: np.ndarray  # int64: ids of the real rows, in pass order
     outputs: Any  # the reduction's per-example outputs (numpy), aligned with example_ids
-    num_examples: int  # real (weight > 0) examples processed
-    backward_passes: int  # backward passes spent (examples x passes_per_example)
+    num_examples: int  # real (weight > 0) examples processed (by all processes)
+    backward_passes: int  # backward passes spent (examples x passes_per_example), in all
     seconds: float
+    # This process's share of `backward_passes` (all of it in a single-process run).
+    local_backward_passes: int = 0
 
 
 def row_weights(batch: dict[str, Any]) -> np.ndarray:
@@ -158,10 +166,12 @@ def example_pass(
         raise FisherError("no parameter is eligible for the per-example pass")
     on, off = split_tree(params, eligible)
     carry = init(on)
+    share, shares = jax.process_index(), jax.process_count()
     bar = tqdm(total=num_samples, unit="ex", desc=desc, disable=not progress)
-    seen, t0 = 0, time.perf_counter()
+    seen, own, t0 = 0, 0, time.perf_counter()
     ids: list[np.ndarray] = []
     outs: list[tuple[Any, np.ndarray]] = []
+    positions: list[np.ndarray] = []  # the pass position of each of this process's rows
     for batch in batches:
         if num_samples is not None and seen >= num_samples:
             break
@@ -177,15 +187,25 @@ def example_pass(
         if n_real == 0:
             continue
         sw = weights if sum_weights is None else np.asarray(sum_weights, np.float32) * real
-        b = len(weights)
-        c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
-        step = compiled_pass(example_fn, c, reduce)
-        carry, out = step(carry, on, off, {**batch, "weights": weights},
-                          {"weights": weights, "sum_weights": sw}, aux)
-        ids.append(np.asarray(row_ids, np.int64)[real] if row_ids is not None
-                   else np.arange(seen, seen + n_real, dtype=np.int64))
-        if out is not None:
-            outs.append((out, real))
+        position = np.full(len(weights), -1, np.int64)  # pass position of each real row
+        position[real] = np.arange(seen, seen + n_real)
+        if row_ids is None:
+            row_ids = position
+        # Each process runs every `shares`-th row of the batch (all of it when alone).
+        mine = np.arange(share, len(weights), shares)
+        if len(mine):
+            b = len(mine)
+            c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
+            step = compiled_pass(example_fn, c, reduce)
+            part = {k: np.asarray(v)[mine] for k, v in batch.items()}
+            carry, out = step(carry, on, off, {**part, "weights": weights[mine]},
+                              {"weights": weights[mine], "sum_weights": sw[mine]}, aux)
+            real_mine = real[mine]
+            ids.append(np.asarray(row_ids, np.int64)[mine][real_mine])
+            positions.append(position[mine][real_mine])
+            if out is not None:
+                outs.append((out, real_mine))
+            own += int(real_mine.sum())
         seen += n_real
         bar.update(n_real)
     bar.close()
@@ -199,6 +219,37 @@ def example_pass(
                                      *[jax.tree_util.tree_map(lambda o, r=r: np.asarray(o)[r],
                                                               o) for o, r in outs]) \
         if outs else None
-    return PassOutput(carry=carry, example_ids=np.concatenate(ids), outputs=outputs,
+    example_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    if shares > 1:
+        carry, example_ids, outputs = _combine_processes(
+            carry, example_ids, outputs,
+            np.concatenate(positions) if positions else np.zeros(0, np.int64))
+    return PassOutput(carry=carry, example_ids=example_ids, outputs=outputs,
                       num_examples=seen, backward_passes=seen * passes_per_example,
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0,
+                      local_backward_passes=own * passes_per_example)
+
+
+def _combine_processes(carry: Any, ids: np.ndarray, outputs: Any, positions: np.ndarray
+                       ) -> tuple[Any, np.ndarray, Any]:
+    """Every process's share of a pass, on every process: the carries summed (a carry is
+    a sum over examples, or None), the ids and per-example outputs gathered and put back
+    in pass order (as one process would have produced them)."""
+    if carry is not None:
+        gathered = multihost_utils.process_allgather(carry)
+        carry = jax.tree_util.tree_map(lambda x: jnp.asarray(np.sum(np.asarray(x), axis=0)),
+                                       gathered)
+    counts = np.asarray(multihost_utils.process_allgather(np.array([len(ids)], np.int64)))
+    width = int(counts.max())
+
+    def gather_rows(x: np.ndarray) -> np.ndarray:  # [rows, ...] of each process, padded
+        padded = np.zeros((width, *x.shape[1:]), x.dtype)
+        padded[:len(x)] = x
+        every = np.asarray(multihost_utils.process_allgather(padded))
+        return np.concatenate([every[p, :int(n)] for p, n in enumerate(counts.reshape(-1))])
+
+    order = np.argsort(gather_rows(positions), kind="stable")
+    ids = gather_rows(ids)[order]
+    if outputs is not None:
+        outputs = jax.tree_util.tree_map(lambda o: gather_rows(np.asarray(o))[order], outputs)
+    return carry, ids, outputs

@@ -14,12 +14,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from fishjax.core.errors import MaskError
 from fishjax.core.tree import PyTree, merge_trees, split_tree
 from fishjax.selection.budgets import tensor_budget
 from fishjax.selection.fisher import LossFn
+from fishjax.selection.per_example import row_weights
 from fishjax.selection.topk import top_k_mask, top_k_per_tensor
 
 BUDGETS = ("per_tensor", "global")
@@ -51,19 +54,32 @@ def selection_gradient(loss_fn: LossFn, params: PyTree, batches: Iterable[dict[s
     """Sum of the (dropout-off) batch-loss gradients of the first `num_batches` batches.
 
     Only eligible leaves are differentiated: the result holds only them (a nested dict).
-    Returns (gradient tree, batches used).
+    In a multi-process run each process differentiates every P-th row of each batch and
+    the parts are summed. Returns (gradient tree, batches used).
     """
     on, off = split_tree(params, eligible)
     grad_fn = jax.jit(jax.grad(lambda on, off, b: loss_fn(merge_trees(on, off), b)))
+    share, shares = jax.process_index(), jax.process_count()
     acc, used = None, 0
     for batch in batches:
         if used >= num_batches:
             break
-        g = grad_fn(on, off, batch)
+        if shares == 1:
+            g = grad_fn(on, off, batch)
+        else:  # each process: every P-th row, weighted by its share of the batch's rows
+            weights = row_weights(batch)
+            mine = np.arange(share, len(weights), shares)
+            part = {**{k: np.asarray(v)[mine] for k, v in batch.items()},
+                    "weights": weights[mine]}
+            share_of_rows = float(weights[mine].sum()) / max(float(weights.sum()), 1.0)
+            g = jax.tree_util.tree_map(lambda x, s=share_of_rows: x * s, grad_fn(on, off, part))
         acc = g if acc is None else jax.tree_util.tree_map(lambda a, b: a + b, acc, g)
         used += 1
     if acc is None:
         raise MaskError("no training batch to compute the SIFT selection gradient on")
+    if shares > 1:  # the sum of the processes' parts: the whole batches' gradient
+        acc = jax.tree_util.tree_map(lambda x: jnp.asarray(np.sum(np.asarray(x), axis=0)),
+                                     multihost_utils.process_allgather(acc))
     return acc, used
 
 

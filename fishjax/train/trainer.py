@@ -48,6 +48,7 @@ from fishjax.data import (
 from fishjax.methods import MethodContext, MethodSetup, get_method
 from fishjax.models import EncoderConfig, load_model, load_tokenizer, objectives
 from fishjax.models.hub import peft_base_reference
+from fishjax.train import distributed
 from fishjax.train.checkpoints import Checkpoints
 from fishjax.train.metric_writer import MetricWriter
 from fishjax.train.optim import make_optimizer
@@ -580,8 +581,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Raises `TrainingDiverged` when a step's loss or gradient norm is not finite.
     """
     validate_config(config)
-    if config.distributed:
-        jax.distributed.initialize()
+    distributed.initialize(config.distributed)
     check_workdir(config, workdir, overwrite=overwrite and jax.process_index() == 0)
     workdir = prepare_workdir(workdir)
     is_main = jax.process_index() == 0

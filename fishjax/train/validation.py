@@ -40,7 +40,7 @@ def _non_finite_fields(node, prefix: str = "config") -> list[str]:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first invalid field found."""
-    for section in ("model", "data", "train", "mesh", "method"):
+    for section in ("model", "data", "train", "mesh", "method", "distributed"):
         _require(section in config, f"config has no `{section}` section")
     bad = _non_finite_fields(config)
     _require(not bad, f"{bad[0] if bad else ''} is not a finite number"
@@ -89,6 +89,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for name in ("eval_every_steps", "stop_after_steps", "warmup_steps"):
         v = t[name]
         _require(v is None or v >= 0, f"config.train.{name} must be >= 0, got {v}")
+
+    dist = config.get("distributed")
+    _require(isinstance(dist, ml_collections.ConfigDict) and "enabled" in dist,
+             f"config.distributed must be a section with `enabled` (and the coordinator "
+             f"fields: configs/default.py), got {dist!r}; e.g. "
+             "--config.distributed.enabled=True")
+    for name in ("initialization_timeout", "heartbeat_timeout"):
+        _require(dist[name] > 0, f"config.distributed.{name} must be > 0 seconds, got "
+                 f"{dist[name]}")
 
     m = config.mesh
     _require(m.model >= 1, f"config.mesh.model must be >= 1, got {m.model}")

@@ -37,7 +37,7 @@ RESULT_NEUTRAL = (
     "train.stop_after_steps",
     "train.export",
     "data.cache_dir",
-    "distributed",
+    "distributed",  # the whole section: how processes meet, not what they compute
 )
 
 
@@ -58,7 +58,12 @@ def differing_fields(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(field, old value, new value) of every field that differs and is not neutral."""
     a, b = _flatten(old), _flatten(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k not in RESULT_NEUTRAL]
+            if a.get(k) != b.get(k) and not is_result_neutral(k)]
+
+
+def is_result_neutral(field: str) -> bool:
+    """Whether `field` (dotted) is, or lies in a section, listed in RESULT_NEUTRAL."""
+    return any(field == n or field.startswith(n + ".") for n in RESULT_NEUTRAL)
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str,

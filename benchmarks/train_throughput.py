@@ -20,6 +20,10 @@ without torch), `fishjax_step_s` / `torch_step_s` (every timed step), the settin
 batch, seq_len, steps, warmup, threads, fishjax overrides), versions and the machine.
 `--fishjax_set key=value` overrides the fishjax config (e.g. `model.dtype=bfloat16`,
 `model.attention_dropout=0.0`) to see what moves the rate.
+
+`--dropout_prngs threefry,rbg,unsafe_rbg,off` also times fishjax once per dropout PRNG
+(`config.train.dropout_prng`; `off`: dropout 0, the ceiling), each in its own process in
+the same run; JSON key `dropout_prngs`: {name: {ex_per_s, ratio_vs_torch, step_s}}.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.glue import apply_override  # noqa: E402
+from benchmarks.machine import cpu_model  # noqa: E402
 from configs import quickstart  # noqa: E402
 from fishjax.core.io import atomic_write_json  # noqa: E402
 from fishjax.models import resolve_model_dir  # noqa: E402
@@ -125,12 +130,18 @@ def time_torch(model: str, steps: int, warmup: int, threads: int, batch: int = 3
     return times
 
 
-def run_child(framework: str, args) -> list[float] | None:
+# What each --dropout_prngs name sets on top of --fishjax_set.
+PRNG_SETS = {"threefry": ["train.dropout_prng=threefry"], "rbg": ["train.dropout_prng=rbg"],
+             "unsafe_rbg": ["train.dropout_prng=unsafe_rbg"],
+             "off": ["model.attention_dropout=0.0", "model.hidden_dropout=0.0"]}
+
+
+def run_child(framework: str, args, extra_sets: list[str] = ()) -> list[float] | None:
     """Times one framework in a fresh process (its own threads and memory)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", framework, "--model",
            args.model, "--batch", str(args.batch), "--seq_len", str(args.seq_len), "--steps",
            str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-    for s in args.fishjax_set:
+    for s in [*args.fishjax_set, *extra_sets]:
         cmd += ["--fishjax_set", s]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
@@ -165,6 +176,8 @@ def main(argv=None) -> dict:
     p.add_argument("--frameworks", default="fishjax,torch")
     p.add_argument("--fishjax_set", action="append", default=[],
                    help="fishjax config override key=value")
+    p.add_argument("--dropout_prngs", default="",
+                   help="comma list of threefry, rbg, unsafe_rbg, off: fishjax timed per PRNG")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -183,6 +196,10 @@ def main(argv=None) -> dict:
     unknown = set(frameworks) - {"fishjax", "torch"}
     if unknown:
         raise SystemExit(f"--frameworks: unknown {sorted(unknown)} (fishjax, torch)")
+    prngs = [x for x in args.dropout_prngs.split(",") if x]
+    if set(prngs) - set(PRNG_SETS):
+        raise SystemExit(f"--dropout_prngs: unknown {sorted(set(prngs) - set(PRNG_SETS))} "
+                         f"({', '.join(PRNG_SETS)})")
     times = {}
     for fw in frameworks:
         times[fw] = run_child(fw, args)
@@ -191,17 +208,27 @@ def main(argv=None) -> dict:
                            f"{r:.2f} ex/s (median {np.median(times[fw]):.3f} s/step)"),
               flush=True)
     fj, th = rate(times.get("fishjax"), args.batch), rate(times.get("torch"), args.batch)
+    by_prng = {}
+    for name in prngs:  # after torch: every variant compared with the same torch figure
+        t = run_child("fishjax", args, PRNG_SETS[name])
+        r = rate(t, args.batch)
+        by_prng[name] = {"ex_per_s": r, "ratio_vs_torch": None if th is None else r / th,
+                         "step_s": t}
+        print(f"fishjax dropout {name}: {r:.2f} ex/s" + (
+            "" if th is None else f" ({r / th:.2f}x torch)"), flush=True)
     result = {
         "fishjax_ex_per_s": fj, "torch_ex_per_s": th,
         "ratio_vs_torch": None if fj is None or th is None else fj / th,
         "fishjax_step_s": times.get("fishjax"), "torch_step_s": times.get("torch"),
+        "dropout_prngs": by_prng,
         "model": args.model, "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
         "warmup": args.warmup, "threads": args.threads, "fishjax_overrides": args.fishjax_set,
         "versions": _versions(), "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("_step_s")}, indent=2))
+    print(json.dumps({k: v for k, v in result.items()
+                      if not k.endswith("_step_s") and k != "dropout_prngs"}, indent=2))
     if args.json:
         atomic_write_json(args.json, result)
     return result

@@ -33,10 +33,15 @@ def test_cli_writes_json(tiny_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "tt.json"
     res = tt.main(["--model", tiny_model_dir, "--steps", "1", "--warmup", "1", "--batch", "8",
                    "--seq_len", "16", "--frameworks",
-                   "fishjax", "--json", str(out)])
+                   "fishjax", "--dropout_prngs", "rbg,off", "--json", str(out)])
     saved = json.load(open(out))
     assert saved["fishjax_ex_per_s"] == res["fishjax_ex_per_s"] > 0
     assert saved["torch_ex_per_s"] is None and saved["ratio_vs_torch"] is None
     assert (saved["batch"], saved["seq_len"], saved["model"]) == (8, 16, tiny_model_dir)
+    assert set(saved["dropout_prngs"]) == {"rbg", "off"}
+    assert all(v["ex_per_s"] > 0 and len(v["step_s"]) == 1
+               for v in saved["dropout_prngs"].values())
+    with pytest.raises(SystemExit, match="philox"):
+        tt.main(["--model", tiny_model_dir, "--dropout_prngs", "philox"])
     with pytest.raises(SystemExit):
         tt.main(["--frameworks", "jax2"])

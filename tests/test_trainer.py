@@ -88,17 +88,25 @@ def test_export_holds_the_best_params_and_reloads(trained_run):
     np.testing.assert_allclose(out.logits.numpy(), want, atol=1e-4)
 
 
-def test_same_seed_same_metrics(tiny_config, tmp_path):
+@pytest.mark.parametrize("prng", ["threefry", "rbg"])
+def test_same_seed_same_metrics(tiny_config, tmp_path, prng):
     tiny_config.train.num_epochs = 1.0
+    tiny_config.train.dropout_prng = prng
     a = train_and_evaluate(tiny_config, str(tmp_path / "a"))
     b = train_and_evaluate(tiny_config, str(tmp_path / "b"))
     assert a["final_eval"] == b["final_eval"]
     tiny_config.seed = 1
     c = train_and_evaluate(tiny_config, str(tmp_path / "c"))
     assert c["final_eval"]["loss"] != a["final_eval"]["loss"]
+    if prng != "threefry":  # the option is in effect: other dropout masks, another run
+        tiny_config.seed, tiny_config.train.dropout_prng = 0, "threefry"
+        d = train_and_evaluate(tiny_config, str(tmp_path / "d"))
+        assert d["final_eval"]["loss"] != a["final_eval"]["loss"]
 
 
-def test_resume_matches_uninterrupted_run(tiny_config, tmp_path):
+@pytest.mark.parametrize("prng", ["threefry", "unsafe_rbg"])
+def test_resume_matches_uninterrupted_run(tiny_config, tmp_path, prng):
+    tiny_config.train.dropout_prng = prng
     full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
     tiny_config.train.checkpoint_every_steps = 5
     full = train_and_evaluate(tiny_config, full_dir)
@@ -151,6 +159,7 @@ def test_buckets_bound_compilations(tiny_config, tmp_path):
     ("data.buckets", (16, 24), "max_length"),
     ("train.learning_rate", 0.0, "learning_rate"),
     ("method.name", "nope", "method"),
+    ("train.dropout_prng", "philox", "dropout_prng"),
     ("data.dir", "/nonexistent/glue/RTE", "data.dir"),
 ])
 def test_bad_config_fails_before_training(tiny_config, tmp_path, field, value, match):

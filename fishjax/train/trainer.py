@@ -48,7 +48,7 @@ from fishjax.data import (
 from fishjax.methods import MethodContext, MethodSetup, get_method
 from fishjax.models import EncoderConfig, load_model, load_tokenizer, objectives
 from fishjax.models.hub import peft_base_reference
-from fishjax.train import distributed
+from fishjax.train import distributed, dropout
 from fishjax.train.checkpoints import Checkpoints
 from fishjax.train.metric_writer import MetricWriter
 from fishjax.train.optim import make_optimizer
@@ -74,7 +74,7 @@ class TrainState:
     step: jax.Array  # int32 scalar: optimizer steps done
     trainable: PyTree
     opt_state: PyTree
-    rng: jax.Array  # uint32[2]: base key, folded with the step for dropout
+    rng: jax.Array  # raw key data of config.train.dropout_prng, folded with the step
 
 
 def _host(x: jax.Array) -> np.ndarray:
@@ -118,6 +118,7 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config = config
         self.workdir = workdir
+        self.dropout_prng = config.train.get("dropout_prng", "threefry")
         self.mesh = make_mesh(config.mesh.data, config.mesh.model)
         check_batch_divisible(config, self.mesh.shape["data"])
         self.task = get_task(config.task)
@@ -155,7 +156,8 @@ class Trainer:
         rules = tuple(config.mesh.param_rules)
         self.frozen = jax.device_put(self.setup.frozen, checked_shardings(
             self.setup.frozen, self.mesh, rules, f"frozen tree of method {config.method.name}"))
-        self.state = self._init_state(dropout_key, rules)
+        self.state = self._init_state(
+            dropout.initial_key_data(dropout_key, self.dropout_prng), rules)
         self._compile_steps()
 
     # -- construction -------------------------------------------------------------------
@@ -175,11 +177,12 @@ class Trainer:
 
     def _compile_steps(self) -> None:
         combine, tx, loss_fn = self.setup.combine, self.tx, self.loss_fn
+        prng = self.dropout_prng
         opt_params_fn = self.setup.optimizer_params
         schedule = self.schedule
 
         def train_step(state: TrainState, frozen: PyTree, batch):
-            dropout_key = jax.random.fold_in(state.rng, state.step)
+            dropout_key = dropout.step_key(state.rng, state.step, prng)
 
             def loss_of(trainable):
                 return loss_fn(combine(trainable, frozen), batch, dropout_key)

@@ -17,6 +17,7 @@ import ml_collections
 from fishjax.core.errors import ConfigError, DataError
 from fishjax.data import get_task
 from fishjax.methods import get_method
+from fishjax.train.dropout import DROPOUT_PRNGS
 
 DTYPES = ("float32", "bfloat16")
 
@@ -86,6 +87,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"config.train.warmup_ratio must be in [0, 1], got {t.warmup_ratio}")
     _require(t.weight_decay >= 0, f"config.train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.max_grad_norm > 0, f"config.train.max_grad_norm must be > 0, got {t.max_grad_norm}")
+    _require(t.get("dropout_prng", "threefry") in DROPOUT_PRNGS,
+             f"config.train.dropout_prng must be one of {', '.join(DROPOUT_PRNGS)}, got "
+             f"{t.get('dropout_prng')!r}")
     for name in ("eval_every_steps", "stop_after_steps", "warmup_steps"):
         v = t[name]
         _require(v is None or v >= 0, f"config.train.{name} must be >= 0, got {v}")

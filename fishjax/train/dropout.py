@@ -1,0 +1,34 @@
+"""Dropout keys of the train step: which PRNG draws the masks, and the key of each step.
+
+The run's state holds raw key data (`TrainState.rng`, checkpointed with it); the key of
+step s is `fold_in(key, s)`, so a resumed run draws the masks an uninterrupted one would.
+`threefry` (JAX's default) gives the same masks on any mesh and backend; `rbg` and
+`unsafe_rbg` (XLA's RngBitGenerator) are cheaper to draw on CPU and GPU: the same seed
+still gives the same run on the same backend and mesh, but the masks (so the metrics)
+change with the device count (benchmarks/train_throughput.py measures the rates).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+DROPOUT_PRNGS = ("threefry", "rbg", "unsafe_rbg")
+
+
+def initial_key_data(key: jax.Array, impl: str) -> jax.Array:
+    """Raw key data of `impl` derived from a threefry `key` (the run's seed key); threefry
+    keeps `key` itself, so its runs are unchanged by this option."""
+    if impl not in DROPOUT_PRNGS:
+        raise ValueError(f"dropout PRNG must be one of {DROPOUT_PRNGS}, got {impl!r}")
+    if impl == "threefry":
+        return key
+    width = jax.random.key_data(jax.random.key(0, impl=impl)).shape[-1]
+    return jax.random.bits(key, (width,), jnp.uint32)  # any bits are a valid rbg key
+
+
+def step_key(key_data: jax.Array, step: jax.Array, impl: str) -> jax.Array:
+    """The dropout key of `step` (traceable)."""
+    if impl == "threefry":
+        return jax.random.fold_in(key_data, step)
+    return jax.random.fold_in(jax.random.wrap_key_data(key_data, impl=impl), step)

@@ -39,29 +39,32 @@ from fishjax.selection.fisher import fisher_scores  # noqa: E402
 SEQ, BATCH, MODEL = 128, 32, "minilm-l6"
 
 
-def _batches(n: int, vocab: int, seed: int = 0):
+def _batches(n: int, vocab: int, seed: int = 0, seq: int = SEQ):
     rng = np.random.default_rng(seed)
     for start in range(0, n, BATCH):
         b = min(BATCH, n - start)
-        ids = rng.integers(1000, vocab, size=(BATCH, SEQ)).astype(np.int32)
-        ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+        ids = rng.integers(1000 if vocab > 2000 else 5, vocab, size=(BATCH, seq)).astype(
+            np.int32)
+        if vocab > 2000:  # a BERT vocab (the tiny test model has its own)
+            ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
         w = np.zeros(BATCH, np.float32)
         w[:b] = 1.0
-        yield {"input_ids": ids, "attention_mask": np.ones((BATCH, SEQ), np.int32),
-               "token_type_ids": np.zeros((BATCH, SEQ), np.int32),
+        yield {"input_ids": ids, "attention_mask": np.ones((BATCH, seq), np.int32),
+               "token_type_ids": np.zeros((BATCH, seq), np.int32),
                "labels": rng.integers(0, 2, size=BATCH).astype(np.int32), "weights": w}
 
 
-def _load():
-    model = load_model(MODEL, 2, key=jax.random.PRNGKey(0))
+def load_model_and_loss(name: str = MODEL):
+    """The model (2 labels) and its task loss."""
+    model = load_model(name, 2, key=jax.random.PRNGKey(0))
     return model, objectives.make_loss_fn(model.module, is_regression=False)
 
 
-def fisher_rate(model, loss_fn, n: int, chunk: int) -> float:
+def fisher_rate(model, loss_fn, n: int, chunk: int, seq: int = SEQ) -> float:
     vocab = model.config.vocab_size
-    fisher_scores(loss_fn, model.params, _batches(BATCH, vocab), chunk_size=chunk,
+    fisher_scores(loss_fn, model.params, _batches(BATCH, vocab, seq=seq), chunk_size=chunk,
                   progress=False)  # compile
-    res = fisher_scores(loss_fn, model.params, _batches(n, vocab), chunk_size=chunk,
+    res = fisher_scores(loss_fn, model.params, _batches(n, vocab, seq=seq), chunk_size=chunk,
                         progress=False)
     return res.num_examples / res.seconds
 
@@ -128,7 +131,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chunks = [int(c) for c in args.chunks.split(",")]
-    model, loss_fn = _load()
+    model, loss_fn = load_model_and_loss()
     if args.child_n is not None:
         fisher_rate(model, loss_fn, args.child_n, chunks[0])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -51,7 +51,7 @@ PINNED: dict[str, dict[str, str]] = {
         "peft": "fe4674520b56b14cd876149f5d19dd8dc8e888c03467cd5e7e1baf2adf73171b",
     },
     "bitfit": {
-        "mask": "8d84dc927fc19a28b0f83b0f2185f463012c92dc4c196cb05c42057e821ab8d1",
+        "mask": "7751eeebebcf766e742e1e09b3a31c77e23a6079544b806151eb792db193ee17",
     },
     "dora": {
         "peft": "5ede806b9077553761b4abf92646e8e77070628c24e888eca3129e5775f4a673",
@@ -59,14 +59,14 @@ PINNED: dict[str, dict[str, str]] = {
         "adapter_config": "2099adb30866de26ead457e4ae9629de317068217baec4846923b2911790f674",
     },
     "fish": {
-        "mask": "2d6532a1a9fbb3dd5cb29537307835a1fddc03eea2d268b2e08521addbbed822",
+        "mask": "e8e869557348e025fbcb2b3bfb62966c690e978978a38dd9446af88460df6b6c",
     },
     "fish_sparse": {
-        "mask": "2d6532a1a9fbb3dd5cb29537307835a1fddc03eea2d268b2e08521addbbed822",
+        "mask": "e8e869557348e025fbcb2b3bfb62966c690e978978a38dd9446af88460df6b6c",
         "delta": "97889761e96f484c8018012174aeeb0271ecde6706b7c13f36f9abf41708c967",
     },
     "ird": {
-        "mask": "b2e7142580907b72c652ad016cbc16acf534e4b06bc0e35423f995120cf9aa0e",
+        "mask": "646623f5c8e4cf19ce8716ac2cb01e2d8b1f4bea7e19dc229dd4c5b0f7ee9952",
     },
     "lora": {
         "peft": "cbe01a8c27cd5fe942e01ac3f09889f666498cbb6e7e6391c523b1e27f5ff70e",
@@ -92,10 +92,10 @@ PINNED: dict[str, dict[str, str]] = {
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "random_mask": {
-        "mask": "cdcb2cc9d2dc016c2770abb397b9b67dc0170b10828101a8e1d92620303ecf59",
+        "mask": "2014fd26d447f15dc20cce72b1cfa00b7405aff1c2de06f022f517c735de5fd6",
     },
     "sift": {
-        "mask": "95ec37397aa920bbb61c0b3e1b791d56221818f4aa9d38f7a331b2b38f172f8e",
+        "mask": "7816256b892711e42681be4598cf65c391be078e7993772d0e84390db89b9e65",
         "delta": "0f4b66862e5113409ac89ecd99e47497e0f67a18c3505b060d862327d463849e",
     },
 }

@@ -112,3 +112,49 @@ def test_mask_file_without_head_still_trains_the_head(tiny_config, tmp_path):
     assert all(not m.any() for p, m in moved.items()
                if not (p.startswith("classifier/") or (p.startswith("encoder/")
                                                        and p.endswith("bias"))))
+
+
+@pytest.mark.parametrize("method,field,value,key", [
+    ("fish", "fisher.batch_size", 4, "fisher_batch_size"),
+    ("fish", "eligible_regex", r"^encoder/", "eligible_regex"),
+    ("fish", "head_regex", r"^(pooler|classifier)/", "head_regex"),
+    ("ird", "fisher.batch_size", 4, "fisher_batch_size"),
+    ("bitfit", "bitfit_regex", r"dense/bias$", "bitfit_regex"),
+    ("sift", "sift.grad_source", "first_n_batches", "grad_source"),
+    ("sift", "sift.head_regex", r"^classifier/", "head_regex"),
+])
+def test_a_saved_mask_is_reused_only_with_the_settings_it_was_selected_with(
+        tiny_config, tmp_path, method, field, value, key):
+    """Every setting that changes a method's mask is in its file; another value stops the
+    run with an error naming it (checked without config.json: the mask file's own check)."""
+    from fishjax.core.errors import MaskError
+
+    workdir = str(tmp_path / "run")
+    tiny_config.train.num_steps = 1
+    tiny_config.method.name = method
+    tiny_config.method.fisher.num_samples = 16
+    tiny_config.method.ird.pool_size, tiny_config.method.ird.min_samples = 32, 8
+    train_and_evaluate(tiny_config, workdir)
+    os.unlink(os.path.join(workdir, "config.json"))
+    *parents, leaf = field.split(".")
+    node = tiny_config.method
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(MaskError, match=key):
+        train_and_evaluate(tiny_config, workdir)
+
+
+def test_sift_mask_records_how_many_batches_it_read(tiny_config, tmp_path):
+    from fishjax.core.errors import MaskError
+
+    workdir = str(tmp_path / "run")
+    tiny_config.train.num_steps = 1
+    tiny_config.method.name = "sift"
+    tiny_config.method.sift.grad_source = "first_n_batches"
+    tiny_config.method.sift.num_batches = 2
+    train_and_evaluate(tiny_config, workdir)
+    os.unlink(os.path.join(workdir, "config.json"))
+    tiny_config.method.sift.num_batches = 3
+    with pytest.raises(MaskError, match="num_batches"):
+        train_and_evaluate(tiny_config, workdir)

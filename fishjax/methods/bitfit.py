@@ -22,6 +22,9 @@ class BitFit(MaskMethod):
     def budget(self, ctx, head_entries):
         return 0  # fixed by the model: every bias
 
+    def selection_settings(self, ctx):
+        return {"bitfit_regex": ctx.method.bitfit_regex}
+
     def select(self, ctx, eligible, k):
         del k
         biases = regex_mask(ctx.params, ctx.method.bitfit_regex)

@@ -321,7 +321,9 @@ class MaskMethod:
 
         mask, info = load_or_select_mask(
             ctx, self.name, {"keep_ratio": m.keep_ratio, "head_policy": m.head_policy,
-                  **self.selection_settings(ctx)}, select, keep_info=("fisher_examples",))
+                             "head_regex": m.head_regex, "eligible_regex": m.eligible_regex,
+                             **self.selection_settings(ctx)},
+            select, keep_info=("fisher_examples",))
         # The head is always trained, whatever a loaded file holds (e.g. a SIFT mask).
         mask = union(mask, head_mask)
         stats = density(mask)

@@ -43,7 +43,9 @@ class Fish(MaskMethod):
 
     def selection_settings(self, ctx):
         f = ctx.method.fisher
-        return {"fisher_mode": f.mode, "fisher_num_samples": f.num_samples}
+        # the batch size sets which examples the first num_samples are (bucketed batches)
+        return {"fisher_mode": f.mode, "fisher_num_samples": f.num_samples,
+                "fisher_batch_size": f.batch_size}
 
     def select(self, ctx, eligible, k):
         res = fisher_scores_from_config(ctx, ctx.params, eligible)

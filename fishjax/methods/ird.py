@@ -78,6 +78,7 @@ class IRD(MaskMethod):
     def selection_settings(self, ctx: MethodContext) -> dict:
         options = dataclasses.asdict(IRDOptions.from_config(ctx.method.ird))
         return {"fisher_mode": ctx.method.fisher.mode,
+                "fisher_batch_size": ctx.method.fisher.batch_size,
                 "ird_options": json.dumps(options, sort_keys=True, default=list)}
 
     def select(self, ctx: MethodContext, eligible: PyTree, k: int) -> tuple[PyTree, dict]:

@@ -126,7 +126,13 @@ class Sift:
 
         mask, sel_info = load_or_select_mask(
             ctx, self.name,
-            {"rate": s.rate, "budget": s.budget, "eligible_regex": s.eligible_regex},
+            {"rate": s.rate, "budget": s.budget, "eligible_regex": s.eligible_regex,
+             "head_regex": s.head_regex, "grad_source": s.grad_source,
+             # what the selection read: its batches, or the Fisher pass's examples
+             **({"fisher_mode": m.fisher.mode, "fisher_num_samples": m.fisher.num_samples,
+                 "fisher_batch_size": m.fisher.batch_size} if s.grad_source == "fisher" else
+                {"num_batches": 1 if s.grad_source == "first_batch" else int(s.num_batches),
+                 "batch_size": ctx.batch_size})},
             select, keep_info=("grad_source", "selection_batches"))
         info: dict[str, Any] = {"sift_rate": s.rate, "sift_budget": s.budget, **sel_info}
         per_leaf = {p: int(np.count_nonzero(x)) for p, x in

@@ -45,3 +45,14 @@ def test_cli_writes_json(tiny_model_dir, tmp_path, monkeypatch):
         tt.main(["--model", tiny_model_dir, "--dropout_prngs", "philox"])
     with pytest.raises(SystemExit):
         tt.main(["--frameworks", "jax2"])
+
+
+def test_cli_reports_the_ratio_to_torch(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))
+    res = tt.main(["--model", tiny_model_dir, "--steps", "1", "--warmup", "1", "--batch", "8",
+                   "--seq_len", "16", "--threads", "1", "--dropout_prngs", "rbg"])
+    assert isinstance(res["ratio_vs_torch"], float) and res["ratio_vs_torch"] > 0
+    assert res["ratio_vs_torch"] == pytest.approx(res["fishjax_ex_per_s"] / res["torch_ex_per_s"])
+    rbg = res["dropout_prngs"]["rbg"]
+    assert rbg["ratio_vs_torch"] == pytest.approx(rbg["ex_per_s"] / res["torch_ex_per_s"])

@@ -9,7 +9,8 @@ import pytest
 
 from fishjax.core.errors import FisherError
 from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
-from fishjax.selection.fisher import fisher_scores
+from fishjax.selection.fisher import fisher_example_fn, fisher_scores, sum_and_mass
+from fishjax.selection.per_example import auto_chunk_size, compiled_pass
 
 B, L = 8, 12
 
@@ -127,3 +128,13 @@ def test_scores_are_float32_and_jit_compiles_once_per_shape():
     res = fisher_scores(loss_fn, params, [batch, batch, batch], progress=False)
     assert res.num_examples == 3 * B
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(res.scores))
+    # The pass's own compiled function (cached by example fn, chunk size, reducer).
+    step = compiled_pass(fisher_example_fn(loss_fn, "empirical", 2), auto_chunk_size(B),
+                         sum_and_mass)
+    assert step._cache_size() == 1  # three batches of one shape: one compilation
+    fisher_scores(loss_fn, params, [batch, batch], progress=False)
+    assert step._cache_size() == 1  # a second pass reuses it
+    longer = {k: (np.concatenate([v, v], axis=1) if np.ndim(v) == 2 else v)
+              for k, v in batch.items()}
+    fisher_scores(loss_fn, params, [longer], progress=False)
+    assert step._cache_size() == 2  # another sequence length: exactly one more

@@ -123,6 +123,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Mask methods (fish, random_mask, ird): fraction of *all* parameters trained
     # (bitfit's size is fixed by the model: every bias).
     config.method.keep_ratio = 0.005
+    # keep_ratio x all parameters -> entries: "round" (to the nearest) or "floor" (int(), as
+    # the FISH reference does; configs/fish_reference.py).
+    config.method.budget_rounding = "round"
     # Task head: always trained densely. `in_budget`: it counts against keep_ratio (as the
     # FISH reference does); `outside`: trained on top of it.
     config.method.head_regex = r"^classifier/"

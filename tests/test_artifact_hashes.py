@@ -51,7 +51,7 @@ PINNED: dict[str, dict[str, str]] = {
         "peft": "fe4674520b56b14cd876149f5d19dd8dc8e888c03467cd5e7e1baf2adf73171b",
     },
     "bitfit": {
-        "mask": "7751eeebebcf766e742e1e09b3a31c77e23a6079544b806151eb792db193ee17",
+        "mask": "a4efe2b43078602fb6d315c076cae19ece6bc68fd041f3705954f626f6d0c7ee",
     },
     "dora": {
         "peft": "5ede806b9077553761b4abf92646e8e77070628c24e888eca3129e5775f4a673",
@@ -59,14 +59,14 @@ PINNED: dict[str, dict[str, str]] = {
         "adapter_config": "2099adb30866de26ead457e4ae9629de317068217baec4846923b2911790f674",
     },
     "fish": {
-        "mask": "e8e869557348e025fbcb2b3bfb62966c690e978978a38dd9446af88460df6b6c",
+        "mask": "17e9091c97d01c936bd8edde98aaf95a493a83c7fbaf65f3f25d3f59b3d2c481",
     },
     "fish_sparse": {
-        "mask": "e8e869557348e025fbcb2b3bfb62966c690e978978a38dd9446af88460df6b6c",
+        "mask": "17e9091c97d01c936bd8edde98aaf95a493a83c7fbaf65f3f25d3f59b3d2c481",
         "delta": "97889761e96f484c8018012174aeeb0271ecde6706b7c13f36f9abf41708c967",
     },
     "ird": {
-        "mask": "646623f5c8e4cf19ce8716ac2cb01e2d8b1f4bea7e19dc229dd4c5b0f7ee9952",
+        "mask": "a4faf070fe034fe019b65502235bc5d79a01fadd4bd880f72f66a4ef1c313ab3",
     },
     "lora": {
         "peft": "cbe01a8c27cd5fe942e01ac3f09889f666498cbb6e7e6391c523b1e27f5ff70e",
@@ -92,7 +92,7 @@ PINNED: dict[str, dict[str, str]] = {
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "random_mask": {
-        "mask": "2014fd26d447f15dc20cce72b1cfa00b7405aff1c2de06f022f517c735de5fd6",
+        "mask": "f9d7a105cdbd4d5c15a856bcd6d87e810a3a5a43355bb92d6986feb83b77c515",
     },
     "sift": {
         "mask": "7816256b892711e42681be4598cf65c391be078e7993772d0e84390db89b9e65",

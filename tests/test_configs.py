@@ -86,3 +86,19 @@ def test_cli_rejects_unknown_field(tmp_path):
            f"--workdir={tmp_path}", "--config.train.no_such_field=1"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "no_such_field" in proc.stderr
+
+
+def test_fish_reference_is_the_reference_recipe_and_rounds_the_budget_down():
+    from configs import fish_reference
+    from fishjax.core.errors import MaskError
+    from fishjax.selection.budgets import budget_k
+
+    c = fish_reference.get_config("mrpc")
+    assert c.task == "mrpc" and c.method.name == "fish"
+    assert (c.train.learning_rate, c.train.batch_size, c.train.num_epochs) == (5e-5, 16, 7.0)
+    assert (c.train.warmup_ratio, c.train.weight_decay) == (0.0, 0.0)
+    assert (c.method.budget_rounding, c.method.head_policy) == ("floor", "in_budget")
+    assert budget_k(1190, 0.005, rounding="floor") == 5  # int(5.95), the reference's
+    assert budget_k(1190, 0.005) == 6
+    with pytest.raises(MaskError, match="rounding"):
+        budget_k(1190, 0.005, rounding="ceil")

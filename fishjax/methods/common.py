@@ -35,7 +35,7 @@ from fishjax.methods.base import Batch, MethodContext, MethodSetup
 from fishjax.params import sparse as sparse_lib
 from fishjax.params.masked import masked_updates
 from fishjax.params.masks import density, regex_mask
-from fishjax.selection.budgets import HEAD_POLICIES, budget_k
+from fishjax.selection.budgets import HEAD_POLICIES, ROUNDINGS, budget_k
 from fishjax.selection.fisher import MODES, FisherPass, fisher_scores
 
 log = logging.getLogger("fishjax")
@@ -100,6 +100,8 @@ def validate_mask_options(m: ml_collections.ConfigDict) -> None:
             f"config.method.keep_ratio must be in (0, 1], got {m.keep_ratio}")
     require(m.head_policy in HEAD_POLICIES,
             f"config.method.head_policy must be one of {HEAD_POLICIES}, got {m.head_policy!r}")
+    require(m.budget_rounding in ROUNDINGS, f"config.method.budget_rounding must be one of "
+            f"{ROUNDINGS}, got {m.budget_rounding!r}")
     for name in ("head_regex", "eligible_regex", "bitfit_regex"):
         check_regex(m, name, "config.method")
     if m.mask_file is not None:
@@ -307,7 +309,8 @@ class MaskMethod:
 
     def budget(self, ctx: MethodContext, head_entries: int) -> int:
         m = ctx.method
-        return budget_k(count_params(ctx.params), m.keep_ratio, head_entries, m.head_policy)
+        return budget_k(count_params(ctx.params), m.keep_ratio, head_entries, m.head_policy,
+                        m.budget_rounding)
 
     def setup(self, ctx: MethodContext) -> MethodSetup:
         m = ctx.method
@@ -322,6 +325,7 @@ class MaskMethod:
         mask, info = load_or_select_mask(
             ctx, self.name, {"keep_ratio": m.keep_ratio, "head_policy": m.head_policy,
                              "head_regex": m.head_regex, "eligible_regex": m.eligible_regex,
+                             "budget_rounding": m.budget_rounding,
                              **self.selection_settings(ctx)},
             select, keep_info=("fisher_examples",))
         # The head is always trained, whatever a loaded file holds (e.g. a SIFT mask).

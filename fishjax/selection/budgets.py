@@ -13,16 +13,22 @@ import math
 from fishjax.core.errors import MaskError
 
 HEAD_POLICIES = ("in_budget", "outside")
+# keep_ratio x all -> entries: to the nearest ("round", ours) or truncated ("floor": the
+# reference's int()).
+ROUNDINGS = ("round", "floor")
 
 
 def budget_k(num_params: int, keep_ratio: float, head_entries: int = 0,
-             head_policy: str = "in_budget") -> int:
+             head_policy: str = "in_budget", rounding: str = "round") -> int:
     """Entries to select besides the head, for a keep ratio over all `num_params`."""
     if not 0.0 < keep_ratio <= 1.0:
         raise MaskError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
     if head_policy not in HEAD_POLICIES:
         raise MaskError(f"head_policy must be one of {HEAD_POLICIES}, got {head_policy!r}")
-    budget = int(round(keep_ratio * num_params))
+    if rounding not in ROUNDINGS:
+        raise MaskError(f"budget rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    exact = keep_ratio * num_params
+    budget = int(round(exact)) if rounding == "round" else int(exact)
     if head_policy == "outside":
         return budget
     if budget < head_entries:

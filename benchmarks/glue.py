@@ -70,6 +70,11 @@ Methods may also be `METHOD_VARIANTS` names (`lora_fish_random`, `adapter_fish_r
 split a grid over several processes with their own `--out` and merge them with
 `benchmarks/merge_results.py`; each cell records its `device`.
 
+`--select_on=validation`: learning rates chosen per method on a validation split carved
+from the training set, dev reported once per chosen rate (benchmarks/validation_protocol.py
+has the protocol; `--lr_grid`, `--validation_fraction`, `--validation_cap`,
+`--validation_seed`); the default `dev_last` is the protocol above.
+
 `--set key=value` overrides config fields for every cell (e.g. `--set train.num_epochs=1`);
 `--json PATH` also writes the results there; `--estimate` prints the expected wall time
 and runs nothing.
@@ -95,6 +100,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import plots, readme_blocks  # noqa: E402
+from benchmarks import validation_protocol as vp  # noqa: E402
 from benchmarks.cells import (  # noqa: E402
     METHOD_ORDER,
     TASK_ORDER,
@@ -320,9 +326,11 @@ def device_label() -> str:
     return backend if kind == backend else f"{backend}: {kind}"
 
 
-def run_cell(task: str, method: str, seed: int, args) -> dict:
-    config = cell_config(task, method, seed, args)
-    workdir = os.path.join(args.out, "cells", cell_id(task, method, seed))
+def run_cell(task: str, method: str, seed: int, args, config=None, cid: str | None = None
+             ) -> dict:
+    """Runs one cell (default: its glue.py config and id) and returns its record."""
+    config = config or cell_config(task, method, seed, args)
+    workdir = os.path.join(args.out, "cells", cid or cell_id(task, method, seed))
     t0 = time.perf_counter()
     res = train_and_evaluate(config, workdir)
     if not args.keep_checkpoints:  # ~0.3 GB per cell; logs, results and masks stay
@@ -563,6 +571,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train_subset", default=DEFAULT_TRAIN_SUBSET,
                    help="fixed training subsets, task=N,... ('none': whole training sets)")
     p.add_argument("--subset_seed", type=int, default=0, help="seed of --train_subset rows")
+    p.add_argument("--select_on", choices=("dev_last", "validation"), default="dev_last",
+                   help="dev_last: the fixed-rate protocol; validation: learning rates chosen "
+                   "on a held-out split of the training set (benchmarks/validation_protocol.py)")
+    p.add_argument("--lr_grid", default="",
+                   help="--select_on=validation: rates per method, method=a/b/c,... (default "
+                   "validation_protocol.LR_GRIDS)")
+    p.add_argument("--validation_fraction", type=float, default=vp.FRACTION)
+    p.add_argument("--validation_cap", type=int, default=vp.CAP)
+    p.add_argument("--validation_seed", type=int, default=vp.SPLIT_SEED)
     p.add_argument("--quick", action="store_true",
                    help="one task, one seed, few steps (see the module doc)")
     p.add_argument("--json", default=None, help="also write results.json here")
@@ -602,6 +619,73 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.seeds = args.seeds or "0"
     args.out = args.out or DEFAULT_OUT
     return args
+
+
+def validation_cell_config(task: str, method: str, lr: float, seed: int, args):
+    """A glue.py cell's config at learning rate `lr`, trained without the task's
+    validation rows (which it evaluates as the `validation` split)."""
+    config = cell_config(task, method, seed, args)
+    config.train.learning_rate = lr
+    n = _train_rows(config, task)
+    if n is None:
+        raise SystemExit(f"--select_on=validation: the size of {task}'s training split is "
+                         "unknown: pass --glue_dir")
+    config.data.row_split = vp.ensure_split(task, n, args.out, args.validation_fraction,
+                                            args.validation_cap, args.validation_seed)
+    return config
+
+
+def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dict:
+    """--select_on=validation (benchmarks/validation_protocol.py): every rate on the first
+    seed, then the chosen rate on the others; cells written as they finish."""
+    grids = vp.parse_lr_grid(args.lr_grid)
+
+    def rates_of(m):
+        return vp.grid_of(m, base_method(m), grids)
+
+    cells = state["cells"]
+    if args.estimate or not args.report:
+        planned = vp.todo(tasks, methods, seeds, rates_of, cells)
+        unchosen = [(t, m) for t in tasks for m in methods if vp.choose_lr(
+            cells, t, m, rates_of(m), seeds[0])[0] is None]
+        later = [(t, m, s) for t, m in unchosen for s in seeds[1:]]
+        basis = read_json(args.estimate_from)["cells"] if args.estimate_from else cells
+        est = estimate_grid([(t, m, s) for t, m, _, s in planned] + later, basis, args)
+        print_estimate(est, len(planned) + len(later))
+        if args.estimate:
+            return state
+    majority = {t: vp.majority_score(t, cell_config(t, methods[0], seeds[0], args).data.dir)
+                for t in tasks}
+    while not args.report:
+        todo = vp.todo(tasks, methods, seeds, rates_of, cells)
+        if not todo:
+            break
+        t, m, lr, s = todo[0]
+        cid = vp.cell_id(t, m, lr, s)
+        log.info("[%d to run] %s", len(todo), cid)
+        try:
+            cells[cid] = run_cell(t, m, s, args, validation_cell_config(t, m, lr, s, args), cid)
+            cells[cid].update({"select_on": "validation", "majority_dev": majority[t],
+                               "validation_score": vp.validation_score(cells[cid])})
+        except Exception as e:  # one broken cell must not stop the grid
+            cells[cid] = {"status": "error", "task": t, "method": m, "seed": s,
+                          "learning_rate": lr, "main_metric": get_task(t).main_metric,
+                          "error": repr(e), "traceback": traceback.format_exc()}
+            log.error("%s failed: %r", cid, e)
+            if vp.todo(tasks, methods, seeds, rates_of, cells)[:1] == [(t, m, lr, s)]:
+                break  # a failing cell would be retried forever: stop, rerun to retry
+        state["selection"] = vp.selection_summary(cells, tasks, methods, seeds, rates_of)
+        atomic_write_json(results_path, state)
+        atomic_write_text(os.path.join(args.out, "results.md"),
+                          vp.markdown_table(state["selection"], tasks, methods))
+    state["selection"] = vp.selection_summary(cells, tasks, methods, seeds, rates_of)
+    table = vp.markdown_table(state["selection"], tasks, methods)
+    atomic_write_json(results_path, state)
+    atomic_write_text(os.path.join(args.out, "results.md"), table)
+    if args.json:
+        atomic_write_json(args.json, state)
+    print(table)
+    return state
 
 
 def use_compilation_cache(path: str) -> None:
@@ -650,6 +734,9 @@ def main(argv=None) -> dict:
     if args.derive_table:  # `--report` alone: every task and method in results.json
         tasks = ordered({c["task"] for c in cells.values()}, TASK_ORDER)
         methods = ordered({c["method"] for c in cells.values()}, METHOD_ORDER)
+
+    if args.select_on == "validation":
+        return run_validation_grid(args, tasks, methods, seeds, state, results_path)
 
     # Seed-major order: every method on every task for seed 0 first, so a partial grid
     # already compares methods.

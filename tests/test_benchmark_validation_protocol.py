@@ -1,0 +1,91 @@
+"""benchmarks/glue.py --select_on=validation: a held-out split of the training rows, every
+learning rate on the first seed, the one best on validation (never dev) on the others, the
+table with the chosen rate, every tried rate and majority-class rows marked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import glue
+from benchmarks import validation_protocol as vp
+from fishjax.data.row_split import load_row_split
+
+
+def _rte_folder(tmp_path, n=40):
+    d = tmp_path / "glue" / "RTE"
+    d.mkdir(parents=True)
+    header = "index\tsentence1\tsentence2\tlabel\n"
+    rows = [f"{i}\tthe movie is {'great' if i % 2 else 'bad'} .\tit is good .\t"
+            f"{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(n)]
+    (d / "train.tsv").write_text(header + "".join(rows))
+    (d / "dev.tsv").write_text(header + "".join(rows[:9]))
+    return str(tmp_path / "glue")
+
+
+def test_validation_grid_chooses_on_validation_and_reports_dev(tiny_model_dir, tmp_path):
+    out = str(tmp_path / "out")
+    argv = ["--select_on", "validation", "--glue_dir", _rte_folder(tmp_path), "--tasks", "rte",
+            "--methods", "full", "--seeds", "0,1", "--model", tiny_model_dir, "--out", out,
+            "--lr_grid", "full=1e-4/3e-3", "--validation_fraction", "0.25",
+            "--set", f"data.cache_dir={tmp_path}/cache", "--set", "train.num_steps=2",
+            "--set", "train.batch_size=8", "--set", "train.export=False",
+            "--set", "data.max_length=32", "--set", "data.buckets=(16, 32)"]
+    state = glue.main(argv)
+    cells = state["cells"]
+    # every rate on seed 0, then the chosen rate (and only it) on seed 1
+    sel = state["selection"]["rte"]["full"]
+    chosen = sel["chosen_lr"]
+    assert set(cells) == {"rte-full-lr0.0001-s0", "rte-full-lr0.003-s0",
+                          vp.cell_id("rte", "full", chosen, 1)}
+    scores = {lr: cells[vp.cell_id("rte", "full", lr, 0)]["validation_score"]
+              for lr in (1e-4, 3e-3)}
+    assert chosen == max((1e-4, 3e-3), key=lambda lr: (scores[lr], -lr))
+    assert sel["validation_by_lr"] == {vp.lr_id(lr): s for lr, s in scores.items()}
+    assert len(sel["dev_scores"]) == 2
+    # the validation rows: 25% of the 40 training rows, held out of training
+    split = load_row_split(f"{out}/splits/rte-validation.json")
+    assert len(split.validation) == 10 and len(split.train) == 30
+    assert not set(split.validation) & set(split.train)
+    for c in cells.values():
+        assert c["learning_rate"] in (1e-4, 3e-3) and "validation/accuracy" in c["final"]
+        assert c["majority_dev"] == pytest.approx(6 / 9)  # 6 of the 9 dev rows: entailment
+    table = open(f"{out}/results.md").read()
+    assert f"{vp.lr_id(chosen)} (0.0001: " in table
+    assert json.load(open(f"{out}/results.json"))["selection"] == state["selection"]
+    # resumed: nothing left to run
+    again = glue.main(argv)
+    assert set(again["cells"]) == set(cells)
+
+
+def test_todo_orders_rates_first_then_the_chosen_rate():
+    def ok(task, method, lr, seed, val):
+        return {"status": "ok", "task": task, "method": method, "seed": seed,
+                "main_metric": "accuracy", "final": {"validation/accuracy": val,
+                                                     "dev/accuracy": 0.5}}
+
+    rates = {"fish": (1e-3, 2e-3)}
+    plan = vp.todo(["rte"], ["fish"], [0, 1, 2], rates.get, {})
+    assert plan == [("rte", "fish", 1e-3, 0), ("rte", "fish", 2e-3, 0)]
+    cells = {vp.cell_id("rte", "fish", 1e-3, 0): ok("rte", "fish", 1e-3, 0, 0.7),
+             vp.cell_id("rte", "fish", 2e-3, 0): ok("rte", "fish", 2e-3, 0, 0.7)}
+    # a tie goes to the smaller rate
+    assert vp.todo(["rte"], ["fish"], [0, 1, 2], rates.get, cells) == [
+        ("rte", "fish", 1e-3, 1), ("rte", "fish", 1e-3, 2)]
+    summary = vp.selection_summary(cells, ["rte"], ["fish"], [0], rates.get)
+    assert summary["rte"]["fish"]["chosen_lr"] == 1e-3
+
+
+def test_majority_rows_are_marked_and_bad_grids_refused():
+    summary = {"rte": {"fish": {"chosen_lr": 5e-4, "validation_by_lr": {"0.0005": 0.5},
+                                "dev_scores": [0.527, 0.527], "majority_dev": 0.527,
+                                "at_majority": True}}}
+    assert "52.7 ± 0.0 (n=2) = majority" in vp.markdown_table(summary, ["rte"], ["fish"])
+    with pytest.raises(SystemExit, match="lr_grid"):
+        vp.parse_lr_grid("fish=0.1/nope")
+    with pytest.raises(SystemExit, match="no learning-rate grid"):
+        vp.grid_of("mystery", "mystery", vp.parse_lr_grid(""))
+    rows = vp.validation_rows(10_000)
+    assert len(rows) == 500 and np.all(np.diff(rows) > 0)  # 10% capped at 500

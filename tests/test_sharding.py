@@ -81,13 +81,17 @@ def _run_child(devices: int, runs: dict, model_dir: str, out_dir: str) -> dict:
 
 
 def test_eight_devices_match_one_device(tiny_model_dir, tmp_path):
-    one = _run_child(1, {"single": {}}, tiny_model_dir, str(tmp_path / "one"))
+    one = _run_child(1, {"single": {}, "single_threefry": {"train.dropout_prng": "threefry"}},
+                     tiny_model_dir, str(tmp_path / "one"))
     eight = _run_child(8, {
         "data8": {},
         "data4_model2": {"mesh.data": 4, "mesh.model": 2, "mesh.param_rules": MODEL_RULES},
+        "data8_threefry": {"train.dropout_prng": "threefry"},
         "indivisible": {"train.batch_size": 12},
     }, tiny_model_dir, str(tmp_path / "eight"))
     assert one["devices"] == 1 and eight["devices"] == 8
+    np.testing.assert_allclose(eight["data8_threefry"]["loss"], one["single_threefry"]["loss"],
+                               rtol=2e-4, atol=2e-5)
 
     ref = np.array(one["single"]["loss"])
     assert len(ref) == 12 and np.ptp(ref) > 0  # 12 distinct steps were taken

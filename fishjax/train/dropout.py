@@ -2,10 +2,11 @@
 
 The run's state holds raw key data (`TrainState.rng`, checkpointed with it); the key of
 step s is `fold_in(key, s)`, so a resumed run draws the masks an uninterrupted one would.
-`threefry` (JAX's default) gives the same masks on any mesh and backend; `rbg` and
-`unsafe_rbg` (XLA's RngBitGenerator) are cheaper to draw on CPU and GPU: the same seed
-still gives the same run on the same backend and mesh, but the masks (so the metrics)
-change with the device count (benchmarks/train_throughput.py measures the rates).
+`rbg` (the default) and `unsafe_rbg` use XLA's RngBitGenerator, cheaper to draw than
+`threefry` (JAX's default; every result committed before 2026-12-01 used it). Same seed,
+same run, with any of them (tests/test_trainer.py); JAX does not promise rbg's bits across
+backends or shardings, though on CPU 1 and 8 devices give the same run
+(tests/test_sharding.py). Rates: `benchmarks/train_throughput.py --dropout_prngs`.
 """
 
 from __future__ import annotations

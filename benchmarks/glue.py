@@ -656,8 +656,10 @@ def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dic
             return state
     majority = {t: vp.majority_score(t, cell_config(t, methods[0], seeds[0], args).data.dir)
                 for t in tasks}
+    failed: set[str] = set()  # this run's crashed cells: not retried until the next run
     while not args.report:
-        todo = vp.todo(tasks, methods, seeds, rates_of, cells)
+        todo = [g for g in vp.todo(tasks, methods, seeds, rates_of, cells)
+                if vp.cell_id(*g) not in failed]
         if not todo:
             break
         t, m, lr, s = todo[0]
@@ -672,8 +674,7 @@ def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dic
                           "learning_rate": lr, "main_metric": get_task(t).main_metric,
                           "error": repr(e), "traceback": traceback.format_exc()}
             log.error("%s failed: %r", cid, e)
-            if vp.todo(tasks, methods, seeds, rates_of, cells)[:1] == [(t, m, lr, s)]:
-                break  # a failing cell would be retried forever: stop, rerun to retry
+            failed.add(cid)
         state["selection"] = vp.selection_summary(cells, tasks, methods, seeds, rates_of)
         atomic_write_json(results_path, state)
         atomic_write_text(os.path.join(args.out, "results.md"),

@@ -212,10 +212,10 @@ def main(argv=None) -> dict:
     for name in prngs:  # after torch: every variant compared with the same torch figure
         t = run_child("fishjax", args, PRNG_SETS[name])
         r = rate(t, args.batch)
-        by_prng[name] = {"ex_per_s": r, "ratio_vs_torch": None if th is None else r / th,
-                         "step_s": t}
-        print(f"fishjax dropout {name}: {r:.2f} ex/s" + (
-            "" if th is None else f" ({r / th:.2f}x torch)"), flush=True)
+        ratio = None if th is None or r is None else r / th
+        by_prng[name] = {"ex_per_s": r, "ratio_vs_torch": ratio, "step_s": t}
+        print(f"fishjax dropout {name}: " + ("no steps" if r is None else f"{r:.2f} ex/s") + (
+            "" if ratio is None else f" ({ratio:.2f}x torch)"), flush=True)
     result = {
         "fishjax_ex_per_s": fj, "torch_ex_per_s": th,
         "ratio_vs_torch": None if fj is None or th is None else fj / th,

@@ -11,7 +11,8 @@ Protocol (the default `--select_on=dev_last` protocol of glue.py stays as it was
   it as the eval split `validation` beside dev). Written once to
   `<out>/splits/<task>-validation.json`.
 - Learning rates: each method's `LR_GRIDS` entry (or `--lr_grid method=a/b/c,...`), three
-  values spanning about 10x around the usual choice for the method. The first seed runs
+  values spanning 3-10x around the usual choice for the method (full fine-tuning: 3e-5
+  to 1e-4). The first seed runs
   every value; the value with the best final validation main metric (ties: the smaller
   rate) is then run with the other seeds. The reported score is dev's final main metric
   at the chosen rate, mean ± std over the seeds; every tried rate's validation score is in
@@ -158,9 +159,10 @@ def selection_summary(cells: dict[str, dict], tasks, methods, seeds, rates_of) -
     for t in tasks:
         for m in methods:
             chosen, tried = choose_lr(cells, t, m, rates_of(m), seeds[0])
-            dev = [score_of(cells[cell_id(t, m, chosen, s)]) for s in seeds
-                   if chosen is not None and
-                   cells.get(cell_id(t, m, chosen, s), {}).get("status") == "ok"]
+            dev = [d for d in (score_of(cells[cell_id(t, m, chosen, s)]) for s in seeds
+                               if chosen is not None and
+                               cells.get(cell_id(t, m, chosen, s), {}).get("status") == "ok")
+                   if d is not None]
             majority = next((c.get("majority_dev") for c in cells.values()
                              if c.get("task") == t and c.get("majority_dev") is not None), None)
             out.setdefault(t, {})[m] = {
@@ -182,7 +184,7 @@ def markdown_table(summary: dict, tasks: list[str], methods: list[str]) -> str:
         row = [m]
         for t in tasks:
             e = summary[t][m]
-            dev = [100 * d for d in e["dev_scores"] if d is not None]
+            dev = [100 * d for d in e["dev_scores"]]
             text = f"{np.mean(dev):.1f} ± {np.std(dev):.1f} (n={len(dev)})" if dev else "–"
             if e["at_majority"]:
                 text += " = majority"

@@ -5,7 +5,8 @@
 Each variant (`--variants`, names in VARIANTS: an XLA_FLAGS value) runs in a fresh process
 (XLA reads its flags once, at start-up) and times, on `minilm-l6` at sequence length 128:
 - the trainer's full fine-tuning step (`train_throughput.time_fishjax`: batch 32, dropout
-  on), the median of `--steps` steps after `--warmup`;
+  on with `--dropout_prng`, default threefry), the median of `--steps` steps after
+  `--warmup`;
 - the Fisher pass (`fisher_throughput.fisher_rate`: `--fisher_n` examples, chunk sizes
   `--chunks`).
 Rates are examples/s; `speedup` is each rate over the `default` variant's, measured in the
@@ -41,10 +42,11 @@ VARIANTS = {
 
 
 def measure(model: str, steps: int, warmup: int, fisher_n: int, chunks: list[int],
-            seq: int = 128) -> dict:
+            seq: int = 128, dropout_prng: str = "threefry") -> dict:
     """The child: train-step and Fisher rates under this process's XLA_FLAGS."""
     batch = 32
-    times = tt.time_fishjax(model, steps, warmup, [], batch, seq)
+    times = tt.time_fishjax(model, steps, warmup, [f"train.dropout_prng={dropout_prng}"],
+                            batch, seq)
     out = {"train_ex_per_s": batch / float(np.median(times)), "train_step_s": times}
     loaded, loss_fn = ft.load_model_and_loss(model)
     out["fisher_by_chunk"] = {str(c): ft.fisher_rate(loaded, loss_fn, fisher_n, c, seq)
@@ -57,12 +59,15 @@ def run_variant(name: str, args) -> dict:
     env = dict(os.environ, XLA_FLAGS=VARIANTS[name], HF_HUB_OFFLINE="1")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--model", args.model,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--fisher_n",
-           str(args.fisher_n), "--chunks", args.chunks, "--seq_len", str(args.seq_len)]
+           str(args.fisher_n), "--chunks", args.chunks, "--seq_len", str(args.seq_len),
+           "--dropout_prng", args.dropout_prng]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr else
                 f"exit {done.returncode}"}
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), None)
+    if line is None:
+        return {"error": "the child printed no RESULT line"}
     return json.loads(line[len("RESULT"):])
 
 
@@ -75,13 +80,17 @@ def main(argv=None) -> dict:
     p.add_argument("--fisher_n", type=int, default=64)
     p.add_argument("--chunks", default="1,8")
     p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--dropout_prng", default="threefry",
+                   help="config.train.dropout_prng of the timed train step (the committed "
+                   "figures: threefry)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     chunks = [int(c) for c in args.chunks.split(",") if c]
     if args.child:
         print("RESULT" + json.dumps(measure(args.model, args.steps, args.warmup,
-                                            args.fisher_n, chunks, args.seq_len)))
+                                            args.fisher_n, chunks, args.seq_len,
+                                            args.dropout_prng)))
         return {}
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(VARIANTS))
@@ -98,11 +107,14 @@ def main(argv=None) -> dict:
             print(f"{name:12s} train {r['train_ex_per_s']:6.2f} ex/s "
                   f"({r['speedup']['train']:.2f}x)  fisher {r['fisher_ex_per_s']:6.2f} ex/s "
                   f"({r['speedup']['fisher']:.2f}x)", flush=True)
+        elif "error" in r:
+            print(f"{name:12s} failed: {r['error']}", flush=True)
         else:
-            print(f"{name:12s} failed: {r.get('error') or base.get('error')}", flush=True)
+            print(f"{name:12s} measured, no speedup: `default` failed", flush=True)
     out = {"variants": results, "flags": {n: VARIANTS[n] for n in results},
            "model": args.model, "steps": args.steps, "warmup": args.warmup,
-           "fisher_n": args.fisher_n, "chunks": chunks, "seq_len": args.seq_len, **machine()}
+           "fisher_n": args.fisher_n, "chunks": chunks, "seq_len": args.seq_len,
+           "dropout_prng": args.dropout_prng, **machine()}
     if args.json:
         atomic_write_json(args.json, out)
     return out

@@ -90,7 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
     # PRNG of the dropout masks: "rbg" (XLA's RngBitGenerator: 8% faster CPU train steps
     # than threefry; same seed, same run; a resumed run replays its steps exactly),
     # "unsafe_rbg", or "threefry" (JAX's default, which made every result committed before
-    # 2026-12-01: pass it to reproduce them). README "Speed".
+    # commit 6c2f10f: pass it to reproduce them). README "Speed".
     config.train.dropout_prng = "rbg"
     # Log train loss, learning rate, steps/s and ETA every this many steps.
     config.train.log_every_steps = 20

@@ -89,3 +89,21 @@ def test_majority_rows_are_marked_and_bad_grids_refused():
         vp.grid_of("mystery", "mystery", vp.parse_lr_grid(""))
     rows = vp.validation_rows(10_000)
     assert len(rows) == 500 and np.all(np.diff(rows) > 0)  # 10% capped at 500
+
+
+def test_a_crashing_cell_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+    calls = []
+
+    def broken(task, method, seed, args, config=None, cid=None):
+        calls.append(cid)
+        raise ValueError("boom")
+
+    monkeypatch.setattr(glue, "run_cell", broken)
+    monkeypatch.setattr(glue, "validation_cell_config", lambda *a: None)
+    monkeypatch.setattr(vp, "majority_score", lambda task, data_dir: None)
+    state = glue.main(["--select_on", "validation", "--tasks", "rte", "--methods", "full",
+                       "--seeds", "0,1", "--lr_grid", "full=1e-4/3e-3",
+                       "--out", str(tmp_path / "out")])
+    assert sorted(calls) == ["rte-full-lr0.0001-s0", "rte-full-lr0.003-s0"]  # once each
+    assert {c["status"] for c in state["cells"].values()} == {"error"}
+    assert state["selection"]["rte"]["full"]["chosen_lr"] is None

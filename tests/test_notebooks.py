@@ -106,5 +106,13 @@ def test_density_by_layer_groups_and_orders_the_layers():
             "encoder/layer_10/output/dense/kernel": np.zeros((4,), bool),
             "encoder/layer_2/output/dense/kernel": np.array([True, False, False, False]),
             "embeddings/word_embeddings/embedding": np.array([True, True])}
-    assert density_by_layer(mask) == {"embeddings": 1.0, "layer_2": 0.25, "layer_10": 0.0,
-                                      "classifier": 1.0}
+    want = {"embeddings": 1.0, "layer_2": 0.25, "layer_10": 0.0, "classifier": 1.0}
+    assert density_by_layer(mask) == want
+    nested: dict = {}  # the same mask as a tree shaped like the params
+    for path, m in mask.items():
+        node = nested
+        *parents, leaf = path.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = m
+    assert density_by_layer(nested) == want

@@ -157,7 +157,10 @@ def example_pass(
     real rows) and `sum_weights` (a per-row weight handed to `reduce`; default `weights`).
     Rows with weight 0 (padding) produce no id and no output (`example_fn` sees weight 0
     there); a batch without `weights` has every row real. Stops once `num_samples` real
-    rows were processed (rows past it get weight 0).
+    rows were processed (rows past it get weight 0). In a multi-process run each process
+    runs every P-th row of each batch and the carries are summed over the processes at the
+    end, so `init` must give a carry that sums (zeros, or None): a nonzero init would be
+    counted P times.
     """
     if num_samples is not None and num_samples <= 0:
         raise FisherError(f"num_samples must be positive, got {num_samples}")
@@ -191,21 +194,28 @@ def example_pass(
         position[real] = np.arange(seen, seen + n_real)
         if row_ids is None:
             row_ids = position
-        # Each process runs every `shares`-th row of the batch (all of it when alone).
-        mine = np.arange(share, len(weights), shares)
-        if len(mine):
-            b = len(mine)
-            c = auto_chunk_size(b) if chunk_size == "auto" else int(chunk_size)
-            step = compiled_pass(example_fn, c, reduce)
-            part = {k: np.asarray(v)[mine] for k, v in batch.items()}
-            carry, out = step(carry, on, off, {**part, "weights": weights[mine]},
-                              {"weights": weights[mine], "sum_weights": sw[mine]}, aux)
-            real_mine = real[mine]
-            ids.append(np.asarray(row_ids, np.int64)[mine][real_mine])
-            positions.append(position[mine][real_mine])
-            if out is not None:
-                outs.append((out, real_mine))
-            own += int(real_mine.sum())
+        if shares == 1:
+            mine, part, w_mine, sw_mine = np.arange(len(weights)), batch, weights, sw
+        else:
+            # Each process runs every `shares`-th row of the batch, padded with weight-0
+            # rows to ceil(B / shares), so every process compiles and runs the same shapes.
+            mine = np.arange(share, len(weights), shares)
+            pad = -(-len(weights) // shares) - len(mine)
+            index = np.concatenate([mine, np.zeros(pad, np.int64)])
+            part = {k: np.asarray(v)[index] for k, v in batch.items()}
+            w_mine = np.concatenate([weights[mine], np.zeros(pad, np.float32)])
+            sw_mine = np.concatenate([sw[mine], np.zeros(pad, np.float32)])
+        c = auto_chunk_size(len(w_mine)) if chunk_size == "auto" else int(chunk_size)
+        step = compiled_pass(example_fn, c, reduce)
+        carry, out = step(carry, on, off, {**part, "weights": w_mine},
+                          {"weights": w_mine, "sum_weights": sw_mine}, aux)
+        real_mine = real[mine]
+        ids.append(np.asarray(row_ids, np.int64)[mine][real_mine])
+        positions.append(position[mine][real_mine])
+        if out is not None:
+            outs.append((out, np.concatenate([real_mine, np.zeros(len(w_mine) - len(mine),
+                                                                  bool)])))
+        own += int(real_mine.sum())
         seen += n_real
         bar.update(n_real)
     bar.close()
@@ -230,15 +240,30 @@ def example_pass(
                       local_backward_passes=own * passes_per_example)
 
 
+def sum_over_processes(tree: Any) -> Any:
+    """The sum over processes of each process's `tree` (same structure and shapes on every
+    process; None stays None), on every process. One jitted all-reduce over a [processes]
+    axis: each device holds its process's term and the sum, not a copy of every term."""
+    if tree is None or jax.process_count() == 1:
+        return tree
+    devices = np.asarray(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
+    mesh = jax.sharding.Mesh(devices, ("processes", "local"))
+    spec = jax.sharding.PartitionSpec("processes")
+    stacked = multihost_utils.host_local_array_to_global_array(
+        jax.tree_util.tree_map(lambda x: np.asarray(x)[None], tree), mesh, spec)
+    out = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    total = jax.jit(lambda t: jax.tree_util.tree_map(lambda x: x.sum(axis=0), t),
+                    out_shardings=out)(stacked)
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(
+        x.addressable_data(0))), total)
+
+
 def _combine_processes(carry: Any, ids: np.ndarray, outputs: Any, positions: np.ndarray
                        ) -> tuple[Any, np.ndarray, Any]:
     """Every process's share of a pass, on every process: the carries summed (a carry is
     a sum over examples, or None), the ids and per-example outputs gathered and put back
     in pass order (as one process would have produced them)."""
-    if carry is not None:
-        gathered = multihost_utils.process_allgather(carry)
-        carry = jax.tree_util.tree_map(lambda x: jnp.asarray(np.sum(np.asarray(x), axis=0)),
-                                       gathered)
+    carry = sum_over_processes(carry)
     counts = np.asarray(multihost_utils.process_allgather(np.array([len(ids)], np.int64)))
     width = int(counts.max())
 

@@ -14,15 +14,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from fishjax.core.errors import MaskError
 from fishjax.core.tree import PyTree, merge_trees, split_tree
 from fishjax.selection.budgets import tensor_budget
 from fishjax.selection.fisher import LossFn
-from fishjax.selection.per_example import row_weights
+from fishjax.selection.per_example import row_weights, sum_over_processes
 from fishjax.selection.topk import top_k_mask, top_k_per_tensor
 
 BUDGETS = ("per_tensor", "global")
@@ -77,10 +75,8 @@ def selection_gradient(loss_fn: LossFn, params: PyTree, batches: Iterable[dict[s
         used += 1
     if acc is None:
         raise MaskError("no training batch to compute the SIFT selection gradient on")
-    if shares > 1:  # the sum of the processes' parts: the whole batches' gradient
-        acc = jax.tree_util.tree_map(lambda x: jnp.asarray(np.sum(np.asarray(x), axis=0)),
-                                     multihost_utils.process_allgather(acc))
-    return acc, used
+    # the sum of the processes' parts: the whole batches' gradient
+    return sum_over_processes(acc), used
 
 
 def gradient_scores(loss_fn: LossFn, params: PyTree, batches: Iterable[dict[str, Any]],

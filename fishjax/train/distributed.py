@@ -48,30 +48,45 @@ def settings(d: ml_collections.ConfigDict) -> dict[str, str | int | None]:
 
 
 def initialize(d: ml_collections.ConfigDict) -> None:
-    """Joins the processes of a multi-host run (no-op unless `d.enabled`); logs which
+    """Joins the processes of a multi-host run (no-op unless `d.enabled`, and once per
+    process: later runs in the same process, e.g. a grid's cells, reuse it); logs which
     process and host this is."""
-    if not d.enabled:
+    if not d.enabled or jax.distributed.is_initialized():
         return
     s = settings(d)
     # CPU processes need a collectives backend for cross-process arrays (GPU and TPU
-    # bring their own; the CPU setting is harmless there).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=s["coordinator_address"], num_processes=s["num_processes"],
-        process_id=s["process_id"], initialization_timeout=int(d.initialization_timeout),
-        heartbeat_timeout_seconds=int(d.heartbeat_timeout))
-    if not any(isinstance(f, _ProcessTag) for f in log.filters):
-        log.addFilter(_ProcessTag())
+    # bring their own; the CPU setting is harmless there). A user's choice wins.
+    if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=s["coordinator_address"], num_processes=s["num_processes"],
+            process_id=s["process_id"], initialization_timeout=int(d.initialization_timeout),
+            heartbeat_timeout_seconds=int(d.heartbeat_timeout))
+    except RuntimeError as e:  # e.g. JAX already ran a computation in this process
+        raise ConfigError(f"config.distributed.enabled: joining the other processes failed "
+                          f"({e}); it must happen before anything touches a device (in a "
+                          "notebook: run train_and_evaluate first, or restart the kernel)"
+                          ) from None
+    _tag_fishjax_records()
     log.info("host %s: %d local devices, %d in all", socket.gethostname(),
              jax.local_device_count(), jax.device_count())
 
 
-class _ProcessTag(logging.Filter):
-    """Prefixes fishjax's log lines with `[process i/n]` (which host said what)."""
+def _tag_fishjax_records() -> None:
+    """Prefixes every fishjax log line (its child loggers' too) with `[process i/n] `."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "_fishjax_tag", False):
+        return
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = f"{process_tag()}{record.msg}"
-        return True
+    def factory(*args, **kwargs):
+        record = make(*args, **kwargs)
+        if record.name == "fishjax" or record.name.startswith("fishjax."):
+            record.msg = f"{process_tag()}{record.msg}"
+        return record
+
+    factory._fishjax_tag = True
+    logging.setLogRecordFactory(factory)
 
 
 def process_tag() -> str:

@@ -3,8 +3,8 @@
 The run's state holds raw key data (`TrainState.rng`, checkpointed with it); the key of
 step s is `fold_in(key, s)`, so a resumed run draws the masks an uninterrupted one would.
 `rbg` (the default) and `unsafe_rbg` use XLA's RngBitGenerator, cheaper to draw than
-`threefry` (JAX's default; every result committed before 2026-12-01 used it). Same seed,
-same run, with any of them (tests/test_trainer.py); JAX does not promise rbg's bits across
+`threefry` (JAX's default; every result committed before commit 6c2f10f used it). Same
+seed, same run, with any of them (tests/test_trainer.py); JAX does not promise rbg's bits across
 backends or shardings, though on CPU 1 and 8 devices give the same run
 (tests/test_sharding.py). Rates: `benchmarks/train_throughput.py --dropout_prngs`.
 """

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import ml_collections
@@ -99,8 +99,9 @@ def layer_of(path: str) -> str:
 def density_by_layer(mask: PyTree | dict[str, np.ndarray]) -> dict[str, float]:
     """Share of selected entries per layer group (`layer_of`), in model order: embeddings,
     layer_0 ... layer_N, then the rest."""
-    flat = mask if isinstance(mask, dict) and all(isinstance(k, str) for k in mask) else {
-        "/".join(p): v for p, v in flatten_paths(mask).items()}
+    # Flat ({"a/b": array}, as read_mask returns) or a nested tree shaped like the params.
+    nested = any(isinstance(v, Mapping) for v in mask.values())
+    flat = {"/".join(p): v for p, v in flatten_paths(mask).items()} if nested else mask
     selected: dict[str, int] = {}
     total: dict[str, int] = {}
     for path, m in flat.items():

@@ -137,3 +137,22 @@ def test_a_dead_process_stops_the_other_within_the_heartbeat_timeout(tiny_model_
     assert waited < 10 + 60, f"process 0 took {waited:.0f} s to stop"
     assert "another task died" in log or "stopped sending heartbeats" in log, (
         p0.returncode, log[-3000:])
+
+
+def test_every_fishjax_logger_is_tagged_with_its_process(monkeypatch):
+    import logging
+
+    from fishjax.train import distributed
+
+    saved = logging.getLogRecordFactory()
+    monkeypatch.setattr(distributed, "process_tag", lambda: "[process 1/2] ")
+    try:
+        distributed._tag_fishjax_records()
+        distributed._tag_fishjax_records()  # idempotent: one prefix, not two
+        make = logging.getLogRecordFactory()
+        for name, tagged in (("fishjax", True), ("fishjax.data.pipeline", True),
+                             ("orbax", False), ("fishjaxish", False)):
+            record = make(name, logging.INFO, __file__, 1, "hello", (), None)
+            assert record.getMessage() == ("[process 1/2] hello" if tagged else "hello"), name
+    finally:
+        logging.setLogRecordFactory(saved)

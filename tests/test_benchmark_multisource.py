@@ -47,3 +47,15 @@ def test_speed_benchmark_on_synthetic_features():
     assert out["subsets"] == 40 and isinstance(out["median_s"], float)
     assert out["solver_last_step_max"] < 1e-3
     assert os.path.basename(mspeed.__file__) == "multisource_speed.py"
+
+
+def test_readme_block_matches_the_committed_report():
+    """The README's multisource-table block is what report_table makes of report.json."""
+    from fishjax.core.io import read_json
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(repo, "benchmarks", "results", "multisource", "report.json")
+    table = me.report_table(read_json(source))
+    assert "selected (12)" in table and "Spearman" in table
+    assert readme_blocks.check(os.path.join(repo, "README.md"), me.README_BLOCK,
+                               "benchmarks/results/multisource/report.json", table) == []

@@ -149,7 +149,7 @@ def readme_table(result: dict) -> str:
     """The README's table of bytes per profile and the serving ratio, from a result."""
     rows = ["| encoder, bank | adapter tuning | X-PEFT hard | X-PEFT soft | hard profile file "
             "(with head, header) |", "|---|---|---|---|---|"]
-    for name, s in result["sizes"].items():
+    for name, s in sorted(result["sizes"].items()):  # JSON order: a function of the content
         file = f"{s['hard_file_bytes']:,} B" if "hard_file_bytes" in s else "–"
         rows.append(f"| {name} | {s['adapter_tuning_bytes']:,} B | {s['xpeft_hard_bytes']:,} B "
                     f"({s['adapter_vs_hard']:,.0f}x less) | {s['xpeft_soft_bytes']:,} B "

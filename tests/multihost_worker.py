@@ -27,6 +27,7 @@ def main() -> int:
     p.add_argument("--num_processes", type=int, default=1)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--stop_after", type=int, default=0)
+    p.add_argument("--fisher_batch_size", type=int, default=8)
     p.add_argument("--heartbeat_timeout", type=int, default=100)
     p.add_argument("--die_at_step", type=int, default=0,
                    help="process 1 SIGKILLs itself at this step")
@@ -50,7 +51,7 @@ def main() -> int:
     config.method.name = "fish"
     config.method.keep_ratio = 0.05
     config.method.fisher.num_samples = 48
-    config.method.fisher.batch_size = 8
+    config.method.fisher.batch_size = args.fisher_batch_size
     config.train.checkpoint_every_steps = 4
     if args.stop_after:
         config.train.stop_after_steps = args.stop_after

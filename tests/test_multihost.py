@@ -111,6 +111,21 @@ def test_the_two_process_fisher_pass_is_shared_and_gives_the_same_mask(runs):
     assert runs["resumed"][0]["fisher_backward_passes"] == []
 
 
+def test_an_odd_fisher_batch_is_split_unevenly_and_gives_the_same_mask(tiny_model_dir,
+                                                                     tmp_path):
+    """7 rows per Fisher batch over 2 processes: 4 and 3 (+1 padding row of weight 0)."""
+    extra = ["--fisher_batch_size=7", "--stop_after=1"]
+    (one,) = _finish(_launch(tmp_path, "one", str(tmp_path / "one"), tiny_model_dir,
+                             processes=1, extra=extra))
+    p0, p1 = _finish(_launch(tmp_path, "two", str(tmp_path / "two"), tiny_model_dir,
+                             processes=2, extra=extra))
+    assert _sha(str(tmp_path / "two" / "mask.safetensors")) == _sha(
+        str(tmp_path / "one" / "mask.safetensors"))
+    (total,) = one["fisher_backward_passes"]
+    assert p0["fisher_local_backward_passes"][0] + p1["fisher_local_backward_passes"][0] == total
+    assert p0["fisher_local_backward_passes"][0] > p1["fisher_local_backward_passes"][0]
+
+
 def test_each_host_feeds_its_own_rows_and_only_process_0_writes(runs):
     one, (s0, s1) = runs["one"], runs["stopped"]
     assert s0["fed"] and len(s0["fed"]) == len(s1["fed"])

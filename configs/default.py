@@ -147,6 +147,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Examples per vmapped chunk inside a batch: "auto" (1 on CPU; on GPU/TPU the largest
     # of 8/4/2/1 dividing fisher.batch_size) or an int.
     config.method.fisher.chunk_size = "auto"
+    # How each example's gradient is formed: "per_example" (each example differentiated on
+    # its own) or "capture" (one batched backward, per-example outer products; params of
+    # Dense/LayerNorm/Embed layers only; fishjax/selection/capture.py). Same scores up to
+    # rounding; which is faster depends on the machine (README, Speed).
+    config.method.fisher.engine = "per_example"
     # IRD (method `ird`; our reconstruction of Dong et al., 2024, see
     # fishjax/selection/ird.py): rounds that keep the samples and the parameter entries with
     # more Fisher information. Its Fisher passes use method.fisher.mode, batch_size and

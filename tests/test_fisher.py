@@ -9,7 +9,14 @@ import pytest
 
 from fishjax.core.errors import FisherError
 from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
-from fishjax.selection.fisher import fisher_example_fn, fisher_scores, sum_and_mass
+from fishjax.selection.fisher import (
+    captured_fisher,
+    captured_sum_step,
+    fisher_example_fn,
+    fisher_pass,
+    fisher_scores,
+    sum_and_mass,
+)
 from fishjax.selection.per_example import auto_chunk_size, compiled_pass
 
 B, L = 8, 12
@@ -66,16 +73,20 @@ def _brute_force(module, params, batch, mode, num_labels):
     return total
 
 
-@pytest.mark.parametrize("mode,num_labels,chunk", [
-    ("empirical", 3, 1), ("empirical", 3, 4), ("expected", 3, 1), ("expected", 2, 8),
-    ("empirical", 1, 2), ("expected", 1, 1),
+@pytest.mark.parametrize("mode,num_labels,chunk,engine", [
+    ("empirical", 3, 1, "per_example"), ("empirical", 3, 4, "per_example"),
+    ("expected", 3, 1, "per_example"), ("expected", 2, 8, "per_example"),
+    ("empirical", 1, 2, "per_example"), ("expected", 1, 1, "per_example"),
+    # One batched backward and per-example outer products: the same scores.
+    ("empirical", 3, 1, "capture"), ("expected", 3, 4, "capture"),
+    ("empirical", 1, 1, "capture"), ("expected", 1, 2, "capture"),
 ])
-def test_chunked_scores_equal_loop(mode, num_labels, chunk):
+def test_chunked_scores_equal_loop(mode, num_labels, chunk, engine):
     module, params, batch = _tiny(num_labels)
     batch["weights"][-2:] = 0.0  # padding rows must contribute nothing
     loss_fn = objectives.make_loss_fn(module, num_labels == 1)
     res = fisher_scores(loss_fn, params, [batch], mode=mode, num_labels=num_labels,
-                        chunk_size=chunk, progress=False)
+                        chunk_size=chunk, progress=False, engine=engine)
     want = _brute_force(module, params, batch, mode, num_labels)
     assert res.num_examples == B - 2
     scale = max(float(x.max()) for x in jax.tree_util.tree_leaves(want))
@@ -138,3 +149,66 @@ def test_scores_are_float32_and_jit_compiles_once_per_shape():
               for k, v in batch.items()}
     fisher_scores(loss_fn, params, [longer], progress=False)
     assert step._cache_size() == 2  # another sequence length: exactly one more
+
+
+def test_capture_engine_per_example_masses_equal_per_example_engine():
+    """IRD's per-example masses (a reduction over each example's own contribution tree)
+    come out the same from both engines, padding rows included."""
+    module, params, batch = _tiny(2)
+    batch["weights"][-3:] = 0.0
+    loss_fn = objectives.make_loss_fn(module, False)
+    rng = np.random.default_rng(1)
+    mass_mask = jax.tree_util.tree_map(lambda p: rng.random(p.shape) < 0.3, params)
+    runs = [fisher_pass(loss_fn, params, [batch], mass_mask=mass_mask, engine=e, progress=False)
+            for e in ("per_example", "capture")]
+    np.testing.assert_array_equal(runs[0].example_ids, runs[1].example_ids)
+    np.testing.assert_allclose(runs[1].example_mass, runs[0].example_mass, rtol=1e-5)
+    scale = max(float(x.max()) for x in jax.tree_util.tree_leaves(runs[0].scores))
+    for got, ref in zip(*(jax.tree_util.tree_leaves(r.scores) for r in runs), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5,
+                                   atol=1e-7 * scale)
+    assert len(runs[1].example_mass) == B - 3 and np.all(runs[1].example_mass > 0)
+
+
+def _extra_param_loss(module, params_key="extra"):
+    """A loss whose params carry a leaf no Dense/LayerNorm/Embed call owns."""
+    base = objectives.make_loss_fn(module, False)
+
+    def loss_fn(params, batch):
+        rest = {k: v for k, v in params.items() if k != params_key}
+        return base(rest, batch) * params[params_key]["scale"]
+
+    return loss_fn
+
+
+def test_capture_engine_rejects_params_it_cannot_see():
+    module, params, batch = _tiny(2)
+    uncovered = {**params, "extra": {"scale": jnp.ones(())}}
+    with pytest.raises(FisherError, match="not params of an nn.Dense"):
+        fisher_scores(_extra_param_loss(module), uncovered, [batch], engine="capture",
+                      progress=False)
+    # Kernels transformed before apply: the layer sees 2W, the gradient of W is twice
+    # the captured one. The first-batch check against jax.grad refuses it.
+    base = objectives.make_loss_fn(module, False)
+    doubled = lambda p, b: base(jax.tree_util.tree_map(lambda x: 2 * x, p), b)
+    with pytest.raises(FisherError, match="differs from jax.grad"):
+        fisher_scores(doubled, params, [batch], engine="capture", progress=False)
+    with pytest.raises(FisherError, match="engine"):
+        fisher_scores(base, params, [batch], engine="outer", progress=False)
+
+
+def test_capture_engine_compiles_once_per_shape():
+    module, params, batch = _tiny(2)
+    loss_fn = objectives.make_loss_fn(module, False)
+    c = auto_chunk_size(B)
+    prepare, example_fn = captured_fisher(loss_fn, "empirical", 2)
+    # Plain sums (FISH): the whole-batch step; sums with masses (IRD): the per-example scan.
+    sums = compiled_pass(example_fn, c, sum_and_mass, prepare,
+                         captured_sum_step(loss_fn, "empirical", 2))
+    masses = compiled_pass(example_fn, c, sum_and_mass, prepare)
+    mass_mask = jax.tree_util.tree_map(lambda p: np.ones(p.shape, bool), params)
+    for _ in range(2):
+        fisher_scores(loss_fn, params, [batch, batch], engine="capture", progress=False)
+        fisher_pass(loss_fn, params, [batch], mass_mask=mass_mask, engine="capture",
+                    progress=False)
+        assert sums._cache_size() == 1 and masses._cache_size() == 1

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import initial_params, latest_trainable
 from fishjax.artifacts.mask_file import load_mask
+from fishjax.core.errors import ConfigError
 from fishjax.core.tree import count_params, count_true, leaf_paths
 from fishjax.train.trainer import train_and_evaluate
 
@@ -76,6 +77,25 @@ def test_same_seed_same_fish_mask(tiny_config, tmp_path):
         loaded.append(load_mask(str(tmp_path / name / "mask.safetensors"), initial)[0])
     for x, y in zip(*map(jax.tree_util.tree_leaves, loaded), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_fish_mask_is_the_same_with_either_fisher_engine(tiny_config, tmp_path):
+    """config.method.fisher.engine reaches the Fisher pass: "capture" (one batched
+    backward) selects the mask "per_example" selects, up to ties broken by rounding."""
+    tiny_config.train.num_steps = 1
+    masks, summaries = [], []
+    for engine in ("per_example", "capture"):
+        tiny_config.method.fisher.engine = engine
+        res, initial, _ = _run(tiny_config, str(tmp_path / engine), "fish", keep_ratio=0.05)
+        masks.append(load_mask(str(tmp_path / engine / "mask.safetensors"), initial)[0])
+        summaries.append(res["method_summary"])
+    a, b = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(m)]) for m in masks)
+    assert a.sum() == b.sum() and np.sum(a & b) >= 0.99 * a.sum()
+    assert summaries[0]["fisher_examples"] == summaries[1]["fisher_examples"]
+    tiny_config.method.fisher.engine = "outer"
+    with pytest.raises(ConfigError, match=r"config\.method\.fisher\.engine"):
+        _run(tiny_config, str(tmp_path / "bad"), "fish")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_reused_workdir_mask_must_match_the_config(tiny_config, tmp_path):

@@ -36,7 +36,7 @@ from fishjax.params import sparse as sparse_lib
 from fishjax.params.masked import masked_updates
 from fishjax.params.masks import density, regex_mask
 from fishjax.selection.budgets import HEAD_POLICIES, ROUNDINGS, budget_k
-from fishjax.selection.fisher import MODES, FisherPass, fisher_scores
+from fishjax.selection.fisher import ENGINES, MODES, FisherPass, fisher_scores
 
 log = logging.getLogger("fishjax")
 
@@ -81,6 +81,9 @@ def validate_fisher(f: ml_collections.ConfigDict) -> None:
                                             and f.batch_size % int(f.chunk_size) == 0),
             f"config.method.fisher.chunk_size must be 'auto' or a positive divisor of "
             f"fisher.batch_size={f.batch_size}, got {f.chunk_size!r}")
+    engine = f.get("engine", "per_example")
+    require(engine in ENGINES, f"config.method.fisher.engine must be one of {ENGINES}, got "
+            f"{engine!r}")
 
 
 def validate_sparse(m: ml_collections.ConfigDict) -> None:
@@ -133,7 +136,8 @@ def fisher_pass_options(ctx: MethodContext) -> dict[str, Any]:
     """The `config.method.fisher` settings every Fisher pass of the run uses."""
     f = ctx.method.fisher
     return {"mode": f.mode, "num_labels": ctx.num_labels,
-            "chunk_size": parse_chunk_size(f.chunk_size)}
+            "chunk_size": parse_chunk_size(f.chunk_size),
+            "engine": f.get("engine", "per_example")}
 
 
 def fisher_scores_from_config(ctx: MethodContext, params: PyTree, eligible: PyTree | str,

@@ -22,6 +22,12 @@ example's own loss. The reference loops over single examples in PyTorch. Here:
   (g(y) - g(y + 1))^2 / 2, which is exact for any loss quadratic in the label.
 - Rows with weight 0 (the padding rows of a partial batch) have zero loss, hence zero
   gradient, and are not counted.
+- Two engines give each example's gradient: "per_example" (default) differentiates every
+  example on its own; "capture" (`fishjax.selection.capture`) runs one batched backward
+  and forms each example's gradient from the layers' inputs and output cotangents, for
+  params of `nn.Dense`/`nn.LayerNorm`/`nn.Embed` calls only, checked against `jax.grad`
+  on the first batch. Which is faster depends on the machine
+  (`benchmarks/fisher_outer_product.py`; figures in the README).
 
 - One engine, custom reductions (`fishjax.selection.per_example`): `per_example_pass`
   feeds each example's contribution tree (the squared gradients) to a
@@ -41,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -50,6 +56,7 @@ import numpy as np
 
 from fishjax.core.errors import FisherError
 from fishjax.core.tree import PyTree, merge_trees, split_tree
+from fishjax.selection import capture
 from fishjax.selection.per_example import (
     Batch,
     PassOutput,
@@ -61,6 +68,40 @@ from fishjax.selection.per_example import (
 
 LossFn = Callable[[PyTree, Batch], jax.Array]
 MODES = ("empirical", "expected")
+ENGINES = ("per_example", "capture")
+
+
+def label_variants(mode: str, num_labels: int, labels: jax.Array) -> list[jax.Array]:
+    """The labels each example is differentiated with: the gold label (empirical), every
+    class (expected classification) or y and y + 1 (expected regression)."""
+    if mode == "empirical":
+        return [labels]
+    if num_labels == 1:
+        return [labels, labels + jnp.asarray(1.0, labels.dtype)]
+    return [jnp.full_like(labels, c) for c in range(num_labels)]
+
+
+def combine_variants(mode: str, num_labels: int, weight: jax.Array,
+                     results: Sequence[tuple[jax.Array, PyTree]]) -> PyTree:
+    """One example's Fisher contribution from its (loss, gradient) per `label_variants`
+    entry; `weight` is its row weight (0 for padding)."""
+    square = lambda g: jax.tree_util.tree_map(jnp.square, g)
+    if mode == "empirical":
+        return square(results[0][1])
+    if num_labels == 1:
+        (_, g0), (_, g1) = results
+        return jax.tree_util.tree_map(lambda a, b: 0.5 * jnp.square(a - b), g0, g1)
+    total = None
+    for loss_c, g in results:
+        p = jax.lax.stop_gradient(jnp.exp(-loss_c)) * weight
+        term = jax.tree_util.tree_map(lambda x, p=p: p * jnp.square(x), g)
+        total = term if total is None else jax.tree_util.tree_map(jnp.add, total, term)
+    return total
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
 
 
 def example_fisher_fn(
@@ -72,40 +113,43 @@ def example_fisher_fn(
     (`fishjax.core.tree.split_tree`); `example` has no batch dimension. See the module
     docstring for the two modes.
     """
-    if mode not in MODES:
-        raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
+    _check_mode(mode)
 
     def loss_one(on, off, example):
         batch = jax.tree_util.tree_map(lambda x: x[None], example)
         return loss_fn(merge_trees(on, off), batch)
 
     grad = jax.value_and_grad(loss_one)
-    square = lambda g: jax.tree_util.tree_map(jnp.square, g)
 
-    def with_label(example, label):
-        return {**example, "labels": jnp.asarray(label, example["labels"].dtype)}
+    def contribution(on, off, example):
+        results = [grad(on, off, {**example, "labels": label})
+                   for label in label_variants(mode, num_labels, example["labels"])]
+        return combine_variants(mode, num_labels, example["weights"], results)
 
-    def empirical(on, off, example):
-        return square(grad(on, off, example)[1])
+    return contribution
 
-    def expected_classification(on, off, example):
-        total = None
-        for c in range(num_labels):
-            loss_c, g = grad(on, off, with_label(example, c))
-            p = jax.lax.stop_gradient(jnp.exp(-loss_c)) * example["weights"]
-            term = jax.tree_util.tree_map(lambda x, p=p: p * jnp.square(x), g)
-            total = term if total is None else jax.tree_util.tree_map(jnp.add, total, term)
-        return total
 
-    def expected_regression(on, off, example):
-        y = example["labels"]
-        g0 = grad(on, off, example)[1]
-        g1 = grad(on, off, with_label(example, y + 1.0))[1]
-        return jax.tree_util.tree_map(lambda a, b: 0.5 * jnp.square(a - b), g0, g1)
+def captured_fisher_fns(
+    loss_fn: LossFn, *, mode: str = "empirical", num_labels: int = 2
+) -> tuple[Callable[..., Any], Callable[..., PyTree]]:
+    """`(prepare, f)` for the capture engine (`fishjax.selection.capture`): `prepare(on,
+    off, batch)` runs one batched backward per label variant and returns per-row layer
+    records; `f(on, off, row)` turns one row of them into the example's Fisher
+    contribution, equal to `example_fisher_fn`'s up to rounding."""
+    _check_mode(mode)
 
-    if mode == "empirical":
-        return empirical
-    return expected_regression if num_labels == 1 else expected_classification
+    def prepare(on, off, batch):
+        params = merge_trees(on, off)
+        variants = [capture.record_layers(loss_fn, params, {**batch, "labels": label})
+                    for label in label_variants(mode, num_labels, batch["labels"])]
+        return {"variants": variants, "weights": batch["weights"]}
+
+    def contribution(on, off, row):
+        results = [(v["loss"], capture.example_gradients(on, v["calls"]))
+                   for v in row["variants"]]
+        return combine_variants(mode, num_labels, row["weights"], results)
+
+    return prepare, contribution
 
 
 def backward_passes_per_example(mode: str, num_labels: int) -> int:
@@ -151,6 +195,60 @@ def fisher_example_fn(loss_fn: LossFn, mode: str, num_labels: int) -> Callable[.
     return example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
 
 
+@functools.lru_cache(maxsize=64)
+def captured_fisher(loss_fn: LossFn, mode: str, num_labels: int
+                    ) -> tuple[Callable[..., Any], Callable[..., PyTree]]:
+    """`captured_fisher_fns`, cached like `fisher_example_fn`."""
+    return captured_fisher_fns(loss_fn, mode=mode, num_labels=num_labels)
+
+
+def scaled_cotangents(mode: str, num_labels: int, variants: Sequence[dict[str, Any]],
+                      weights: jax.Array, sum_weights: jax.Array) -> list[dict[str, jax.Array]]:
+    """The capture engine's Fisher sum as squares of cotangents: terms t with
+    sum_i sum_w_i * contribution_i = sum_t sum_i (example i's gradient from terms[t])^2.
+    Gradients are linear in the cotangent and every variant shares the forward (the
+    inputs), so each mode's weights fold into the cotangents (see `combine_variants`)."""
+
+    def scaled(calls, s):
+        return {k: c["g"] * s.reshape((-1,) + (1,) * (c["g"].ndim - 1)).astype(c["g"].dtype)
+                for k, c in calls.items()}
+
+    if mode == "empirical":
+        return [scaled(variants[0]["calls"], jnp.sqrt(sum_weights))]
+    if num_labels == 1:
+        diff = {k: {"g": c["g"] - variants[1]["calls"][k]["g"]}
+                for k, c in variants[0]["calls"].items()}
+        return [scaled(diff, jnp.sqrt(0.5 * sum_weights))]
+    return [scaled(v["calls"], jnp.sqrt(sum_weights * weights
+                                        * jax.lax.stop_gradient(jnp.exp(-v["loss"]))))
+            for v in variants]
+
+
+@functools.lru_cache(maxsize=64)
+def captured_sum_step(loss_fn: LossFn, mode: str, num_labels: int):
+    """`per_example.BatchStep` of the capture engine for the plain per-parameter sum
+    (`sum_and_mass` with no masses: FISH's pass): no per-example contribution tree."""
+
+    def for_chunk(chunk_size: int):
+        def step(carry, on, off, batch, rows, aux):
+            params = merge_trees(on, off)
+            variants = [capture.record_layers(loss_fn, params, {**batch, "labels": label})
+                        for label in label_variants(mode, num_labels, batch["labels"])]
+            terms = scaled_cotangents(mode, num_labels, variants, rows["weights"],
+                                      rows["sum_weights"])
+            add = capture.summed_squares(on, variants[0]["calls"], terms, chunk_size)
+            return jax.tree_util.tree_map(jnp.add, carry, add), None
+
+        return step
+
+    return for_chunk
+
+
+def _capture_check(loss_fn: LossFn) -> Callable[[PyTree, PyTree, Batch], None]:
+    return lambda on, off, batch: capture.check_against_grad(loss_fn, on, off, batch,
+                                                             merge_trees)
+
+
 def per_example_pass(
     loss_fn: LossFn,
     params: PyTree,
@@ -166,19 +264,34 @@ def per_example_pass(
     chunk_size: int | str = "auto",
     progress: bool = True,
     desc: str | None = None,
+    engine: str = "per_example",
 ) -> PassOutput:
     """One pass of per-example Fisher contributions through a reduction (default
     `sum_and_mass`): `fishjax.selection.per_example.example_pass` with Fisher's
     per-example function; see there for `init`, `reduce`, `aux` and the batch keys
-    (`example_ids`, `sum_weights`: the per-row weight of the per-parameter sum)."""
-    if mode not in MODES:
-        raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
+    (`example_ids`, `sum_weights`: the per-row weight of the per-parameter sum).
+    `engine`: "per_example" (each example differentiated on its own) or "capture" (one
+    batched backward, per-example outer products; `fishjax.selection.capture`, checked
+    against `jax.grad` on the first batch)."""
+    _check_mode(mode)
+    if engine not in ENGINES:
+        raise FisherError(f"fisher engine must be one of {ENGINES}, got {engine!r}")
+    batch_step = None
+    if engine == "capture":
+        prepare, example_fn = captured_fisher(loss_fn, mode, num_labels)
+        check = _capture_check(loss_fn)
+        if reduce in (None, sum_and_mass) and aux is None and init is zeros_like_tree:
+            # Only the per-parameter sum is wanted: formed for the whole batch at once.
+            batch_step = captured_sum_step(loss_fn, mode, num_labels)
+    else:
+        prepare, example_fn, check = None, fisher_example_fn(loss_fn, mode, num_labels), None
     return example_pass(
-        fisher_example_fn(loss_fn, mode, num_labels), params, batches, init=init,
+        example_fn, params, batches, init=init,
         reduce=sum_and_mass if reduce is None else reduce, aux=aux, eligible=eligible,
         num_samples=num_samples, chunk_size=chunk_size, progress=progress,
         desc=desc or f"fisher ({mode})",
-        passes_per_example=backward_passes_per_example(mode, num_labels))
+        passes_per_example=backward_passes_per_example(mode, num_labels),
+        prepare=prepare, check_first=check, batch_step=batch_step)
 
 
 @dataclasses.dataclass
@@ -221,6 +334,7 @@ def fisher_pass(
     chunk_size: int | str = "auto",
     progress: bool = True,
     desc: str | None = None,
+    engine: str = "per_example",
 ) -> FisherPass:
     """One pass computing per-parameter Fisher sums and/or per-example masses.
 
@@ -244,7 +358,8 @@ def fisher_pass(
     out = per_example_pass(
         loss_fn, params, batches, init=zeros_like_tree if param_sums else (lambda on: None),
         reduce=sum_and_mass, aux=aux, eligible=resolved, mode=mode, num_labels=num_labels,
-        num_samples=num_samples, chunk_size=chunk_size, progress=progress, desc=desc)
+        num_samples=num_samples, chunk_size=chunk_size, progress=progress, desc=desc,
+        engine=engine)
     order = np.argsort(out.example_ids, kind="stable")
     ids = out.example_ids[order]
     if len(np.unique(ids)) != len(ids):
@@ -275,6 +390,7 @@ def fisher_scores(
     num_samples: int | None = None,
     chunk_size: int | str = "auto",
     progress: bool = True,
+    engine: str = "per_example",
 ) -> FisherPass:
     """Sum over examples of the per-example Fisher contribution, for the eligible leaves.
 
@@ -293,6 +409,9 @@ def fisher_scores(
       num_samples: examples to score (None: every batch).
       chunk_size: examples per vmap chunk, or "auto" (1 on CPU, up to 8 elsewhere).
       progress: show a progress bar (tqdm) with examples/s.
+      engine: "per_example" (default) or "capture" (one batched backward and per-example
+        outer products; params of nn.Dense/LayerNorm/Embed calls only; see
+        `fishjax.selection.capture` and `per_example_pass`).
 
     Example:
       >>> res = fisher_scores(loss_fn, params, ctx.train_batches(32, seed=0),
@@ -301,4 +420,4 @@ def fisher_scores(
     """
     return fisher_pass(loss_fn, params, batches, eligible=eligible, mode=mode,
                        num_labels=num_labels, num_samples=num_samples, chunk_size=chunk_size,
-                       progress=progress)
+                       progress=progress, engine=engine)

@@ -375,6 +375,7 @@ def run_ird(
     num_labels: int = 2,
     batch_size: int = 32,
     chunk_size: int | str = "auto",
+    engine: str = "per_example",
     pool: np.ndarray | None = None,
     progress: bool = True,
     keep_history: bool = False,
@@ -390,7 +391,7 @@ def run_ird(
       k: the mask size (>= 1).
       options: `IRDOptions` (defaults: N0 1024, a_s = a_p = 0.5, N_min 32, T 8).
       seed: draws the pool S_0 (`draw_pool`).
-      mode, num_labels, batch_size, chunk_size: the Fisher passes (`fisher_pass`).
+      mode, num_labels, batch_size, chunk_size, engine: the Fisher passes (`fisher_pass`).
       pool: explicit S_0 ids (overrides `pool_size` and `seed`).
       progress: progress bars.
       keep_history: also return every round's inputs, masses and scores (memory: a
@@ -426,7 +427,8 @@ def run_ird(
     rounds = len(schedule) if schedule else options.max_rounds
     per_example = backward_passes_per_example(mode, num_labels)
     passes = functools.partial(fisher_pass, loss_fn, params, eligible=elig, mode=mode,
-                               num_labels=num_labels, chunk_size=chunk_size, progress=progress)
+                               num_labels=num_labels, chunk_size=chunk_size, engine=engine,
+                               progress=progress)
 
     mass_cache: tuple[PyTree, np.ndarray, np.ndarray] | None = None  # (mask, ids, masses)
     f_cache: tuple[np.ndarray, PyTree] | None = None  # (sample ids, F over them)

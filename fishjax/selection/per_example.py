@@ -71,13 +71,24 @@ def zeros_like_tree(on: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), on)
 
 
-def chunked_reduce(example_fn: Callable[..., Any], chunk_size: int,
-                   reduce: Reducer) -> Callable[..., tuple[Any, Any]]:
+# batch_step(chunk_size) -> step(carry, on, off, batch, rows, aux) -> (carry, None): a whole
+# batch's update of the carry at once, replacing the per-example scan (the capture
+# engine's Fisher sums). Hashable, like Reducer.
+BatchStep = Callable[[int], Callable[..., tuple[Any, Any]]]
+# prepare(on, off, batch) -> per-row arrays [b, ...]: batched work done once per batch
+# before the scan (e.g. one batched backward, `fishjax.selection.capture`); `example_fn`
+# then sees one row of its result instead of one row of the batch. Hashable, like Reducer.
+Prepare = Callable[[Any, Any, dict[str, jax.Array]], Any]
+
+
+def chunked_reduce(example_fn: Callable[..., Any], chunk_size: int, reduce: Reducer,
+                   prepare: Prepare | None = None) -> Callable[..., tuple[Any, Any]]:
     """`f(carry, on, off, batch, rows, aux) -> (carry, per-example outputs [b, ...])`.
 
     A `lax.scan` over chunks of `chunk_size` examples, `vmap` of `example_fn` within each
     chunk, `reduce` applied to each chunk's results; only `carry` and the (small)
     per-example outputs leave the scan. The batch size must be a multiple of `chunk_size`.
+    With `prepare`, the scan runs over the rows of `prepare(on, off, batch)`.
     """
     per_chunk = jax.vmap(example_fn, in_axes=(None, None, 0))
 
@@ -85,6 +96,8 @@ def chunked_reduce(example_fn: Callable[..., Any], chunk_size: int,
         b = batch["labels"].shape[0]
         if b % chunk_size:
             raise FisherError(f"batch size {b} is not a multiple of chunk_size {chunk_size}")
+        if prepare is not None:
+            batch = prepare(on, off, batch)
         split = lambda x: x.reshape(b // chunk_size, chunk_size, *x.shape[1:])
         chunks = jax.tree_util.tree_map(split, (batch, rows))
 
@@ -99,15 +112,23 @@ def chunked_reduce(example_fn: Callable[..., Any], chunk_size: int,
     return run
 
 
-@functools.lru_cache(maxsize=64)
-def compiled_pass(example_fn: Callable[..., Any], chunk_size: int, reduce: Reducer):
+def compiled_pass(example_fn: Callable[..., Any] | None, chunk_size: int,
+                  reduce: Reducer | None, prepare: Prepare | None = None,
+                  batch_step: BatchStep | None = None):
     """Jitted `carry, on, off, batch, rows, aux -> (carry, outputs)`, carry donated.
 
-    Cached by (example_fn, chunk_size, reduce), so repeated passes (FISH, every IRD round)
+    Cached by (example_fn, chunk_size, reduce, prepare), so repeated passes (FISH, every IRD round)
     compile once per batch shape and per carry/aux structure: pass the same function
     objects (module-level, or themselves cached) to reuse the compilations.
     """
-    return jax.jit(chunked_reduce(example_fn, chunk_size, reduce), donate_argnums=0)
+    return _compiled_pass(example_fn, chunk_size, reduce, prepare, batch_step)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_pass(example_fn, chunk_size, reduce, prepare, batch_step):  # one key per kind
+    if batch_step is not None:
+        return jax.jit(batch_step(chunk_size), donate_argnums=0)
+    return jax.jit(chunked_reduce(example_fn, chunk_size, reduce, prepare), donate_argnums=0)
 
 
 @dataclasses.dataclass
@@ -148,6 +169,9 @@ def example_pass(
     progress: bool = True,
     desc: str = "per-example pass",
     passes_per_example: int = 1,
+    prepare: Prepare | None = None,
+    check_first: Callable[[Any, Any, dict[str, Any]], None] | None = None,
+    batch_step: BatchStep | None = None,
 ) -> PassOutput:
     """One pass of `example_fn` over every real example of `batches`, through `reduce`.
 
@@ -160,7 +184,10 @@ def example_pass(
     rows were processed (rows past it get weight 0). In a multi-process run each process
     runs every P-th row of each batch and the carries are summed over the processes at the
     end, so `init` must give a carry that sums (zeros, or None): a nonzero init would be
-    counted P times.
+    counted P times. `prepare` (see `Prepare`) runs batched work before each batch's
+    scan; `check_first(on, off, batch)` is called once, on the first batch this process
+    runs, and may raise. `batch_step` (see `BatchStep`) replaces `example_fn`, `reduce`
+    and `prepare` by one update of the carry per batch.
     """
     if num_samples is not None and num_samples <= 0:
         raise FisherError(f"num_samples must be positive, got {num_samples}")
@@ -206,7 +233,10 @@ def example_pass(
             w_mine = np.concatenate([weights[mine], np.zeros(pad, np.float32)])
             sw_mine = np.concatenate([sw[mine], np.zeros(pad, np.float32)])
         c = auto_chunk_size(len(w_mine)) if chunk_size == "auto" else int(chunk_size)
-        step = compiled_pass(example_fn, c, reduce)
+        step = compiled_pass(example_fn, c, reduce, prepare, batch_step)
+        if check_first is not None:
+            check_first(on, off, {**part, "weights": w_mine})
+            check_first = None
         carry, out = step(carry, on, off, {**part, "weights": w_mine},
                           {"weights": w_mine, "sum_weights": sw_mine}, aux)
         real_mine = real[mine]

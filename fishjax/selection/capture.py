@@ -18,7 +18,9 @@ at no extra cost. The layer formulas, per example:
 - Dense: kernel x^T g, bias sum_m g (inputs flattened to [positions, features]);
 - LayerNorm (last-axis, as BERT's): scale sum_m xhat * g, bias sum_m g;
 - Embed: the table's gradient, g added at each example's ids (dense, like `jax.grad`'s).
-A module called more than once adds up its calls.
+A module called more than once adds up its calls. When only the batch's sum of squared
+gradients is wanted (FISH), `summed_squares` forms it without a per-example copy of an
+embedding table: the positions of an example holding the same id are grouped first.
 
 What it assumes (checked where it can be):
 - `loss_fn` is the weighted mean of per-row losses over `batch["weights"]` (0/1), as the

@@ -15,6 +15,10 @@ each batch and every process ends with the whole result (carries summed, per-exa
 outputs gathered back in pass order), so selection work per process falls as
 1/processes.
 
+Two hooks let an engine do batched work: `prepare` runs once per batch before the scan
+(the scan then runs over its per-row results), and `batch_step` replaces the scan by one
+update of the carry per batch; `fishjax.selection.capture` uses both.
+
 Users: the Fisher passes of FISH and IRD (`fishjax.selection.fisher`: each example's
 squared gradient) and multi-source selection's projected per-example gradients
 (`fishjax.selection.multisource`).

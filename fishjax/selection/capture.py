@@ -52,8 +52,6 @@ from fishjax.core.tree import PyTree, flatten_paths, path_str, unflatten_paths
 
 Batch = dict[str, Any]
 LossFn = Callable[[PyTree, Batch], jax.Array]
-# The params each captured layer kind owns (a LayerNorm may lack either).
-LAYER_PARAMS = {"dense": ("kernel", "bias"), "norm": ("scale", "bias"), "embed": ("embedding",)}
 
 
 @dataclasses.dataclass(frozen=True)

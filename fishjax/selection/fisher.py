@@ -129,6 +129,14 @@ def example_fisher_fn(
     return contribution
 
 
+def recorded_variants(loss_fn: LossFn, mode: str, num_labels: int, on: PyTree, off: PyTree,
+                      batch: Batch) -> list[dict[str, Any]]:
+    """`capture.record_layers` of the batch once per `label_variants` entry."""
+    params = merge_trees(on, off)
+    return [capture.record_layers(loss_fn, params, {**batch, "labels": label})
+            for label in label_variants(mode, num_labels, batch["labels"])]
+
+
 def captured_fisher_fns(
     loss_fn: LossFn, *, mode: str = "empirical", num_labels: int = 2
 ) -> tuple[Callable[..., Any], Callable[..., PyTree]]:
@@ -139,10 +147,8 @@ def captured_fisher_fns(
     _check_mode(mode)
 
     def prepare(on, off, batch):
-        params = merge_trees(on, off)
-        variants = [capture.record_layers(loss_fn, params, {**batch, "labels": label})
-                    for label in label_variants(mode, num_labels, batch["labels"])]
-        return {"variants": variants, "weights": batch["weights"]}
+        return {"variants": recorded_variants(loss_fn, mode, num_labels, on, off, batch),
+                "weights": batch["weights"]}
 
     def contribution(on, off, row):
         results = [(v["loss"], capture.example_gradients(on, v["calls"]))
@@ -231,9 +237,7 @@ def captured_sum_step(loss_fn: LossFn, mode: str, num_labels: int):
 
     def for_chunk(chunk_size: int):
         def step(carry, on, off, batch, rows, aux):
-            params = merge_trees(on, off)
-            variants = [capture.record_layers(loss_fn, params, {**batch, "labels": label})
-                        for label in label_variants(mode, num_labels, batch["labels"])]
+            variants = recorded_variants(loss_fn, mode, num_labels, on, off, batch)
             terms = scaled_cotangents(mode, num_labels, variants, rows["weights"],
                                       rows["sum_weights"])
             add = capture.summed_squares(on, variants[0]["calls"], terms, chunk_size)

@@ -121,9 +121,10 @@ def compiled_pass(example_fn: Callable[..., Any] | None, chunk_size: int,
                   batch_step: BatchStep | None = None):
     """Jitted `carry, on, off, batch, rows, aux -> (carry, outputs)`, carry donated.
 
-    Cached by (example_fn, chunk_size, reduce, prepare), so repeated passes (FISH, every IRD round)
-    compile once per batch shape and per carry/aux structure: pass the same function
-    objects (module-level, or themselves cached) to reuse the compilations.
+    Cached by (example_fn, chunk_size, reduce, prepare, batch_step), so repeated passes
+    (FISH, every IRD round) compile once per batch shape and per carry/aux structure: pass
+    the same function objects (module-level, or themselves cached) to reuse the
+    compilations. With `batch_step`, the step is `batch_step(chunk_size)` instead.
     """
     return _compiled_pass(example_fn, chunk_size, reduce, prepare, batch_step)
 

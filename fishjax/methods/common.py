@@ -81,9 +81,8 @@ def validate_fisher(f: ml_collections.ConfigDict) -> None:
                                             and f.batch_size % int(f.chunk_size) == 0),
             f"config.method.fisher.chunk_size must be 'auto' or a positive divisor of "
             f"fisher.batch_size={f.batch_size}, got {f.chunk_size!r}")
-    engine = f.get("engine", "per_example")
-    require(engine in ENGINES, f"config.method.fisher.engine must be one of {ENGINES}, got "
-            f"{engine!r}")
+    require(f.engine in ENGINES, f"config.method.fisher.engine must be one of {ENGINES}, "
+            f"got {f.engine!r}")
 
 
 def validate_sparse(m: ml_collections.ConfigDict) -> None:
@@ -137,7 +136,7 @@ def fisher_pass_options(ctx: MethodContext) -> dict[str, Any]:
     f = ctx.method.fisher
     return {"mode": f.mode, "num_labels": ctx.num_labels,
             "chunk_size": parse_chunk_size(f.chunk_size),
-            "engine": f.get("engine", "per_example")}
+            "engine": f.engine}
 
 
 def fisher_scores_from_config(ctx: MethodContext, params: PyTree, eligible: PyTree | str,

@@ -51,7 +51,7 @@ def test_logistic_fit_is_the_penalised_optimum_and_separates():
     assert np.isclose(w_big[-1, 1] - w_big[-1, 0], np.log(prior / (1 - prior)), atol=1e-3)
 
 
-def test_choice_of_l2_uses_only_the_train_split_and_prefers_what_generalises():
+def test_choice_of_l2_is_the_best_cross_validated_accuracy_on_the_train_split():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(120, 60))  # many noise features, one that matters
     y = (x[:, 0] > 0).astype(np.int64)

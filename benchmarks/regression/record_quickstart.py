@@ -1,7 +1,8 @@
 """Proof that a refactor changes no result: the quickstart's artefacts and dev metrics.
 
 Runs `configs/quickstart.py` (the real MiniLM-L6 on the bundled quickstart task, seed 0)
-once per method (`fish`, `ird`, `sift`, `lora_fish`, `xpeft`), each in a fresh workdir, and
+once per method (`fish` with the empirical and
+the expected Fisher, `ird`, `sift`, `lora_fish`, `xpeft`), each in a fresh workdir, and
 records per run:
 - every artefact file in the workdir root (`*.safetensors`: mask, delta, PEFT, profile, bank)
   and the exported model (`export/model.safetensors`): the whole file's sha256, each
@@ -41,13 +42,16 @@ from fishjax.train.trainer import train_and_evaluate
 # the refactor may move stay pinned here (e.g. lora_fish scores at LoRA's init).
 RUNS: dict[str, dict[str, Any]] = {
     "fish": {"method.name": "fish", "train.learning_rate": 1e-3},
+    # the expected Fisher: the label-specific path an objective protocol takes over
+    "fish_expected": {"method.name": "fish", "train.learning_rate": 1e-3,
+                      "method.fisher.mode": "expected", "method.fisher.num_samples": 256},
     "ird": {"method.name": "ird", "train.learning_rate": 1e-3, "method.ird.pool_size": 256},
     "sift": {"method.name": "sift", "train.learning_rate": 1e-3},
     "lora_fish": {"method.name": "lora_fish", "train.learning_rate": 1e-3},
     "xpeft": {"method.name": "xpeft", "train.learning_rate": 1e-3,
               "method.xpeft.pool_size": 8},
 }
-METRIC_KEYS = ("final", "best", "step")
+METRIC_KEYS = ("final_eval", "best", "step")
 
 
 def _set(config, dotted: str, value: Any) -> None:
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fishjax-record-") as tmp:
         for name in methods:
             record["runs"][name] = record_run(name, RUNS[name], os.path.join(tmp, name))
-            print(f"{name}: {record['runs'][name]['metrics']['final']} "
+            print(f"{name}: {record['runs'][name]['metrics']['final_eval']} "
                   f"({record['runs'][name]['seconds']} s)", flush=True)
     if args.out:
         atomic_write_json(args.out, record)

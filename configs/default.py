@@ -201,7 +201,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.method.sift = ml_collections.ConfigDict()
     # Fraction of each eligible tensor trained: k_W = floor(rate * n_W) + 1 entries. The
     # paper used 0.008 on RoBERTa-large for GLUE. The README's GLUE table runs 0.0318 with
-    # head_regex ^classifier/ (FISH's 0.5% count; benchmarks/glue.py METHOD_OVERRIDES).
+    # head_regex ^classifier/ (FISH's 0.5% count; benchmarks/grid/glue.py METHOD_OVERRIDES).
     config.method.sift.rate = 0.01
     # Tensors that may get sparse entries (regex over /-joined paths): the attention
     # query/key/value/output kernels and biases; embeddings, LayerNorm and FFN stay frozen.

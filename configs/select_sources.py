@@ -18,7 +18,7 @@ from configs import glue
 def get_config():
     config = glue.get_config("mrpc")
     config.method.name = "lora"
-    # The grid's LoRA rate (benchmarks/glue.py), for the meta-initialisation and fine-tunes.
+    # The grid's LoRA rate (benchmarks/grid/glue.py), for the meta-initialisation and fine-tunes.
     config.train.learning_rate = 5e-4
 
     s = config.sources = ml_collections.ConfigDict()

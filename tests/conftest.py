@@ -26,7 +26,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from benchmarks.tiny_model import build_tiny_model_dir, make_tiny_config  # noqa: E402, F401
+from benchmarks.common.tiny_model import build_tiny_model_dir, make_tiny_config  # noqa: E402, F401
 
 
 def pytest_sessionfinish(session, exitstatus):

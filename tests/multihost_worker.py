@@ -1,7 +1,7 @@
 """One process of the multi-host tests (tests/test_multihost.py): a FISH run on the tiny model.
 
-  python tests/multihost_worker.py --out=OUT.json --workdir=W --model_dir=M --cache_dir=C \
-      --devices=2 [--process_id=0 --num_processes=2 --port=P] [--stop_after=N]
+  PYTHONPATH=. python tests/multihost_worker.py --out=OUT.json --workdir=W --model_dir=M \
+      --cache_dir=C --devices=2 [--process_id=0 --num_processes=2 --port=P] [--stop_after=N]
 
 Records what the test checks: the results, a hash of the final train state, the mask,
 the rows this process fed to the first train batches, its own share of the Fisher pass's
@@ -14,8 +14,6 @@ import argparse
 import json
 import os
 import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> int:
@@ -33,14 +31,13 @@ def main() -> int:
                    help="process 1 SIGKILLs itself at this step")
     args = p.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
-    sys.path.insert(0, REPO)
 
     import signal
 
     import jax
     import numpy as np
 
-    from benchmarks.tiny_model import make_tiny_config
+    from benchmarks.common.tiny_model import make_tiny_config
     from fishjax.core import io as core_io
     from fishjax.core.tree import flatten_paths, tree_sha256
     from fishjax.selection import fisher, per_example

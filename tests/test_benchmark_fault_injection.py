@@ -1,4 +1,4 @@
-"""benchmarks/fault_injection.py: its verdicts, its kill points, and one real kill -9."""
+"""benchmarks/robustness/fault_injection.py: its verdicts, its kill points, and one real kill -9."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from benchmarks import fault_injection as fi
+from benchmarks.robustness import fault_injection as fi
 
 
 def test_kill_points_take_every_point_in_turn_and_are_seeded():

@@ -1,4 +1,5 @@
-"""benchmarks/frozen_probe.py: features from the frozen model, the probe's fit and choice."""
+"""benchmarks/analysis/frozen_probe.py: features from the frozen model, the probe's fit and
+choice."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import frozen_probe as fp
+from benchmarks.analysis import frozen_probe as fp
 from fishjax.data import get_task, index_batches, load_split, tokenize_split
 from fishjax.models import load_model, load_tokenizer
 
@@ -82,7 +83,7 @@ def test_readme_table_matches_the_committed_result():
     """The README's frozen-probe block is what readme_table makes of the committed JSON."""
     import os
 
-    from benchmarks import readme_blocks
+    from benchmarks.common import readme_blocks
     from fishjax.core.io import read_json
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""benchmarks/glue.py: grid, resumability, crash isolation, Markdown table from the JSON."""
+"""benchmarks/grid/glue.py: grid, resumability, crash isolation, Markdown table from the JSON."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from benchmarks import cells as grid_cells
-from benchmarks import glue
+from benchmarks.grid import cells as grid_cells
+from benchmarks.grid import glue
 from fishjax.data import get_task, load_split
 
 
@@ -173,7 +173,7 @@ def test_readme_blocks_are_found_by_their_source(tmp_path):
 
 def test_repo_readme_tables_match_committed_results():
     """Every glue-table block of the README is what its named results.json generates."""
-    from benchmarks import readme_blocks
+    from benchmarks.common import readme_blocks
 
     readme = os.path.join(REPO, "README.md")
     found = readme_blocks.blocks(readme, glue.README_BLOCK)

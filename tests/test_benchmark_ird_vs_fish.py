@@ -1,11 +1,11 @@
-"""benchmarks/ird_vs_fish.py: settings, reuse of the main grid's cells, the report."""
+"""benchmarks/analysis/ird_vs_fish.py: settings, reuse of the main grid's cells, the report."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from benchmarks import ird_vs_fish as ivf
+from benchmarks.analysis import ird_vs_fish as ivf
 
 
 def _cell(task, method, seed, acc, passes, secs, overrides=()):
@@ -77,7 +77,7 @@ def test_readme_block_is_written_from_the_report(tmp_path):
 
 def test_repo_readme_ird_tables_match_committed_results():
     """Each ird-table block of the README is the report of its folder's results."""
-    from benchmarks import readme_blocks
+    from benchmarks.common import readme_blocks
     from fishjax.core.io import read_json
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

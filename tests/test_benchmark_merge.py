@@ -1,4 +1,4 @@
-"""benchmarks/merge_results.py: parallel grid folders merged into one results.json."""
+"""benchmarks/grid/merge_results.py: parallel grid folders merged into one results.json."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from benchmarks import cells as grid_cells
-from benchmarks import glue, merge_results
+from benchmarks.grid import cells as grid_cells
+from benchmarks.grid import glue, merge_results
 
 
 def _cell(task, method, seed, score, overrides=(), status="ok"):

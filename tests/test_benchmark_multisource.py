@@ -1,4 +1,4 @@
-"""benchmarks/multisource_eval.py and multisource_speed.py on the tiny selection run."""
+"""benchmarks/multisource/multisource_eval.py and multisource_speed.py on the tiny selection run."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from benchmarks import multisource_eval as me
-from benchmarks import multisource_speed as mspeed
-from benchmarks import readme_blocks
+from benchmarks.common import readme_blocks
+from benchmarks.multisource import multisource_eval as me
+from benchmarks.multisource import multisource_speed as mspeed
 from fishjax.select_sources import SourceSelection
 
 

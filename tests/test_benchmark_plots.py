@@ -1,4 +1,4 @@
-"""benchmarks/plots.py: score points, per-layer mask density and Jaccard overlap, PNGs."""
+"""benchmarks/grid/plots.py: score points, per-layer mask density and Jaccard overlap, PNGs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import cells as grid_cells
-from benchmarks import glue, plots
+from benchmarks.grid import cells as grid_cells
+from benchmarks.grid import glue, plots
 from fishjax.artifacts.mask_file import save_mask
 from fishjax.core.tree import count_true
 

@@ -1,4 +1,4 @@
-"""benchmarks/train_throughput.py on the tiny model: both timers run, JSON has its keys."""
+"""benchmarks/speed/train_throughput.py on the tiny model: both timers run, JSON has its keys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks import train_throughput as tt
+from benchmarks.speed import train_throughput as tt
 
 
 def test_config_and_batches():

@@ -1,4 +1,4 @@
-"""benchmarks/glue.py --select_on=validation: a held-out split of the training rows, every
+"""benchmarks/grid/glue.py --select_on=validation: a held-out split of the training rows, every
 learning rate on the first seed, the one best on validation (never dev) on the others, the
 table with the chosen rate, every tried rate and majority-class rows marked."""
 
@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import glue
-from benchmarks import validation_protocol as vp
+from benchmarks.grid import glue
+from benchmarks.grid import validation_protocol as vp
 from fishjax.data.row_split import load_row_split
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/xla_cpu_flags.py on the tiny model: each variant in its own process, rates and
+"""benchmarks/speed/xla_cpu_flags.py on the tiny model: each variant in its own process, rates and
 speedups over `default` in the JSON, a flag XLA does not know reported, not fatal."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks import xla_cpu_flags as xf
+from benchmarks.speed import xla_cpu_flags as xf
 
 
 def test_variants_run_in_their_own_processes_and_report_speedups(tiny_model_dir, tmp_path,

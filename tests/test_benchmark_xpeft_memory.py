@@ -1,4 +1,4 @@
-"""benchmarks/xpeft_memory.py: the size arithmetic and the serving comparison (tiny model)."""
+"""benchmarks/xpeft/xpeft_memory.py: the size arithmetic and the serving comparison (tiny model)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import jax
 
-from benchmarks import xpeft_memory as xm
+from benchmarks.xpeft import xpeft_memory as xm
 from fishjax.models import EncoderConfig, load_model
 
 
@@ -33,7 +33,7 @@ def test_readme_table_matches_the_committed_result():
     """The README's xpeft-memory block is what readme_table makes of the committed JSON."""
     import os
 
-    from benchmarks import readme_blocks
+    from benchmarks.common import readme_blocks
     from fishjax.core.io import read_json
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

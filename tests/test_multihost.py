@@ -23,6 +23,8 @@ import time
 import numpy as np
 import pytest
 
+from benchmarks.common.cli import module_env
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")
 
 
@@ -44,7 +46,8 @@ def _launch(tmp, name, workdir, model_dir, *, processes, extra=()):
         if processes > 1:
             cmd += [f"--process_id={pid}", f"--num_processes={processes}", f"--port={port}"]
         log = open(tmp / f"{name}-{pid}.log", "w")
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), out))
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                       env=module_env()), out))
     return procs
 
 

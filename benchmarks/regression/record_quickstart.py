@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
-from benchmarks.machine import cpu_model
+from benchmarks.common.machine import cpu_model
 from configs import quickstart
 from fishjax.core.io import atomic_write_json
 from fishjax.train.trainer import train_and_evaluate

@@ -27,7 +27,7 @@ example's own loss. The reference loops over single examples in PyTorch. Here:
   and forms each example's gradient from the layers' inputs and output cotangents, for
   params of `nn.Dense`/`nn.LayerNorm`/`nn.Embed` calls only, checked against `jax.grad`
   on the first batch. Which is faster depends on the machine
-  (`benchmarks/fisher_outer_product.py`; figures in the README).
+  (`benchmarks/speed/fisher_outer_product.py`; figures in the README).
 
 - One engine, custom reductions (`fishjax.selection.per_example`): `per_example_pass`
   feeds each example's contribution tree (the squared gradients) to a

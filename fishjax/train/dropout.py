@@ -6,7 +6,7 @@ step s is `fold_in(key, s)`, so a resumed run draws the masks an uninterrupted o
 `threefry` (JAX's default; every result committed before commit 6c2f10f used it). Same
 seed, same run, with any of them (tests/test_trainer.py); JAX does not promise rbg's bits across
 backends or shardings, though on CPU 1 and 8 devices give the same run
-(tests/test_sharding.py). Rates: `benchmarks/train_throughput.py --dropout_prngs`.
+(tests/test_sharding.py). Rates: `python -m benchmarks.speed.train_throughput --dropout_prngs`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How concentrated is the task gradient? Share of ||g||^2 held by the top x% of components.
 
-  python benchmarks/grad_concentration.py --glue_dir=../shared/data/glue --task=rte \\
+  python -m benchmarks.analysis.grad_concentration --glue_dir=../shared/data/glue --task=rte \\
       --batches=8 --json benchmarks/results/grad_concentration.json \\
       --plot benchmarks/results/grad_concentration.png
 
@@ -28,24 +28,19 @@ over tensors, and `curve[group]` (share on a log grid of x, for the plot).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import platform
 import re
-import sys
 import time
 
 import jax
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from fishjax.core.io import atomic_write_json  # noqa: E402
-from fishjax.core.tree import leaf_paths  # noqa: E402
-from fishjax.data import get_task, iterate_batches, load_split, tokenize_split  # noqa: E402
-from fishjax.models import (  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from fishjax.core.tree import leaf_paths
+from fishjax.data import get_task, iterate_batches, load_split, tokenize_split
+from fishjax.models import (
     init_params,
     load_model,
     load_tokenizer,
@@ -167,8 +162,8 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--glue_dir", default=os.path.join(REPO, "..", "shared", "data", "glue"))
+    p = cli.parser(__doc__)
+    p.add_argument("--glue_dir", default=cli.GLUE_DIR)
     p.add_argument("--task", default="rte")
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--batches", type=int, default=8)
@@ -176,7 +171,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max_length", type=int, default=128)
     p.add_argument("--fractions", default="0.001,0.01,0.05")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
+    cli.add_json(p)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -201,10 +196,8 @@ def main(argv=None) -> dict:
         print(f"{name}: " + "; ".join(
             f"{grp} top " + ", ".join(f"{100 * x:g}%={g[grp][str(x)]['mean']:.3f}"
                                       for x in fractions) for grp in GROUPS), flush=True)
-    result.update({"backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-                   "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")})
-    if args.json:
-        atomic_write_json(args.json, result)
+    result.update(machine())
+    cli.write_json(args.json, result)
     if args.plot:
         plot(result, args.plot)
     return result

@@ -1,12 +1,12 @@
 """IRD vs FISH on GLUE over the Fisher sample budget N0 and the keep ratio (resumable).
 
-  python benchmarks/ird_vs_fish.py --glue_dir=../shared/data/glue --tasks=rte,mrpc \\
+  python -m benchmarks.analysis.ird_vs_fish --glue_dir=../shared/data/glue --tasks=rte,mrpc \\
       --pools=256,1024 --keep_ratios=0.001,0.005 --seeds=0,1,2 \\
       --out=benchmarks/results/ird_vs_fish
-  python benchmarks/ird_vs_fish.py --report --out=benchmarks/results/ird_vs_fish \\
+  python -m benchmarks.analysis.ird_vs_fish --report --out=benchmarks/results/ird_vs_fish \\
       --readme README.md      # report only; rewrites the README's ird-table block
 
-Each setting (N0, keep ratio) is a `benchmarks/glue.py` grid of the methods `fish` and `ird`
+Each setting (N0, keep ratio) is a `benchmarks/grid/glue.py` grid of the methods `fish` and `ird`
 (same protocol, learning rates and resumability) in its own folder `<out>/n<N0>-k<keep>/`:
 FISH scores on N0 training examples (`method.fisher.num_samples`), IRD starts from a pool of
 N0 (`method.ird.pool_size`, its other options at their defaults); both train the same mask
@@ -22,21 +22,18 @@ Every cell is reported, including where IRD loses.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import glue, readme_blocks  # noqa: E402
-from benchmarks.cells import cell_id, score_of  # noqa: E402
-from configs import default  # noqa: E402
-from fishjax.core.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from benchmarks.common import cli, readme_blocks
+from benchmarks.grid import glue
+from benchmarks.grid.cells import cell_id, score_of
+from configs import default
+from fishjax.core.io import atomic_write_json, atomic_write_text, read_json
 
 METHODS = ("fish", "ird")
-# README block (benchmarks/readme_blocks.py): `<!-- ird-table:begin <out>/report.json -->`;
+# README block (benchmarks/common/readme_blocks.py): `<!-- ird-table:begin <out>/report.json -->`;
 # its text is `markdown(report.json)`.
 README_BLOCK = "ird-table"
 
@@ -155,7 +152,7 @@ def run_setting(args, pool: int, keep: float, seed: int, tasks: list[str],
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=None)
     p.add_argument("--tasks", default="rte,mrpc")
     p.add_argument("--pools", default="256,1024", help="N0 values")
@@ -165,8 +162,8 @@ def main(argv=None) -> dict:
     p.add_argument("--reuse", default=None,
                    help="a glue.py output folder whose matching fish cells are copied")
     p.add_argument("--report", action="store_true", help="only rewrite the report")
-    p.add_argument("--json", default=None, help="also write the report here")
-    p.add_argument("--readme", default=None,
+    cli.add_json(p, help="also write the report here")
+    cli.add_readme(p, README_BLOCK,
                    help=f"rewrite this README's {README_BLOCK} block for <out>/report.json")
     args = p.parse_args(argv)
     tasks = args.tasks.split(",")
@@ -175,11 +172,8 @@ def main(argv=None) -> dict:
     seeds = [int(x) for x in args.seeds.split(",")]
     if any(n < 1 for n in pools) or any(not 0 < k < 1 for k in keeps):
         raise SystemExit("--pools must be >= 1 and --keep_ratios in (0, 1)")
-    if args.readme:  # fail before the grid, not after it
-        try:
-            readme_blocks.read(args.readme, README_BLOCK, os.path.join(args.out, "report.json"))
-        except readme_blocks.ReadmeError as e:
-            raise SystemExit(f"--readme: {e}") from None
+    # fail before the grid, not after it
+    cli.check_readme(args.readme, README_BLOCK, os.path.join(args.out, "report.json"))
     if not args.report:
         # Seed-major (as glue.py): a partial run already compares every setting.
         for seed in seeds:
@@ -190,8 +184,7 @@ def main(argv=None) -> dict:
     table = markdown(report)
     atomic_write_text(os.path.join(args.out, "results.md"), table)
     atomic_write_json(os.path.join(args.out, "report.json"), report)
-    if args.json:
-        atomic_write_json(args.json, report)
+    cli.write_json(args.json, report)
     if args.readme:
         report_path = os.path.join(args.out, "report.json")
         readme_blocks.write(args.readme, README_BLOCK, report_path, table)

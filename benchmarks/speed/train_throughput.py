@@ -1,6 +1,6 @@
 """Full fine-tuning throughput: fishjax's train step vs PyTorch/transformers, same model.
 
-  python benchmarks/train_throughput.py --json benchmarks/results/train_throughput.json
+  python -m benchmarks.speed.train_throughput --json benchmarks/results/train_throughput.json
 
 On `minilm-l6` (`--model`), batch 32 (`--batch`), sequence length 128 (`--seq_len`;
 random token ids, fixed seed, every example the full length), one full fine-tuning step
@@ -32,23 +32,18 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.glue import apply_override  # noqa: E402
-from benchmarks.machine import cpu_model  # noqa: E402
-from configs import quickstart  # noqa: E402
-from fishjax.core.io import atomic_write_json  # noqa: E402
-from fishjax.models import resolve_model_dir  # noqa: E402
-from fishjax.train.trainer import Trainer  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from benchmarks.grid.glue import apply_override
+from configs import quickstart
+from fishjax.models import resolve_model_dir
+from fishjax.train.trainer import Trainer
 
 LR = 1e-4
 
@@ -138,16 +133,15 @@ PRNG_SETS = {"threefry": ["train.dropout_prng=threefry"], "rbg": ["train.dropout
 
 def run_child(framework: str, args, extra_sets: list[str] = ()) -> list[float] | None:
     """Times one framework in a fresh process (its own threads and memory)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", framework, "--model",
-           args.model, "--batch", str(args.batch), "--seq_len", str(args.seq_len), "--steps",
-           str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    cmd = ["--child", framework, "--model", args.model, "--batch", str(args.batch),
+           "--seq_len", str(args.seq_len), "--steps", str(args.steps), "--warmup",
+           str(args.warmup), "--threads", str(args.threads)]
     for s in [*args.fishjax_set, *extra_sets]:
         cmd += ["--fishjax_set", s]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = cli.run_module(__spec__.name, cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{framework} failed:\n{out.stderr[-3000:]}")
-    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return cli.child_result(out.stdout)
 
 
 def _versions() -> dict[str, str | None]:
@@ -165,7 +159,7 @@ def rate(times: list[float] | None, batch: int) -> float | None:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--model", default="minilm-l6", help="alias, hub id or HF folder (BERT)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq_len", type=int, default=128)
@@ -179,7 +173,7 @@ def main(argv=None) -> dict:
     p.add_argument("--dropout_prngs", default="",
                    help="comma list of threefry, rbg, unsafe_rbg, off: fishjax timed per PRNG")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--json", default=None)
+    cli.add_json(p)
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.seq_len < 2:
         raise SystemExit("need --steps >= 1, --warmup >= 0, --batch >= 1, --seq_len >= 2")
@@ -189,7 +183,7 @@ def main(argv=None) -> dict:
                                                  args.fishjax_set, args.batch, args.seq_len),
                  "torch": lambda: time_torch(args.model, args.steps, args.warmup, args.threads,
                                              args.batch, args.seq_len)}
-        print("RESULT" + json.dumps(timer[args.child]()))
+        cli.print_child_result(timer[args.child]())
         return {}
 
     frameworks = args.frameworks.split(",")
@@ -223,14 +217,11 @@ def main(argv=None) -> dict:
         "dropout_prngs": by_prng,
         "model": args.model, "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
         "warmup": args.warmup, "threads": args.threads, "fishjax_overrides": args.fishjax_set,
-        "versions": _versions(), "backend": jax.default_backend(),
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "date": time.strftime("%Y-%m-%d"),
+        "versions": _versions(), **machine(),
     }
     print(json.dumps({k: v for k, v in result.items()
                       if not k.endswith("_step_s") and k != "dropout_prngs"}, indent=2))
-    if args.json:
-        atomic_write_json(args.json, result)
+    cli.write_json(args.json, result)
     return result
 
 

@@ -1,7 +1,7 @@
 """Fault injection: kill -9 at seeded points, corrupt each file kind, diverge, change config.
 
-  python benchmarks/fault_injection.py --out=benchmarks/results/fault_injection
-  python benchmarks/fault_injection.py --kills=24 --seed=0 --out=...   # more kill points
+  python -m benchmarks.robustness.fault_injection --out=benchmarks/results/fault_injection
+  python -m benchmarks.robustness.fault_injection --kills=24 --seed=0 --out=...   # more kill points
 
 Every case runs in a fresh workdir of one scenario: `fish` (FISH Mask, sparse storage: a
 mask file, checkpoints, a best model, a Hugging Face export, a delta file, results) on the
@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,19 +45,16 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run as a script: `configs` and `benchmarks` importable
-    sys.path.insert(0, REPO)
-
-from benchmarks.machine import machine  # noqa: E402
-from benchmarks.tiny_model import build_tiny_model_dir, make_tiny_config  # noqa: E402
-from fishjax.artifacts.delta_file import load_delta  # noqa: E402
-from fishjax.core import io as core_io  # noqa: E402
-from fishjax.core.errors import FishjaxError  # noqa: E402
-from fishjax.core.io import atomic_write_json  # noqa: E402
-from fishjax.core.tree import tree_sha256  # noqa: E402
-from fishjax.train import checkpoints, trainer  # noqa: E402
-from fishjax.train.checkpoints import Checkpoints  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from benchmarks.common.tiny_model import build_tiny_model_dir, make_tiny_config
+from fishjax.artifacts.delta_file import load_delta
+from fishjax.core import io as core_io
+from fishjax.core.errors import FishjaxError
+from fishjax.core.io import atomic_write_json
+from fishjax.core.tree import tree_sha256
+from fishjax.train import checkpoints, trainer
+from fishjax.train.checkpoints import Checkpoints
 
 OUTCOMES = ("recovered", "clear_error", "silent_wrong", "other_failure")
 KILLED_MARK = "killed-at.json"
@@ -223,13 +219,14 @@ class Env:
 def run_child(env: Env, workdir: str, *, kill: dict | None = None, stop_after: int = 0,
               learning_rate: float = 1e-3) -> dict[str, Any]:
     outcome = os.path.join(env.root, f"outcome-{os.getpid()}-{time.monotonic_ns()}.json")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", f"--workdir={workdir}",
+    cmd = ["--child", f"--workdir={workdir}",
            f"--model_dir={env.model_dir}", f"--cache_dir={env.cache_dir}",
            f"--outcome={outcome}", f"--stop_after={stop_after}",
            f"--learning_rate={learning_rate}"]
     if kill:
         cmd.append(f"--kill={json.dumps(kill)}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    proc = cli.run_module(__spec__.name, cmd, capture_output=True, text=True, cwd=cli.REPO,
+                          timeout=900)
     out: dict[str, Any] = {"returncode": proc.returncode}
     if os.path.exists(outcome):
         with open(outcome) as f:
@@ -348,7 +345,7 @@ def judge_delta_load(path: str, reference: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--out", default="benchmarks/results/fault_injection")
     p.add_argument("--kills", type=int, default=24, help="kill -9 points (>= 20)")
     p.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,7 @@
 """The Fisher pass's two engines on the real MiniLM: per-example gradients vs capture.
 
-  python benchmarks/fisher_outer_product.py --json benchmarks/results/fisher_outer_product.json
+  python -m benchmarks.speed.fisher_outer_product \\
+      --json benchmarks/results/fisher_outer_product.json
 
 `fisher_scores(..., engine="per_example")` differentiates each example on its own (a scan,
 or a vmap of `chunk` examples); `engine="capture"` (`fishjax.selection.capture`) runs one
@@ -16,31 +17,26 @@ capture engine's batched forward/backward alone (its part that is not per exampl
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.fisher_throughput import BATCH, _batches, batched_grad_rate  # noqa: E402
-from benchmarks.machine import cpu_model  # noqa: E402
-from fishjax.core.io import atomic_write_json  # noqa: E402
-from fishjax.core.tree import flatten_paths, numpy_leaves  # noqa: E402
-from fishjax.models import (  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from benchmarks.speed.fisher_throughput import BATCH, _batches, batched_grad_rate
+from fishjax.core.tree import flatten_paths, numpy_leaves
+from fishjax.models import (
     EncoderConfig,
     SequenceClassifier,
     init_params,
     load_model,
     objectives,
 )
-from fishjax.selection import capture  # noqa: E402
-from fishjax.selection.fisher import fisher_scores  # noqa: E402
-from fishjax.selection.topk import top_k_mask  # noqa: E402
+from fishjax.selection import capture
+from fishjax.selection.fisher import fisher_scores
+from fishjax.selection.topk import top_k_mask
 
 
 class TinyModel:
@@ -91,11 +87,11 @@ def records_rate(model, loss_fn, n: int, seq: int) -> float:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--n", type=int, default=128, help="examples per throughput measurement")
     p.add_argument("--chunks", default="1,8", help="chunk sizes to time for each engine")
     p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--json", default=None)
+    cli.add_json(p)
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -125,12 +121,10 @@ def main(argv=None) -> dict:
         "capture_vs_per_example": best["capture"] / best["per_example"],
         "capture_vs_batched_grad": best["capture"] / rates["batched_grad"],
         "per_example_vs_batched_grad": best["per_example"] / rates["batched_grad"],
-        "backend": jax.default_backend(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "date": time.strftime("%Y-%m-%d"),
+        **machine(),
     }
     print(result)
-    if args.json:
-        atomic_write_json(args.json, result)
+    cli.write_json(args.json, result)
     return result
 
 

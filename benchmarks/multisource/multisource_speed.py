@@ -1,7 +1,9 @@
 """Time to estimate many subsets with the first-order multi-source estimator, on CPU.
 
-  python benchmarks/multisource_speed.py --json benchmarks/results/multisource_speed.json
-  python benchmarks/multisource_speed.py --features WORKDIR/features.safetensors  # real ones
+  python -m benchmarks.multisource.multisource_speed \\
+      --json benchmarks/results/multisource_speed.json
+  python -m benchmarks.multisource.multisource_speed \\
+      --features WORKDIR/features.safetensors  # real ones
 
 `fishjax.selection.multisource.estimate_subsets` on `--subsets` (1000) random subsets of
 `--sources` (20) sources holding half of them each: the per-subset logistic fits (one
@@ -14,21 +16,16 @@ examples, p = 200). Reports the first call (with compilation) and the median of
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.machine import machine  # noqa: E402
-from fishjax.core.errors import FishjaxError  # noqa: E402
-from fishjax.core.io import atomic_write_json  # noqa: E402
-from fishjax.core.safetensors_io import read_tagged  # noqa: E402
-from fishjax.select_sources import FEATURES_KEY  # noqa: E402
-from fishjax.selection import multisource as ms  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from fishjax.core.errors import FishjaxError
+from fishjax.core.safetensors_io import read_tagged
+from fishjax.select_sources import FEATURES_KEY
+from fishjax.selection import multisource as ms
 
 
 def load_features(path: str | None, n: int, n_target: int, p: int, seed: int = 0):
@@ -63,7 +60,7 @@ def measure(src, tgt, phi_norm: float, sources: int, subsets: int, repeats: int,
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--features", default=None, help="a selection run's features.safetensors")
     p.add_argument("--subsets", type=int, default=1000)
     p.add_argument("--sources", type=int, default=20)
@@ -72,7 +69,7 @@ def main(argv=None) -> dict:
     p.add_argument("--p", type=int, default=200, help="synthetic projection dimension")
     p.add_argument("--C", type=float, default=ms.DEFAULT_C)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", default=None)
+    cli.add_json(p)
     args = p.parse_args(argv)
     src, tgt, phi_norm = load_features(args.features, args.n, args.n_target, args.p)
     out = measure(src, tgt, phi_norm, args.sources, args.subsets, args.repeats, args.C)
@@ -80,8 +77,7 @@ def main(argv=None) -> dict:
     print(f"{args.subsets} subsets of {args.sources} sources ({out['source_examples']} "
           f"examples, p={out['p']}): {out['median_s']:.2f} s ({out['per_subset_ms']:.2f} ms "
           f"per subset; first call with compilation {out['first_call_s']:.2f} s)", flush=True)
-    if args.json:
-        atomic_write_json(args.json, out)
+    cli.write_json(args.json, out)
     return out
 
 

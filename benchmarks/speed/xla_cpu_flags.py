@@ -1,6 +1,6 @@
 """XLA's CPU options against fishjax's two hot loops: the train step and the Fisher pass.
 
-  python benchmarks/xla_cpu_flags.py --json benchmarks/results/xla_cpu_flags.json
+  python -m benchmarks.speed.xla_cpu_flags --json benchmarks/results/xla_cpu_flags.json
 
 Each variant (`--variants`, names in VARIANTS: an XLA_FLAGS value) runs in a fresh process
 (XLA reads its flags once, at start-up) and times, on `minilm-l6` at sequence length 128:
@@ -16,19 +16,14 @@ same run. The JSON also records the CPU model (speed ratios differ by CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import fisher_throughput as ft  # noqa: E402
-from benchmarks import train_throughput as tt  # noqa: E402
-from benchmarks.machine import machine  # noqa: E402
-from fishjax.core.io import atomic_write_json  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from benchmarks.speed import fisher_throughput as ft
+from benchmarks.speed import train_throughput as tt
 
 # XLA_FLAGS per variant (flags the installed jaxlib knows; an unknown flag aborts XLA).
 VARIANTS = {
@@ -57,22 +52,21 @@ def measure(model: str, steps: int, warmup: int, fisher_n: int, chunks: list[int
 
 def run_variant(name: str, args) -> dict:
     env = dict(os.environ, XLA_FLAGS=VARIANTS[name], HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--model", args.model,
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--fisher_n",
-           str(args.fisher_n), "--chunks", args.chunks, "--seq_len", str(args.seq_len),
-           "--dropout_prng", args.dropout_prng]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    cmd = ["--child", "--model", args.model, "--steps", str(args.steps), "--warmup",
+           str(args.warmup), "--fisher_n", str(args.fisher_n), "--chunks", args.chunks,
+           "--seq_len", str(args.seq_len), "--dropout_prng", args.dropout_prng]
+    done = cli.run_module(__spec__.name, cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr else
                 f"exit {done.returncode}"}
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), None)
-    if line is None:
-        return {"error": "the child printed no RESULT line"}
-    return json.loads(line[len("RESULT"):])
+    try:
+        return cli.child_result(done.stdout)
+    except cli.NoChildResult as e:
+        return {"error": str(e)}
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--steps", type=int, default=10)
@@ -84,13 +78,12 @@ def main(argv=None) -> dict:
                    help="config.train.dropout_prng of the timed train step (the committed "
                    "figures: threefry)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--json", default=None)
+    cli.add_json(p)
     args = p.parse_args(argv)
     chunks = [int(c) for c in args.chunks.split(",") if c]
     if args.child:
-        print("RESULT" + json.dumps(measure(args.model, args.steps, args.warmup,
-                                            args.fisher_n, chunks, args.seq_len,
-                                            args.dropout_prng)))
+        cli.print_child_result(measure(args.model, args.steps, args.warmup, args.fisher_n,
+                                       chunks, args.seq_len, args.dropout_prng))
         return {}
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(VARIANTS))
@@ -115,8 +108,7 @@ def main(argv=None) -> dict:
            "model": args.model, "steps": args.steps, "warmup": args.warmup,
            "fisher_n": args.fisher_n, "chunks": chunks, "seq_len": args.seq_len,
            "dropout_prng": args.dropout_prng, **machine()}
-    if args.json:
-        atomic_write_json(args.json, out)
+    cli.write_json(args.json, out)
     return out
 
 

@@ -1,4 +1,4 @@
-"""The cells of a benchmark grid (benchmarks/glue.py) and what is read off them.
+"""The cells of a benchmark grid (benchmarks/grid/glue.py) and what is read off them.
 
 A cell is one run: (task, method, seed), recorded in `<out>/results.json` under its
 `cell_id`. Its reported score is the final dev main metric (`score_of`); its trainable

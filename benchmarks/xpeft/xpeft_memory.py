@@ -1,6 +1,7 @@
 """X-PEFT's cost per profile: bytes on disk against adapter tuning, and serving throughput.
 
-  python benchmarks/xpeft_memory.py --json benchmarks/results/xpeft_memory.json --readme README.md
+  python -m benchmarks.xpeft.xpeft_memory --json benchmarks/results/xpeft_memory.json \\
+      --readme README.md
 
 Bytes per profile (the task head listed apart: every method stores it):
 - adapter tuning: the adapter tree at X-PEFT's slots (Pfeiffer, after every FFN;
@@ -21,36 +22,31 @@ the two interleaved so that machine noise hits both alike. Goal: mixed / single 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import readme_blocks  # noqa: E402
-from benchmarks.machine import machine  # noqa: E402
-from fishjax.artifacts.bank_file import make_bank  # noqa: E402
-from fishjax.artifacts.fingerprint import base_fingerprint  # noqa: E402
-from fishjax.artifacts.profile_file import save_profile  # noqa: E402
-from fishjax.core.io import atomic_write_json, read_json  # noqa: E402
-from fishjax.core.tree import count_params, merge_trees, split_tree  # noqa: E402
-from fishjax.models import (  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from fishjax.artifacts.bank_file import make_bank
+from fishjax.artifacts.fingerprint import base_fingerprint
+from fishjax.artifacts.profile_file import save_profile
+from fishjax.core.tree import count_params, merge_trees, split_tree
+from fishjax.models import (
     ADAPTER_SITES,
     EncoderConfig,
     init_params,
     load_model,
     objectives,
 )
-from fishjax.params.peft import PeftSpec, entry_count, find_targets, init_peft  # noqa: E402
-from fishjax.params.xpeft import profile_bytes, profile_from_scores, random_bank  # noqa: E402
-from fishjax.serve.profiles import ProfileServer  # noqa: E402
+from fishjax.params.peft import PeftSpec, entry_count, find_targets, init_peft
+from fishjax.params.xpeft import profile_bytes, profile_from_scores, random_bank
+from fishjax.serve.profiles import ProfileServer
 
 HEAD = r"^classifier/"
 BERT_BASE_N = 100
@@ -167,22 +163,18 @@ def readme_table(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--n", type=int, default=32, help="bank size for the serving figure")
     p.add_argument("--profiles", type=int, default=8, help="distinct profiles in the batch")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--json", default=None)
-    p.add_argument("--readme", default=None, help="rewrite this README's xpeft-memory block")
-    p.add_argument("--report", action="store_true",
-                   help="only rewrite --readme from the existing --json")
+    cli.add_json(p)
+    cli.add_readme(p, README_BLOCK, report="only rewrite --readme from the existing --json")
     args = p.parse_args(argv)
     if args.report:
-        result = read_json(args.json)
-        readme_blocks.write(args.readme, README_BLOCK, args.json, readme_table(result))
-        return result
+        return cli.report_from_json(args, README_BLOCK, readme_table)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = load_model(args.model, 2, key=jax.random.PRNGKey(0))
     sizes = {f"{args.model} N={n}": {**profile_sizes(model.params, model.config.hidden_size // 16,
@@ -202,10 +194,7 @@ def main(argv=None) -> dict:
           f"{serve['mixed_profiles_ex_per_s']:.1f} ex/s: {serve['mixed_vs_single']:.2f}x the "
           "time", flush=True)
     result = {"sizes": sizes, "serving": serve, "model": args.model, **machine()}
-    if args.json:
-        atomic_write_json(args.json, result)
-        if args.readme:
-            readme_blocks.write(args.readme, README_BLOCK, args.json, readme_table(result))
+    cli.save_result(args, result, README_BLOCK, readme_table)
     print(json.dumps({k: v for k, v in serve.items() if k != "times"}, indent=2))
     return result
 

@@ -1,9 +1,9 @@
 """Grid of fine-tuning runs: methods x GLUE tasks x seeds, resumable, with a Markdown table.
 
-  python benchmarks/glue.py --glue_dir=../shared/data/glue --tasks=rte,mrpc,sst2 \\
+  python -m benchmarks.grid.glue --glue_dir=../shared/data/glue --tasks=rte,mrpc,sst2 \\
       --methods=full,bitfit,random_mask,fish,ird,sift --seeds=0,1,2 --out=benchmarks/results/glue
-  python benchmarks/glue.py --quick --glue_dir=../shared/data/glue      # ~6 min, see below
-  python benchmarks/glue.py --report --plots --readme README.md         # runs nothing
+  python -m benchmarks.grid.glue --quick --glue_dir=../shared/data/glue      # ~6 min, see below
+  python -m benchmarks.grid.glue --report --plots --readme README.md         # runs nothing
 
 Each cell (task, method, seed) runs `train_and_evaluate` with the task's config from
 `configs/glue.py:<task>` into `<out>/cells/<task>-<method>-s<seed>/`. Finished cells are
@@ -19,7 +19,7 @@ Outputs in `<out>`: `results.json` ({"cells": {cell_id: {...}}}: status, final a
 metrics, seed, learning rate, trainable entries, total params, train examples, wall /
 train / setup / Fisher seconds, overrides), `results.md` (mean ± std over seeds of each
 task's main metric, and each method's trainable entries and fraction of the model's
-parameters); with `--plots`, `<out>/plots/` (benchmarks/plots.py: score vs trainable
+parameters); with `--plots`, `<out>/plots/` (benchmarks/grid/plots.py: score vs trainable
 fraction, per-layer mask density, mask overlap across tasks and seeds); with `--readme
 PATH`, the table between the `<!-- glue-table:begin -->` / `<!-- glue-table:end -->`
 markers of that file, rewritten from results.json (`--check_readme PATH` checks it).
@@ -51,7 +51,7 @@ ones of these) into `benchmarks/results/glue_quick` unless --tasks/--seeds/--met
 are given, with `QUICK_OVERRIDES`: 640 training examples (seeded subset), 1 epoch (21
 steps of <= 32 with RTE's two length buckets), Fisher over 256 examples, IRD pool 256; the
 full dev set. Measured: 332 s for the 6 cells on 2 CPU cores (2026-11-23, tokenized data
-cached; `time python benchmarks/glue.py --quick --glue_dir=../shared/data/glue`). A check
+cached; `time python -m benchmarks.grid.glue --quick --glue_dir=../shared/data/glue`). A check
 that the pipeline and these methods work end to end, not a comparison: its scores are near
 chance.
 
@@ -68,12 +68,13 @@ comparable with the 3-epoch table.
 Methods may also be `METHOD_VARIANTS` names (`lora_fish_random`, `adapter_fish_reversed`,
 ...): a registered method with fixed overrides, recorded under the variant's name. On a GPU,
 split a grid over several processes with their own `--out` and merge them with
-`benchmarks/merge_results.py`; each cell records its `device`.
+`benchmarks/grid/merge_results.py`; each cell records its `device`.
 
 `--select_on=validation`: learning rates chosen per method on a validation split carved
-from the training set, dev reported once per chosen rate (benchmarks/validation_protocol.py
-has the protocol; `--lr_grid`, `--validation_fraction`, `--validation_cap`,
-`--validation_seed`); the default `dev_last` is the protocol above.
+from the training set, dev reported once per chosen rate
+(benchmarks/grid/validation_protocol.py has the protocol; `--lr_grid`,
+`--validation_fraction`, `--validation_cap`, `--validation_seed`); the default `dev_last`
+is the protocol above.
 
 `--set key=value` overrides config fields for every cell (e.g. `--set train.num_epochs=1`);
 `--json PATH` also writes the results there; `--estimate` prints the expected wall time
@@ -89,7 +90,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 import traceback
 from typing import Any
@@ -97,11 +97,10 @@ from typing import Any
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import plots, readme_blocks  # noqa: E402
-from benchmarks import validation_protocol as vp  # noqa: E402
-from benchmarks.cells import (  # noqa: E402
+from benchmarks.common import cli, readme_blocks
+from benchmarks.grid import plots
+from benchmarks.grid import validation_protocol as vp
+from benchmarks.grid.cells import (
     METHOD_ORDER,
     TASK_ORDER,
     cell_id,
@@ -109,16 +108,16 @@ from benchmarks.cells import (  # noqa: E402
     score_of,
     trainable_fraction,
 )
-from configs import glue as glue_configs  # noqa: E402
-from fishjax.core.io import (  # noqa: E402
+from configs import glue as glue_configs
+from fishjax.core.io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     read_json,
 )
-from fishjax.data import get_task  # noqa: E402
-from fishjax.methods import available_methods  # noqa: E402
-from fishjax.train.trainer import train_and_evaluate  # noqa: E402
+from fishjax.data import get_task
+from fishjax.methods import available_methods
+from fishjax.train.trainer import train_and_evaluate
 
 log = logging.getLogger("fishjax.benchmarks")
 
@@ -145,8 +144,9 @@ METHOD_OVERRIDES: dict[str, tuple[str, ...]] = {
     # 10x the head's rate (our choice; no reference exists).
     "xpeft": ("method.xpeft.score_learning_rate=0.01",),
 }
-# Trained X-PEFT pools: one bank per target task and N, built by benchmarks/xpeft_banks.py
-# from adapters trained on shards of the other tasks (`{task}` is the cell's task).
+# Trained X-PEFT pools: one bank per target task and N, built by
+# benchmarks/xpeft/xpeft_banks.py from adapters trained on shards of the other tasks (`{task}`
+# is the cell's task).
 XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # Grid methods that are a registered method with fixed config overrides, recorded under
 # their own name: FISH-Tuning's selection baselines (the same search-size PEFT tree and
@@ -175,7 +175,8 @@ DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,
                      "adapter_fish=1e-3,xpeft=1e-3,head_only=1e-3")
 FALLBACK_CELL_OVERHEAD_S = 90.0
 DEFAULT_COMPILATION_CACHE = "~/.cache/fishjax/jax-compilation-cache"
-# README blocks (benchmarks/readme_blocks.py): `<!-- glue-table:begin <results.json> -->`.
+# README blocks (benchmarks/common/readme_blocks.py):
+# `<!-- glue-table:begin <results.json> -->`.
 README_BLOCK = "glue-table"
 
 
@@ -459,7 +460,7 @@ def check_readme(readme_path: str, results_path: str) -> list[str]:
     problems = readme_blocks.check(readme_path, README_BLOCK, results_path,
                                    results_table(read_json(results_path)))
     if problems and len(problems) > 1:
-        problems[0] += " (rerun `python benchmarks/glue.py --report --readme ...`)"
+        problems[0] += " (rerun `python -m benchmarks.grid.glue --report --readme ...`)"
     return problems
 
 
@@ -554,7 +555,7 @@ def _warn_mismatched(cells: dict[str, dict], grid, args) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=None, help="folder with one subfolder per GLUE task")
     p.add_argument("--tasks", default=None, help="comma list (default rte)")
     p.add_argument("--methods", default=None, help="comma list (default full)")
@@ -573,7 +574,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--subset_seed", type=int, default=0, help="seed of --train_subset rows")
     p.add_argument("--select_on", choices=("dev_last", "validation"), default="dev_last",
                    help="dev_last: the fixed-rate protocol; validation: learning rates chosen "
-                   "on a held-out split of the training set (benchmarks/validation_protocol.py)")
+                   "on a held-out split of the training set "
+                   "(benchmarks/grid/validation_protocol.py)")
     p.add_argument("--lr_grid", default="",
                    help="--select_on=validation: rates per method, method=a/b/c,... (default "
                    "validation_protocol.LR_GRIDS)")
@@ -582,13 +584,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--validation_seed", type=int, default=vp.SPLIT_SEED)
     p.add_argument("--quick", action="store_true",
                    help="one task, one seed, few steps (see the module doc)")
-    p.add_argument("--json", default=None, help="also write results.json here")
-    p.add_argument("--report", action="store_true",
-                   help="only rewrite results.md (and --plots/--readme) from results.json; "
+    cli.add_json(p, help="also write results.json here")
+    cli.add_readme(p, README_BLOCK,
+                   help="rewrite the glue-table block of this README from results.json",
+                   report="only rewrite results.md (and --plots/--readme) from results.json; "
                    "without --tasks/--methods its table has every task and method there")
     p.add_argument("--plots", action="store_true", help="write <out>/plots/ (matplotlib)")
-    p.add_argument("--readme", default=None,
-                   help="rewrite the glue-table block of this README from results.json")
     p.add_argument("--check_readme", default=None,
                    help="check this README's glue-table block against results.json, exit 1 "
                    "if it differs (runs nothing)")
@@ -636,7 +637,7 @@ def validation_cell_config(task: str, method: str, lr: float, seed: int, args):
 
 
 def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dict:
-    """--select_on=validation (benchmarks/validation_protocol.py): every rate on the first
+    """--select_on=validation (benchmarks/grid/validation_protocol.py): every rate on the first
     seed, then the chosen rate on the others; cells written as they finish."""
     grids = vp.parse_lr_grid(args.lr_grid)
 
@@ -683,8 +684,7 @@ def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dic
     table = vp.markdown_table(state["selection"], tasks, methods)
     atomic_write_json(results_path, state)
     atomic_write_text(os.path.join(args.out, "results.md"), table)
-    if args.json:
-        atomic_write_json(args.json, state)
+    cli.write_json(args.json, state)
     print(table)
     return state
 
@@ -723,11 +723,7 @@ def main(argv=None) -> dict:
         if problems:
             raise SystemExit(1)
         return read_json(results_path)
-    if args.readme:
-        try:  # fail before the grid, not after it
-            readme_block(args.readme, results_path)
-        except ReadmeError as e:
-            raise SystemExit(f"--readme: {e}") from None
+    cli.check_readme(args.readme, README_BLOCK, results_path)  # before the grid, not after
     state = read_json(results_path) if os.path.exists(results_path) else {"cells": {}}
     if args.report and not os.path.exists(results_path):
         raise SystemExit(f"--report: {results_path} does not exist")
@@ -770,8 +766,7 @@ def main(argv=None) -> dict:
 
     table = markdown_table(cells, tasks, methods)
     atomic_write_text(os.path.join(args.out, "results.md"), table)
-    if args.json:
-        atomic_write_json(args.json, state)
+    cli.write_json(args.json, state)
     if args.plots:
         written = plots.make_plots(args.out)
         print("plots: " + ", ".join(written))

@@ -1,9 +1,9 @@
 """Multi-source selection on real data: is the first-order estimate right, does it find the
 noisy sources, and does training on what it picks help?
 
-  python benchmarks/multisource_eval.py --glue_dir=../shared/data/glue --task=mrpc \\
+  python -m benchmarks.multisource.multisource_eval --glue_dir=../shared/data/glue --task=mrpc \\
       --out=benchmarks/results/multisource
-  python benchmarks/multisource_eval.py --report --out=benchmarks/results/multisource \\
+  python -m benchmarks.multisource.multisource_eval --report --out=benchmarks/results/multisource \\
       --readme README.md
 
 The setting (`configs/select_sources.py` on `--task`): the task's training set, 10% held out
@@ -34,25 +34,22 @@ each resumable (its runs and files stay in `<out>/selection`):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import glue, readme_blocks  # noqa: E402
-from benchmarks.machine import machine  # noqa: E402
-from configs import select_sources as ms_config  # noqa: E402
-from fishjax.core.io import atomic_write_json, read_json  # noqa: E402
-from fishjax.core.tree import flatten_paths, unflatten_paths  # noqa: E402
-from fishjax.data import get_task, index_batches  # noqa: E402
-from fishjax.select_sources import SourceSelection, true_vs_estimated  # noqa: E402
-from fishjax.selection import multisource as ms  # noqa: E402
+from benchmarks.common import cli, readme_blocks
+from benchmarks.common.machine import machine
+from benchmarks.grid import glue
+from configs import select_sources as ms_config
+from fishjax.core.io import atomic_write_json, read_json
+from fishjax.core.tree import flatten_paths, unflatten_paths
+from fishjax.data import get_task, index_batches
+from fishjax.select_sources import SourceSelection, true_vs_estimated
+from fishjax.selection import multisource as ms
 
 log = logging.getLogger("fishjax.benchmarks")
 
@@ -188,7 +185,7 @@ def report_table(report: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=None)
     p.add_argument("--task", default="mrpc")
     p.add_argument("--model", default="minilm-l6")
@@ -197,8 +194,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--skip", default="", help="comma list of steps to skip: "
                    "first_order,true_subsets,downstream")
-    p.add_argument("--report", action="store_true", help="only rewrite --readme from report")
-    p.add_argument("--readme", default=None)
+    cli.add_readme(p, README_BLOCK, report="only rewrite --readme from <out>/report.json")
     p.add_argument("--compilation_cache", default=glue.DEFAULT_COMPILATION_CACHE)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")

@@ -1,6 +1,6 @@
 """Fisher-scoring throughput on the real MiniLM, against its practical limits.
 
-  python benchmarks/fisher_throughput.py --json benchmarks/results/fisher_throughput.json
+  python -m benchmarks.speed.fisher_throughput --json benchmarks/results/fisher_throughput.json
 
 On `minilm-l6` at sequence length 128 (random token ids, fixed seed; every example padded
 to the full length), measures examples/s of:
@@ -21,20 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fishjax.core.io import atomic_write_json  # noqa: E402
-from fishjax.models import load_model, objectives  # noqa: E402
-from fishjax.selection.fisher import fisher_scores  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from fishjax.models import load_model, objectives
+from fishjax.selection.fisher import fisher_scores
 
 SEQ, BATCH, MODEL = 128, 32, "minilm-l6"
 
@@ -115,19 +111,19 @@ def torch_loop_rate(model_dir: str, n: int) -> float | None:
 def child_peaks(n: int, chunk: int) -> dict:
     """Peak RSS and accelerator memory (MB; the latter None on CPU) of a fresh process
     that scores n examples."""
-    out = subprocess.run([sys.executable, __file__, "--child_n", str(n), "--chunks", str(chunk)],
+    out = cli.run_module(__spec__.name, ["--child_n", str(n), "--chunks", str(chunk)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--n", type=int, default=256, help="examples per throughput measurement")
     p.add_argument("--chunks", default="1,2,4,8")
     p.add_argument("--torch_n", type=int, default=64)
     p.add_argument("--memory_n", default="256,1024")
     p.add_argument("--child_n", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--json", default=None)
+    cli.add_json(p)
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chunks = [int(c) for c in args.chunks.split(",")]
@@ -165,13 +161,10 @@ def main(argv=None) -> dict:
         "ratio_vs_torch_loop": None if torch_rate is None else by_chunk[best_chunk] / torch_rate,
         "peak_rss_mb": {str(k): v for k, v in peaks.items()},
         "peak_device_mb": {str(k): v for k, v in device_peaks.items()},
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "date": time.strftime("%Y-%m-%d"),
+        "devices": [str(d) for d in jax.devices()], **machine(),
     }
     print(json.dumps(result, indent=2))
-    if args.json:
-        atomic_write_json(args.json, result)
+    cli.write_json(args.json, result)
     return result
 
 

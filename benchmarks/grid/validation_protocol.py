@@ -1,7 +1,7 @@
-"""`benchmarks/glue.py --select_on=validation`: learning rates chosen on a held-out split of
+"""`benchmarks/grid/glue.py --select_on=validation`: learning rates chosen on a held-out split of
 the training set, never on GLUE dev.
 
-  python benchmarks/glue.py --select_on=validation --glue_dir=../shared/data/glue \\
+  python -m benchmarks.grid.glue --select_on=validation --glue_dir=../shared/data/glue \\
       --tasks=rte,mrpc --methods=full,fish,lora --seeds=0,1,2 --out=benchmarks/results/glue_val
 
 Protocol (the default `--select_on=dev_last` protocol of glue.py stays as it was):
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.cells import score_of
+from benchmarks.grid.cells import score_of
 from fishjax.core.io import read_json
 from fishjax.data import get_task, load_split
 from fishjax.data.metrics import compute_metrics

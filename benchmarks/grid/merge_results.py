@@ -1,6 +1,6 @@
-"""Merges `benchmarks/glue.py` result folders into one, e.g. a grid run as parallel processes.
+"""Merges `benchmarks/grid/glue.py` result folders into one, e.g. a grid run as parallel processes.
 
-  python benchmarks/merge_results.py --out benchmarks/results/glue_gpu /tmp/part_a /tmp/part_b
+  python -m benchmarks.grid.merge_results --out benchmarks/results/glue_gpu /tmp/part_a /tmp/part_b
 
 A grid can be split over processes (different tasks, methods or seeds, each with its own
 `--out`) to fill a GPU, then merged: every finished cell of each source's `results.json`
@@ -11,7 +11,7 @@ recorded. A cell that ran a registered method with exactly the overrides of a
 the same run as that variant and is filed under the variant's name. Two sources with
 different finished results for one cell are an error (nothing is written; `--replace`
 starts `<out>` afresh instead of merging into it); cells that failed are skipped. Then
-`python benchmarks/glue.py --report --out <out>` writes the table.
+`python -m benchmarks.grid.glue --report --out <out>` writes the table.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import glue  # noqa: E402
-from benchmarks.cells import cell_id  # noqa: E402
-from fishjax.core.io import atomic_write_json, read_json  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.grid import glue
+from benchmarks.grid.cells import cell_id
+from fishjax.core.io import atomic_write_json, read_json
 
 SKIP = shutil.ignore_patterns("checkpoints", "best", "export")
 _VOLATILE = ("workdir", "merged_from", "method", "base_method")
@@ -91,7 +89,7 @@ def merge(out: str, sources: list[str], replace: bool = False) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--out", required=True, help="the merged folder (created or extended)")
     p.add_argument("sources", nargs="+", help="glue.py output folders")
     p.add_argument("--replace", action="store_true",

@@ -1,6 +1,6 @@
 """What a frozen encoder gives a linear head: converged probes on three sentence features.
 
-  python benchmarks/frozen_probe.py --glue_dir=../shared/data/glue --tasks=rte,mrpc \\
+  python -m benchmarks.analysis.frozen_probe --glue_dir=../shared/data/glue --tasks=rte,mrpc \\
       --json benchmarks/results/frozen_probe.json --readme README.md
 
 `head_only` and every X-PEFT profile train a linear classifier over BERT's pooler,
@@ -22,9 +22,7 @@ accuracy per L2), `l2`, plus `majority`, sizes, seconds and the machine.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
 import jax
@@ -32,20 +30,16 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import minimize
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from benchmarks import readme_blocks  # noqa: E402
-from benchmarks.machine import machine  # noqa: E402
-from fishjax.core.io import atomic_write_json, read_json  # noqa: E402
-from fishjax.data import (  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from fishjax.data import (
     compute_metrics,
     get_task,
     index_batches,
     load_split,
     tokenize_split,
 )
-from fishjax.models import LoadedModel, load_model, load_tokenizer  # noqa: E402
+from fishjax.models import LoadedModel, load_model, load_tokenizer
 
 FEATURES = ("pooler", "cls", "mean")
 README_BLOCK = "frozen-probe"
@@ -205,8 +199,8 @@ def readme_table(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--glue_dir", default=os.path.join(REPO, "..", "shared", "data", "glue"))
+    p = cli.parser(__doc__)
+    p.add_argument("--glue_dir", default=cli.GLUE_DIR)
     p.add_argument("--tasks", default="rte,mrpc")
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--max_length", type=int, default=128)
@@ -215,17 +209,13 @@ def main(argv=None) -> dict:
     p.add_argument("--l2", default=DEFAULT_L2, help="comma-separated L2 strengths to choose from")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
-    p.add_argument("--readme", default=None, help="rewrite this README's frozen-probe block")
-    p.add_argument("--report", action="store_true",
-                   help="only rewrite --readme from the existing --json")
+    cli.add_json(p)
+    cli.add_readme(p, README_BLOCK, report="only rewrite --readme from the existing --json")
     args = p.parse_args(argv)
     if args.report:
         if not (args.json and args.readme):
             raise ProbeError("--report needs --json (the result) and --readme")
-        result = read_json(args.json)
-        readme_blocks.write(args.readme, README_BLOCK, args.json, readme_table(result))
-        return result
+        return cli.report_from_json(args, README_BLOCK, readme_table)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         args.l2s = [float(v) for v in args.l2.split(",")]
@@ -244,10 +234,7 @@ def main(argv=None) -> dict:
             model = load_model(args.model, task.num_labels, key=jax.random.PRNGKey(args.seed))
         result["tasks"][task.name] = run_task(model, task.name, args)
     result.update(machine())
-    if args.json:
-        atomic_write_json(args.json, result)
-        if args.readme:
-            readme_blocks.write(args.readme, README_BLOCK, args.json, readme_table(result))
+    cli.save_result(args, result, README_BLOCK, readme_table)
     return result
 
 

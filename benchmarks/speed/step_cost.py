@@ -1,6 +1,6 @@
 """Cost of one train step per method on the real MiniLM at sequence length 128.
 
-  python benchmarks/step_cost.py --methods=full,fish,fish_sparse,sift,sift@0.005 \
+  python -m benchmarks.speed.step_cost --methods=full,fish,fish_sparse,sift,sift@0.005 \
       --json benchmarks/results/step_cost.json
 
 Methods: `full`, `fish` (dense masked, keep ratio 0.5%), `fish_sparse` (the same mask
@@ -30,22 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import quickstart  # noqa: E402
-from fishjax.core.io import atomic_write_json  # noqa: E402
-from fishjax.core.tree import tree_bytes  # noqa: E402
-from fishjax.train.trainer import Trainer  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.common.machine import machine
+from configs import quickstart
+from fishjax.core.tree import tree_bytes
+from fishjax.train.trainer import Trainer
 
 
 def method_config(spec: str):
@@ -132,25 +128,24 @@ def checks(per_method: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--methods", default="full,fish,fish_sparse,sift,sift@0.005")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--json", default=None)
+    cli.add_json(p)
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child:
-        print("RESULT" + json.dumps(measure(args.child, args.steps)))
+        cli.print_child_result(measure(args.child, args.steps))
         return {}
 
     per_method = {}
     for m in args.methods.split(","):
-        out = subprocess.run([sys.executable, __file__, "--child", m, "--steps", str(args.steps)],
+        out = cli.run_module(__spec__.name, ["--child", m, "--steps", str(args.steps)],
                              capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"{m} failed:\n{out.stderr[-3000:]}")
-        line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
-        per_method[m] = json.loads(line[len("RESULT"):])
+        per_method[m] = cli.child_result(out.stdout)
         print(f"{m}: {per_method[m]['step_s']:.3f} s/step, peak {per_method[m]['peak_rss_mb']:.0f}"
               f" MB, opt state {per_method[m]['opt_state_bytes'] / 2**20:.1f} MiB", flush=True)
     if "full" in per_method:
@@ -161,15 +156,11 @@ def main(argv=None) -> dict:
                 r["forward_ratio_vs_full"] = r["forward_s"] / full["forward_s"]
 
     result = {"model": "minilm-l6", "seq_len": 128, "batch": 32, "steps": args.steps,
-              "methods": per_method, "checks": checks(per_method),
-              "backend": jax.default_backend(),
-              "cpu_count": os.cpu_count(), "platform": platform.platform(),
-              "date": time.strftime("%Y-%m-%d")}
+              "methods": per_method, "checks": checks(per_method), **machine()}
     print(json.dumps({m: {k: v for k, v in r.items() if k != "step_s_all"}
                       for m, r in per_method.items()}, indent=2))
     print(json.dumps(result["checks"], indent=2))
-    if args.json:
-        atomic_write_json(args.json, result)
+    cli.write_json(args.json, result)
     return result
 
 

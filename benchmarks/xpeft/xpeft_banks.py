@@ -1,6 +1,6 @@
 """Trained X-PEFT pools: adapters trained on shards of other GLUE tasks, stacked into banks.
 
-  python benchmarks/xpeft_banks.py --glue_dir=../shared/data/glue --targets=rte,mrpc \\
+  python -m benchmarks.xpeft.xpeft_banks --glue_dir=../shared/data/glue --targets=rte,mrpc \\
       --per_source=16 --sizes=8,32
 
 A trained pool of N adapters costs N adapter runs, so each adapter trains briefly on a
@@ -25,19 +25,16 @@ N=8, 14.5 MB at N=32 on minilm-l6) and shard workdirs are not committed; the man
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import glue  # noqa: E402
-from fishjax.artifacts.bank_file import save_bank, stack_peft_files  # noqa: E402
-from fishjax.artifacts.peft_file import PEFT_FILE  # noqa: E402
-from fishjax.core.io import atomic_write_json, file_sha256, read_json  # noqa: E402
-from fishjax.train.trainer import train_and_evaluate  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.grid import glue
+from fishjax.artifacts.bank_file import save_bank, stack_peft_files
+from fishjax.artifacts.peft_file import PEFT_FILE
+from fishjax.core.io import atomic_write_json, file_sha256, read_json
+from fishjax.train.trainer import train_and_evaluate
 
 log = logging.getLogger("fishjax.benchmarks")
 
@@ -84,7 +81,7 @@ def bank_path(out: str, target: str, n: int) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=None)
     p.add_argument("--targets", default="rte,mrpc")
     p.add_argument("--sizes", default="8,32", help="bank sizes N (even)")

@@ -1,6 +1,6 @@
-"""Plots of a GLUE grid (benchmarks/glue.py): scores vs trainable fraction, and the masks.
+"""Plots of a GLUE grid (benchmarks/grid/glue.py): scores vs trainable fraction, and the masks.
 
-  python benchmarks/plots.py --out benchmarks/results/glue      # or: glue.py --report --plots
+  python -m benchmarks.grid.plots --out benchmarks/results/glue      # or: glue.py --report --plots
 
 Reads `<out>/results.json` and the mask files (`mask.safetensors`, written by the mask
 methods: fish, random_mask, bitfit, ird, sift, ...) in the cells' workdirs
@@ -24,17 +24,14 @@ from the seed alone, so its masks of one seed agree across tasks (Jaccard 1).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.cells import (  # noqa: E402
+from benchmarks.common import cli
+from benchmarks.grid.cells import (
     METHOD_ORDER,
     TASK_ORDER,
     cell_id,
@@ -42,8 +39,8 @@ from benchmarks.cells import (  # noqa: E402
     score_of,
     trainable_fraction,
 )
-from fishjax.artifacts.mask_file import MASK_FILE, read_mask  # noqa: E402
-from fishjax.core.io import atomic_write, atomic_write_json, read_json  # noqa: E402
+from fishjax.artifacts.mask_file import MASK_FILE, read_mask
+from fishjax.core.io import atomic_write, atomic_write_json, read_json
 
 DEFAULT_HEAD_REGEX = r"^classifier/"
 _LAYER = re.compile(r"(?:^|/)layers?[_/](\d+)(?:/|$)")
@@ -55,7 +52,7 @@ _LAYER = re.compile(r"(?:^|/)layers?[_/](\d+)(?:/|$)")
 def load_results(out: str) -> dict:
     path = os.path.join(out, "results.json")
     if not os.path.exists(path):
-        raise SystemExit(f"{path} does not exist (run benchmarks/glue.py first)")
+        raise SystemExit(f"{path} does not exist (run benchmarks/grid/glue.py first)")
     state = read_json(path)
     if not isinstance(state, dict) or not isinstance(state.get("cells"), dict):
         raise SystemExit(f"{path}: expected {{'cells': {{cell_id: {{...}}}}}}")
@@ -339,7 +336,7 @@ def make_plots(out: str, dest: str | None = None) -> list[str]:
 
 
 def main(argv=None) -> list[str]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.parser(__doc__)
     p.add_argument("--out", default="benchmarks/results/glue", help="the grid's folder")
     p.add_argument("--dest", default=None, help="where to write (default <out>/plots)")
     args = p.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Analyses behind the methods: gradient concentration, frozen-encoder probes, IRD vs FISH."""

@@ -1,0 +1,1 @@
+"""Multi-source selection: its evaluation on GLUE and its speed."""

@@ -1,0 +1,1 @@
+"""Robustness: fault injection into training runs."""

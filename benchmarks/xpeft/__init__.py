@@ -1,0 +1,1 @@
+"""X-PEFT: trained adapter banks, and bytes per profile and serving speed."""

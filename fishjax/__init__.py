@@ -10,13 +10,14 @@ The pure functions work on any parameter pytree and a `loss_fn(params, batch) ->
 
 Also here: sparse increments (`SparseDelta`, `sparse_from_mask`, `apply_delta`), IRD
 (`run_ird`, `IRDOptions`), PEFT trees (`PeftSpec`, `find_targets`, `init_peft`,
-`apply_peft`), the task loss of a Flax module (`make_loss_fn`) and the trainer
+`apply_peft`), the task loss of a Flax module under an objective (`make_loss_fn`,
+`fishjax.objectives`) and the trainer
 (`train_and_evaluate`). Everything else lives in the subpackages (README "Layout").
 """
 
 from fishjax.core.errors import FishjaxError
 from fishjax.core.version import __version__
-from fishjax.models.objectives import make_loss_fn
+from fishjax.objectives import make_loss_fn
 from fishjax.params.masked import masked_updates
 from fishjax.params.peft import PeftSpec, apply_peft, find_targets, init_peft
 from fishjax.params.sparse import SparseDelta, apply_delta

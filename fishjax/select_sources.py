@@ -58,7 +58,8 @@ from fishjax.data.metrics import auroc, spearman
 from fishjax.data.row_split import RowSplit, make_row_split, save_row_split
 from fishjax.methods.common import parse_chunk_size
 from fishjax.methods.peft import peft_combine
-from fishjax.models import load_model, load_tokenizer, objectives
+from fishjax.models import load_model, load_tokenizer
+from fishjax.objectives import for_task, make_feature_fn
 from fishjax.selection import multisource as ms
 from fishjax.train.task_data import load_raw_splits, tokenize_task
 from fishjax.train.trainer import finished_results, train_and_evaluate
@@ -163,8 +164,9 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
     if config.method.name != "lora":
         raise ConfigError(f"config.method.name={config.method.name!r}: the meta-initialisation "
                           "and the fine-tunes from it are LoRA runs (method 'lora')")
-    if get_task(config.task).is_regression:
-        raise ConfigError("multi-source selection needs a classification task (log-odds)")
+    if for_task(get_task(config.task)).feature_output_name is None:
+        raise ConfigError("multi-source selection needs a task whose objective has a feature "
+                          "output (classification: log-odds)")
     validate_config(config)
 
 
@@ -220,6 +222,7 @@ class SourceSelection:
         self.workdir = prepare_workdir(workdir)
         self._check_settings()
         self.task = get_task(config.task)
+        self.objective = for_task(self.task)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
@@ -287,7 +290,7 @@ class SourceSelection:
                                         int(self.s.max_projection_mb) << 20)
         config = self.config.copy_and_resolve_references()
         config.data.row_split = None
-        model = load_model(config.model.name, self.task.num_labels, key=key,
+        model = load_model(config.model.name, self.objective.head_size, key=key,
                            dtype=config.model.dtype)
         data = tokenize_task(config, self.task, load_raw_splits(config, self.task),
                              load_tokenizer(model.model_dir))
@@ -295,7 +298,8 @@ class SourceSelection:
         if base_fingerprint(base) != meta_info["base_fingerprint"]:
             raise ConfigError("the meta-initialisation was trained on another base model")
         return ModelParts(
-            output=_log_odds_of(objectives.make_log_odds_fn(model.module), peft_combine(spec)),
+            output=_on_peft_params(make_feature_fn(model.module, self.objective),
+                                   peft_combine(spec)),
             params={"trainable": trainable, "frozen": base},
             eligible={"trainable": jax.tree_util.tree_map(lambda _: True, trainable),
                       "frozen": jax.tree_util.tree_map(lambda _: False, base)},
@@ -435,10 +439,10 @@ def _padded(run, subsets: np.ndarray, rows: int) -> np.ndarray:
     return run(pad).target_loss[:len(subsets)]
 
 
-def _log_odds_of(log_odds_fn, combine):
+def _on_peft_params(feature_fn, combine):
     """`output(params, batch)` for params {"trainable": {"peft", "head"}, "frozen": base}."""
     def output(params, batch):
-        return log_odds_fn(combine(params["trainable"], params["frozen"]), batch)
+        return feature_fn(combine(params["trainable"], params["frozen"]), batch)
     return output
 
 

@@ -18,7 +18,7 @@ import fishjax
 from fishjax.data.glue import load_split
 from fishjax.data.pipeline import make_batch, tokenize_split
 from fishjax.models import load_model, load_tokenizer
-from fishjax.models.objectives import make_apply_fn
+from fishjax.objectives import SequenceClassification, make_apply_fn
 from fishjax.train.trainer import Trainer, train_and_evaluate
 
 ELIGIBLE = r"^(embeddings|encoder)/"
@@ -34,12 +34,15 @@ def _overlap(name: str) -> float:
     models = {d: load_model(name, 2, key=jax.random.PRNGKey(0), dtype=d)
               for d in ("float32", "bfloat16")}
     batches = _quickstart_batches(models["float32"].model_dir)
-    logits = {d: np.asarray(make_apply_fn(m.module)(m.params, batches[0]), np.float32)
+    logits = {d: np.asarray(make_apply_fn(m.module, SequenceClassification())(m.params,
+                                                                              batches[0]),
+                            np.float32)
               for d, m in models.items()}
     assert not np.array_equal(logits["float32"], logits["bfloat16"]), "bf16 did not compute"
     masks, n = {}, 0
     for d, m in models.items():
-        res = fishjax.fisher_scores(fishjax.make_loss_fn(m.module, False), m.params, batches,
+        loss_fn = fishjax.make_loss_fn(m.module, SequenceClassification())
+        res = fishjax.fisher_scores(loss_fn, m.params, batches,
                                     eligible=ELIGIBLE, progress=False)
         assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(res.scores))
         n = sum(p.size for p in jax.tree_util.tree_leaves(m.params))

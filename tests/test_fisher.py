@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fishjax import objectives
 from fishjax.core.errors import FisherError
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
+from fishjax.models import EncoderConfig, SequenceClassifier, init_params
 from fishjax.selection.fisher import (
     captured_fisher,
     captured_sum_step,
@@ -40,9 +41,14 @@ def _tiny(num_labels: int):
     return module, params, batch
 
 
+def _objective(num_labels: int) -> objectives.Objective:
+    return objectives.Regression() if num_labels == 1 else \
+        objectives.SequenceClassification(num_labels=num_labels)
+
+
 def _brute_force(module, params, batch, mode, num_labels):
     """Loop over examples; the log-likelihood written out by hand, no vmap or scan."""
-    apply = objectives.make_apply_fn(module)
+    apply = objectives.make_apply_fn(module, objectives.SequenceClassification())
     total = jax.tree_util.tree_map(lambda p: np.zeros(p.shape, np.float64), params)
 
     def add(tree, weight=1.0):
@@ -84,8 +90,8 @@ def _brute_force(module, params, batch, mode, num_labels):
 def test_chunked_scores_equal_loop(mode, num_labels, chunk, engine):
     module, params, batch = _tiny(num_labels)
     batch["weights"][-2:] = 0.0  # padding rows must contribute nothing
-    loss_fn = objectives.make_loss_fn(module, num_labels == 1)
-    res = fisher_scores(loss_fn, params, [batch], mode=mode, num_labels=num_labels,
+    loss_fn = objectives.make_loss_fn(module, _objective(num_labels))
+    res = fisher_scores(loss_fn, params, [batch], mode=mode, objective=_objective(num_labels),
                         chunk_size=chunk, progress=False, engine=engine)
     want = _brute_force(module, params, batch, mode, num_labels)
     assert res.num_examples == B - 2
@@ -100,7 +106,7 @@ def test_chunked_scores_equal_loop(mode, num_labels, chunk, engine):
 
 def test_eligible_leaves_only_and_num_samples():
     module, params, batch = _tiny(2)
-    loss_fn = objectives.make_loss_fn(module, False)
+    loss_fn = objectives.make_loss_fn(module, objectives.SequenceClassification())
     full = fisher_scores(loss_fn, params, [batch], num_samples=5, progress=False)
     assert full.num_examples == 5
     batch5 = {**batch, "weights": np.array([1] * 5 + [0] * 3, np.float32)}
@@ -122,7 +128,7 @@ def test_eligible_leaves_only_and_num_samples():
 
 def test_bad_arguments():
     module, params, batch = _tiny(2)
-    loss_fn = objectives.make_loss_fn(module, False)
+    loss_fn = objectives.make_loss_fn(module, objectives.SequenceClassification())
     with pytest.raises(FisherError, match="mode"):
         fisher_scores(loss_fn, params, [batch], mode="fisherish", progress=False)
     with pytest.raises(FisherError, match="eligible"):
@@ -135,12 +141,12 @@ def test_bad_arguments():
 
 def test_scores_are_float32_and_jit_compiles_once_per_shape():
     module, params, batch = _tiny(2)
-    loss_fn = objectives.make_loss_fn(module, False)
+    loss_fn = objectives.make_loss_fn(module, objectives.SequenceClassification())
     res = fisher_scores(loss_fn, params, [batch, batch, batch], progress=False)
     assert res.num_examples == 3 * B
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(res.scores))
     # The pass's own compiled function (cached by example fn, chunk size, reducer).
-    step = compiled_pass(fisher_example_fn(loss_fn, "empirical", 2), auto_chunk_size(B),
+    step = compiled_pass(fisher_example_fn(loss_fn, "empirical", None), auto_chunk_size(B),
                          sum_and_mass)
     assert step._cache_size() == 1  # three batches of one shape: one compilation
     fisher_scores(loss_fn, params, [batch, batch], progress=False)
@@ -156,7 +162,7 @@ def test_capture_engine_per_example_masses_equal_per_example_engine():
     come out the same from both engines, padding rows included."""
     module, params, batch = _tiny(2)
     batch["weights"][-3:] = 0.0
-    loss_fn = objectives.make_loss_fn(module, False)
+    loss_fn = objectives.make_loss_fn(module, objectives.SequenceClassification())
     rng = np.random.default_rng(1)
     mass_mask = jax.tree_util.tree_map(lambda p: rng.random(p.shape) < 0.3, params)
     runs = [fisher_pass(loss_fn, params, [batch], mass_mask=mass_mask, engine=e, progress=False)
@@ -172,7 +178,7 @@ def test_capture_engine_per_example_masses_equal_per_example_engine():
 
 def _extra_param_loss(module, params_key="extra"):
     """A loss whose params carry a leaf no Dense/LayerNorm/Embed call owns."""
-    base = objectives.make_loss_fn(module, False)
+    base = objectives.make_loss_fn(module, objectives.SequenceClassification())
 
     def loss_fn(params, batch):
         rest = {k: v for k, v in params.items() if k != params_key}
@@ -189,7 +195,7 @@ def test_capture_engine_rejects_params_it_cannot_see():
                       progress=False)
     # Kernels transformed before apply: the layer sees 2W, the gradient of W is twice
     # the captured one. The first-batch check against jax.grad refuses it.
-    base = objectives.make_loss_fn(module, False)
+    base = objectives.make_loss_fn(module, objectives.SequenceClassification())
     doubled = lambda p, b: base(jax.tree_util.tree_map(lambda x: 2 * x, p), b)
     with pytest.raises(FisherError, match="differs from jax.grad"):
         fisher_scores(doubled, params, [batch], engine="capture", progress=False)
@@ -199,12 +205,12 @@ def test_capture_engine_rejects_params_it_cannot_see():
 
 def test_capture_engine_compiles_once_per_shape():
     module, params, batch = _tiny(2)
-    loss_fn = objectives.make_loss_fn(module, False)
+    loss_fn = objectives.make_loss_fn(module, objectives.SequenceClassification())
     c = auto_chunk_size(B)
-    prepare, example_fn = captured_fisher(loss_fn, "empirical", 2)
+    prepare, example_fn = captured_fisher(loss_fn, "empirical", None)
     # Plain sums (FISH): the whole-batch step; sums with masses (IRD): the per-example scan.
     sums = compiled_pass(example_fn, c, sum_and_mass, prepare,
-                         captured_sum_step(loss_fn, "empirical", 2))
+                         captured_sum_step(loss_fn, "empirical", None))
     masses = compiled_pass(example_fn, c, sum_and_mass, prepare)
     mass_mask = jax.tree_util.tree_map(lambda p: np.ones(p.shape, bool), params)
     for _ in range(2):

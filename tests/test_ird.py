@@ -15,10 +15,11 @@ import jax
 import numpy as np
 import pytest
 
+from fishjax import objectives
 from fishjax.core.errors import FisherError, IRDError
 from fishjax.core.tree import count_true, match_tree
 from fishjax.data import TokenizedSplit, index_batches
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
+from fishjax.models import EncoderConfig, SequenceClassifier, init_params
 from fishjax.selection.fisher import fisher_pass, fisher_scores
 from fishjax.selection.ird import (
     IRDOptions,
@@ -46,7 +47,7 @@ def tiny():
         input_ids=(rng.integers(5, 50, size=(N, 16)) * mask).astype(np.int32),
         token_type_ids=np.zeros((N, 16), np.int32), lengths=lengths,
         labels=rng.integers(0, 2, size=N).astype(np.int32), buckets=(8, 16), pad_id=0)
-    return objectives.make_loss_fn(module, False), params, data
+    return objectives.make_loss_fn(module, objectives.SequenceClassification()), params, data
 
 
 def _leaves(tree):

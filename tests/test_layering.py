@@ -3,14 +3,15 @@ circle, and no module hides an import inside a function (except optional depende
 
 Layers, bottom to top (README "Layout"):
   0 fishjax.core                       tree paths, atomic I/O, safetensors, errors
-  1 fishjax.models, fishjax.data       the encoders and the data (independent of each other)
-  2 fishjax.selection, fishjax.params  what to train, and how it combines with the base
-  3 fishjax.artifacts                  files on disk
-  4 fishjax.methods                    one module per method on a shared core
-  5 fishjax.train, fishjax.serve       the trainer, checkpoints, sharding, config checks; serving
-  6 fishjax (the package's top-level names)
-  7 configs                            run configs (import only each other)
-  8 benchmarks                         programs that use fishjax and the configs
+  1 fishjax.models, fishjax.data       the models and the data (independent of each other)
+  2 fishjax.objectives                 what a task's targets mean: loss, metrics, Fisher rule
+  3 fishjax.selection, fishjax.params  what to train, and how it combines with the base
+  4 fishjax.artifacts                  files on disk
+  5 fishjax.methods                    one module per method on a shared core
+  6 fishjax.train, fishjax.serve       the trainer, checkpoints, sharding, config checks; serving
+  7 fishjax (the package's top-level names)
+  8 configs                            run configs (import only each other)
+  9 benchmarks                         programs that use fishjax and the configs
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ LAYERS = {
     "fishjax.core": 0,
     "fishjax.models": 1,
     "fishjax.data": 1,
-    "fishjax.selection": 2,
-    "fishjax.params": 2,
-    "fishjax.artifacts": 3,
-    "fishjax.methods": 4,
-    "fishjax.train": 5,
-    "fishjax.serve": 5,
-    "fishjax": 6,
-    "configs": 7,
-    "benchmarks": 8,
+    "fishjax.objectives": 2,
+    "fishjax.selection": 3,
+    "fishjax.params": 3,
+    "fishjax.artifacts": 4,
+    "fishjax.methods": 5,
+    "fishjax.train": 6,
+    "fishjax.serve": 6,
+    "fishjax": 7,
+    "configs": 8,
+    "benchmarks": 9,
 }
 # Third-party packages a function may import late because they are optional (extras:
 # torch and transformers' PyTorch models, peft, matplotlib, ...) or only needed on one path

@@ -15,7 +15,6 @@ import pytest
 import safetensors.numpy
 from flax import traverse_util
 
-from fishjax.artifacts.hf_export import export_hf_folder
 from fishjax.models import (
     HEAD_REGEX,
     EncoderConfig,
@@ -28,6 +27,7 @@ from fishjax.models import (
     load_tokenizer,
     resolve_model_dir,
 )
+from fishjax.models.hf_export import export_hf_folder
 
 KEY = jax.random.PRNGKey(0)
 

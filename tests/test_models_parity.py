@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file as load_torch_file  # noqa: E402
 
-from fishjax.artifacts.hf_export import export_hf_folder  # noqa: E402
 from fishjax.models import (  # noqa: E402
     EncoderConfig,
     ModelError,
@@ -23,6 +22,7 @@ from fishjax.models import (  # noqa: E402
     load_tokenizer,
     resolve_model_dir,
 )
+from fishjax.models.hf_export import export_hf_folder  # noqa: E402
 
 ATOL = 1e-4
 PAIRS = [

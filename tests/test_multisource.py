@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from fishjax import objectives
 from fishjax.core.errors import ConfigError, DataError
 from fishjax.core.tree import flatten_paths, merge_trees, split_tree
 from fishjax.data.metrics import auroc, spearman
 from fishjax.data.row_split import make_row_split, save_row_split
 from fishjax.methods.peft import peft_combine
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
+from fishjax.models import EncoderConfig, SequenceClassifier, init_params
 from fishjax.params.peft import PeftSpec, find_targets, init_peft
 from fishjax.selection import multisource as ms
 
@@ -101,7 +102,7 @@ def tiny_lora():
                                                                 jax.random.PRNGKey(1)))
     trainable = {"peft": tree, "head": head}
     combine = peft_combine(spec)
-    log_odds = objectives.make_log_odds_fn(module)
+    log_odds = objectives.make_feature_fn(module, objectives.SequenceClassification())
 
     def output(params, batch):
         return log_odds(combine(params["trainable"], params["frozen"]), batch)

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from fishjax import objectives
 from fishjax.core.errors import PeftError
 from fishjax.core.tree import count_params, flatten_paths, split_tree, unflatten_paths
 from fishjax.data import get_task
@@ -21,7 +22,6 @@ from fishjax.models import (
     EncoderConfig,
     SequenceClassifier,
     init_params,
-    objectives,
 )
 from fishjax.params.peft import (
     PeftSpec,
@@ -54,7 +54,8 @@ def _batch(b=4, s=12, seed=0, vocab=100):
 
 
 def _logits(module, params, batch):
-    return np.asarray(jax.jit(objectives.make_apply_fn(module))(params, batch))
+    apply = objectives.make_apply_fn(module, objectives.SequenceClassification())
+    return np.asarray(jax.jit(apply)(params, batch))
 
 
 def _spec(base, kind, size, variant="houlsby"):
@@ -83,7 +84,7 @@ def test_init_creates_no_adapter_params_and_plain_trees_run_unchanged():
     spec = _spec(base, "adapter", 4)
     with_adapters = apply_peft(params, init_peft(base, spec, jax.random.PRNGKey(1)), spec)
     batch = _batch()
-    apply = objectives.make_apply_fn(module)
+    apply = objectives.make_apply_fn(module, objectives.SequenceClassification())
     plain_ops = str(jax.make_jaxpr(apply)(params, batch)).count("dot_general")
     adapter_ops = str(jax.make_jaxpr(apply)(with_adapters, batch)).count("dot_general")
     assert adapter_ops == plain_ops + 2 * len(spec.targets)
@@ -205,7 +206,8 @@ def _ctx(workdir, seed=0, **peft):
         config.method.peft[k] = v
     batches = [_batch(seed=i) for i in range(4)]
     return method_context(
-        config, params=params, loss_fn=objectives.make_loss_fn(module, is_regression=False),
+        config, params=params,
+        loss_fn=objectives.make_loss_fn(module, objectives.SequenceClassification()),
         train_batches=lambda batch_size, *, seed=None, epoch=0: iter(batches),
         task=get_task(config.task), model_config=cfg, rng=jax.random.PRNGKey(seed),
         workdir=str(workdir))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import initial_params
+from fishjax import objectives
 from fishjax.artifacts.delta_file import (
     DeltaError,
     apply_delta_file,
@@ -21,7 +22,7 @@ from fishjax.artifacts.mask_file import load_mask
 from fishjax.core.tree import count_params, leaf_paths, match_tree, merge_trees, path_str
 from fishjax.data import get_task, iterate_batches
 from fishjax.methods.sift import Sift
-from fishjax.models import load_model, objectives
+from fishjax.models import load_model
 from fishjax.params import sparse as sp
 from fishjax.selection.budgets import tensor_budget
 from fishjax.selection.sift import select_sparse
@@ -188,7 +189,7 @@ def _ctx(config, tiny_model_dir, batches):
     model = load_model(tiny_model_dir, 2, key=jax.random.PRNGKey(0))
     return method_context(
         config, params=model.params,
-        loss_fn=objectives.make_loss_fn(model.module, is_regression=False),
+        loss_fn=objectives.make_loss_fn(model.module, objectives.SequenceClassification()),
         train_batches=lambda batch_size, *, seed=None, epoch=0: iter(batches),
         task=get_task(config.task), model_config=model.config, rng=jax.random.PRNGKey(1))
 

@@ -11,11 +11,12 @@ import optax
 import pytest
 
 from configs import default
+from fishjax import objectives
 from fishjax.artifacts.delta_file import DeltaError, apply_delta_file, load_delta, save_delta
 from fishjax.core.errors import SparseError
 from fishjax.core.tree import leaf_paths, match_tree
 from fishjax.methods.common import sparse_setup
-from fishjax.models import EncoderConfig, SequenceClassifier, init_params, objectives
+from fishjax.models import EncoderConfig, SequenceClassifier, init_params
 from fishjax.params import sparse as sp
 from fishjax.params.masked import masked_updates
 from fishjax.train.optim import make_optimizer
@@ -31,7 +32,8 @@ def tiny():
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: x + 0.02 * jax.random.normal(jax.random.PRNGKey(len(str(p))), x.shape)
         if str(p[-1].key) in ("bias", "scale") else x, params)
-    loss_fn = objectives.make_loss_fn(SequenceClassifier(cfg, 2), is_regression=False)
+    loss_fn = objectives.make_loss_fn(SequenceClassifier(cfg, 2),
+                                      objectives.SequenceClassification())
     return cfg, params, loss_fn
 
 

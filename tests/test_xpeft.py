@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import latest_trainable
+from fishjax import objectives
 from fishjax.artifacts.bank_file import load_bank, make_bank, save_bank, stack_peft_files
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.artifacts.profile_file import (
@@ -29,7 +30,6 @@ from fishjax.models import (
     SequenceClassifier,
     init_params,
     load_model,
-    objectives,
 )
 from fishjax.params.peft import PeftSpec, find_targets, init_peft
 from fishjax.params.xpeft import (
@@ -42,7 +42,7 @@ from fishjax.params.xpeft import (
     random_bank,
     top_k_mask,
 )
-from fishjax.serve.profiles import ProfileServer, profile_logits, rebuild_random_bank
+from fishjax.serve.profiles import ProfileServer, profile_outputs, rebuild_random_bank
 from fishjax.train.trainer import Trainer, train_and_evaluate
 
 HEAD = r"^classifier/"
@@ -69,7 +69,8 @@ def _batch(b=6, s=10, seed=0):
 
 
 def _logits(module, params, batch):
-    return np.asarray(objectives.make_apply_fn(module)(params, batch))
+    apply = objectives.make_apply_fn(module, objectives.SequenceClassification())
+    return np.asarray(apply(params, batch))
 
 
 def _adapter(bank, j):
@@ -146,7 +147,7 @@ def test_hard_mask_has_exactly_k_and_mixes_the_mean(tiny, n, k):
 def test_scores_get_a_gradient(tiny, variant):
     module, params, head, base, spec = tiny
     bank = random_bank(base, spec, 6, jax.random.PRNGKey(5))
-    loss_fn = objectives.make_loss_fn(module, is_regression=False)
+    loss_fn = objectives.make_loss_fn(module, objectives.SequenceClassification())
     scores = jax.random.uniform(jax.random.PRNGKey(6), (len(spec.targets), 2, 6),
                                 minval=-0.5, maxval=0.5)
 
@@ -260,7 +261,7 @@ def test_reloaded_profile_gives_identical_logits(tiny_config, tmp_path):
     trained = np.asarray(trainer.apply_fn(trainer.setup.dense_params(kept), batch))
     weights = mixing_weights(jnp.asarray(kept["scores"]), "hard", 3)
     np.testing.assert_array_equal(np.asarray(profile.weights()), np.asarray(weights))
-    reloaded = np.asarray(profile_logits(trainer.apply_fn, frozen["base"], frozen["bank"],
+    reloaded = np.asarray(profile_outputs(trainer.apply_fn, frozen["base"], frozen["bank"],
                                          profile.weights(), profile.head, batch))
     np.testing.assert_array_equal(reloaded, trained)
 
@@ -326,21 +327,21 @@ def test_mixed_profile_batch_equals_each_profile_alone_without_recompiling(tiny_
         server.add_profile(f"p{i}", profiles[f"p{i}"])
     batch = _batch(b=6, s=12, seed=1)
     names = ["p0", "p1", "p2", "p1", "p0", "p2"]
-    mixed = server.logits(batch, names)
-    apply_fn = objectives.make_apply_fn(model.module)
+    mixed = server.outputs(batch, names)
+    apply_fn = objectives.make_apply_fn(model.module, objectives.SequenceClassification())
     for i, name in enumerate(names):
-        alone = profile_logits(apply_fn, base, bank.adapters, profiles[name].weights(),
+        alone = profile_outputs(apply_fn, base, bank.adapters, profiles[name].weights(),
                                profiles[name].head,
                                jax.tree_util.tree_map(lambda x, i=i: x[i:i + 1], batch))
         np.testing.assert_allclose(mixed[i], np.asarray(alone)[0], rtol=1e-5, atol=1e-5)
     assert server._forward._cache_size() == 1
     server.add_profile("p3", Profile("hard", profiles["p0"].head,
                                      mask=~profiles["p0"].mask, k=3))
-    server.logits(batch, ["p3", "p2", "p1", "p0", "p3", "p3"])
-    server.logits(batch, ["p3"] * 6)
+    server.outputs(batch, ["p3", "p2", "p1", "p0", "p3", "p3"])
+    server.outputs(batch, ["p3"] * 6)
     assert server._forward._cache_size() == 1  # new and switched profiles: no recompile
     with pytest.raises(PeftError, match="unknown profiles"):
-        server.logits(batch, ["p9"] * 6)
+        server.outputs(batch, ["p9"] * 6)
     assert len(server.predict(["a great film", "a dull film"], ["p0", "p1"], 16)) == 2
 
 

@@ -38,13 +38,13 @@ import numpy as np
 
 from benchmarks.common import cli
 from benchmarks.common.machine import machine
+from fishjax import objectives
 from fishjax.core.tree import leaf_paths
 from fishjax.data import get_task, iterate_batches, load_split, tokenize_split
 from fishjax.models import (
     init_params,
     load_model,
     load_tokenizer,
-    objectives,
 )
 
 SIFT_ELIGIBLE = r"attention/(self/(query|key|value)|output/dense)/(kernel|bias)$"
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
                         buckets=(args.max_length,))
     batches = [b for _, b in zip(range(args.batches), iterate_batches(
         ds, args.batch_size, seed=args.seed, epoch=0, shuffle=True), strict=False)]
-    loss_fn = objectives.make_loss_fn(model.module, task.is_regression)
+    loss_fn = objectives.make_loss_fn(model.module, objectives.for_task(task))
 
     result = {"model": args.model, "task": task.name, "batches": len(batches),
               "batch_size": args.batch_size, "max_length": args.max_length,

@@ -15,9 +15,9 @@ import ml_collections
 from transformers import BertTokenizerFast
 
 from configs import quickstart
-from fishjax.artifacts.hf_export import export_hf_folder
 from fishjax.data import load_split
 from fishjax.models import EncoderConfig, init_params
+from fishjax.models.hf_export import export_hf_folder
 
 
 def tiny_vocab() -> list[str]:

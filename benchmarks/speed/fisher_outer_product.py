@@ -26,13 +26,13 @@ import numpy as np
 from benchmarks.common import cli
 from benchmarks.common.machine import machine
 from benchmarks.speed.fisher_throughput import BATCH, _batches, batched_grad_rate
+from fishjax import objectives
 from fishjax.core.tree import flatten_paths, numpy_leaves
 from fishjax.models import (
     EncoderConfig,
     SequenceClassifier,
     init_params,
     load_model,
-    objectives,
 )
 from fishjax.selection import capture
 from fishjax.selection.fisher import fisher_scores
@@ -96,9 +96,10 @@ def main(argv=None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     tiny = TinyModel()
-    checks = {"tiny": agreement(tiny, objectives.make_loss_fn(tiny.module, False), 64, 32)}
+    tiny_loss = objectives.make_loss_fn(tiny.module, objectives.SequenceClassification())
+    checks = {"tiny": agreement(tiny, tiny_loss, 64, 32)}
     model = load_model("minilm-l6", 2, key=jax.random.PRNGKey(0))
-    loss_fn = objectives.make_loss_fn(model.module, is_regression=False)
+    loss_fn = objectives.make_loss_fn(model.module, objectives.SequenceClassification())
     checks["minilm-l6"] = agreement(model, loss_fn, BATCH, 64)
     print(f"agreement: {checks}", flush=True)
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from benchmarks.common import cli
 from benchmarks.common.machine import machine
-from fishjax.models import load_model, objectives
+from fishjax import objectives
+from fishjax.models import load_model
 from fishjax.selection.fisher import fisher_scores
 
 SEQ, BATCH, MODEL = 128, 32, "minilm-l6"
@@ -53,7 +54,7 @@ def _batches(n: int, vocab: int, seed: int = 0, seq: int = SEQ):
 def load_model_and_loss(name: str = MODEL):
     """The model (2 labels) and its task loss."""
     model = load_model(name, 2, key=jax.random.PRNGKey(0))
-    return model, objectives.make_loss_fn(model.module, is_regression=False)
+    return model, objectives.make_loss_fn(model.module, objectives.SequenceClassification())
 
 
 def fisher_rate(model, loss_fn, n: int, chunk: int, seq: int = SEQ) -> float:

@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks.common import cli
 from benchmarks.common.machine import machine
+from fishjax import objectives
 from fishjax.artifacts.bank_file import make_bank
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.artifacts.profile_file import save_profile
@@ -42,7 +43,6 @@ from fishjax.models import (
     EncoderConfig,
     init_params,
     load_model,
-    objectives,
 )
 from fishjax.params.peft import PeftSpec, entry_count, find_targets, init_peft
 from fishjax.params.xpeft import profile_bytes, profile_from_scores, random_bank
@@ -115,13 +115,13 @@ def serving(model, n: int, profiles: int, batch: int, seq: int, repeats: int) ->
     adapter = jax.tree_util.tree_map(lambda a: a + 0.01, init_peft(base, spec,
                                                                    jax.random.PRNGKey(2)))
     single_params = jax.device_put(merge_trees(base, adapter, head))
-    apply = jax.jit(objectives.make_apply_fn(model.module))
+    apply = jax.jit(objectives.make_apply_fn(model.module, objectives.SequenceClassification()))
 
     def run_single():
         return np.asarray(apply(single_params, x))
 
     def run_mixed():
-        return server.logits(x, names)
+        return server.outputs(x, names)
 
     run_single(), run_mixed()  # compile
     times: dict[str, list[float]] = {"single": [], "mixed": []}

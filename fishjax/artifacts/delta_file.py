@@ -27,7 +27,6 @@ import jax
 import numpy as np
 
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.hf_export import export_hf_folder
 from fishjax.core.errors import DeltaError
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import (
@@ -41,6 +40,8 @@ from fishjax.core.tree import (
 )
 from fishjax.core.version import __version__
 from fishjax.models import load_model
+from fishjax.models.hf_export import export_hf_folder
+from fishjax.objectives import from_metadata
 from fishjax.params import sparse as sparse_lib
 from fishjax.params.sparse import SparseDelta
 
@@ -65,11 +66,11 @@ def save_delta(path: str, delta: SparseDelta, dense: PyTree, base: PyTree,
     `delta`: the increment; `dense`: leaves stored whole (the task head); `base`: the base
     params the increment was trained on (any tree holding at least the leaves `delta`
     touches; the leaves of `dense` are ignored), fingerprinted into the metadata.
-    `metadata`: e.g. base_model, num_labels, method, rate, selection, seed, task.
+    `metadata`: e.g. base_model, the objective's metadata, method, rate, selection, seed, task.
 
     Example:
       >>> save_delta(f"{workdir}/delta.safetensors", delta, head, base,
-      ...            metadata={"base_model": "minilm-l6", "num_labels": 2, "rate": 0.01})
+      ...            metadata={"base_model": "minilm-l6", **objective.metadata(), "rate": 0.01})
     """
     sparse_lib.validate(delta, base)
     dense_flat = host_arrays(dense)
@@ -184,7 +185,8 @@ def load_model_with_delta(delta: str | LoadedDelta, model_name: str | None = Non
     if not name:
         raise DeltaError("the delta names no base model; pass model_name")
     load_kwargs.setdefault("key", jax.random.PRNGKey(0))  # the head is replaced anyway
-    model = load_model(name, int(loaded.metadata["num_labels"]), **load_kwargs)
+    objective = from_metadata(loaded.metadata, "the delta")
+    model = load_model(name, objective.head_size, **load_kwargs)
     model.params = apply_delta_file(loaded, model.params)
     return model
 
@@ -193,9 +195,6 @@ def export_merged(path: str, out_dir: str, model_name: str | None = None) -> str
     """Writes the base model with the delta applied as a Hugging Face folder."""
     loaded = load_delta(path)
     model = load_model_with_delta(loaded, model_name)
-    meta = loaded.metadata
-    id2label = meta.get("id2label")
-    return export_hf_folder(
-        model.params, model.config, int(meta["num_labels"]), out_dir,
-        id2label=None if id2label is None else {int(k): v for k, v in id2label.items()},
-        tokenizer_dir=model.model_dir)
+    return export_hf_folder(model.params, model.config, out_dir=out_dir,
+                            tokenizer_dir=model.model_dir,
+                            **from_metadata(loaded.metadata, repr(path)).metadata())

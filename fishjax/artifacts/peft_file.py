@@ -3,7 +3,7 @@
 - `save_peft_file` / `load_peft_file` / `apply_peft_file`: one safetensors file per run
   holding the trained PEFT tree (`peft/<path>`) *and the task head* (`head/<path>`), with
   JSON metadata (key `fishjax_peft`): the `PeftSpec`, the base model id, a fingerprint of
-  the base params (`fishjax.artifacts.fingerprint`), num_labels, the method's
+  the base params (`fishjax.artifacts.fingerprint`), the objective's metadata, the method's
   selection settings. Works for every kind (LoRA, DoRA, adapters).
 - `export_peft_folder`: a LoRA/DoRA tree as a PEFT adapter folder (`adapter_config.json` +
   `adapter_model.safetensors`, PEFT key names, head via `modules_to_save`) that
@@ -13,7 +13,7 @@
   the head's torch state-dict entries under `base_model.model.`. `lora_alpha` is written
   as scaling * r, so PEFT's alpha / r equals our scaling whatever the rank.
 - `export_merged_peft`: the base model with a LoRA/DoRA file merged in, as a Hugging Face
-  folder (`fishjax.artifacts.hf_export`); adapters cannot be merged.
+  folder (`fishjax.models.hf_export`); adapters cannot be merged.
 All writes are atomic (`fishjax.core.io`).
 """
 
@@ -28,8 +28,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.hf_export import export_hf_folder
-from fishjax.core.errors import PeftError
+from fishjax.core.errors import ConfigError, PeftError
 from fishjax.core.io import atomic_directory
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import (
@@ -43,7 +42,9 @@ from fishjax.core.tree import (
 )
 from fishjax.core.version import __version__
 from fishjax.models import EncoderConfig, load_model
+from fishjax.models.hf_export import export_hf_folder
 from fishjax.models.weights import checkpoint_name
+from fishjax.objectives import from_metadata
 from fishjax.params.peft import LORA_A, LORA_B, MAGNITUDE, PeftSpec, apply_peft, check_tree
 
 META_KEY = "fishjax_peft"
@@ -182,13 +183,11 @@ def export_merged_peft(path: str, out_dir: str, model_name: str | None = None) -
     name = model_name or meta.get("base_model")
     if not name:
         raise PeftError(f"{path!r} names no base model; pass model_name")
-    if meta.get("num_labels") is None:
-        raise PeftError(f"{path!r} does not record num_labels (save_peft_file metadata); "
-                        "cannot rebuild the model to merge into")
-    num_labels = int(meta["num_labels"])
-    model = load_model(name, num_labels, key=jax.random.PRNGKey(0))  # head replaced
-    id2label = meta.get("id2label")
-    return export_hf_folder(
-        apply_peft_file(path, model.params), model.config, num_labels, out_dir,
-        id2label=None if id2label is None else {int(k): v for k, v in id2label.items()},
-        tokenizer_dir=model.model_dir)
+    try:
+        objective = from_metadata(meta, repr(path))
+    except ConfigError as e:
+        raise PeftError(f"{e}; cannot rebuild the model to merge into") from None
+    model = load_model(name, objective.head_size, key=jax.random.PRNGKey(0))  # head replaced
+    return export_hf_folder(apply_peft_file(path, model.params), model.config,
+                            out_dir=out_dir, tokenizer_dir=model.model_dir,
+                            **objective.metadata())

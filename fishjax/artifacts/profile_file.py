@@ -7,7 +7,7 @@
 
 JSON metadata (key `fishjax_profile`): variant, K, the mask's shape and the slots in row
 order, the bank's fingerprint and the base params' fingerprint (head excluded), the base
-model id, num_labels, labels, task, seed. `load_profile(path, bank_fp, base_fp)` rejects a
+model id, the objective's metadata, task, seed. `load_profile(path, bank_fp, base_fp)` rejects a
 profile made for another bank or another base with a clear error.
 """
 

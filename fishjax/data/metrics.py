@@ -128,8 +128,17 @@ def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
     argmax) for classification, scores ``[N]`` or ``[N, 1]`` for regression. Rows with
     ``weights == 0`` (the padding rows of partial batches) are dropped first.
     """
+    return metric_values(task.metrics, task.main_metric, predictions, labels, weights,
+                         argmax=not task.is_regression)
+
+
+def metric_values(names: tuple[str, ...], main_metric: str, predictions: np.ndarray,
+                  labels: np.ndarray, weights: np.ndarray | None = None, *,
+                  argmax: bool) -> dict[str, float]:
+    """The metrics `names` plus `main_metric` (their mean); `argmax`: 2-d predictions are
+    class scores, reduced by argmax. Rows with ``weights == 0`` are dropped first."""
     predictions, labels = np.asarray(predictions), np.asarray(labels).reshape(-1)
-    if not task.is_regression and predictions.ndim == 2 and predictions.shape[1] > 1:
+    if argmax and predictions.ndim == 2 and predictions.shape[1] > 1:
         predictions = predictions.argmax(axis=-1)
     predictions = predictions.reshape(-1)
     if weights is not None:
@@ -138,6 +147,6 @@ def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
             raise ValueError(f"predictions ({predictions.size}), labels ({labels.size}) and "
                              f"weights ({keep.size}) differ in length")
         predictions, labels = predictions[keep], labels[keep]
-    results = {name: METRICS[name](predictions, labels) for name in task.metrics}
-    results[task.main_metric] = float(np.mean([results[m] for m in task.metrics]))
+    results = {name: METRICS[name](predictions, labels) for name in names}
+    results[main_metric] = float(np.mean([results[m] for m in names]))
     return results

@@ -19,6 +19,7 @@ import numpy as np
 from fishjax.core.errors import DataError
 from fishjax.core.io import atomic_write_json
 from fishjax.data.glue import RawSplit
+from fishjax.data.tasks import TaskSpec
 
 VALIDATION = "validation"
 
@@ -82,9 +83,9 @@ def flip_labels(labels: np.ndarray, num_labels: int) -> np.ndarray:
     return (np.asarray(labels) + 1) % num_labels
 
 
-def apply_row_split(raw_train: RawSplit, split: RowSplit, num_labels: int
+def apply_row_split(raw_train: RawSplit, split: RowSplit, task: TaskSpec
                     ) -> tuple[RawSplit, RawSplit | None]:
-    """(train rows with their flips, validation rows or None) of a training split."""
+    """(train rows with their flips, validation rows or None) of `task`'s training split."""
     for name, rows in (("train", split.train), ("validation", split.validation)):
         if rows is not None and rows.size and rows.max() >= len(raw_train):
             raise DataError(f"row split `{name}` names row {int(rows.max())}, but the training "
@@ -93,7 +94,7 @@ def apply_row_split(raw_train: RawSplit, split: RowSplit, num_labels: int
     if split.flip.size:
         at = np.searchsorted(split.train, split.flip)
         labels = train.labels.copy()
-        labels[at] = flip_labels(labels[at], num_labels)
+        labels[at] = flip_labels(labels[at], task.num_labels)
         train = dataclasses.replace(train, labels=labels)
     validation = None if split.validation is None else raw_train.rows(split.validation,
                                                                      VALIDATION)

@@ -73,6 +73,11 @@ class TaskSpec:
     def has_header(self) -> bool:
         return self.columns is None
 
+    def describe(self) -> str:
+        """One line: labels, metrics and eval splits."""
+        return (f"{self.num_labels} labels, metrics {', '.join(self.metrics)}; "
+                f"eval {', '.join(self.eval_splits)}")
+
     def hub_split(self, split: str) -> str:
         """The ``nyu-mll/glue`` split name for a local split name ('dev' -> 'validation')."""
         return _HUB_SPLITS[split]

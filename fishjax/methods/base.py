@@ -30,6 +30,7 @@ from fishjax.core.errors import ConfigError
 from fishjax.core.tree import PyTree, count_params
 from fishjax.data import TaskSpec, TokenizedSplit
 from fishjax.models import EncoderConfig
+from fishjax.objectives import Objective
 
 Batch = dict[str, Any]
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -47,7 +48,8 @@ class MethodContext:
     # (seed None: file order, no shuffle); each batch has `weights` marking padding rows.
     train_batches: Callable[..., Iterator[Batch]]
     train_data: TokenizedSplit  # the training set, for index-level access
-    task: TaskSpec  # the task (labels, metrics)
+    task: TaskSpec  # the task (its name; label formats are the objective's)
+    objective: Objective  # the task's targets: loss, metrics, expected Fisher, metadata
     model_config: EncoderConfig  # the architecture (model_type, sizes)
     model_name: str  # the base model as the config names it (recorded in artefact files)
     # What an exported PEFT adapter names as its base so that PEFT can load it: a Hub id
@@ -66,11 +68,6 @@ class MethodContext:
     # dense params tree; only for selection rules that explicitly select on dev (IRD's
     # `final="best_dev"`). None where no dev set is at hand.
     dev_score: Callable[[PyTree], float] | None = None
-
-    @property
-    def num_labels(self) -> int:
-        """Classes of the task; 1 for regression."""
-        return self.task.num_labels
 
 
 def _identity_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformation:

@@ -134,7 +134,7 @@ def leaf_entries(params: PyTree, selected: PyTree) -> int:
 def fisher_pass_options(ctx: MethodContext) -> dict[str, Any]:
     """The `config.method.fisher` settings every Fisher pass of the run uses."""
     f = ctx.method.fisher
-    return {"mode": f.mode, "num_labels": ctx.num_labels,
+    return {"mode": f.mode, "objective": ctx.objective,
             "chunk_size": parse_chunk_size(f.chunk_size),
             "engine": f.engine}
 
@@ -216,11 +216,10 @@ def _check_mask_matches(meta: dict, want: dict[str, Any], explicit: bool) -> Non
 
 
 def artifact_metadata(ctx: MethodContext, extra: dict[str, Any]) -> dict[str, Any]:
-    """What a delta or PEFT file records about its run (base model, labels, method, seed)."""
-    labels = ctx.task.label_names
-    return {"base_model": ctx.model_name, "num_labels": ctx.num_labels,
-            "method": ctx.method.name, "task": ctx.task.name, "seed": ctx.seed,
-            "id2label": None if labels is None else dict(enumerate(labels)), **extra}
+    """What a delta or PEFT file records about its run (base model, the objective's
+    metadata, method, seed)."""
+    return {"base_model": ctx.model_name, **ctx.objective.metadata(),
+            "method": ctx.method.name, "task": ctx.task.name, "seed": ctx.seed, **extra}
 
 
 # -- training a mask -------------------------------------------------------------------------
@@ -251,7 +250,7 @@ def sparse_setup(
 
     `weight_decay`: "off" (no decay on the increment) or "weights" (decoupled decay of
     `W0[I] + delta`, identical to dense masked AdamW); see `fishjax.params.sparse`.
-    `delta_metadata` (base_model, num_labels, ...): if given, the trainer writes the
+    `delta_metadata` (base_model, the objective's metadata, ...): if given, the trainer writes the
     increment of the kept (best) trainable tree and the head to `<workdir>/delta.safetensors`
     at the end of a finished run (`fishjax.artifacts.delta_file.save_delta`).
 

@@ -23,7 +23,7 @@ Our defaults and deliberate deviations:
 - No LoRA dropout: it acts on the layer input, which a weight transform cannot express
   (the model's own dropout stays on; peft's default lora_dropout is 0 too).
 - A and adapter down-kernels ~ U(+-1/sqrt(in)) (peft's kaiming-uniform), B, up-kernels
-  and adapter biases 0; DoRA magnitude = ||W0||_c; so step-0 logits are unchanged.
+  and adapter biases 0; DoRA magnitude = ||W0||_c; so step-0 outputs are unchanged.
 - Adapters: placed in each adapter slot the model offers (`fishjax.models.architectures`:
   the AddNorm blocks, after dense + dropout, before the residual add and LayerNorm:
   Houlsby's position; we use it for Pfeiffer as well, without Pfeiffer's extra

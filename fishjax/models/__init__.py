@@ -1,6 +1,6 @@
 """Flax BERT/RoBERTa sequence classifiers on Hugging Face (safetensors) weights, the
-architecture table that PEFT code asks for slots and heads, and the task losses over a
-model's `apply`."""
+architecture table that PEFT code asks for slots and heads, and their Hugging Face export
+(task losses over a model's `apply` are the objectives': `fishjax.objectives`)."""
 
 from fishjax.models.architectures import (
     ADAPTER_KEY,

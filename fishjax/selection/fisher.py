@@ -14,12 +14,11 @@ example's own loss. The reference loops over single examples in PyTorch. Here:
 - Only eligible leaves (a bool tree or a regex over `/`-joined paths) are differentiated.
 - `mode="empirical"` (the reference default): the squared gradient of the loss with the
   gold label. `mode="expected"`: the model's own predictive distribution replaces the
-  gold label, sum_c p(c|x) (d log p(c|x))^2; this needs `loss_fn` to be the negative
-  log-likelihood (softmax cross-entropy), so that p(c|x) = exp(-loss with label c), and
-  costs `num_labels` backward passes per example. For regression (`num_labels == 1`) the
-  squared-error loss (f - y)^2 is the negative log-likelihood of a Gaussian with variance
-  1/2; its expected Fisher is 2 (df)^2, computed from two backward passes as
-  (g(y) - g(y + 1))^2 / 2, which is exact for any loss quadratic in the label.
+  gold label. What replaces it is the objective's (`fishjax.objectives`): the targets each
+  example is differentiated with (`expected_fisher_targets`) and how the gradients combine
+  (`expected_fisher_terms`). Classification: sum_c p(c|x) (d log p(c|x))^2 over every
+  class, so `loss_fn` must be the negative log-likelihood (p(c|x) = exp(-loss with label
+  c)); regression: (g(y) - g(y + 1))^2 / 2, the Gaussian NLL's 2 (df)^2.
 - Rows with weight 0 (the padding rows of a partial batch) have zero loss, hence zero
   gradient, and are not counted.
 - Two engines give each example's gradient: "per_example" (default) differentiates every
@@ -56,6 +55,7 @@ import numpy as np
 
 from fishjax.core.errors import FisherError
 from fishjax.core.tree import PyTree, merge_trees, split_tree
+from fishjax.objectives import Objective
 from fishjax.selection import capture
 from fishjax.selection.per_example import (
     Batch,
@@ -71,41 +71,57 @@ MODES = ("empirical", "expected")
 ENGINES = ("per_example", "capture")
 
 
-def label_variants(mode: str, num_labels: int, labels: jax.Array) -> list[jax.Array]:
-    """The labels each example is differentiated with: the gold label (empirical), every
-    class (expected classification) or y and y + 1 (expected regression)."""
+def fisher_targets(mode: str, objective: Objective | None, batch: Batch) -> list[Batch]:
+    """The batch-field overrides each example is differentiated with: none (the gold
+    targets; empirical) or the objective's `expected_fisher_targets`."""
     if mode == "empirical":
-        return [labels]
-    if num_labels == 1:
-        return [labels, labels + jnp.asarray(1.0, labels.dtype)]
-    return [jnp.full_like(labels, c) for c in range(num_labels)]
+        return [{}]
+    return objective.expected_fisher_targets(batch)
 
 
-def combine_variants(mode: str, num_labels: int, weight: jax.Array,
+def _combination(coeffs: Sequence[float], grads: Sequence[PyTree]) -> PyTree:
+    """sum_v coeffs[v] * grads[v], leaf by leaf (a coefficient 1 or -1 adds or subtracts)."""
+    out = None
+    for c, g in zip(coeffs, grads, strict=True):
+        if c == 0:
+            continue
+        if out is None:
+            out = g if c == 1 else jax.tree_util.tree_map(lambda x, c=c: c * x, g)
+        elif c == 1:
+            out = jax.tree_util.tree_map(jnp.add, out, g)
+        elif c == -1:
+            out = jax.tree_util.tree_map(jnp.subtract, out, g)
+        else:
+            out = jax.tree_util.tree_map(lambda a, x, c=c: a + c * x, out, g)
+    return out
+
+
+def combine_variants(mode: str, objective: Objective | None, weight: jax.Array,
                      results: Sequence[tuple[jax.Array, PyTree]]) -> PyTree:
-    """One example's Fisher contribution from its (loss, gradient) per `label_variants`
+    """One example's Fisher contribution from its (loss, gradient) per `fisher_targets`
     entry; `weight` is its row weight (0 for padding)."""
-    square = lambda g: jax.tree_util.tree_map(jnp.square, g)
     if mode == "empirical":
-        return square(results[0][1])
-    if num_labels == 1:
-        (_, g0), (_, g1) = results
-        return jax.tree_util.tree_map(lambda a, b: 0.5 * jnp.square(a - b), g0, g1)
+        return jax.tree_util.tree_map(jnp.square, results[0][1])
+    grads = [g for _, g in results]
     total = None
-    for loss_c, g in results:
-        p = jax.lax.stop_gradient(jnp.exp(-loss_c)) * weight
-        term = jax.tree_util.tree_map(lambda x, p=p: p * jnp.square(x), g)
-        total = term if total is None else jax.tree_util.tree_map(jnp.add, total, term)
+    for term in objective.expected_fisher_terms([loss for loss, _ in results], weight):
+        term_tree = jax.tree_util.tree_map(lambda x, f=term.factor: f * jnp.square(x),
+                                           _combination(term.coeffs, grads))
+        total = term_tree if total is None else jax.tree_util.tree_map(jnp.add, total,
+                                                                          term_tree)
     return total
 
 
-def _check_mode(mode: str) -> None:
+def _check_mode(mode: str, objective: Objective | None = None) -> None:
     if mode not in MODES:
         raise FisherError(f"fisher mode must be one of {MODES}, got {mode!r}")
+    if mode == "expected" and objective is None:
+        raise FisherError("the expected Fisher needs the task's objective (objective=...; "
+                          "e.g. fishjax.objectives.SequenceClassification())")
 
 
 def example_fisher_fn(
-    loss_fn: LossFn, *, mode: str = "empirical", num_labels: int = 2
+    loss_fn: LossFn, *, mode: str = "empirical", objective: Objective | None = None
 ) -> Callable[[PyTree, PyTree, Batch], PyTree]:
     """`f(on, off, example) -> tree`: one example's Fisher contribution for the `on` leaves.
 
@@ -113,7 +129,7 @@ def example_fisher_fn(
     (`fishjax.core.tree.split_tree`); `example` has no batch dimension. See the module
     docstring for the two modes.
     """
-    _check_mode(mode)
+    _check_mode(mode, objective)
 
     def loss_one(on, off, example):
         batch = jax.tree_util.tree_map(lambda x: x[None], example)
@@ -122,46 +138,46 @@ def example_fisher_fn(
     grad = jax.value_and_grad(loss_one)
 
     def contribution(on, off, example):
-        results = [grad(on, off, {**example, "labels": label})
-                   for label in label_variants(mode, num_labels, example["labels"])]
-        return combine_variants(mode, num_labels, example["weights"], results)
+        results = [grad(on, off, {**example, **targets})
+                   for targets in fisher_targets(mode, objective, example)]
+        return combine_variants(mode, objective, example["weights"], results)
 
     return contribution
 
 
-def recorded_variants(loss_fn: LossFn, mode: str, num_labels: int, on: PyTree, off: PyTree,
-                      batch: Batch) -> list[dict[str, Any]]:
-    """`capture.record_layers` of the batch once per `label_variants` entry."""
+def recorded_variants(loss_fn: LossFn, mode: str, objective: Objective | None, on: PyTree,
+                      off: PyTree, batch: Batch) -> list[dict[str, Any]]:
+    """`capture.record_layers` of the batch once per `fisher_targets` entry."""
     params = merge_trees(on, off)
-    return [capture.record_layers(loss_fn, params, {**batch, "labels": label})
-            for label in label_variants(mode, num_labels, batch["labels"])]
+    return [capture.record_layers(loss_fn, params, {**batch, **targets})
+            for targets in fisher_targets(mode, objective, batch)]
 
 
 def captured_fisher_fns(
-    loss_fn: LossFn, *, mode: str = "empirical", num_labels: int = 2
+    loss_fn: LossFn, *, mode: str = "empirical", objective: Objective | None = None
 ) -> tuple[Callable[..., Any], Callable[..., PyTree]]:
     """`(prepare, f)` for the capture engine (`fishjax.selection.capture`): `prepare(on,
     off, batch)` runs one batched backward per label variant and returns per-row layer
     records; `f(on, off, row)` turns one row of them into the example's Fisher
     contribution, equal to `example_fisher_fn`'s up to rounding."""
-    _check_mode(mode)
+    _check_mode(mode, objective)
 
     def prepare(on, off, batch):
-        return {"variants": recorded_variants(loss_fn, mode, num_labels, on, off, batch),
+        return {"variants": recorded_variants(loss_fn, mode, objective, on, off, batch),
                 "weights": batch["weights"]}
 
     def contribution(on, off, row):
         results = [(v["loss"], capture.example_gradients(on, v["calls"]))
                    for v in row["variants"]]
-        return combine_variants(mode, num_labels, row["weights"], results)
+        return combine_variants(mode, objective, row["weights"], results)
 
     return prepare, contribution
 
 
-def backward_passes_per_example(mode: str, num_labels: int) -> int:
+def backward_passes_per_example(mode: str, objective: Objective | None) -> int:
     if mode == "empirical":
         return 1
-    return 2 if num_labels == 1 else num_labels
+    return objective.expected_fisher_passes
 
 
 # -- the built-in reduction and the Fisher passes ---------------------------------------
@@ -195,25 +211,28 @@ def sum_and_mass(carry: PyTree | None, contrib: PyTree, rows: dict[str, jax.Arra
 
 
 @functools.lru_cache(maxsize=64)
-def fisher_example_fn(loss_fn: LossFn, mode: str, num_labels: int) -> Callable[..., PyTree]:
-    """`example_fisher_fn`, one function object per (loss_fn, mode, num_labels): the key
+def fisher_example_fn(loss_fn: LossFn, mode: str, objective: Objective | None
+                      ) -> Callable[..., PyTree]:
+    """`example_fisher_fn`, one function object per (loss_fn, mode, objective): the key
     of the engine's cache of compiled passes (FISH and every IRD round compile once)."""
-    return example_fisher_fn(loss_fn, mode=mode, num_labels=num_labels)
+    return example_fisher_fn(loss_fn, mode=mode, objective=objective)
 
 
 @functools.lru_cache(maxsize=64)
-def captured_fisher(loss_fn: LossFn, mode: str, num_labels: int
+def captured_fisher(loss_fn: LossFn, mode: str, objective: Objective | None
                     ) -> tuple[Callable[..., Any], Callable[..., PyTree]]:
     """`captured_fisher_fns`, cached like `fisher_example_fn`."""
-    return captured_fisher_fns(loss_fn, mode=mode, num_labels=num_labels)
+    return captured_fisher_fns(loss_fn, mode=mode, objective=objective)
 
 
-def scaled_cotangents(mode: str, num_labels: int, variants: Sequence[dict[str, Any]],
-                      weights: jax.Array, sum_weights: jax.Array) -> list[dict[str, jax.Array]]:
+def scaled_cotangents(mode: str, objective: Objective | None,
+                      variants: Sequence[dict[str, Any]], weights: jax.Array,
+                      sum_weights: jax.Array) -> list[dict[str, jax.Array]]:
     """The capture engine's Fisher sum as squares of cotangents: terms t with
     sum_i sum_w_i * contribution_i = sum_t sum_i (example i's gradient from terms[t])^2.
     Gradients are linear in the cotangent and every variant shares the forward (the
-    inputs), so each mode's weights fold into the cotangents (see `combine_variants`)."""
+    inputs), so each term's combination and factor fold into the cotangents (see
+    `combine_variants`)."""
 
     def scaled(calls, s):
         return {k: c["g"] * s.reshape((-1,) + (1,) * (c["g"].ndim - 1)).astype(c["g"].dtype)
@@ -221,24 +240,21 @@ def scaled_cotangents(mode: str, num_labels: int, variants: Sequence[dict[str, A
 
     if mode == "empirical":
         return [scaled(variants[0]["calls"], jnp.sqrt(sum_weights))]
-    if num_labels == 1:
-        diff = {k: {"g": c["g"] - variants[1]["calls"][k]["g"]}
-                for k, c in variants[0]["calls"].items()}
-        return [scaled(diff, jnp.sqrt(0.5 * sum_weights))]
-    return [scaled(v["calls"], jnp.sqrt(sum_weights * weights
-                                        * jax.lax.stop_gradient(jnp.exp(-v["loss"]))))
-            for v in variants]
+    cotangents = [{k: c["g"] for k, c in v["calls"].items()} for v in variants]
+    terms = objective.expected_fisher_terms([v["loss"] for v in variants], weights)
+    return [scaled({k: {"g": g} for k, g in _combination(t.coeffs, cotangents).items()},
+                   jnp.sqrt(sum_weights * t.factor)) for t in terms]
 
 
 @functools.lru_cache(maxsize=64)
-def captured_sum_step(loss_fn: LossFn, mode: str, num_labels: int):
+def captured_sum_step(loss_fn: LossFn, mode: str, objective: Objective | None):
     """`per_example.BatchStep` of the capture engine for the plain per-parameter sum
     (`sum_and_mass` with no masses: FISH's pass): no per-example contribution tree."""
 
     def for_chunk(chunk_size: int):
         def step(carry, on, off, batch, rows, aux):
-            variants = recorded_variants(loss_fn, mode, num_labels, on, off, batch)
-            terms = scaled_cotangents(mode, num_labels, variants, rows["weights"],
+            variants = recorded_variants(loss_fn, mode, objective, on, off, batch)
+            terms = scaled_cotangents(mode, objective, variants, rows["weights"],
                                       rows["sum_weights"])
             add = capture.summed_squares(on, variants[0]["calls"], terms, chunk_size)
             return jax.tree_util.tree_map(jnp.add, carry, add), None
@@ -263,7 +279,7 @@ def per_example_pass(
     aux: Any = None,
     eligible: PyTree | str | None = None,
     mode: str = "empirical",
-    num_labels: int = 2,
+    objective: Objective | None = None,
     num_samples: int | None = None,
     chunk_size: int | str = "auto",
     progress: bool = True,
@@ -277,24 +293,24 @@ def per_example_pass(
     `engine`: "per_example" (each example differentiated on its own) or "capture" (one
     batched backward, per-example outer products; `fishjax.selection.capture`, checked
     against `jax.grad` on the first batch)."""
-    _check_mode(mode)
+    _check_mode(mode, objective)
     if engine not in ENGINES:
         raise FisherError(f"fisher engine must be one of {ENGINES}, got {engine!r}")
     batch_step = None
     if engine == "capture":
-        prepare, example_fn = captured_fisher(loss_fn, mode, num_labels)
+        prepare, example_fn = captured_fisher(loss_fn, mode, objective)
         check = _capture_check(loss_fn)
         if reduce in (None, sum_and_mass) and aux is None and init is zeros_like_tree:
             # Only the per-parameter sum is wanted: formed for the whole batch at once.
-            batch_step = captured_sum_step(loss_fn, mode, num_labels)
+            batch_step = captured_sum_step(loss_fn, mode, objective)
     else:
-        prepare, example_fn, check = None, fisher_example_fn(loss_fn, mode, num_labels), None
+        prepare, example_fn, check = None, fisher_example_fn(loss_fn, mode, objective), None
     return example_pass(
         example_fn, params, batches, init=init,
         reduce=sum_and_mass if reduce is None else reduce, aux=aux, eligible=eligible,
         num_samples=num_samples, chunk_size=chunk_size, progress=progress,
         desc=desc or f"fisher ({mode})",
-        passes_per_example=backward_passes_per_example(mode, num_labels),
+        passes_per_example=backward_passes_per_example(mode, objective),
         prepare=prepare, check_first=check, batch_step=batch_step)
 
 
@@ -331,7 +347,7 @@ def fisher_pass(
     *,
     eligible: PyTree | str | None = None,
     mode: str = "empirical",
-    num_labels: int = 2,
+    objective: Objective | None = None,
     param_sums: bool = True,
     mass_mask: PyTree | None = None,
     num_samples: int | None = None,
@@ -361,7 +377,7 @@ def fisher_pass(
     aux = None if mass_mask is None else jax.device_put(_mass_aux(params, resolved, mass_mask))
     out = per_example_pass(
         loss_fn, params, batches, init=zeros_like_tree if param_sums else (lambda on: None),
-        reduce=sum_and_mass, aux=aux, eligible=resolved, mode=mode, num_labels=num_labels,
+        reduce=sum_and_mass, aux=aux, eligible=resolved, mode=mode, objective=objective,
         num_samples=num_samples, chunk_size=chunk_size, progress=progress, desc=desc,
         engine=engine)
     order = np.argsort(out.example_ids, kind="stable")
@@ -390,7 +406,7 @@ def fisher_scores(
     *,
     eligible: PyTree | str | None = None,
     mode: str = "empirical",
-    num_labels: int = 2,
+    objective: Objective | None = None,
     num_samples: int | None = None,
     chunk_size: int | str = "auto",
     progress: bool = True,
@@ -409,7 +425,7 @@ def fisher_scores(
         `num_samples` real examples were scored (rows past it get weight 0).
       eligible: which leaves to score (bool tree, regex over paths, or None for all).
       mode: "empirical" (gold labels) or "expected" (model's predictive distribution).
-      num_labels: classes of the task (1: regression); used by the expected mode.
+      objective: the task's objective (`fishjax.objectives`); needed by the expected mode.
       num_samples: examples to score (None: every batch).
       chunk_size: examples per vmap chunk, or "auto" (1 on CPU, up to 8 elsewhere).
       progress: show a progress bar (tqdm) with examples/s.
@@ -423,5 +439,5 @@ def fisher_scores(
       >>> mask = top_k_mask(res.scores, k, eligible=res.eligible)
     """
     return fisher_pass(loss_fn, params, batches, eligible=eligible, mode=mode,
-                       num_labels=num_labels, num_samples=num_samples, chunk_size=chunk_size,
+                       objective=objective, num_samples=num_samples, chunk_size=chunk_size,
                        progress=progress, engine=engine)

@@ -89,6 +89,7 @@ import numpy as np
 from fishjax.core.errors import IRDError
 from fishjax.core.tree import PyTree, count_true
 from fishjax.data import TokenizedSplit, index_batches
+from fishjax.objectives import Objective, SequenceClassification
 from fishjax.selection.fisher import LossFn, backward_passes_per_example, fisher_pass
 from fishjax.selection.per_example import resolve_eligible
 from fishjax.selection.topk import top_k_in_range, top_k_mask
@@ -320,21 +321,13 @@ def _pick_best(candidates: list[Candidate], trace_rounds: list[dict[str, Any]],
     return best if best is not None else candidates[-1]
 
 
-def _label_summary(labels: np.ndarray, num_labels: int) -> dict[str, Any]:
-    if num_labels == 1:
-        x = labels.astype(np.float64)
-        return {"n": int(x.size), "mean": float(x.mean()) if x.size else None,
-                "std": float(x.std()) if x.size else None}
-    counts = np.bincount(labels.astype(np.int64), minlength=num_labels)
-    return {str(c): int(n) for c, n in enumerate(counts)}
-
-
-def _sample_summary(data: TokenizedSplit, ids: np.ndarray, num_labels: int) -> dict[str, Any]:
-    return {"n": int(len(ids)), "labels": _label_summary(data.labels[ids], num_labels),
+def _sample_summary(data: TokenizedSplit, ids: np.ndarray, objective: Objective
+                    ) -> dict[str, Any]:
+    return {"n": int(len(ids)), "labels": objective.target_summary(data.labels[ids]),
             "length_mean": float(np.mean(data.lengths[ids])) if len(ids) else None}
 
 
-def _round_stats(data: TokenizedSplit, num_labels: int, samples: np.ndarray, kept: np.ndarray,
+def _round_stats(data: TokenizedSplit, objective: Objective, samples: np.ndarray, kept: np.ndarray,
                  mass: np.ndarray | None, scores: PyTree, range_: PyTree, new_range: PyTree,
                  full_range: PyTree, candidate: PyTree) -> dict[str, Any]:
     """A round's sizes, Fisher mass kept, and who was kept (labels, lengths, top masses)."""
@@ -352,8 +345,8 @@ def _round_stats(data: TokenizedSplit, num_labels: int, samples: np.ndarray, kep
                                                                 1e-30),
         "mask_mass": _masked_sum(scores, candidate) / max(_masked_sum(scores, full_range),
                                                           1e-30),
-        "kept": _sample_summary(data, kept, num_labels),
-        "dropped": _sample_summary(data, np.setdiff1d(samples, kept), num_labels),
+        "kept": _sample_summary(data, kept, objective),
+        "dropped": _sample_summary(data, np.setdiff1d(samples, kept), objective),
         "largest_mass": [] if mass is None else [
             {"id": int(samples[i]), "label": data.labels[samples[i]].item(),
              "length": int(data.lengths[samples[i]]), "mass_share": float(mass[i] / total_mass)}
@@ -372,7 +365,7 @@ def run_ird(
     options: IRDOptions | None = None,
     seed: int = 0,
     mode: str = "empirical",
-    num_labels: int = 2,
+    objective: Objective | None = None,
     batch_size: int = 32,
     chunk_size: int | str = "auto",
     engine: str = "per_example",
@@ -391,7 +384,8 @@ def run_ird(
       k: the mask size (>= 1).
       options: `IRDOptions` (defaults: N0 1024, a_s = a_p = 0.5, N_min 32, T 8).
       seed: draws the pool S_0 (`draw_pool`).
-      mode, num_labels, batch_size, chunk_size, engine: the Fisher passes (`fisher_pass`).
+      mode, objective, batch_size, chunk_size, engine: the Fisher passes (`fisher_pass`);
+        `objective` (default: 2-class classification) also summarises each round's targets.
       pool: explicit S_0 ids (overrides `pool_size` and `seed`).
       progress: progress bars.
       keep_history: also return every round's inputs, masses and scores (memory: a
@@ -425,9 +419,10 @@ def run_ird(
                     "using all of them", n0, options.pool_size)
     schedule = resolve_schedule(options.schedule, n0, p0)
     rounds = len(schedule) if schedule else options.max_rounds
-    per_example = backward_passes_per_example(mode, num_labels)
+    objective = SequenceClassification() if objective is None else objective
+    per_example = backward_passes_per_example(mode, objective)
     passes = functools.partial(fisher_pass, loss_fn, params, eligible=elig, mode=mode,
-                               num_labels=num_labels, chunk_size=chunk_size, engine=engine,
+                               objective=objective, chunk_size=chunk_size, engine=engine,
                                progress=progress)
 
     mass_cache: tuple[PyTree, np.ndarray, np.ndarray] | None = None  # (mask, ids, masses)
@@ -480,7 +475,7 @@ def run_ird(
         entry = {
             "round": t,
             "sample_ranking": "none" if ranking_mask is None else options.sample_ranking,
-            **_round_stats(data, num_labels, samples, kept, mass, scores, range_, new_range,
+            **_round_stats(data, objective, samples, kept, mass, scores, range_, new_range,
                            full_range, candidate),
             "ranking_pass_examples": ranking_examples,
             "scoring_pass_examples": scoring_examples,
@@ -523,7 +518,7 @@ def run_ird(
         "k": k,
         "eligible_entries": p0,
         "seed": seed,
-        "pool": {**_sample_summary(data, pool_ids, num_labels),
+        "pool": {**_sample_summary(data, pool_ids, objective),
                  "requested": options.pool_size, "ids": [int(i) for i in pool_ids]},
         "fisher": {"mode": mode, "batch_size": batch_size, "chunk_size": chunk_size,
                    "backward_passes_per_example": per_example},

@@ -8,8 +8,9 @@ gradient there, and estimate the model fine-tuned on a subset S by a small regre
 the (randomly projected) gradients of S's examples; read the target's loss off to first
 order. The functions here are the pure steps; `fishjax.select_sources` drives them.
 
-- Output: f = the log-odds of the correct label (`fishjax.models.objectives.log_odds`;
-  sigmoid(f) is the label's probability, so the loss is softplus(-f)).
+- Output: f = the log-odds of the correct label (the classification objective's
+  `feature_output`, `fishjax.objectives.log_odds`; sigmoid(f) is the label's probability,
+  so the loss is softplus(-f)).
 - Features: per example, f* = f(phi*) and g~ = P^T grad f(phi*), P a seeded Rademacher
   matrix [d, p] with entries +-1/sqrt(p) (E[P P^T] = I: inner products are preserved in
   expectation, within O(1/sqrt(p)) for one draw). One pass of the per-example engine
@@ -170,7 +171,7 @@ def gradient_features(output_fn: Callable[[PyTree, Batch], jax.Array], params: P
                       progress: bool = True) -> Features:
     """f* and g~ = P^T grad f of every real example in `batches` (one pass).
 
-    `output_fn(params, batch) -> [B]` (e.g. `fishjax.models.objectives.make_log_odds_fn`);
+    `output_fn(params, batch) -> [B]` (e.g. `fishjax.objectives.make_feature_fn`);
     the gradient is taken w.r.t. the `eligible` leaves, whose sorted paths and sizes must
     be those `projection` was made for.
     """

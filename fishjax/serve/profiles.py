@@ -30,7 +30,8 @@ from fishjax.artifacts.profile_file import load_profile
 from fishjax.core.errors import PeftError
 from fishjax.core.tree import PyTree, flatten_paths, merge_trees, split_tree, unflatten_paths
 from fishjax.data import RawSplit, TokenizedSplit, make_batch, tokenize_split
-from fishjax.models import LoadedModel, load_model, load_tokenizer, objectives
+from fishjax.models import LoadedModel, load_model, load_tokenizer
+from fishjax.objectives import Objective, SequenceClassification, make_apply_fn
 from fishjax.params.peft import PeftSpec
 from fishjax.params.xpeft import Profile, mix, random_bank
 
@@ -39,8 +40,8 @@ log = logging.getLogger("fishjax")
 _RANDOM_POOL = re.compile(r"^random\(seed=(-?\d+), n=(\d+)\)$")
 
 
-def profile_logits(apply_fn, base: PyTree, bank: PyTree, weights, head: PyTree, batch):
-    """Logits of one profile (mixing weights + head) on a batch: the model with the mixed
+def profile_outputs(apply_fn, base: PyTree, bank: PyTree, weights, head: PyTree, batch):
+    """Outputs of one profile (mixing weights + head) on a batch: the model with the mixed
     adapters. Not jitted; `ProfileServer` vmaps it over examples."""
     return apply_fn(merge_trees(base, mix(bank, weights), head), batch)
 
@@ -61,7 +62,11 @@ def rebuild_random_bank(meta: dict, base: PyTree) -> Bank:
 class ProfileServer:
     """One base model and one bank; profiles added by name (see the module docstring)."""
 
-    def __init__(self, model: LoadedModel, bank: Bank, head_regex: str = r"^classifier/"):
+    def __init__(self, model: LoadedModel, bank: Bank, head_regex: str = r"^classifier/",
+                 objective: Objective | None = None):
+        # The profiles' task: what the model reads and what a prediction is (default: the
+        # 2-class classification the bundled profiles are trained on).
+        self.objective = SequenceClassification() if objective is None else objective
         head, base = split_tree(model.params, head_regex)
         if not flatten_paths(head):
             raise PeftError(f"head_regex={head_regex!r} matches no parameter of the model")
@@ -75,11 +80,11 @@ class ProfileServer:
         self._adapters = jax.device_put(bank.adapters)
         self._profiles: dict[str, tuple[np.ndarray, dict]] = {}
         self._tokenizer = None
-        apply_fn = objectives.make_apply_fn(model.module)
+        apply_fn = make_apply_fn(model.module, self.objective)
 
         def one(base, bank, weights, head, example):
             batch = jax.tree_util.tree_map(lambda x: x[None], example)
-            return profile_logits(apply_fn, base, bank, weights, head, batch)[0]
+            return profile_outputs(apply_fn, base, bank, weights, head, batch)[0]
 
         self._forward = jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0)))
 
@@ -87,7 +92,9 @@ class ProfileServer:
     def from_files(cls, model_name: str, bank_file: str, **kwargs) -> ProfileServer:
         """A server for `model_name` (alias, folder or hub id) and a bank file."""
         bank = load_bank(bank_file)
-        model = load_model(model_name, 2, key=jax.random.PRNGKey(0))  # heads: the profiles'
+        objective = kwargs.get("objective") or SequenceClassification()
+        # the head drawn here is never used: each profile brings its own
+        model = load_model(model_name, objective.head_size, key=jax.random.PRNGKey(0))
         return cls(model, bank, **kwargs)
 
     @property
@@ -110,8 +117,9 @@ class ProfileServer:
         self._profiles[name] = (np.asarray(profile.weights(), np.float32),
                                 {p: np.asarray(x, np.float32) for p, x in head.items()})
 
-    def logits(self, batch: dict[str, np.ndarray], profiles: Sequence[str]) -> np.ndarray:
-        """Logits [B, labels] of a batch whose example i belongs to `profiles[i]`."""
+    def outputs(self, batch: dict[str, np.ndarray], profiles: Sequence[str]) -> np.ndarray:
+        """Model outputs (classification: [B, labels]) of a batch whose example i belongs
+        to `profiles[i]`."""
         if len(profiles) != len(batch["input_ids"]):
             raise PeftError(f"{len(profiles)} profile names for a batch of "
                             f"{len(batch['input_ids'])} examples")
@@ -127,12 +135,13 @@ class ProfileServer:
         heads = unflatten_paths({p: np.stack([head[p] for _, head in rows])
                                  for p in self._head_paths})
         example = {k: np.asarray(v) for k, v in batch.items()
-                   if k in ("input_ids", "attention_mask", "token_type_ids")}
+                   if k in self.objective.input_fields}
         return np.asarray(self._forward(self._base, self._adapters, weights, heads, example))
 
     def predict(self, texts: Sequence[str], profiles: Sequence[str],
                 max_length: int = 128) -> np.ndarray:
-        """Predicted label ids of `texts`, text i under `profiles[i]` (one padded batch)."""
+        """Predictions (classification: label ids) of `texts`, text i under `profiles[i]`
+        (one padded batch)."""
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.model.model_dir)
         raw = RawSplit(task="serve", split="serve", text_a=list(texts), text_b=None,
@@ -140,4 +149,4 @@ class ProfileServer:
         ds: TokenizedSplit = tokenize_split(raw, self._tokenizer, max_length=max_length,
                                             buckets=(max_length,))
         batch = make_batch(ds, np.arange(len(texts)), max_length, len(texts))
-        return np.argmax(self.logits(batch, profiles), axis=-1)
+        return np.asarray(self.objective.predictions(self.outputs(batch, profiles)))

@@ -87,9 +87,7 @@ def listing(what: str, configs_dir: str) -> str:
     if what == "methods":
         return "\n".join(f"{name:16s} {_method_line(name)}" for name in available_methods())
     if what == "tasks":
-        return "\n".join(f"{name:12s} {spec.num_labels} labels, metrics "
-                         f"{', '.join(spec.metrics)}; eval {', '.join(spec.eval_splits)}"
-                         for name, spec in TASKS.items())
+        return "\n".join(f"{name:12s} {spec.describe()}" for name, spec in TASKS.items())
     if what == "configs":
         rows = []
         for name in sorted(os.listdir(configs_dir)):

@@ -1,7 +1,7 @@
 """Metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX: no TensorFlow).
 
 Each line is strict JSON: a non-finite value is written as null and named under
-`_non_finite` (e.g. the eval loss of a model whose logits overflowed).
+`_non_finite` (e.g. the eval loss of a model whose outputs overflowed).
 """
 
 from __future__ import annotations

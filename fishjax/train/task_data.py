@@ -42,7 +42,7 @@ def load_raw_splits(config: ml_collections.ConfigDict, task: TaskSpec) -> dict[s
                                 seed=config.seed)
     if d.row_split:
         train, validation = apply_row_split(raw[task.train_split], load_row_split(d.row_split),
-                                            task.num_labels)
+                                            task)
         raw[task.train_split] = train
         if validation is not None:
             raw[VALIDATION] = validation

@@ -32,7 +32,6 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from fishjax.artifacts.hf_export import export_hf_folder
 from fishjax.core.errors import ConfigError, TrainingDiverged
 from fishjax.core.io import atomic_write_json, file_sha256, read_json, remove_orphans
 from fishjax.core.tree import PyTree, count_params
@@ -40,14 +39,15 @@ from fishjax.core.version import __version__
 from fishjax.data import (
     TaskSpec,
     TokenizedSplit,
-    compute_metrics,
     get_task,
     iterate_batches,
     num_batches,
 )
 from fishjax.methods import MethodContext, MethodSetup, get_method
-from fishjax.models import EncoderConfig, load_model, load_tokenizer, objectives
+from fishjax.models import EncoderConfig, load_model, load_tokenizer
+from fishjax.models.hf_export import export_hf_folder
 from fishjax.models.hub import peft_base_reference
+from fishjax.objectives import Objective, for_task, make_apply_fn, make_loss_fn
 from fishjax.train import distributed, dropout
 from fishjax.train.checkpoints import Checkpoints
 from fishjax.train.metric_writer import MetricWriter
@@ -86,6 +86,7 @@ def _host(x: jax.Array) -> np.ndarray:
 def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn: Callable,
                    train_batches: Callable[..., Iterator[dict]], task: TaskSpec,
                    model_config: EncoderConfig, rng: jax.Array,
+                   objective: Objective | None = None,
                    train_data: TokenizedSplit | None = None, workdir: str | None = None,
                    dev_score: Callable[[PyTree], float] | None = None,
                    model_dir: str | None = None) -> MethodContext:
@@ -99,6 +100,7 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
         train_batches=train_batches,
         train_data=train_data,
         task=task,
+        objective=for_task(task) if objective is None else objective,
         model_config=model_config,
         model_name=config.model.name,
         base_model_ref=peft_base_reference(config.model.name, model_dir),
@@ -122,12 +124,13 @@ class Trainer:
         self.mesh = make_mesh(config.mesh.data, config.mesh.model)
         check_batch_divisible(config, self.mesh.shape["data"])
         self.task = get_task(config.task)
+        self.objective = for_task(self.task)
         raw = load_raw_splits(config, self.task)
 
         key = jax.random.PRNGKey(config.seed)
         head_key, dropout_key, method_key = jax.random.split(key, 3)
         self.model = load_model(
-            config.model.name, self.task.num_labels, key=head_key, dtype=config.model.dtype,
+            config.model.name, self.objective.head_size, key=head_key, dtype=config.model.dtype,
             hidden_dropout=config.model.hidden_dropout,
             attention_dropout=config.model.attention_dropout,
         )
@@ -136,13 +139,14 @@ class Trainer:
             raise ConfigError(f"config.data.max_length={config.data.max_length} exceeds the "
                               f"model's {max_len} positions ({config.model.name})")
         self.data = tokenize_task(config, self.task, raw, load_tokenizer(self.model.model_dir))
-        self.loss_fn = objectives.make_loss_fn(self.model.module, self.task.is_regression)
-        self.apply_fn = objectives.make_apply_fn(self.model.module)
+        self.loss_fn = make_loss_fn(self.model.module, self.objective)
+        self.apply_fn = make_apply_fn(self.model.module, self.objective)
         self._dense_eval_step = jax.jit(self._eval_outputs(lambda params, _: params))
 
         self.setup: MethodSetup = get_method(config.method.name).setup(method_context(
             config, params=self.model.params, loss_fn=self.loss_fn,
             train_batches=self._method_batches, train_data=self.data.train, task=self.task,
+            objective=self.objective,
             model_config=self.model.config, rng=method_key, workdir=workdir,
             dev_score=self.dev_score, model_dir=self.model.model_dir))
 
@@ -207,12 +211,12 @@ class Trainer:
 
     def _eval_outputs(self, combine: Callable[[PyTree, PyTree], PyTree]):
         """`(trainable, frozen, batch) -> (predictions, per-example losses)`, unjitted."""
-        apply_fn, is_regression = self.apply_fn, self.task.is_regression
+        apply_fn, objective = self.apply_fn, self.objective
 
         def eval_step(trainable: PyTree, frozen: PyTree, batch):
-            logits = apply_fn(combine(trainable, frozen), batch)
-            losses = objectives.per_example_loss(logits, batch["labels"], is_regression)
-            return objectives.predictions(logits, is_regression), losses
+            outputs = apply_fn(combine(trainable, frozen), batch)
+            losses = objective.per_example_loss(outputs, batch)
+            return objective.predictions(outputs), losses
 
         return eval_step
 
@@ -262,7 +266,7 @@ class Trainer:
                 labels.append(batch["labels"])
                 weights.append(batch["weights"])
             w = np.concatenate(weights)
-            metrics = compute_metrics(self.task, np.concatenate(preds), np.concatenate(labels), w)
+            metrics = self.objective.metrics(np.concatenate(preds), np.concatenate(labels), w)
             metrics["loss"] = float(np.sum(np.concatenate(losses) * w) / max(w.sum(), 1.0))
             prefix = "" if len(self.data.evals) == 1 else f"{split}/"
             results.update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
@@ -270,7 +274,7 @@ class Trainer:
 
     def main_metric_name(self) -> str:
         """The key of `main_score` in an evaluation's metrics."""
-        key = self.task.main_metric
+        key = self.objective.main_metric
         if len(self.data.evals) > 1:
             key = f"{self.task.eval_splits[0]}/{key}"
         return key
@@ -450,12 +454,10 @@ class Trainer:
                         "folder; see its artifacts", self.config.method.name)
             out["export_dir"] = None
         elif t.export:
-            labels = self.task.label_names
             out["export_dir"] = export_hf_folder(
                 jax.device_get(self.setup.dense_params(kept)), self.model.config,
-                self.task.num_labels, os.path.join(self.workdir, "export"),
-                id2label=None if labels is None else dict(enumerate(labels)),
-                tokenizer_dir=self.model.model_dir,
+                out_dir=os.path.join(self.workdir, "export"),
+                tokenizer_dir=self.model.model_dir, **self.objective.metadata(),
             ) if is_main else None
         if self.setup.deployed is not None:  # what the method ships differs from the model
             kept = self.state.trainable if kept is None else kept

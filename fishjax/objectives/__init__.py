@@ -1,0 +1,31 @@
+"""Objectives: the protocol (`Objective`) through which every method, the trainer and the
+Fisher passes see a task's targets, and its implementations (sequence classification,
+regression). See `fishjax.objectives.base` for the protocol."""
+
+from fishjax.objectives.base import (
+    Batch,
+    FisherTerm,
+    Objective,
+    make_apply_fn,
+    make_feature_fn,
+    make_loss_fn,
+    weighted_mean,
+)
+from fishjax.objectives.classification import SequenceClassification, log_odds
+from fishjax.objectives.registry import for_task, from_metadata
+from fishjax.objectives.regression import Regression
+
+__all__ = [
+    "Batch",
+    "FisherTerm",
+    "Objective",
+    "Regression",
+    "SequenceClassification",
+    "for_task",
+    "from_metadata",
+    "log_odds",
+    "make_apply_fn",
+    "make_feature_fn",
+    "make_loss_fn",
+    "weighted_mean",
+]

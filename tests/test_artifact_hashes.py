@@ -117,8 +117,7 @@ def write_artifacts(config, workdir: str) -> None:
     from fishjax.train.trainer import Trainer
 
     trainer = Trainer(config, workdir)
-    if trainer.setup.save_artifacts is not None:
-        trainer.setup.save_artifacts(jax.device_get(trainer.state.trainable), workdir)
+    trainer.setup.save_artifacts(jax.device_get(trainer.state.trainable), workdir)
 
 
 def _hashes(workdir: str) -> dict[str, str]:

@@ -74,6 +74,22 @@ def _identity_optimizer(tx: optax.GradientTransformation) -> optax.GradientTrans
     return tx
 
 
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """One file (or folder) a method ships: how it is written and how it is read back.
+
+    Every method's artefacts go through this one interface, so the trainer writes them and
+    a test reloads them without knowing the method.
+    """
+
+    name: str  # its key in results["artifacts"] (e.g. "delta", "peft", "profile")
+    save: Callable[[PyTree, str], str]  # (kept trainable tree, workdir) -> the written path
+    # (path, the pretrained params) -> the dense model params the file ships, read back
+    # from disk and checked against its base. None where the file alone makes no model
+    # (e.g. the PEFT-library adapter folder, read by the `peft` package).
+    load: Callable[[str, PyTree], PyTree] | None = None
+
+
 @dataclasses.dataclass
 class MethodSetup:
     """What a method hands the trainer."""
@@ -94,19 +110,23 @@ class MethodSetup:
     # decay (on top of config.train.weight_decay_exclude); e.g. r"^delta/" for a sparse
     # increment trained without decay.
     no_decay: str | None = None
-    # Called once by the trainer at the end of a finished run with the trainable tree it
-    # keeps (the best one if any) and the workdir; writes the method's artefacts (e.g. a
-    # delta file) and returns {name: path}, reported under results["artifacts"].
-    save_artifacts: Callable[[PyTree, str], dict[str, str]] | None = None
+    # The files the method ships (a sparse delta, a PEFT file, a profile), written once by
+    # the trainer at the end of a finished run from the trainable tree it keeps (the best
+    # one if any); reported under results["artifacts"] as {name: path}.
+    artifacts: tuple[Artifact, ...] = ()
     # Whether `dense_params` is a plain model params tree that the trainer can export as a
-    # Hugging Face folder (False e.g. for bottleneck adapters, which the base
-    # architecture lacks: their artefacts come from `save_artifacts`).
+    # Hugging Face folder, the merged form every method may ship besides `artifacts`
+    # (False e.g. for bottleneck adapters, which the base architecture lacks).
     exportable: bool = True
     # The dense params of what the method ships, when they differ from the trained model
     # (e.g. X-PEFT's soft scores hardened to a top-K mask at the end): the trainer scores
     # them on dev at the end of a finished run (results["deployed_eval"]).
     deployed: Callable[[PyTree], PyTree] | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # logged and saved
+
+    def save_artifacts(self, kept: PyTree, workdir: str) -> dict[str, str]:
+        """Writes every artefact of `kept` (a trainable tree) into `workdir`: {name: path}."""
+        return {a.name: a.save(kept, workdir) for a in self.artifacts}
 
     def dense_params(self, trainable: PyTree) -> PyTree:
         """Dense model parameters (for evaluation outside the step and for export)."""

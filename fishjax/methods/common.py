@@ -26,12 +26,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from fishjax.artifacts.delta_file import DELTA_FILE, save_delta
+from fishjax.artifacts.delta_file import DELTA_FILE, apply_delta_file, save_delta
 from fishjax.artifacts.mask_file import MASK_FILE, load_mask, save_mask
 from fishjax.core.errors import ConfigError, MaskError, SparseError
 from fishjax.core.tree import PyTree, count_params, flatten_paths, match_tree, union
 from fishjax.data import cycle_epochs
-from fishjax.methods.base import Batch, MethodContext, MethodSetup
+from fishjax.methods.base import Artifact, Batch, MethodContext, MethodSetup
 from fishjax.params import sparse as sparse_lib
 from fishjax.params.masked import masked_updates
 from fishjax.params.masks import density, regex_mask
@@ -262,15 +262,16 @@ def sparse_setup(
         raise SparseError(f"weight_decay must be one of {sparse_lib.WEIGHT_DECAY_MODES}, got "
                           f"{weight_decay!r}")
     trainable, frozen = sparse_lib.split_for_training(params, mask, head)
-    save_artifacts = None
+    artifacts = ()
     if delta_metadata is not None:
         meta = dict(delta_metadata, weight_decay=weight_decay)
 
-        def save_artifacts(kept: PyTree, workdir: str) -> dict[str, str]:
-            path = save_delta(os.path.join(workdir, DELTA_FILE),
+        def save(kept: PyTree, workdir: str) -> str:
+            return save_delta(os.path.join(workdir, DELTA_FILE),
                               sparse_lib.delta_of(kept, frozen), kept[sparse_lib.HEAD_KEY],
                               frozen[sparse_lib.BASE_KEY], metadata=meta)
-            return {"delta": path}
+
+        artifacts = (Artifact("delta", save, apply_delta_file),)
 
     k = sparse_lib.count(frozen[sparse_lib.INDICES_KEY])
     head_entries = int(sum(np.size(x) for x in
@@ -281,7 +282,7 @@ def sparse_setup(
         combine=sparse_lib.combine,
         optimizer_params=sparse_lib.effective_weights if weight_decay == "weights" else None,
         no_decay=sparse_lib.NO_DECAY_REGEX if weight_decay == "off" else None,
-        save_artifacts=save_artifacts,
+        artifacts=artifacts,
         info={**(info or {}), "sparse_storage": True, "sparse_entries": k,
               "head_entries": head_entries, "trainable_entries": k + head_entries,
               "sparse_weight_decay": weight_decay},

@@ -80,6 +80,7 @@ from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.artifacts.peft_file import (
     PEFT_DIR,
     PEFT_FILE,
+    apply_peft_file,
     export_peft_folder,
     load_peft_file,
     save_peft_file,
@@ -93,7 +94,7 @@ from fishjax.core.tree import (
     merge_trees,
     split_tree,
 )
-from fishjax.methods.base import MethodContext, MethodSetup, register
+from fishjax.methods.base import Artifact, MethodContext, MethodSetup, register
 from fishjax.methods.common import (
     artifact_metadata,
     check_regex,
@@ -325,7 +326,7 @@ class PeftMethod:
         return MethodSetup(
             trainable=trainable, frozen=base, combine=combine,
             wrap_optimizer=wrap or (lambda tx: tx),
-            save_artifacts=self._saver(ctx, run_spec, base, info),
+            artifacts=self._artifacts(ctx, run_spec, base, info),
             exportable=self.kind != "adapter", info=info)
 
     def _mask(self, ctx, trainable, base, combine, spec, search, key):
@@ -384,21 +385,25 @@ class PeftMethod:
                       "selection_split": split, "zero_init_trap": trapped,
                       **{k: v for k, v in info.items() if k != "selection_split"}}
 
-    def _saver(self, ctx, spec: PeftSpec, base: PyTree, info: dict[str, Any]):
+    def _artifacts(self, ctx, spec: PeftSpec, base: PyTree, info: dict[str, Any]
+                   ) -> tuple[Artifact, ...]:
         meta = artifact_metadata(ctx, {k: v for k, v in info.items()
                                        if k in ("peft_size", "peft_entries", "selection",
                                                 "budget", "search_size")})
 
-        def save(kept: PyTree, workdir: str) -> dict[str, str]:
-            out = {"peft": save_peft_file(os.path.join(workdir, PEFT_FILE), kept[PEFT_KEY],
-                                          kept[HEAD_KEY], spec, base, metadata=meta)}
-            if spec.kind != "adapter":
-                out["peft_adapter"] = export_peft_folder(
-                    os.path.join(workdir, PEFT_DIR), kept[PEFT_KEY], kept[HEAD_KEY], spec,
-                    ctx.model_config, base_model=ctx.base_model_ref)
-            return out
+        def save_file(kept: PyTree, workdir: str) -> str:
+            return save_peft_file(os.path.join(workdir, PEFT_FILE), kept[PEFT_KEY],
+                                  kept[HEAD_KEY], spec, base, metadata=meta)
 
-        return save
+        def save_folder(kept: PyTree, workdir: str) -> str:  # read by the `peft` package
+            return export_peft_folder(os.path.join(workdir, PEFT_DIR), kept[PEFT_KEY],
+                                      kept[HEAD_KEY], spec, ctx.model_config,
+                                      base_model=ctx.base_model_ref)
+
+        out = (Artifact("peft", save_file, apply_peft_file),)
+        if spec.kind != "adapter":
+            out += (Artifact("peft_adapter", save_folder),)
+        return out
 
 
 for _name, (_kind, _fish) in PEFT_METHODS.items():

@@ -49,10 +49,10 @@ import optax
 
 from fishjax.artifacts.bank_file import Bank, load_bank, make_bank
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.profile_file import PROFILE_FILE, save_profile
+from fishjax.artifacts.profile_file import PROFILE_FILE, load_profile, save_profile
 from fishjax.core.errors import ConfigError, PeftError
 from fishjax.core.tree import PyTree, count_params, flatten_paths, merge_trees, split_tree
-from fishjax.methods.base import MethodContext, MethodSetup, register_method
+from fishjax.methods.base import Artifact, MethodContext, MethodSetup, register_method
 from fishjax.methods.common import (
     artifact_metadata,
     check_regex,
@@ -194,17 +194,23 @@ class XPeft:
                                        "bottleneck": bank.spec.size,
                                        "adapter_variant": x.adapter_variant})
 
-        def save(kept: PyTree, workdir: str) -> dict[str, str]:
-            out = {"profile": save_profile(
-                os.path.join(workdir, PROFILE_FILE),
-                profile_from_scores(kept[SCORES_KEY], kept[HEAD_KEY], x.variant, k),
-                slots=slots, bank_fp=bank.fingerprint, base_fp=base_fp, metadata=meta)}
-            if x.harden_at_end:
-                out["profile_hard"] = save_profile(
-                    os.path.join(workdir, HARD_PROFILE_FILE),
-                    profile_from_scores(kept[SCORES_KEY], kept[HEAD_KEY], "hard", k),
+        def saver(file: str, variant: str):
+            def save(kept: PyTree, workdir: str) -> str:
+                return save_profile(
+                    os.path.join(workdir, file),
+                    profile_from_scores(kept[SCORES_KEY], kept[HEAD_KEY], variant, k),
                     slots=slots, bank_fp=bank.fingerprint, base_fp=base_fp, metadata=meta)
-            return out
+            return save
+
+        def load(path: str, params: PyTree) -> PyTree:  # the profile on this run's bank
+            _, params_base = split_tree(params, m.head_regex)
+            profile, _ = load_profile(path, bank.fingerprint, base_fingerprint(params_base))
+            return merge_trees(params_base, mix(bank.adapters, profile.weights()),
+                               profile.head)
+
+        artifacts = (Artifact("profile", saver(PROFILE_FILE, x.variant), load),)
+        if x.harden_at_end:
+            artifacts += (Artifact("profile_hard", saver(HARD_PROFILE_FILE, "hard"), load),)
 
         log.info("xpeft: %s over a bank of %d adapters (%s), %d slots, K=%s: %d score "
                  "entries (%d bytes per profile) + head %d", x.variant, n,
@@ -214,5 +220,5 @@ class XPeft:
         return MethodSetup(
             trainable=trainable, frozen=frozen, combine=xpeft_combine(x.variant, k),
             wrap_optimizer=_scale_scores(ratio), no_decay=rf"^{SCORES_KEY}$",
-            save_artifacts=save, exportable=False, info=info,
+            artifacts=artifacts, exportable=False, info=info,
             deployed=(lambda kept: hard(kept, frozen)) if x.harden_at_end else None)

@@ -286,7 +286,7 @@ class Trainer:
     def save_artifacts(self, trainable: PyTree | None = None) -> dict[str, str] | None:
         """The method's artefact files (mask-method deltas, PEFT files) for `trainable`
         (default: the current state's), written to the workdir; None if it has none."""
-        if self.setup.save_artifacts is None:
+        if not self.setup.artifacts:
             return None
         kept = self.state.trainable if trainable is None else trainable
         return self.setup.save_artifacts(jax.device_get(kept), self.workdir)
@@ -444,7 +444,7 @@ class Trainer:
         """Export and artefacts of a finished run, from the best evaluation's params."""
         t, out = self.config.train, {}
         kept = None  # the trainable params of the best evaluation (else the last step)
-        if t.export or self.setup.save_artifacts is not None:
+        if t.export or self.setup.artifacts:
             kept = ckpt.restore_best(self.state.trainable)
             out["exported_params"] = {"source": "best", "step": ckpt.best_step()} \
                 if kept is not None else {"source": "last", "step": int(self.state.step)}
@@ -464,7 +464,7 @@ class Trainer:
             out["deployed_eval"] = self.evaluate_params(self.setup.deployed(kept))
             log.info("deployed model (%s): %s", self.config.method.name,
                      _fmt_metrics(out["deployed_eval"]))
-        if self.setup.save_artifacts is not None:  # e.g. a sparse delta file
+        if self.setup.artifacts:  # e.g. a sparse delta file
             out["artifacts"] = self.save_artifacts(kept) if is_main else None
         return out
 

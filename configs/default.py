@@ -126,9 +126,11 @@ def get_config() -> ml_collections.ConfigDict:
     # keep_ratio x all parameters -> entries: "round" (to the nearest) or "floor" (int(), as
     # the FISH reference does; configs/fish_reference.py).
     config.method.budget_rounding = "round"
-    # Task head: always trained densely. `in_budget`: it counts against keep_ratio (as the
-    # FISH reference does); `outside`: trained on top of it.
-    config.method.head_regex = r"^classifier/"
+    # Task head: always trained densely. None: the model family's head (its registry entry,
+    # fishjax.models.registry; BERT/RoBERTa: ^classifier/), filled in before the run starts
+    # so the workdir's config.json records the regex. `in_budget`: it counts against
+    # keep_ratio (as the FISH reference does); `outside`: trained on top of it.
+    config.method.head_regex = placeholder(str)
     config.method.head_policy = "in_budget"
     # Leaves that may be selected (the head is excluded); regex over /-joined paths.
     config.method.eligible_regex = r"."
@@ -207,8 +209,9 @@ def get_config() -> ml_collections.ConfigDict:
     # query/key/value/output kernels and biases; embeddings, LayerNorm and FFN stay frozen.
     config.method.sift.eligible_regex = (
         r"attention/(self/(query|key|value)|output/dense)/(kernel|bias)$")
-    # Leaves trained densely (BERT: pooler + classifier; RoBERTa: classifier/dense + out_proj).
-    config.method.sift.head_regex = r"^(pooler|classifier)/"
+    # Leaves trained densely. None: the family's head with the pooler feeding it (its
+    # registry's dense_head_regex; BERT: ^(pooler|classifier)/, RoBERTa: the classifier).
+    config.method.sift.head_regex = placeholder(str)
     # "per_tensor": top k_W of each eligible tensor (the reference); "global": the same
     # total k in one ranking over every eligible entry.
     config.method.sift.budget = "per_tensor"

@@ -294,7 +294,7 @@ class SourceSelection:
                            dtype=config.model.dtype)
         data = tokenize_task(config, self.task, load_raw_splits(config, self.task),
                              load_tokenizer(model.model_dir))
-        _, base = split_tree(model.params, config.method.head_regex)
+        _, base = split_tree(model.params, config.method.head_regex or model.head_regex)
         if base_fingerprint(base) != meta_info["base_fingerprint"]:
             raise ConfigError("the meta-initialisation was trained on another base model")
         return ModelParts(

@@ -16,7 +16,6 @@ import safetensors.numpy
 from flax import traverse_util
 
 from fishjax.models import (
-    HEAD_REGEX,
     EncoderConfig,
     LoadedModel,
     ModelError,
@@ -25,6 +24,9 @@ from fishjax.models import (
     load_model,
     load_pretrained_params,
     load_tokenizer,
+    model_family,
+    register_family,
+    registered_model_types,
     resolve_model_dir,
 )
 from fishjax.models.hf_export import export_hf_folder
@@ -98,7 +100,8 @@ def test_param_tree_layout(model_type):
     assert set(shapes) == set(encoder_paths(2) + HEADS[model_type])
     assert shapes["encoder/layer_0/intermediate/dense/kernel"] == (32, 64)  # [in, out]
     assert shapes["encoder/layer_1/output/dense/kernel"] == (64, 32)
-    assert {p for p in shapes if re.search(HEAD_REGEX, p)} == set(HEADS[model_type])
+    head = model_family(model_type).dense_head_regex  # the head and the pooler feeding it
+    assert {p for p in shapes if re.search(head, p)} == set(HEADS[model_type])
     assert all(v.dtype == np.float32 for v in flat(init_params(cfg, 3, KEY)).values())
 
 
@@ -443,3 +446,37 @@ def test_minilm_alias_and_tokenizer():
     assert os.path.isfile(os.path.join(model_dir, "model.safetensors"))
     tok = load_tokenizer("minilm-l6")
     assert tok.is_fast and tok("hello world")["input_ids"][0] == tok.cls_token_id
+
+
+# -- the registry ------------------------------------------------------------------------
+
+
+def test_load_model_from_an_installed_model_package(tiny_model_dir, tmp_path, monkeypatch):
+    pkg = tmp_path / "fishjax_test_tiny_model_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"def get_model_path():\n    return {tiny_model_dir!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = load_model("fishjax_test_tiny_model_pkg", 2, key=KEY)
+    assert model.model_dir == tiny_model_dir and model.family.name == "bert"
+    assert model.head_regex == r"^classifier/"
+    assert model.default_objective == "sequence_classification"
+    by_folder = load_model(tiny_model_dir, 2, key=KEY)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, model.params,
+                                                         by_folder.params))
+    (tmp_path / "fishjax_test_not_a_model_pkg.py").write_text("x = 1\n")
+    with pytest.raises(ModelError, match="ships no model"):
+        load_model("fishjax_test_not_a_model_pkg", 2, key=KEY)
+
+
+def test_the_family_comes_from_model_type_and_an_unknown_one_is_refused(tmp_path):
+    cfg = EncoderConfig.tiny("roberta")
+    d = _write(tmp_path, cfg, {"x": np.zeros(1, np.float32)})
+    assert registered_model_types() == ["bert", "camembert", "roberta", "xlm-roberta"]
+    assert model_family("xlm-roberta") is model_family("roberta")
+    hf = json.loads(open(os.path.join(d, "config.json")).read())
+    hf["model_type"] = "gpt2"
+    open(os.path.join(d, "config.json"), "w").write(json.dumps(hf))
+    with pytest.raises(ModelError, match="unsupported model_type 'gpt2'; registered: bert"):
+        load_model(d, 2, key=KEY)
+    with pytest.raises(ValueError, match="already registered"):
+        register_family(model_family("bert"))

@@ -8,6 +8,7 @@ the CLI's exit status and listings, batches without `weights`, the top-level API
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import stat
@@ -27,6 +28,7 @@ from fishjax.core.errors import (
     WorkdirError,
 )
 from fishjax.core.io import atomic_write_json, remove_orphans, strict_json
+from fishjax.methods import get_method, method_options
 from fishjax.train.checkpoints import Checkpoints
 from fishjax.train.trainer import finished_results, train_and_evaluate
 from fishjax.train.workdir import RESULT_NEUTRAL, differing_fields
@@ -251,6 +253,54 @@ def test_result_neutral_fields_may_change_on_resume(stopped_run):
                            json.loads(config.to_json_best_effort()))
     assert got == []
     assert "train.stop_after_steps" in RESULT_NEUTRAL
+
+
+def test_resume_compares_only_the_active_methods_options(tiny_config, tmp_path, caplog):
+    """A workdir whose config.json predates options of other methods (a field added to
+    method.xpeft since, one retired from method.peft) resumes; the active method's own
+    block and the shared fields are still compared."""
+    tiny_config.method.name = "fish"
+    tiny_config.method.fisher.num_samples = 32
+    tiny_config.train.stop_after_steps = 4
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config, workdir)
+    path = os.path.join(workdir, "config.json")
+    stored = json.load(open(path))
+    del stored["method"]["xpeft"]["random_up_scale"]
+    stored["method"]["peft"]["retired_option"] = 1
+    atomic_write_json(path, stored)
+    tiny_config.train.stop_after_steps = None
+    caplog.set_level(logging.INFO, logger="fishjax")
+    res = train_and_evaluate(tiny_config, workdir)
+    assert res["finished"] and "resumed from step 4" in caplog.text
+    tiny_config.method.fisher.num_samples = 64
+    with pytest.raises(WorkdirError, match=r"method\.fisher\.num_samples: 32 -> 64"):
+        train_and_evaluate(tiny_config, workdir)
+    tiny_config.method.fisher.num_samples = 32
+    tiny_config.method.keep_ratio = 0.5
+    with pytest.raises(WorkdirError, match=r"method\.keep_ratio"):
+        train_and_evaluate(tiny_config, workdir)
+
+
+def test_family_defaults_are_filled_in_and_recorded(tiny_config, tmp_path):
+    """method.head_regex and method.sift.head_regex default to the model family's (None in
+    configs/default.py); the run fills them in and its config.json records them."""
+    assert tiny_config.method.head_regex is None and tiny_config.method.sift.head_regex is None
+    tiny_config.train.num_steps = 1
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config, workdir)
+    stored = json.load(open(os.path.join(workdir, "config.json")))["method"]
+    assert stored["head_regex"] == r"^classifier/"
+    assert stored["sift"]["head_regex"] == r"^(pooler|classifier)/"
+
+
+def test_a_method_sees_only_the_shared_fields_and_its_own_blocks(tiny_config):
+    view = method_options(tiny_config.method, get_method("sift"))
+    assert view.sift.rate == tiny_config.method.sift.rate
+    assert view.keep_ratio == tiny_config.method.keep_ratio and "fisher" in view
+    assert "xpeft" not in view and "peft" not in view and "xpeft" in tiny_config.method
+    with pytest.raises(AttributeError):
+        view.xpeft.pool_size  # noqa: B018
 
 
 def test_finished_results_skips_an_unreadable_results_file(tiny_config, tmp_path):

@@ -232,8 +232,8 @@ def test_selection_is_deterministic_and_key_bias_ties_are_stable(tiny_config, ti
     assert sum(int(m.sum()) for m in jax.tree_util.tree_leaves(g)) == \
         sum(int(m.sum()) for m in jax.tree_util.tree_leaves(a))
     # first_n_batches accumulates the gradient of n batches.
-    tiny_config.method.sift.grad_source = "first_n_batches"
-    tiny_config.method.sift.num_batches = 2
+    ctx.method.sift.grad_source = "first_n_batches"
+    ctx.method.sift.num_batches = 2
     _, info = Sift().scores(ctx, eligible)
     assert info["selection_batches"] == 2
 

@@ -41,8 +41,11 @@ from benchmarks.grid.cells import (
 )
 from fishjax.artifacts.mask_file import MASK_FILE, read_mask
 from fishjax.core.io import atomic_write, atomic_write_json, read_json
+from fishjax.models import model_family
 
-DEFAULT_HEAD_REGEX = r"^classifier/"
+# For a workdir without config.json (its config records the head it used): the head of the
+# encoder families (fishjax.models.registry).
+DEFAULT_HEAD_REGEX = model_family("bert").head_regex
 _LAYER = re.compile(r"(?:^|/)layers?[_/](\d+)(?:/|$)")
 
 

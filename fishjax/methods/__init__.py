@@ -21,6 +21,8 @@ from fishjax.methods.base import (
     MethodSetup,
     available_methods,
     get_method,
+    inactive_blocks,
+    method_options,
     register,
     register_method,
 )
@@ -31,6 +33,8 @@ __all__ = [
     "MethodSetup",
     "available_methods",
     "get_method",
+    "inactive_blocks",
+    "method_options",
     "register",
     "register_method",
 ]

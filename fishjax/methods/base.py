@@ -18,6 +18,7 @@ so that it never reads the trainer's config sections.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -141,14 +142,40 @@ class MethodSetup:
 
 
 class Method(Protocol):
-    """A fine-tuning method: `validate(method_cfg)` and `setup(ctx) -> MethodSetup`."""
+    """A fine-tuning method: `validate(method_cfg)` and `setup(ctx) -> MethodSetup`.
+
+    `config_blocks` names the sections of `config.method` (e.g. "fisher", "sift") whose
+    options it reads, besides the shared fields (the non-section ones: keep_ratio,
+    head_regex, ...). It sees only those (`method_options`), and a resumed run compares only
+    those: adding an option to another method's block never refuses an older workdir.
+    """
 
     name: str
+    config_blocks: tuple[str, ...]
 
     def validate(self, method_cfg: ml_collections.ConfigDict) -> None:
         """Raises ConfigError naming `config.method.<field>` for a bad option."""
 
     def setup(self, ctx: MethodContext) -> MethodSetup: ...
+
+
+def inactive_blocks(method_cfg: ml_collections.ConfigDict, method: Method) -> list[str]:
+    """The sections of `config.method` that `method` does not read."""
+    own = getattr(method, "config_blocks", ())  # none declared: the shared fields only
+    return sorted(k for k, v in method_cfg.items()
+                  if isinstance(v, ml_collections.ConfigDict) and k not in own)
+
+
+def method_options(method_cfg: ml_collections.ConfigDict,
+                   method: Method) -> ml_collections.ConfigDict:
+    """`config.method` as `method` sees it: the shared fields and its own blocks. Reading
+    another block raises AttributeError, so a method cannot depend on options that a
+    resume does not compare."""
+    view = copy.deepcopy(method_cfg)
+    with view.unlocked():
+        for block in inactive_blocks(method_cfg, method):
+            del view[block]
+    return view
 
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}

@@ -298,6 +298,7 @@ class MaskMethod:
     """
 
     name = "masked"
+    config_blocks: tuple[str, ...] = ("sparse",)  # sparse_storage trains an increment
 
     def validate(self, m: ml_collections.ConfigDict) -> None:
         validate_mask_options(m)

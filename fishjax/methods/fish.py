@@ -36,6 +36,7 @@ from fishjax.selection.topk import top_k_mask
 @register_method("fish")
 class Fish(MaskMethod):
     name = "fish"
+    config_blocks = ("sparse", "fisher")
 
     def validate(self, m):
         super().validate(m)

@@ -9,6 +9,7 @@ from fishjax.methods.common import take_trainable
 @register_method("full")
 class Full:
     name = "full"
+    config_blocks = ()
 
     def validate(self, method_cfg) -> None:
         del method_cfg  # no options

@@ -18,6 +18,7 @@ from fishjax.methods.common import check_regex
 @register_method("head_only")
 class HeadOnly:
     name = "head_only"
+    config_blocks = ()
 
     def validate(self, m: ml_collections.ConfigDict) -> None:
         check_regex(m, "head_regex", "config.method")

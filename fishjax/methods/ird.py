@@ -65,6 +65,7 @@ TRACE_FILE = "ird_trace.json"
 @register_method("ird")
 class IRD(MaskMethod):
     name = "ird"
+    config_blocks = ("sparse", "fisher", "ird")
 
     def validate(self, m):
         super().validate(m)

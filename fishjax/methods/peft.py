@@ -105,7 +105,7 @@ from fishjax.methods.common import (
     training_stream,
     validate_fisher,
 )
-from fishjax.models import ADAPTER_SITES, architecture, slot_width
+from fishjax.models import ADAPTER_SITES, model_family, slot_width
 from fishjax.params.masked import masked_updates
 from fishjax.params.peft import (
     PeftSpec,
@@ -266,6 +266,8 @@ class PeftMethod:
 
     def __init__(self, name: str, kind: str, fish: bool):
         self.name, self.kind, self.fish = name, kind, fish
+        # The *_fish methods' Fisher pass reads method.fisher; vanilla PEFT does not.
+        self.config_blocks = ("peft", "fisher") if fish else ("peft",)
 
     @property
     def description(self) -> str:
@@ -298,7 +300,7 @@ class PeftMethod:
             raise PeftError(f"config.method.head_regex={m.head_regex!r} matches no parameter: "
                             "the task head would stay at its random init")
         spec = target_spec(base, self.kind, p,
-                           architecture(ctx.model_config.model_type).adapter_sites)
+                           model_family(ctx.model_config.model_type).adapter_sites)
         init_key, select_key = jax.random.split(ctx.rng)
         k = entry_count(base, spec)
         head_entries = count_params(head)

@@ -78,6 +78,7 @@ GRAD_SOURCES = ("first_batch", "first_n_batches", "fisher")
 @register_method("sift")
 class Sift:
     name = "sift"
+    config_blocks = ("sift", "sparse", "fisher")  # fisher: grad_source="fisher"
 
     def validate(self, m: ml_collections.ConfigDict) -> None:
         validate_sparse(m)

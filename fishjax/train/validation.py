@@ -16,8 +16,9 @@ import ml_collections
 
 from fishjax.core.errors import ConfigError, DataError
 from fishjax.data import get_task
-from fishjax.methods import get_method
+from fishjax.methods import get_method, method_options
 from fishjax.train.dropout import DROPOUT_PRNGS
+from fishjax.train.model_defaults import resolve_model_defaults
 
 DTYPES = ("float32", "bfloat16")
 
@@ -106,7 +107,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     m = config.mesh
     _require(m.model >= 1, f"config.mesh.model must be >= 1, got {m.model}")
     _require(m.data == -1 or m.data >= 1, f"config.mesh.data must be -1 or >= 1, got {m.data}")
-    get_method(config.method.name).validate(config.method)
+    method = get_method(config.method.name)
+    resolve_model_defaults(config)  # e.g. the head regex: the model family's
+    method.validate(method_options(config.method, method))
 
 
 def check_batch_divisible(config: ml_collections.ConfigDict, data_axis: int) -> None:

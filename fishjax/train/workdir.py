@@ -3,7 +3,10 @@
 The first run writes the resolved config to `<workdir>/config.json`, and that file is never
 rewritten. A later run in the same workdir resumes only if its config equals that one up
 to the fields that cannot change the results (`RESULT_NEUTRAL`: logging, evaluation and
-checkpoint cadence, where to stop, whether to export, the data cache folder). Otherwise it
+checkpoint cadence, where to stop, whether to export, the data cache folder) and the
+sections of `config.method` that the run's method does not read (other methods' options,
+`fishjax.methods.base.Method.config_blocks`): an option added to one method never refuses
+another method's older workdir. Otherwise it
 stops with the differing fields and the two ways out: a new workdir, or `overwrite`, which
 moves the old run aside to `<workdir>.old-<time>` (nothing is deleted).
 
@@ -17,12 +20,15 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 
 from fishjax.core.errors import WorkdirError
 from fishjax.core.io import atomic_write_text, read_json
+from fishjax.methods import get_method, inactive_blocks
+from fishjax.train.model_defaults import resolve_model_defaults
 
 log = logging.getLogger("fishjax")
 
@@ -54,16 +60,26 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def differing_fields(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
-    """(field, old value, new value) of every field that differs and is not neutral."""
+def differing_fields(old: dict, new: dict, ignore: Sequence[str] = ()
+                     ) -> list[tuple[str, Any, Any]]:
+    """(field, old value, new value) of every field that differs and is not neutral (nor
+    in a section of `ignore`)."""
     a, b = _flatten(old), _flatten(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not is_result_neutral(k)]
+            if a.get(k) != b.get(k) and not is_result_neutral(k, ignore)]
 
 
-def is_result_neutral(field: str) -> bool:
-    """Whether `field` (dotted) is, or lies in a section, listed in RESULT_NEUTRAL."""
-    return any(field == n or field.startswith(n + ".") for n in RESULT_NEUTRAL)
+def is_result_neutral(field: str, also: Sequence[str] = ()) -> bool:
+    """Whether `field` (dotted) is, or lies in a section, listed in RESULT_NEUTRAL (or in
+    `also`)."""
+    return any(field == n or field.startswith(n + ".") for n in (*RESULT_NEUTRAL, *also))
+
+
+def unread_sections(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The `config.method` sections the active method does not read (other methods'
+    options): they cannot change this run, so a resume does not compare them."""
+    method = get_method(config.method.name)
+    return tuple(f"method.{b}" for b in inactive_blocks(config.method, method))
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str,
@@ -73,12 +89,13 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
+    resolve_model_defaults(config)  # config.json holds them resolved
     try:
         old = read_json(path)
     except (OSError, ValueError) as e:
         raise WorkdirError(f"{path} is unreadable ({e}): the workdir cannot say which config "
                            "made it; use a new workdir (or --overwrite to move it aside)") from None
-    diff = differing_fields(old, json.loads(config_json(config)))
+    diff = differing_fields(old, json.loads(config_json(config)), unread_sections(config))
     if not diff:
         return
     if overwrite:

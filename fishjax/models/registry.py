@@ -1,0 +1,123 @@
+"""The model registry: each model family registers, by Hugging Face `model_type`, everything
+the rest of fishjax needs from it, so no other module names a model path or class.
+
+A `ModelFamily` says how to read its `config.json`, build its Flax module for a head of a
+given size, load and convert its safetensors weights, which parameters are the task head
+(`head_regex`, defined here once; `dense_head_regex` adds the pooler that feeds it), where
+bottleneck adapters may sit (`adapter_sites`) and which objective its checkpoints are
+for by default (a name in `fishjax.objectives`, which sits above this layer).
+
+BERT and RoBERTa (with XLM-R and CamemBERT, which share RoBERTa's layout) are registered
+below; a new family is one `register_family` call in its own module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fishjax.core.errors import ModelError
+from fishjax.models.config import EncoderConfig
+from fishjax.models.encoder import SequenceClassifier
+from fishjax.models.weights import LoadReport, load_pretrained_params
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFamily:
+    """What fishjax knows of one architecture family (see the module docstring)."""
+
+    name: str
+    model_types: tuple[str, ...]  # the Hugging Face `model_type` values it serves
+    read_config: Callable[[str], Any]  # config.json path -> the family's config object
+    # (config, head size, compute dtype) -> the Flax module
+    build: Callable[[Any, int, jnp.dtype], nn.Module]
+    # (model folder, config, head size, key for fresh head weights) -> (params, report)
+    load_params: Callable[[str, Any, int, jax.Array], tuple[dict, LoadReport]]
+    # (config, hidden dropout or None, attention dropout or None) -> config with overrides
+    with_dropout: Callable[[Any, float | None, float | None], Any]
+    head_regex: str  # the task head: replaced per task, trained densely by sparse methods
+    dense_head_regex: str  # the head with the pooler feeding it (SIFT's dense part)
+    adapter_sites: Mapping[str, str]  # named placements of bottleneck adapters
+    default_objective: str  # `fishjax.objectives` name of what its checkpoints predict
+
+
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Registers `family` under each of its model types (each is registered once)."""
+    taken = sorted(set(family.model_types) & set(_FAMILIES))
+    if taken:
+        raise ValueError(f"model types {taken} are already registered")
+    for model_type in family.model_types:
+        _FAMILIES[model_type] = family
+    return family
+
+
+def registered_model_types() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def model_family(model_type: str) -> ModelFamily:
+    """The family registered for a Hugging Face `model_type` (ModelError if none)."""
+    if model_type not in _FAMILIES:
+        raise ModelError(f"unsupported model_type {model_type!r}; registered: "
+                         f"{', '.join(registered_model_types())}")
+    return _FAMILIES[model_type]
+
+
+def family_of_folder(model_dir: str) -> ModelFamily:
+    """The family of a model folder, from the `model_type` of its `config.json`."""
+    path = os.path.join(model_dir, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ModelError(f"cannot read the model_type of {path}: {e}") from None
+    return model_family(model_type)
+
+
+# -- the encoder families ------------------------------------------------------------------
+
+# Adapter placements, as regexes over the module paths of the encoder's adapter slots
+# (`fishjax.models.architectures`): Houlsby (after attention and after the FFN) and
+# Pfeiffer (after the FFN only).
+ENCODER_ADAPTER_SITES = {
+    "houlsby": r"^encoder/layer_\d+/(attention/)?output$",
+    "pfeiffer": r"^encoder/layer_\d+/output$",
+}
+# Adapter placements every family offers (what `config.method.peft.adapter_variant` takes).
+ADAPTER_SITES = ENCODER_ADAPTER_SITES
+
+
+def _encoder_dropout(config: EncoderConfig, hidden: float | None,
+                     attention: float | None) -> EncoderConfig:
+    overrides = {"hidden_dropout_prob": hidden, "attention_probs_dropout_prob": attention}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _encoder_family(name: str, model_types: tuple[str, ...]) -> ModelFamily:
+    return ModelFamily(
+        name=name,
+        model_types=model_types,
+        read_config=EncoderConfig.from_json,
+        build=lambda config, head_size, dtype: SequenceClassifier(config, head_size,
+                                                                  dtype=dtype),
+        load_params=load_pretrained_params,
+        with_dropout=_encoder_dropout,
+        head_regex=r"^classifier/",  # BERT's classifier; RoBERTa's two-layer head
+        dense_head_regex=r"^(pooler|classifier)/",
+        adapter_sites=ENCODER_ADAPTER_SITES,
+        default_objective="sequence_classification",
+    )
+
+
+register_family(_encoder_family("bert", ("bert",)))
+register_family(_encoder_family("roberta", ("roberta", "xlm-roberta", "camembert")))

@@ -10,6 +10,11 @@ overridden on the command line:
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from fishjax.methods.ird import options as ird_options
+from fishjax.methods.peft import options as peft_options
+from fishjax.methods.sift import options as sift_options
+from fishjax.methods.xpeft import options as xpeft_options
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -115,7 +120,9 @@ def get_config() -> ml_collections.ConfigDict:
     # (regex over /-joined parameter paths, partition spec) pairs for the model axis; the
     # first match wins, unmatched leaves are replicated. Example (Megatron-style MLP):
     # ((r"intermediate/dense/kernel$", (None, "model")), (r"output/dense/kernel$", ("model", None)))
-    config.mesh.param_rules = ()
+    # None: the model family's rules (fishjax.models.registry; the encoders: Megatron-style
+    # attention and FFN kernels) when mesh.model > 1, none when it is 1; () replicates all.
+    config.mesh.param_rules = placeholder(tuple)
 
     config.method = ml_collections.ConfigDict()
     # Fine-tuning method (see fishjax.methods.available_methods()): `full` trains everything.
@@ -154,38 +161,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Dense/LayerNorm/Embed layers only; fishjax/selection/capture.py). Same scores up to
     # rounding; which is faster depends on the machine (README, Speed).
     config.method.fisher.engine = "per_example"
-    # IRD (method `ird`; our reconstruction of Dong et al., 2024, see
-    # fishjax/selection/ird.py): rounds that keep the samples and the parameter entries with
-    # more Fisher information. Its Fisher passes use method.fisher.mode, batch_size and
-    # chunk_size (not num_samples).
-    config.method.ird = ml_collections.ConfigDict()
-    # N0: the candidate pool, a seeded (config.seed) random subset of the training set
-    # (all of it when smaller).
-    config.method.ird.pool_size = 1024
-    # a_s in (0, 1]: each round keeps the ceil(a_s * |S|) samples with the most Fisher mass.
-    config.method.ird.sample_shrink = 0.5
-    # a_p in (0, 1]: each round keeps the max(k, ceil(a_p * |P|)) entries with the most Fisher
-    # information over the kept samples (k: the mask size from keep_ratio).
-    config.method.ird.param_shrink = 0.5
-    # N_min: the sample set never shrinks below this many examples.
-    config.method.ird.min_samples = 32
-    # T: at most this many rounds (it stops earlier once |P| = k and |S| = N_min).
-    config.method.ird.max_rounds = 8
-    # Samples are ranked by their Fisher mass over `range` (the current parameter range)
-    # or `all` (every eligible entry; a variant, computed once, cheaper).
-    config.method.ird.sample_ranking = "range"
-    # Explicit sizes instead of geometric shrinking: ((samples, params), ...), one pair per
-    # round, non-increasing; an int is a count, a float in (0, 1] a fraction of N0 (samples)
-    # or of the eligible entries (params). Its length replaces max_rounds. () = geometric.
-    config.method.ird.schedule = ()
-    # Final pair: `last` (the last round's candidate), or `best_dev`: each distinct
-    # candidate mask trains for best_dev_steps from the pretrained params (masked AdamW,
-    # train.learning_rate with warmup/decay over those steps, dropout off, the same seeded
-    # batches for every candidate) and the best dev main metric wins. best_dev selects on
-    # the dev set, so the run's reported dev score is optimistic: label it so.
-    config.method.ird.final = "last"
-    # best_dev only: training steps per candidate.
-    config.method.ird.best_dev_steps = 50
+    # IRD (method `ird`): the rounds that pick the Fisher estimate's samples and entries
+    # (fields, defaults and their meaning: fishjax/methods/ird/options.py)
+    config.method.ird = ird_options.defaults()
 
     # Mask methods (fish, random_mask, bitfit, ird): train the mask's entries as a sparse
     # increment W = W0 + scatter(indices, delta) (fishjax.params.sparse): gradients and AdamW
@@ -200,91 +178,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.method.sparse.weight_decay = "off"
 
     # SIFT (Song et al., ICML 2024): a fixed sparse set chosen once by |gradient|.
-    config.method.sift = ml_collections.ConfigDict()
-    # Fraction of each eligible tensor trained: k_W = floor(rate * n_W) + 1 entries. The
-    # paper used 0.008 on RoBERTa-large for GLUE. The README's GLUE table runs 0.0318 with
-    # head_regex ^classifier/ (FISH's 0.5% count; benchmarks/grid/glue.py METHOD_OVERRIDES).
-    config.method.sift.rate = 0.01
-    # Tensors that may get sparse entries (regex over /-joined paths): the attention
-    # query/key/value/output kernels and biases; embeddings, LayerNorm and FFN stay frozen.
-    config.method.sift.eligible_regex = (
-        r"attention/(self/(query|key|value)|output/dense)/(kernel|bias)$")
-    # Leaves trained densely. None: the family's head with the pooler feeding it (its
-    # registry's dense_head_regex; BERT: ^(pooler|classifier)/, RoBERTa: the classifier).
-    config.method.sift.head_regex = placeholder(str)
-    # "per_tensor": top k_W of each eligible tensor (the reference); "global": the same
-    # total k in one ranking over every eligible entry.
-    config.method.sift.budget = "per_tensor"
-    # Selection scores: "first_batch" (|gradient| of the first training batch, dropout
-    # off, as the reference), "first_n_batches" (|gradient accumulated over the first
-    # `num_batches` batches|) or "fisher" (diagonal Fisher with the method.fisher settings).
-    config.method.sift.grad_source = "first_batch"
-    # Batches for grad_source="first_n_batches".
-    config.method.sift.num_batches = 4
+    # (fields, defaults and their meaning: fishjax/methods/sift/options.py)
+    config.method.sift = sift_options.defaults()
 
-    # PEFT methods and FISH-Tuning (fishjax/methods/peft.py): lora, dora, adapter
-    # (vanilla, at the target size) and lora_fish, dora_fish, adapter_fish (built at
-    # search_factor x the target size, the top K Fisher-scored entries trained, K = the
-    # vanilla count). The head (method.head_regex) is trained densely, outside K.
-    config.method.peft = ml_collections.ConfigDict()
-    # LoRA/DoRA: the kernels that get a low-rank update (regex over /-joined leaf paths).
-    config.method.peft.lora_targets = r"attention/self/(query|value)/kernel$"
-    # LoRA/DoRA target rank r and alpha: the update is (alpha / r) * A @ B (this scale is
-    # kept at the search rank).
-    config.method.peft.rank = 8
-    config.method.peft.alpha = 16.0
-    # Adapters: "houlsby" (after attention and after the FFN) or "pfeiffer" (after the FFN).
-    config.method.peft.adapter_variant = "houlsby"
-    # Adapter bottleneck: adapter_size if set, else hidden_size // adapter_reduction_factor.
-    config.method.peft.adapter_reduction_factor = 16
-    config.method.peft.adapter_size = placeholder(int)
-    # *_fish: search size = search_factor x target size (rank 2r, bottleneck 2b).
-    config.method.peft.search_factor = 2
-    # *_fish: "fisher" (top-K Fisher), "random" (K at random, seeded) or "reversed" (the
-    # K lowest Fisher scores): the latter two are baselines.
-    config.method.peft.selection = "fisher"
-    # *_fish: "global" (one ranking over every PEFT entry) or "per_type" (each tensor type,
-    # e.g. lora_A / lora_B, gets its count at the target size).
-    config.method.peft.budget = "global"
-    # *_fish: ties (e.g. the exact zeros of lora_A at init) broken "random"ly (seeded) or
-    # by "position" (first in tree order, as FISH Mask).
-    config.method.peft.tie_break = "random"
-    # *_fish: score after warmup_steps dense steps of the search-size module + head (then
-    # train from the initial values): escapes the zero-init trap (B = 0 gives A zero Fisher).
-    config.method.peft.fisher_after_warmup = False
-    config.method.peft.warmup_steps = 50
-    # Vanilla lora/dora/adapter: start from this peft.safetensors (its tree and head; same
-    # base, spec and labels) instead of a fresh init, e.g. a meta-initialisation.
-    config.method.peft.init_from = placeholder(str)
+    # PEFT methods and FISH-Tuning: lora, dora, adapter and their *_fish variants
+    # (fields, defaults and their meaning: fishjax/methods/peft/options.py)
+    config.method.peft = peft_options.defaults()
 
-    # X-PEFT (method `xpeft`, fishjax/methods/xpeft.py; every default ours): per-profile
-    # masks over a frozen bank of N adapters; only the scores and the head
-    # (method.head_regex) train.
-    config.method.xpeft = ml_collections.ConfigDict()
-    # "random" (a seeded pool of untrained adapters) or the path of a bank file of trained
-    # adapters (python -m fishjax.artifacts.bank_file --out BANK runs/*/peft.safetensors).
-    config.method.xpeft.pool = "random"
-    # Random pool: N, its seed (shared by every profile, not the run's seed), the
-    # bottleneck (None: hidden // reduction_factor), and a factor on the up-projections'
-    # U(+-1/sqrt(bottleneck)) draw (both projections are non-zero).
-    config.method.xpeft.pool_size = 32
-    config.method.xpeft.pool_seed = 0
-    config.method.xpeft.bottleneck = placeholder(int)
-    config.method.xpeft.reduction_factor = 16
-    config.method.xpeft.random_up_scale = 1.0
-    # Where the pool's adapters sit: "pfeiffer" (after each FFN) or "houlsby".
-    config.method.xpeft.adapter_variant = "pfeiffer"
-    # "soft" (softmax mixing), "hard" (the mean of the top K, straight-through) or
-    # "sigmoid" (the mean of the adapters with a positive score, straight-through).
-    config.method.xpeft.variant = "hard"
-    # Hard: adapters selected per layer and side (None: ceil(N / 2)).
-    config.method.xpeft.k = placeholder(int)
-    # Scores' peak learning rate (None: train.learning_rate; same schedule shape, no weight
-    # decay) and their init U(+-score_init_scale), seeded by the run's seed.
-    config.method.xpeft.score_learning_rate = placeholder(float)
-    config.method.xpeft.score_init_scale = 0.01
-    # Soft only: ship the top K of the learned weights as a hard profile too, and report
-    # that hard profile's dev score (results["deployed_eval"]).
-    config.method.xpeft.harden_at_end = False
+    # X-PEFT (method `xpeft`): per-profile masks over a frozen bank of adapters
+    # (fields, defaults and their meaning: fishjax/methods/xpeft/options.py)
+    config.method.xpeft = xpeft_options.defaults()
 
     return config

@@ -8,7 +8,7 @@ FISH runs with the grid's shared schedule): learning rate 5e-5, batch 16, 7 epoc
 warmup, no weight decay, the Fisher over 1024 training examples with gold labels
 (empirical), the classifier head trained and counted in the 0.5% budget, and the budget
 rounded down (`int()`) as the reference does. Kept from fishjax (deliberate deviations,
-fishjax/methods/fish.py): the mask is applied to updates as well as gradients, ties broken
+fishjax/methods/fish/): the mask is applied to updates as well as gradients, ties broken
 by position. Expected: not measured yet on minilm-l6 (README "Results" lists it once run).
 """
 

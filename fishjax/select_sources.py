@@ -48,7 +48,6 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.peft_file import PEFT_FILE, load_peft_file
 from fishjax.core.errors import ConfigError, exit_status
 from fishjax.core.io import atomic_write_json, file_sha256, read_json
 from fishjax.core.safetensors_io import read_tagged, write_tagged
@@ -57,7 +56,8 @@ from fishjax.data import get_task, index_batches
 from fishjax.data.metrics import auroc, spearman
 from fishjax.data.row_split import RowSplit, make_row_split, save_row_split
 from fishjax.methods.common import parse_chunk_size
-from fishjax.methods.peft import peft_combine
+from fishjax.methods.peft.method import peft_combine
+from fishjax.methods.peft.peft_file import PEFT_FILE, load_peft_file
 from fishjax.models import load_model, load_tokenizer
 from fishjax.objectives import for_task, make_feature_fn
 from fishjax.selection import multisource as ms

@@ -6,9 +6,10 @@ Layers, bottom to top (README "Layout"):
   1 fishjax.models, fishjax.data       the models and the data (independent of each other)
   2 fishjax.objectives                 what a task's targets mean: loss, metrics, Fisher rule
   3 fishjax.selection, fishjax.params  what to train, and how it combines with the base
-  4 fishjax.artifacts                  files on disk
-  5 fishjax.methods                    one module per method on a shared core
-  6 fishjax.train, fishjax.serve       the trainer, checkpoints, sharding, config checks; serving
+  4 fishjax.artifacts                  the shared files on disk (masks, deltas, fingerprints)
+  5 fishjax.methods                    one folder per method (options, setup, its own
+                                       files, serving) on a shared core
+  6 fishjax.train                      the trainer, checkpoints, sharding, config checks
   7 fishjax (the package's top-level names)
   8 configs                            run configs (import only each other)
   9 benchmarks                         programs that use fishjax and the configs
@@ -32,7 +33,6 @@ LAYERS = {
     "fishjax.artifacts": 4,
     "fishjax.methods": 5,
     "fishjax.train": 6,
-    "fishjax.serve": 6,
     "fishjax": 7,
     "configs": 8,
     "benchmarks": 9,
@@ -156,5 +156,5 @@ def test_the_checker_sees_what_it_checks():
     """The graph is not empty and knows the real edges (so the tests above can fail)."""
     assert len(MODULES) > 50
     assert "fishjax.core.tree" in GRAPH["fishjax.selection.fisher"][0]
-    assert "fishjax.methods.common" in GRAPH["fishjax.methods.fish"][0]
+    assert "fishjax.methods.common" in GRAPH["fishjax.methods.fish.method"][0]
     assert _group("fishjax.params.sparse") == "fishjax.params"

@@ -17,7 +17,7 @@ from fishjax.core.errors import ConfigError, DataError
 from fishjax.core.tree import flatten_paths, merge_trees, split_tree
 from fishjax.data.metrics import auroc, spearman
 from fishjax.data.row_split import make_row_split, save_row_split
-from fishjax.methods.peft import peft_combine
+from fishjax.methods.peft.method import peft_combine
 from fishjax.models import EncoderConfig, SequenceClassifier, init_params
 from fishjax.params.peft import PeftSpec, find_targets, init_peft
 from fishjax.selection import multisource as ms
@@ -280,7 +280,7 @@ def _no_split(config):
 
 
 def test_peft_init_from_starts_from_the_saved_tree(tiny_config, tmp_path):
-    from fishjax.artifacts.peft_file import load_peft_file
+    from fishjax.methods.peft.peft_file import load_peft_file
     from fishjax.train.trainer import Trainer, train_and_evaluate
 
     tiny_config.method.name = "lora"

@@ -16,7 +16,7 @@ from fishjax.core.errors import PeftError
 from fishjax.core.tree import count_params, flatten_paths, split_tree, unflatten_paths
 from fishjax.data import get_task
 from fishjax.methods import get_method
-from fishjax.methods.peft import HEAD_KEY, PEFT_KEY, peft_combine, target_spec
+from fishjax.methods.peft.method import HEAD_KEY, PEFT_KEY, peft_combine, target_spec
 from fishjax.models import (
     ADAPTER_SITES,
     EncoderConfig,
@@ -190,11 +190,12 @@ def test_trainable_count_equals_formula(kind, variant, size):
 # -- FISH inside ----------------------------------------------------------------------------
 
 
-def _ctx(workdir, seed=0, **peft):
+def _ctx(workdir, seed=0, method="lora_fish", **peft):
     from configs import default
 
     module, params, cfg = _model()
     config = default.get_config()
+    config.method.name = method  # ctx.method: the blocks this method reads
     config.seed = seed
     config.method.fisher.num_samples = 16
     config.method.fisher.batch_size = 4
@@ -274,7 +275,7 @@ def test_per_type_budget_gives_each_type_its_target_count(tmp_path):
 def test_selection_rules_pick_exactly_k_and_same_seed_same_mask(method, selection, tmp_path):
     masks, ks = [], []
     for i, seed in enumerate((0, 0, 1) if selection == "random" else (0, 0)):
-        ctx = _ctx(tmp_path / str(i), seed=seed, selection=selection)
+        ctx = _ctx(tmp_path / str(i), seed=seed, method=method, selection=selection)
         setup = get_method(method).setup(ctx)
         masks.append(_mask_of(setup, ctx))
         ks.append(setup.info["k"])
@@ -319,7 +320,7 @@ def test_select_entries_takes_the_k_highest_or_lowest_scores(k):
 
 def test_adapter_fish_warns_about_down_projections(caplog, tmp_path):
     with caplog.at_level(logging.WARNING, logger="fishjax"):
-        setup = get_method("adapter_fish").setup(_ctx(tmp_path))
+        setup = get_method("adapter_fish").setup(_ctx(tmp_path, method="adapter_fish"))
     split = setup.info["selection_split"]
     assert split["down/kernel"]["selected"] == split["down/kernel"]["selected_at_zero"]
     assert "down/kernel" in setup.info["zero_init_trap"]
@@ -339,7 +340,7 @@ def test_peft_export_loads_in_peft_with_equal_logits(kind, model_type, tiny_mode
     import transformers
 
     from conftest import build_tiny_model_dir
-    from fishjax.artifacts.peft_file import export_peft_folder
+    from fishjax.methods.peft.peft_file import export_peft_folder
     from fishjax.models import load_model
 
     if model_type != "bert":  # RoBERTa's head is classifier.dense + classifier.out_proj
@@ -388,7 +389,7 @@ def _final_trainable(workdir):
 
 
 def test_lora_trains_through_the_trainer_and_exports(tiny_config, tmp_path):
-    from fishjax.artifacts.peft_file import apply_peft_file, export_merged_peft, load_peft_file
+    from fishjax.methods.peft.peft_file import apply_peft_file, export_merged_peft, load_peft_file
     from fishjax.train.trainer import train_and_evaluate
 
     tiny_config.method.name = "lora"
@@ -444,7 +445,7 @@ def test_lora_trains_through_the_trainer_and_exports(tiny_config, tmp_path):
 
 def test_adapter_fish_trains_only_selected_entries(tiny_config, tmp_path):
     from fishjax.artifacts.mask_file import load_mask
-    from fishjax.artifacts.peft_file import apply_peft_file
+    from fishjax.methods.peft.peft_file import apply_peft_file
     from fishjax.train.trainer import train_and_evaluate
 
     tiny_config.method.name = "adapter_fish"
@@ -521,7 +522,7 @@ def test_bad_spec_and_file_inputs_raise_peft_error(tmp_path):
 
     from safetensors.numpy import save_file
 
-    from fishjax.artifacts.peft_file import META_KEY, export_merged_peft, load_peft_file
+    from fishjax.methods.peft.peft_file import META_KEY, export_merged_peft, load_peft_file
 
     for size in (None, "x", 0, 2.5):
         with pytest.raises(PeftError, match="positive int"):

@@ -54,8 +54,9 @@ for name, overrides in runs.items():
         results[name] = {"error": str(e)}
         continue
     rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    stored = json.load(open(os.path.join(workdir, "config.json")))
     results[name] = {"loss": [r["train/loss"] for r in rows if "train/loss" in r],
-                     "eval": res["final_eval"]}
+                     "eval": res["final_eval"], "rules": stored["mesh"]["param_rules"]}
 print("RESULT" + json.dumps(results))
 """
 
@@ -86,6 +87,7 @@ def test_eight_devices_match_one_device(tiny_model_dir, tmp_path):
     eight = _run_child(8, {
         "data8": {},
         "data4_model2": {"mesh.data": 4, "mesh.model": 2, "mesh.param_rules": MODEL_RULES},
+        "data4_model2_family": {"mesh.data": 4, "mesh.model": 2},  # the family's rules
         "data8_threefry": {"train.dropout_prng": "threefry"},
         "indivisible": {"train.batch_size": 12},
     }, tiny_model_dir, str(tmp_path / "eight"))
@@ -100,6 +102,10 @@ def test_eight_devices_match_one_device(tiny_model_dir, tmp_path):
         for k, v in one["single"]["eval"].items():
             assert abs(eight[name]["eval"][k] - v) < 1e-3, (name, k)
     assert "not divisible by the mesh data axis" in eight["indivisible"]["error"]
+    # mesh.param_rules=None: the model family's rules (the same as MODEL_RULES), recorded.
+    assert eight["data4_model2_family"]["rules"] == MODEL_RULES
+    assert eight["data4_model2_family"]["loss"] == eight["data4_model2"]["loss"]
+    assert one["single"]["rules"] == [] and eight["data8"]["rules"] == []
 
 
 def test_mesh_and_rule_errors():

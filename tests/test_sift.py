@@ -21,7 +21,7 @@ from fishjax.artifacts.delta_file import (
 from fishjax.artifacts.mask_file import load_mask
 from fishjax.core.tree import count_params, leaf_paths, match_tree, merge_trees, path_str
 from fishjax.data import get_task, iterate_batches
-from fishjax.methods.sift import Sift
+from fishjax.methods.sift.method import Sift
 from fishjax.models import load_model
 from fishjax.params import sparse as sp
 from fishjax.selection.budgets import tensor_budget

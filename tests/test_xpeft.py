@@ -13,17 +13,18 @@ import pytest
 
 from conftest import latest_trainable
 from fishjax import objectives
-from fishjax.artifacts.bank_file import load_bank, make_bank, save_bank, stack_peft_files
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.profile_file import (
+from fishjax.core.errors import ConfigError, PeftError
+from fishjax.core.tree import flatten_paths, merge_trees, split_tree
+from fishjax.methods.xpeft.bank_file import load_bank, make_bank, save_bank, stack_peft_files
+from fishjax.methods.xpeft.profile_file import (
     PROFILE_FILE,
     load_profile,
     pack_mask,
     save_profile,
     unpack_mask,
 )
-from fishjax.core.errors import ConfigError, PeftError
-from fishjax.core.tree import flatten_paths, merge_trees, split_tree
+from fishjax.methods.xpeft.serve import ProfileServer, profile_outputs, rebuild_random_bank
 from fishjax.models import (
     ADAPTER_SITES,
     EncoderConfig,
@@ -42,7 +43,6 @@ from fishjax.params.xpeft import (
     random_bank,
     top_k_mask,
 )
-from fishjax.serve.profiles import ProfileServer, profile_outputs, rebuild_random_bank
 from fishjax.train.trainer import Trainer, train_and_evaluate
 
 HEAD = r"^classifier/"

@@ -15,7 +15,7 @@ the data order; RTE's and MRPC's shards overlap, their training sets being 2,490
 used). Shorter shards do not train: 256 examples x 2 epochs (16 steps) left every shard
 at its task's chance or majority score (a first build, discarded). The bank of (T, N)
 stacks the first N/2 adapters of each source, sources interleaved
-(`fishjax.artifacts.bank_file.stack_peft_files`), written to `<out>/<T>-n<N>.safetensors`.
+(`fishjax.methods.xpeft.bank_file.stack_peft_files`), written to `<out>/<T>-n<N>.safetensors`.
 
 Shard runs are resumable: a shard whose workdir holds a finished `peft.safetensors` is not
 trained again. `<out>/manifest.json` records every shard (its dev score, seconds, the
@@ -31,9 +31,9 @@ import time
 
 from benchmarks.common import cli
 from benchmarks.grid import glue
-from fishjax.artifacts.bank_file import save_bank, stack_peft_files
-from fishjax.artifacts.peft_file import PEFT_FILE
 from fishjax.core.io import atomic_write_json, file_sha256, read_json
+from fishjax.methods.peft.peft_file import PEFT_FILE
+from fishjax.methods.xpeft.bank_file import save_bank, stack_peft_files
 from fishjax.train.trainer import train_and_evaluate
 
 log = logging.getLogger("fishjax.benchmarks")

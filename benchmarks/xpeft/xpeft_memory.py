@@ -7,14 +7,14 @@ Bytes per profile (the task head listed apart: every method stores it):
 - adapter tuning: the adapter tree at X-PEFT's slots (Pfeiffer, after every FFN;
   2 d r + r + d entries per layer) in float32;
 - X-PEFT hard: the mask, ceil(2 L N / 8) bytes; soft: the 2 L N scores in float32;
-- the profile file actually written (`fishjax.artifacts.profile_file`, safetensors with its
+- the profile file actually written (`fishjax.methods.xpeft.profile_file`, safetensors with its
   JSON header; minilm-l6 only).
 for `minilm-l6` (L = 6, d = 384, bottleneck 24; N = 8 and 32) and a BERT-base-shaped
 encoder (L = 12, d = 768, bottleneck 48, N = 100), counted from the parameter shapes.
 
 Serving on `minilm-l6` (random token ids, length `--seq`, batch `--batch`, fixed seed):
 examples/s of one batch whose examples belong to `--profiles` different X-PEFT profiles
-(`fishjax.serve.profiles.ProfileServer`, one jitted call, a random bank of `--n`
+(`fishjax.methods.xpeft.serve.ProfileServer`, one jitted call, a random bank of `--n`
 adapters), against one batch through the model with a single plain adapter (the adapter
 tuning deployment). Median of `--repeats` timed calls each, after one compiling call,
 the two interleaved so that machine noise hits both alike. Goal: mixed / single <= 1.2.
@@ -34,10 +34,11 @@ import numpy as np
 from benchmarks.common import cli
 from benchmarks.common.machine import machine
 from fishjax import objectives
-from fishjax.artifacts.bank_file import make_bank
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.profile_file import save_profile
 from fishjax.core.tree import count_params, merge_trees, split_tree
+from fishjax.methods.xpeft.bank_file import make_bank
+from fishjax.methods.xpeft.profile_file import save_profile
+from fishjax.methods.xpeft.serve import ProfileServer
 from fishjax.models import (
     ADAPTER_SITES,
     EncoderConfig,
@@ -46,7 +47,6 @@ from fishjax.models import (
 )
 from fishjax.params.peft import PeftSpec, entry_count, find_targets, init_peft
 from fishjax.params.xpeft import profile_bytes, profile_from_scores, random_bank
-from fishjax.serve.profiles import ProfileServer
 
 HEAD = r"^classifier/"
 BERT_BASE_N = 100

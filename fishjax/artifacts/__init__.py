@@ -1,2 +1,3 @@
-"""What a run leaves on disk besides checkpoints: mask, delta and PEFT files bound to their
-base model by a fingerprint, and Hugging Face / PEFT folders. Every write is atomic."""
+"""The files several methods share: mask and sparse-delta files bound to their base model
+by a fingerprint. A method's own formats (PEFT files, X-PEFT banks and profiles) live in its
+folder under `fishjax/methods/`. Every write is atomic."""

@@ -1,7 +1,11 @@
 """Fine-tuning methods. Importing this package registers every built-in method.
 
-A method is one module here (its design note, `validate`, `setup`) built on the shared core
-`fishjax.methods.common`; registering it is the import below.
+A method is one folder here, `fishjax/methods/<name>/`: its `__init__.py` opens with the
+design note (paper, what it computes, deliberate deviations), `method.py` holds `validate`
+and `setup`, `options.py` the defaults of its `config.method.<name>` block (where it has
+one), and its own file formats and serving code sit beside them. All build on the shared
+core (`fishjax.methods.base`, `fishjax.methods.common`); registering a method is its import
+below.
 """
 
 from fishjax.methods import (  # noqa: F401  (registers the methods)

@@ -30,7 +30,7 @@ import optax
 from fishjax.core.errors import ConfigError
 from fishjax.core.tree import PyTree, count_params
 from fishjax.data import TaskSpec, TokenizedSplit
-from fishjax.models import EncoderConfig
+from fishjax.models import ModelFamily
 from fishjax.objectives import Objective
 
 Batch = dict[str, Any]
@@ -51,7 +51,8 @@ class MethodContext:
     train_data: TokenizedSplit  # the training set, for index-level access
     task: TaskSpec  # the task (its name; label formats are the objective's)
     objective: Objective  # the task's targets: loss, metrics, expected Fisher, metadata
-    model_config: EncoderConfig  # the architecture (model_type, sizes)
+    model_config: Any  # the family's config (model_type, sizes; EncoderConfig for BERT)
+    family: ModelFamily  # the model's registry entry: head regex, adapter sites
     model_name: str  # the base model as the config names it (recorded in artefact files)
     # What an exported PEFT adapter names as its base so that PEFT can load it: a Hub id
     # as given, or the absolute folder of an alias or local model (see

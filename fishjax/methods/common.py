@@ -29,7 +29,14 @@ import numpy as np
 from fishjax.artifacts.delta_file import DELTA_FILE, apply_delta_file, save_delta
 from fishjax.artifacts.mask_file import MASK_FILE, load_mask, save_mask
 from fishjax.core.errors import ConfigError, MaskError, SparseError
-from fishjax.core.tree import PyTree, count_params, flatten_paths, match_tree, union
+from fishjax.core.tree import (
+    PyTree,
+    count_params,
+    flatten_paths,
+    match_tree,
+    split_tree,
+    union,
+)
 from fishjax.data import cycle_epochs
 from fishjax.methods.base import Artifact, Batch, MethodContext, MethodSetup
 from fishjax.params import sparse as sparse_lib
@@ -122,6 +129,16 @@ def head_and_eligible(params: PyTree, method_cfg: ml_collections.ConfigDict
     allowed = match_tree(params, method_cfg.eligible_regex)
     eligible = jax.tree_util.tree_map(lambda h, a: a and not h, head, allowed)
     return head, eligible
+
+
+def split_head(params: PyTree, method_cfg: ml_collections.ConfigDict) -> tuple[PyTree, PyTree]:
+    """(head, rest) of `params` by `config.method.head_regex`; a regex matching no leaf is a
+    ConfigError (the head would stay at its random init)."""
+    head, rest = split_tree(params, method_cfg.head_regex)
+    if not flatten_paths(head):
+        raise ConfigError(f"config.method.head_regex={method_cfg.head_regex!r} matches no "
+                          "parameter: the task head would stay at its random init")
+    return head, rest
 
 
 def leaf_entries(params: PyTree, selected: PyTree) -> int:

@@ -4,8 +4,11 @@ the rest of fishjax needs from it, so no other module names a model path or clas
 A `ModelFamily` says how to read its `config.json`, build its Flax module for a head of a
 given size, load and convert its safetensors weights, which parameters are the task head
 (`head_regex`, defined here once; `dense_head_regex` adds the pooler that feeds it), where
-bottleneck adapters may sit (`adapter_sites`) and which objective its checkpoints are
-for by default (a name in `fishjax.objectives`, which sits above this layer).
+bottleneck adapters may sit (`adapter_sites`), how its params split over a model-parallel
+mesh (`param_rules`) and which objective its checkpoints are for by default (a name in
+`fishjax.objectives`, which sits above this layer). Capture (`fishjax.selection.capture`)
+needs no entry: it hooks the standard Flax layers (Dense, LayerNorm, Embed) whatever model
+holds them.
 
 BERT and RoBERTa (with XLM-R and CamemBERT, which share RoBERTa's layout) are registered
 below; a new family is one `register_family` call in its own module.
@@ -46,6 +49,10 @@ class ModelFamily:
     dense_head_regex: str  # the head with the pooler feeding it (SIFT's dense part)
     adapter_sites: Mapping[str, str]  # named placements of bottleneck adapters
     default_objective: str  # `fishjax.objectives` name of what its checkpoints predict
+    # How its params split over the mesh's `model` axis: (regex over /-joined paths,
+    # partition spec) pairs, first match wins, unmatched leaves replicated
+    # (`fishjax.train.sharding`); the default of `config.mesh.param_rules`.
+    param_rules: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -93,6 +100,14 @@ ENCODER_ADAPTER_SITES = {
     "houlsby": r"^encoder/layer_\d+/(attention/)?output$",
     "pfeiffer": r"^encoder/layer_\d+/output$",
 }
+# Megatron-style model parallelism for the encoders: the attention projections and the FFN's
+# first kernel split by output column, the FFN's second kernel by input row (one all-reduce
+# per block).
+ENCODER_PARAM_RULES = (
+    (r"attention/self/(query|key|value)/kernel$", (None, "model")),
+    (r"intermediate/dense/kernel$", (None, "model")),
+    (r"layer_\d+/output/dense/kernel$", ("model", None)),
+)
 # Adapter placements every family offers (what `config.method.peft.adapter_variant` takes).
 ADAPTER_SITES = ENCODER_ADAPTER_SITES
 
@@ -116,6 +131,7 @@ def _encoder_family(name: str, model_types: tuple[str, ...]) -> ModelFamily:
         dense_head_regex=r"^(pooler|classifier)/",
         adapter_sites=ENCODER_ADAPTER_SITES,
         default_objective="sequence_classification",
+        param_rules=ENCODER_PARAM_RULES,
     )
 
 

@@ -49,7 +49,7 @@ from fishjax.methods import (
     get_method,
     method_options,
 )
-from fishjax.models import EncoderConfig, load_model, load_tokenizer, model_family
+from fishjax.models import load_model, load_tokenizer, model_family
 from fishjax.models.hf_export import export_hf_folder
 from fishjax.models.hub import peft_base_reference
 from fishjax.objectives import Objective, for_task, make_apply_fn, make_loss_fn
@@ -91,7 +91,7 @@ def _host(x: jax.Array) -> np.ndarray:
 
 def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn: Callable,
                    train_batches: Callable[..., Iterator[dict]], task: TaskSpec,
-                   model_config: EncoderConfig, rng: jax.Array,
+                   model_config: Any, rng: jax.Array,
                    objective: Objective | None = None,
                    train_data: TokenizedSplit | None = None, workdir: str | None = None,
                    dev_score: Callable[[PyTree], float] | None = None,
@@ -99,7 +99,8 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
     """The `MethodContext` a run of `config` gives its method: the method's options, and
     the run's facts read from the trainer-owned sections (seed, batch size, learning
     rate, the base optimizer), so that method code never reads them itself."""
-    resolve_model_defaults(config, model_family(model_config.model_type))
+    family = model_family(model_config.model_type)
+    resolve_model_defaults(config, family)
     return MethodContext(
         method=method_options(config.method, get_method(config.method.name)),
         params=params,
@@ -109,6 +110,7 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
         task=task,
         objective=for_task(task) if objective is None else objective,
         model_config=model_config,
+        family=family,
         model_name=config.model.name,
         base_model_ref=peft_base_reference(config.model.name, model_dir),
         seed=config.seed,

@@ -1,9 +1,5 @@
-"""`random_mask`: k entries chosen uniformly at random (seeded), FISH's budget and code path.
-
-The baseline that says whether FISH's ranking matters: the same eligible entries, budget
-(`keep_ratio`, head policy), head and training as `fish`, only the entries are drawn at
-random with the method's own PRNG key (same seed, same mask).
-"""
+"""The `random_mask` method: options check and setup (the design note opens the package,
+`fishjax/methods/random_mask/__init__.py`)."""
 
 from __future__ import annotations
 

@@ -1,40 +1,5 @@
-"""`xpeft`: per-profile masks over a frozen bank of adapters (X-PEFT).
-
-Design note. X-PEFT (Kwak & Kim, 2024, "X-PEFT: eXtremely Parameter-Efficient Fine-Tuning
-for Extreme Multi-Profile Scenarios", arXiv 2401.16137) keeps a fixed pool of N adapters
-frozen beside the frozen base model and, for each new profile (a user or a task), trains
-only tiny mask tensors that choose which pool adapters to use; the pool may be adapters
-trained before or random, untrained ones. No public code exists and only the abstract was
-available to us: EVERY DEFAULT BELOW IS OURS.
-
-- Pool: N bottleneck adapters at the Pfeiffer slot (after the FFN of every layer; the
-  model's `adapter_sites["pfeiffer"]`, option `xpeft.adapter_variant`), bottleneck
-  hidden // `xpeft.reduction_factor` (16), one stacked tree with a leading axis N
-  (`fishjax.params.xpeft`), shared by every profile, frozen, never copied per profile.
-  `pool="random"`: both projections drawn U(+-1/sqrt(fan_in)) from `xpeft.pool_seed`
-  (not the run's seed: every profile of a task family shares the pool), biases 0, so no
-  random adapter is the identity (a zero up-projection would make it one). A path: a bank
-  file of trained adapters (`fishjax.artifacts.bank_file`, stacked from `adapter` runs),
-  which must come from the same base model.
-- Per profile and slot, two score vectors S_A, S_B in R^N (down- and up-projections
-  mixed separately), plus the task head (`method.head_regex`, trained densely; counted
-  and stored apart in every size figure).
-- `variant="soft"`: w = softmax(S), the adapters' kernels and biases mixed by w (the
-  compute of one adapter, plus O(N d r) to mix). `"hard"` (default): the top K of S
-  (K = `xpeft.k`, default ceil(N/2)), the mean of the selected adapters, gradients to S by
-  a straight-through estimator through softmax(S). `"sigmoid"`: the adapters with S > 0,
-  their mean, straight-through through sigmoid(S) (a variable count).
-  `harden_at_end=True` (soft only): train soft, then ship the top K of the learned
-  weights as a hard profile; the run's `deployed_eval` is that hard profile's dev score.
-- Scores start at U(+-`score_init_scale`) (0.01; seeded by the run), train with the
-  trainer's AdamW schedule scaled to `score_learning_rate` (default: the run's learning
-  rate) and no weight decay.
-- Artefacts: `<workdir>/profile.safetensors` (`fishjax.artifacts.profile_file`): a hard
-  profile's mask bit-packed in ceil(2 L N / 8) bytes, a soft one's scores as float32, and
-  the head, bound to the bank's and the base's fingerprints. Adapters are not part of the
-  base architecture: no Hugging Face export. Serving many profiles from one base and bank:
-  `fishjax.serve.profiles`.
-"""
+"""The `xpeft` method: options check and setup (the design note opens the package,
+`fishjax/methods/xpeft/__init__.py`)."""
 
 from __future__ import annotations
 
@@ -47,19 +12,20 @@ import jax
 import ml_collections
 import optax
 
-from fishjax.artifacts.bank_file import Bank, load_bank, make_bank
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.profile_file import PROFILE_FILE, load_profile, save_profile
 from fishjax.core.errors import ConfigError, PeftError
-from fishjax.core.tree import PyTree, count_params, flatten_paths, merge_trees, split_tree
+from fishjax.core.tree import PyTree, count_params, merge_trees, split_tree
 from fishjax.methods.base import Artifact, MethodContext, MethodSetup, register_method
 from fishjax.methods.common import (
     artifact_metadata,
     check_regex,
     is_positive_int,
     require,
+    split_head,
 )
-from fishjax.models import ADAPTER_SITES, model_family, slot_width
+from fishjax.methods.xpeft.bank_file import Bank, load_bank, make_bank
+from fishjax.methods.xpeft.profile_file import PROFILE_FILE, load_profile, save_profile
+from fishjax.models import ADAPTER_SITES, slot_width
 from fishjax.params.peft import PeftSpec, find_targets
 from fishjax.params.xpeft import (
     VARIANTS,
@@ -123,7 +89,7 @@ def pool_bank(ctx: MethodContext, base: PyTree) -> Bank:
                             f"{bank.metadata.get('base_model', '?')!r}, not on these params")
         check_bank(bank.adapters, base, bank.spec)
         return bank
-    sites = model_family(ctx.model_config.model_type).adapter_sites
+    sites = ctx.family.adapter_sites
     slots = find_targets(base, "adapter", sites[x.adapter_variant])
     width = slot_width(base, tuple(slots[0].split("/")))
     spec = PeftSpec("adapter", x.bottleneck or max(1, width // x.reduction_factor), slots)
@@ -165,10 +131,7 @@ class XPeft:
 
     def setup(self, ctx: MethodContext) -> MethodSetup:
         m, x = ctx.method, ctx.method.xpeft
-        head, base = split_tree(ctx.params, m.head_regex)
-        if not flatten_paths(head):
-            raise PeftError(f"config.method.head_regex={m.head_regex!r} matches no parameter: "
-                            "the task head would stay at its random init")
+        head, base = split_head(ctx.params, ctx.method)
         bank = pool_bank(ctx, base)
         n, slots = bank.size, bank_slots(bank.adapters)
         k = None

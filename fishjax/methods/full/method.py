@@ -1,4 +1,5 @@
-"""`full`: dense fine-tuning of every parameter, the baseline every method is compared with."""
+"""The `full` method: options check and setup (the design note opens the package,
+`fishjax/methods/full/__init__.py`)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ sources (the PEFT files stacked, or the random pool's seed).
 `stack_peft_files` builds a bank from the `peft.safetensors` of finished `adapter` runs
 (same base, slots and bottleneck; their heads are dropped):
 
-  python -m fishjax.artifacts.bank_file --out bank.safetensors runs/*/peft.safetensors
+  python -m fishjax.methods.xpeft.bank_file --out bank.safetensors runs/*/peft.safetensors
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import dataclasses
 from typing import Any
 
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.peft_file import load_peft_file
 from fishjax.core.errors import PeftError
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import PyTree, host_arrays, unflatten_paths
 from fishjax.core.version import __version__
+from fishjax.methods.peft.peft_file import load_peft_file
 from fishjax.params.peft import PeftSpec
 from fishjax.params.xpeft import bank_size, stack_adapters
 

@@ -1,9 +1,5 @@
-"""`bitfit`: every bias plus the head (BitFit, Ben Zaken et al., 2022), on FISH's code path.
-
-Its size is fixed by the model (every leaf matching `method.bitfit_regex` among the
-eligible ones), not by `keep_ratio`; training is `fish`'s (masked AdamW or, with
-`sparse_storage`, a sparse increment).
-"""
+"""The `bitfit` method: options check and setup (the design note opens the package,
+`fishjax/methods/bitfit/__init__.py`)."""
 
 from __future__ import annotations
 

@@ -24,12 +24,12 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from fishjax.artifacts.bank_file import Bank, load_bank, make_bank
 from fishjax.artifacts.fingerprint import base_fingerprint
-from fishjax.artifacts.profile_file import load_profile
 from fishjax.core.errors import PeftError
 from fishjax.core.tree import PyTree, flatten_paths, merge_trees, split_tree, unflatten_paths
 from fishjax.data import RawSplit, TokenizedSplit, make_batch, tokenize_split
+from fishjax.methods.xpeft.bank_file import Bank, load_bank, make_bank
+from fishjax.methods.xpeft.profile_file import load_profile
 from fishjax.models import LoadedModel, load_model, load_tokenizer
 from fishjax.objectives import Objective, SequenceClassification, make_apply_fn
 from fishjax.params.peft import PeftSpec

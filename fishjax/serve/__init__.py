@@ -1,1 +1,0 @@
-"""Serving fine-tuned models: many X-PEFT profiles from one base model and one bank."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 import logging
 import os
 import re
@@ -26,7 +27,10 @@ from fishjax.train.trainer import train_and_evaluate
 
 log = logging.getLogger("fishjax")
 LISTINGS = ("methods", "configs", "tasks", "fields")
-_ASSIGN = re.compile(r"^\s*config\.([\w.]+)\s*=\s*(.+?)\s*(?:#\s*(.*))?$")
+# `config.<field> = <default>` in a config file, `block.<field> = <default>` in a method's
+# options.py (`fishjax/methods/<name>/options.py`, taken by `<name>_options.defaults()`).
+_ASSIGN = re.compile(r"^\s*(?:config|block)\.([\w.]+)\s*=\s*(.+?)\s*(?:#\s*(.*))?$")
+_METHOD_BLOCK = re.compile(r"^(\w+)_options\.defaults\(\)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +40,10 @@ class ConfigField:
     doc: str  # the comment lines above it (and any trailing comment), joined
 
 
-def config_fields(path: str) -> list[ConfigField]:
-    """The fields a config file sets, in file order, with their comments."""
+def config_fields(path: str, prefix: str = "") -> list[ConfigField]:
+    """The fields a config file sets, in file order, with their comments; a method's block
+    (`config.method.<name> = <name>_options.defaults()`) with the fields of its folder's
+    options.py."""
     fields, comment = [], []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -46,11 +52,21 @@ def config_fields(path: str) -> list[ConfigField]:
                 comment.append(stripped.lstrip("#").strip())
                 continue
             m = _ASSIGN.match(line)
-            if m and "ConfigDict()" not in m.group(2):
+            block = _METHOD_BLOCK.match(m.group(2)) if m else None
+            if block:
+                fields += config_fields(_options_file(block.group(1)), f"{prefix}{m.group(1)}.")
+            elif m and "ConfigDict()" not in m.group(2):
                 doc = " ".join(comment + ([m.group(3)] if m.group(3) else []))
-                fields.append(ConfigField(m.group(1), m.group(2), doc))
+                fields.append(ConfigField(prefix + m.group(1), m.group(2), doc))
             comment = []
     return fields
+
+
+def _options_file(method: str) -> str:
+    spec = importlib.util.find_spec(f"fishjax.methods.{method}.options")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"fishjax/methods/{method}/options.py")
+    return spec.origin
 
 
 def fields_help(path: str, width: int = 88) -> str:

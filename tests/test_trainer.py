@@ -104,7 +104,8 @@ def test_same_seed_same_metrics(tiny_config, tmp_path, prng):
         assert d["final_eval"]["loss"] != a["final_eval"]["loss"]
 
 
-@pytest.mark.parametrize("prng", ["threefry", "unsafe_rbg"])
+@pytest.mark.parametrize("prng", ["threefry",
+                                  pytest.param("unsafe_rbg", marks=pytest.mark.slow)])
 def test_resume_matches_uninterrupted_run(tiny_config, tmp_path, prng):
     tiny_config.train.dropout_prng = prng
     full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")

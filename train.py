@@ -1,4 +1,4 @@
-"""Fine-tune a pretrained encoder with fishjax.
+"""Fine-tune a pretrained model with fishjax.
 
   python train.py --config=configs/quickstart.py --workdir=/tmp/quickstart
   python train.py --config=configs/glue.py:rte --workdir=/tmp/rte \\
@@ -19,22 +19,35 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from fishjax.train import cli
-
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-# `--help` shows the config fields with their comments (absl prints this docstring).
-__doc__ = (__doc__ + "\n" + cli.fields_help(os.path.join(CONFIGS_DIR, "default.py"))
-           + "\n").replace("%", "%%")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file, e.g. configs/quickstart.py or configs/glue.py:rte; any "
+    "field may follow as --config.<field>=<value> (--list=fields).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and exports.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "If the workdir holds a run of another config, move it to "
     "<workdir>.old-<time> (never deleted) and start this one.")
-_LIST = flags.DEFINE_enum("list", None, list(cli.LISTINGS),
+_LIST = flags.DEFINE_enum("list", None, ["methods", "configs", "tasks", "fields"],
                           "Print the methods, configs, tasks or config fields and exit.")
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of input errors.")
+_OWN_FLAGS = (_CONFIG, _WORKDIR, _OVERWRITE, _LIST, _DEBUG)
+
+
+def short_help() -> str:
+    """This docstring and this script's flags (`--help`): no fishjax import, so instant."""
+    rows = [f"  --{holder.name}: {flags.FLAGS[holder.name].help}" for holder in _OWN_FLAGS]
+    return (__doc__ + "\nflags:\n" + "\n".join(rows) + "\n  --helpfull: also every config "
+            "field with its comment and default\n\nMethods: --list=methods and README "
+            "\"Methods\"; configs: --list=configs (the configs/ folder).")
+
+
+if __name__ == "__main__" and {"-h", "--help", "--helpshort", "-?"} & set(sys.argv[1:]):
+    print(short_help())
+    sys.exit(0)
+
+# Importing fishjax loads jax, flax and transformers (seconds): after --help, not before.
+from fishjax.train import cli  # noqa: E402
 
 
 def main(argv):
@@ -51,4 +64,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    if "--helpfull" in sys.argv[1:]:
+        print(short_help() + "\n\n" + cli.fields_help(os.path.join(CONFIGS_DIR, "default.py")))
+        sys.exit(0)
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -61,11 +61,24 @@ from fishjax.methods.peft.peft_file import PEFT_FILE, load_peft_file
 from fishjax.models import load_model, load_tokenizer
 from fishjax.objectives import for_task, make_feature_fn
 from fishjax.selection import multisource as ms
+from fishjax.train.cli import parse_flags
 from fishjax.train.task_data import load_raw_splits, tokenize_task
 from fishjax.train.trainer import finished_results, train_and_evaluate
 from fishjax.train.validation import prepare_workdir, validate_config
 
 log = logging.getLogger("fishjax")
+
+
+def _save_json(path: str, obj: dict[str, Any]) -> None:
+    """A selection file (settings, pool, calibration, estimates, ranking, selection,
+    summary): sealed, so a changed byte is refused when it is read back."""
+    atomic_write_json(path, obj, sealed=True)
+
+
+def read_selection_file(path: str) -> Any:
+    """A JSON file a selection run wrote (pool.json, ranking.json, ...), its seal checked
+    and its seal entries dropped; ConfigError if it is damaged."""
+    return read_json(path, ConfigError, "selection")
 
 RULES = ("ensemble", "ridge", "forward", "gradient_similarity")
 FEATURES_KEY = "fishjax_features"
@@ -235,25 +248,25 @@ class SourceSelection:
         want = json.loads(json.dumps(want, default=str))
         path = self.path("settings.json")
         if os.path.exists(path):
-            have = read_json(path)
+            have = read_selection_file(path)
             diff = sorted(k for k in want if have.get(k) != want[k])
             if diff:
                 raise ConfigError(f"{self.workdir} was made with other settings ({diff}); use "
                                   "a new workdir")
         else:
-            atomic_write_json(path, want)
+            _save_json(path, want)
 
     # -- 1. pool ---------------------------------------------------------------------------
 
     def pool(self) -> SourcePool:
         path = self.path("pool.json")
         if os.path.exists(path):
-            d = read_json(path)
+            d = read_selection_file(path)
             return SourcePool(sources=d["sources"], target=d["target"], noisy=d["noisy"])
         raw = load_raw_splits(self.config, self.task)[self.task.train_split]
         pool = make_group_pool(len(raw), self.s.groups, self.s.noisy, self.s.target_fraction,
                                self.s.seed)
-        atomic_write_json(path, dataclasses.asdict(pool))
+        _save_json(path, dataclasses.asdict(pool))
         log.info("sources: %d groups of ~%d rows (%d noisy: %s), %d target rows",
                  len(pool.sources), len(next(iter(pool.sources.values()))), len(pool.noisy),
                  pool.noisy, len(pool.target))
@@ -348,7 +361,7 @@ class SourceSelection:
     def calibration(self) -> dict[str, Any]:
         path = self.path("calibration.json")
         if os.path.exists(path):
-            return read_json(path)
+            return read_selection_file(path)
         pool = self.pool()
         phi_star = _trainable(self.meta()["peft_file"])
         runs = []
@@ -363,7 +376,7 @@ class SourceSelection:
         c = float(np.mean([r["ratio"] for r in runs])) if runs else None
         out = {"scale": self.s.scale if self.s.scale is not None else c,
                "calibrated": self.s.scale is None, "runs": runs}
-        atomic_write_json(path, out)
+        _save_json(path, out)
         return out
 
     # -- 5. and 6. estimates and rankings ----------------------------------------------------
@@ -406,16 +419,16 @@ class SourceSelection:
                 entry["noisy_auroc"] = auroc(worse, noisy)
                 entry["noisy_kept"] = sum(pool.names[i] in pool.noisy for i in kept)
             ranking[rule] = entry
-        atomic_write_json(self.path("estimates.json"), {
+        _save_json(self.path("estimates.json"), {
             "subsets": [[pool.names[i] for i in np.flatnonzero(r)] for r in subsets],
             "target_loss": est.target_loss.tolist(),
             "target_accuracy": est.target_accuracy.tolist(),
             "solver_last_step_max": float(np.max(est.last_step)),
             "seconds": seconds, "scale": scale, "phi_norm": phi_norm})
-        atomic_write_json(self.path("ranking.json"), ranking)
+        _save_json(self.path("ranking.json"), ranking)
         selection = {"rule": self.s.rule, "sources": ranking[self.s.rule]["kept"],
                      "keep": keep, "of": k}
-        atomic_write_json(self.path("selection.json"), selection)
+        _save_json(self.path("selection.json"), selection)
         log.info("estimated %d subsets in %.2fs; %s keeps %s", len(subsets), seconds,
                  self.s.rule, selection["sources"])
         return {"selection": selection, "ranking": ranking, "estimate_s": seconds}
@@ -429,7 +442,7 @@ class SourceSelection:
             out["final"] = self.finetune("final", out["selection"]["sources"],
                                          self.config.train.num_epochs, from_meta=False)
         out["wall_s"] = time.perf_counter() - t0
-        atomic_write_json(self.path("summary.json"), out)
+        _save_json(self.path("summary.json"), out)
         return out
 
 
@@ -479,7 +492,7 @@ def cli() -> None:
 
         return exit_status(run, debug.value)
 
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -47,56 +47,56 @@ FILES = {"mask": "mask.safetensors", "delta": "delta.safetensors", "peft": "peft
 
 PINNED: dict[str, dict[str, str]] = {
     "adapter_fish": {
-        "mask": "377205ce77d86e3297d9e6983782be7b774e5281f5bb1868574a8705fa282a0c",
-        "peft": "fe4674520b56b14cd876149f5d19dd8dc8e888c03467cd5e7e1baf2adf73171b",
+        "mask": "2a0dcbe65d4a6816231cbc0668b4e29621928a6a851acb1e00568fbe1da09d0d",
+        "peft": "858dc594eb802df78e687dbdced42cba4bc7f6f4fc8f48fbef19dbda0f506acd",
     },
     "bitfit": {
-        "mask": "a4efe2b43078602fb6d315c076cae19ece6bc68fd041f3705954f626f6d0c7ee",
+        "mask": "17015b982b71ed69e4edaef01d1f3837fddda4a9adbf6ffe8a643205e5df3fd9",
     },
     "dora": {
-        "peft": "5ede806b9077553761b4abf92646e8e77070628c24e888eca3129e5775f4a673",
+        "peft": "091953ec85c4a5b0009246dc5da247a7de3d7108aa3d71f3601530cd0e1b170e",
         "adapter_model": "c4ff479803f2d756b0324f404acf91bb6331097685d9f4c3e928040fe0312869",
         "adapter_config": "2099adb30866de26ead457e4ae9629de317068217baec4846923b2911790f674",
     },
     "fish": {
-        "mask": "17e9091c97d01c936bd8edde98aaf95a493a83c7fbaf65f3f25d3f59b3d2c481",
+        "mask": "31269e65806aa42e7994ac68b6809f96fdceebf3759c74c7b4076ce15291446f",
     },
     "fish_sparse": {
-        "mask": "17e9091c97d01c936bd8edde98aaf95a493a83c7fbaf65f3f25d3f59b3d2c481",
-        "delta": "97889761e96f484c8018012174aeeb0271ecde6706b7c13f36f9abf41708c967",
+        "mask": "64fbaacdccd9b700c8372a79c35f373a77584ea0f5d001f4677be3b9617ab4cb",
+        "delta": "bbe0658ed483f07030d369895ea36dd6a1742c2a59d6b36a27f22ca4ecef3e90",
     },
     "ird": {
-        "mask": "a4faf070fe034fe019b65502235bc5d79a01fadd4bd880f72f66a4ef1c313ab3",
+        "mask": "3edb4d0324037de15352f03d5bb3bdf1ad2396e83c12a27b59f17beca8f876ed",
     },
     "lora": {
-        "peft": "cbe01a8c27cd5fe942e01ac3f09889f666498cbb6e7e6391c523b1e27f5ff70e",
+        "peft": "010e148afe51d62f5b0fac95e99de1f5469d5c50069702aef1af15b5c367488e",
         "adapter_model": "d8897d6f4fc54116f244cb0f6eee96970e4629ea368302390e4ff5f5b0899517",
         "adapter_config": "0613da557e0c2a1b95c4a01f71fd583cc2513a9d9a06ff9f68029e887b275c98",
     },
     "lora_fish": {
-        "mask": "637962ed1dddf746e9a93c6abaa86e20d710a28e6697e137f3fa1a9d6ace6e50",
-        "peft": "b439029e8521fff27fe9913ecf915bfc7141d0645f0df22c50ae35e3cf922a75",
+        "mask": "4561280fa15a5df8666520f0fa62e47c6b65725f8cf2549ca652deb97ddead80",
+        "peft": "887c732273f59f506a605cad81805e462be0bacb6c769a9a0872273c08242a13",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_random": {
-        "mask": "aecf0450764491f2dbae89a2933b4c0b20fb839a142cde3f6e89370ce12258e5",
-        "peft": "8febfb76c7e274ce1f817f84b41d32fe351fb838549e8063c65a2fe5bac0f65f",
+        "mask": "ce104736141b3a75f7ab516a3b9b58244c6f92b92a13008f5d275cbc605514cf",
+        "peft": "ad8a2728c0ff4d5dba6b429472e8ecb49f0a2a590838c9d7208d30a1aa5893c8",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_warmup": {
-        "mask": "1881720423be0b84852c2370537e99d3a5a7146302c9c1b8a792f28721d53ca3",
-        "peft": "b439029e8521fff27fe9913ecf915bfc7141d0645f0df22c50ae35e3cf922a75",
+        "mask": "2d793efca3cebe60c5bbdefbd27997c22d877b8624880074f51209c35cf49e0a",
+        "peft": "3ddbcd0ac18521b7afa014e14f029a20e2998398ce6433df11b812265b5ad351",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "random_mask": {
-        "mask": "f9d7a105cdbd4d5c15a856bcd6d87e810a3a5a43355bb92d6986feb83b77c515",
+        "mask": "8e05ec011f25e63c958a33eaebf83346420869e95f38ec4ae896fec97b809d76",
     },
     "sift": {
-        "mask": "7816256b892711e42681be4598cf65c391be078e7993772d0e84390db89b9e65",
-        "delta": "0f4b66862e5113409ac89ecd99e47497e0f67a18c3505b060d862327d463849e",
+        "mask": "463768003b600d25f90b39464eec393e488d3e1bb45c8ae2e716ce8267dc2ea2",
+        "delta": "cee988818973f5ca4b37200814717bf7aa9f0004eb5fbc57b9c7198ff68d3505",
     },
 }
 

@@ -50,3 +50,49 @@ def test_a_kill_during_a_checkpoint_save_recovers_bit_identically(tiny_model_dir
     assert killed["returncode"] == -signal.SIGKILL
     assert os.path.exists(os.path.join(workdir, fi.KILLED_MARK))
     assert fi.judge(fi.run_child(env, workdir), reference) == "recovered"
+
+
+def test_litter_finds_temporary_files_and_the_lock(tmp_path):
+    (tmp_path / "checkpoints" / "4.orbax-checkpoint-tmp-123").mkdir(parents=True)
+    (tmp_path / ".tmp-abc-results.json").write_text("{")
+    (tmp_path / ".lock").write_text("{}")
+    (tmp_path / "results.json").write_text("{}")
+    assert fi.litter(str(tmp_path)) == [".lock", ".tmp-abc-results.json",
+                                        "checkpoints/4.orbax-checkpoint-tmp-123"]
+
+
+def test_an_interrupted_run_must_stop_cleanly_to_count_as_recovered():
+    ref = {"fingerprint": {"state": "x"}}
+    rerun = {"returncode": 0, "finished": True, "fingerprint": {"state": "x"},
+             "error_lines": []}
+    clean = {"returncode": 130, "error_lines": ["interrupted: ..."], "traceback": False,
+             "litter": []}
+    assert fi.judge_interrupted(clean, rerun, ref) == "recovered"
+    assert fi.judge_interrupted({**clean, "traceback": True}, rerun, ref) == "other_failure"
+    assert fi.judge_interrupted({**clean, "litter": [".lock"]}, rerun, ref) == "other_failure"
+    assert fi.judge_interrupted(clean, {**rerun, "fingerprint": {"state": "y"}},
+                                ref) == "silent_wrong"
+    assert fi.expected_outcomes("sigint at checkpoint_save#2:during") == ("recovered",)
+    assert fi.expected_outcomes("a second run on a busy workdir") == ("clear_error",)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    env = fi.Env(model_dir=tiny_model_dir, cache_dir=str(root / "cache"), root=str(root))
+    return env, fi.run_child(env, str(root / "reference"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("action,point,when,n", [
+    ("sigint", "checkpoint_save", "during", 2),
+    ("enospc", "checkpoint_save", "before", 2),
+    ("enospc", "export_write", "during", 1),
+])
+def test_an_interrupted_save_stops_with_one_line_and_the_rerun_matches(
+        reference_run, tmp_path, action, point, when, n):
+    env, reference = reference_run
+    row = fi.interruption_case(env, reference, str(tmp_path / "case"), action, point, when, n)
+    assert row["exit"] == (130 if action == "sigint" else 2), row
+    assert not row["traceback"] and row["litter"] == [], row
+    assert row["outcome"] == "recovered", row

@@ -1,17 +1,25 @@
 """One test over every registered method, with no per-method code: setup, two jitted train
 steps, the method's export (its `Artifact`s and, where it has one, the merged Hugging Face
 folder), reloaded from disk, and the reloaded model's outputs equal to the trained one's.
+Then every byte of each written file's header (and of the mask file, if any) is changed in
+turn: each change is refused on load with one line.
 
 A method registered later is covered here without writing a new test.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import jax
 import numpy as np
 import pytest
 
 from benchmarks.common.tiny_model import make_tiny_config
+from fishjax.artifacts.mask_file import MASK_FILE, read_mask
+from fishjax.core.errors import FishjaxError
+from fishjax.core.safetensors_io import header_end, read_tensors
 from fishjax.methods import available_methods
 from fishjax.models import load_model
 from fishjax.objectives import make_apply_fn
@@ -21,6 +29,33 @@ from fishjax.train.trainer import Trainer
 
 def _outputs(apply_fn, params, batch) -> np.ndarray:
     return np.asarray(jax.jit(apply_fn)(params, batch))
+
+
+def assert_every_header_byte_is_refused(path: str, load, folder, beside=()) -> int:
+    """Changes each byte of a safetensors file's header in turn (length prefix, tensor
+    table, metadata, seal): `load(copy)` must raise a fishjax error of one line (the copy
+    in `folder`, with copies of the files `beside`). Returns how many bytes were tried."""
+    data = open(path, "rb").read()
+    end = header_end(data)
+    folder.mkdir()
+    for other in beside:
+        shutil.copyfile(other, folder / os.path.basename(other))
+    copy = str(folder / os.path.basename(path))
+    shutil.copyfile(path, copy)
+    load(copy)  # the intact copy loads: a refusal below is the changed byte's doing
+    for i in range(end):
+        damaged = bytearray(data)
+        damaged[i] = (damaged[i] + 1) % 256
+        with open(copy, "wb") as f:
+            f.write(damaged)
+        try:
+            load(copy)
+        except FishjaxError as e:
+            assert "\n" not in str(e), str(e)
+            continue
+        raise AssertionError(f"{path}: header byte {i} changed "
+                             f"({data[i]:#04x} -> {damaged[i]:#04x}) and it still loaded")
+    return end
 
 
 @pytest.mark.parametrize("name", available_methods())
@@ -66,6 +101,26 @@ def test_method_trains_exports_and_reloads(name, tiny_model_dir, tmp_path):
         reloaded["hf_export"] = _outputs(make_apply_fn(model.module, trainer.objective),
                                          model.params, batch)
     assert reloaded, f"{name} ships nothing that reloads"
+    # Every byte of what the run wrote is sealed: a changed header byte is refused.
+    for artifact in trainer.setup.artifacts:
+        if artifact.load is not None:
+            assert_every_header_byte_is_refused(
+                results["artifacts"][artifact.name],
+                lambda p, load=artifact.load: load(p, pretrained), tmp_path / artifact.name)
+    if os.path.exists(os.path.join(workdir, MASK_FILE)):
+        assert_every_header_byte_is_refused(
+            os.path.join(workdir, MASK_FILE), read_mask, tmp_path / "mask")
+    if trainer.setup.exportable:  # the weights, bound to the config.json beside them
+        export = results["export_dir"]
+        assert_every_header_byte_is_refused(
+            os.path.join(export, "model.safetensors"), lambda p: read_tensors(p, FishjaxError),
+            tmp_path / "export", beside=[os.path.join(export, "config.json")])
+        weights = shutil.copyfile(os.path.join(export, "model.safetensors"),
+                                  tmp_path / "export" / "model.safetensors")
+        config_json = tmp_path / "export" / "config.json"
+        config_json.write_text(config_json.read_text().replace('"hidden_act"', '"hidden_acT"'))
+        with pytest.raises(FishjaxError, match="is not the config exported"):
+            read_tensors(str(weights), FishjaxError)
     for what, got in reloaded.items():
         # Tight: the tiny model's outputs are small (|out| ~ 0.02) and an adapter bank moves
         # them by ~1e-6; a reload differs from training only by float rounding.

@@ -85,8 +85,8 @@ def _brute_force_fish(trainer: Trainer, c, n_examples: int):
     return scores, chosen, k, head
 
 
-@pytest.mark.parametrize("model", ["tiny",
-                                   pytest.param("minilm-l6", marks=[pytest.mark.integration, pytest.mark.slow])])
+@pytest.mark.parametrize("model", [
+    "tiny", pytest.param("minilm-l6", marks=[pytest.mark.integration, pytest.mark.slow])])
 def test_fish_mask_is_the_top_k_of_a_brute_force_per_example_fisher(tiny_config, tmp_path,
                                                                     model):
     c = tiny_config

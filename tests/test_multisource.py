@@ -3,7 +3,6 @@ scikit-learn / scipy, vmapped estimates, scores, row splits, and a run end to en
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -300,17 +299,17 @@ def test_peft_init_from_starts_from_the_saved_tree(tiny_config, tmp_path):
 
 
 def test_select_sources_end_to_end_on_the_tiny_model(tiny_selection):
-    from fishjax.select_sources import select_sources
+    from fishjax.select_sources import read_selection_file, select_sources
 
     config, workdir, out = tiny_selection
-    pool = json.load(open(os.path.join(workdir, "pool.json")))
+    pool = read_selection_file(os.path.join(workdir, "pool.json"))
     assert len(pool["sources"]) == 4 and len(pool["noisy"]) == 1
     target = set(pool["target"])
     assert not target & {r for rows in pool["sources"].values() for r in rows}
-    est = json.load(open(os.path.join(workdir, "estimates.json")))
+    est = read_selection_file(os.path.join(workdir, "estimates.json"))
     assert len(est["subsets"]) == 32 and all(len(x) == 2 for x in est["subsets"])
     assert np.all(np.isfinite(est["target_loss"]))
-    ranking = json.load(open(os.path.join(workdir, "ranking.json")))
+    ranking = read_selection_file(os.path.join(workdir, "ranking.json"))
     assert set(ranking) == {"ensemble", "ridge", "forward", "gradient_similarity"}
     for entry in ranking.values():
         assert len(entry["kept"]) == 2 and 0.0 <= entry["noisy_auroc"] <= 1.0

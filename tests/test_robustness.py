@@ -388,13 +388,18 @@ def _cli(*args):
                           capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
-def test_cli_input_errors_are_one_line_and_exit_2(tmp_path):
-    run = _cli("--config=configs/quickstart.py", f"--workdir={tmp_path / 'w'}",
-               "--config.train.learning_rate=-1")
+@pytest.mark.parametrize("args,names", [
+    (["--config=configs/quickstart.py", "--config.train.learning_rate=-1"], "learning_rate"),
+    (["--config=configs/quickstart.py", "--config.train.leraning_rate=1"], "learning_rate"),
+    (["--config=configs/nope.py"], "configs/nope.py"),
+    (["--config=configs/glue.py:nope"], "unknown task 'nope'"),
+], ids=["bad_value", "typo", "missing_config", "wrong_task"])
+def test_cli_input_errors_are_one_line_and_exit_2(tmp_path, args, names):
+    run = _cli(*args, f"--workdir={tmp_path / 'w'}")
     assert run.returncode == 2, run.stderr
-    assert "Traceback" not in run.stderr
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "learning_rate" in errors[0]
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and names in lines[0], lines
+    assert not os.path.exists(tmp_path / "w")  # nothing written
 
 
 def test_cli_lists_and_help_show_methods_configs_and_fields():
@@ -409,9 +414,13 @@ def test_cli_lists_and_help_show_methods_configs_and_fields():
     assert "mnli" in listing("tasks", "configs")
     with pytest.raises(ValueError, match="choose one of"):
         listing("models", "configs")
-    helped = _cli("--help")
-    assert "train.learning_rate" in helped.stdout and "--overwrite" in helped.stdout
-    assert "--list" in helped.stdout
+    helped = _cli("--help")  # short, and instant: it imports no fishjax
+    assert helped.returncode == 0 and helped.stderr == ""
+    assert "--overwrite" in helped.stdout and "--list" in helped.stdout
+    assert "--helpfull" in helped.stdout and len(helped.stdout.splitlines()) < 40
+    assert "train.learning_rate" not in helped.stdout
+    full = _cli("--helpfull")
+    assert full.returncode == 0 and "train.learning_rate" in full.stdout
 
 
 def test_config_field_docs_cover_every_default_field():

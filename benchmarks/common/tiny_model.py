@@ -31,9 +31,10 @@ def tiny_vocab() -> list[str]:
             + [f"##{c}" for c in letters] + sorted(words - set(letters)))
 
 
-def build_tiny_model_dir(path: str, model_type: str = "bert", num_labels: int = 2) -> str:
-    """Writes a random tiny encoder + WordPiece tokenizer as a Hugging Face folder under
-    `path`; returns the model folder."""
+def build_tiny_model_dir(path: str, model_type: str = "bert", num_labels: int = 2,
+                         seed: int = 0) -> str:
+    """Writes a random tiny encoder (weights drawn from `seed`) + WordPiece tokenizer as a
+    Hugging Face folder under `path`; returns the model folder."""
     tok_dir = os.path.join(path, "_tokenizer")
     os.makedirs(tok_dir, exist_ok=True)
     vocab = tiny_vocab()
@@ -41,7 +42,7 @@ def build_tiny_model_dir(path: str, model_type: str = "bert", num_labels: int = 
         f.write("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=os.path.join(tok_dir, "vocab.txt")).save_pretrained(tok_dir)
     cfg = EncoderConfig.tiny(model_type, vocab_size=len(vocab))
-    params = init_params(cfg, num_labels, jax.random.PRNGKey(0))
+    params = init_params(cfg, num_labels, jax.random.PRNGKey(seed))
     return export_hf_folder(params, cfg, num_labels, os.path.join(path, "model"),
                             tokenizer_dir=tok_dir)
 

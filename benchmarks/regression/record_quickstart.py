@@ -108,11 +108,32 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             changed = sorted(k for k in set(a["tensors"]) | set(b["tensors"])
                              if a["tensors"].get(k) != b["tensors"].get(k))
             diffs.append(f"{rel}: tensors differ: {changed[:5]}")
-        lost = {k: (v, b["metadata"].get(k)) for k, v in a["metadata"].items()
-                if b["metadata"].get(k) != v and k != "content_sha256"}
+        lost = _changed_fields(_fields(a["metadata"]), _fields(b["metadata"]))
         if lost:
             diffs.append(f"{rel}: metadata fields changed: {lost}")
     return diffs
+
+
+def _fields(metadata: dict[str, str]) -> dict[str, Any]:
+    """A header's metadata with its JSON documents (fishjax's `fishjax_<kind>` entries)
+    opened into `<key>.<field>` entries, so that a field added to one is not a change."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        try:
+            doc = json.loads(value)
+        except (TypeError, ValueError):
+            doc = None
+        if isinstance(doc, dict):
+            out.update({f"{key}.{k}": v for k, v in doc.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The old fields whose value changed or that are gone (the tensors' own hash aside)."""
+    return {k: (v, new.get(k)) for k, v in old.items()
+            if new.get(k) != v and not k.endswith("content_sha256")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,16 @@ each 12-step epoch). An uninterrupted run gives the reference outputs.
   metadata, the best model's arrays, `best.json`, the mask file, the delta file and
   `results.json`; then the run is rerun (the delta file is instead loaded, as a user of
   it would).
+- **interruptions**: SIGINT and SIGTERM during a checkpoint save, and a full disk
+  (`OSError(ENOSPC)`, injected) before a checkpoint save, in the middle of the export's
+  weights file and at the rename of an atomic write. The interrupted run must end with one
+  line on stderr (exit 130 or 2), no traceback and no temporary file in the workdir; then
+  the same command is rerun.
+- **header bytes**: one seeded byte of the header of the mask, the delta and the exported
+  weights changed (the rerun, or the load, must refuse it); **a mask from another base**
+  (`method.mask_file` selected on a tiny model of other weights, same shapes);
+  **two runs on one workdir** (the second must stop with one line while the first
+  finishes as the reference).
 - **divergence** (learning rate 1e4) and **a config change on resume** (another learning
   rate in a stopped run's workdir).
 
@@ -24,18 +34,21 @@ Each case ends as one of: recovered bit-identically (exit 0, and the final check
 export, mask, delta and final metrics equal the reference's), clear error (a fishjax
 error: exit 2 with one `error:` line), silent wrong result (exit 0 but an output differs
 from the reference, or a damaged file accepted), other failure (a crash with a
-traceback). Prints the table and writes `<out>/fault_injection.json`.
+traceback, or an interruption that printed one, or left temporary files). Prints the
+table and writes `<out>/fault_injection.json`; `--quick` runs one case of each class.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,21 +56,25 @@ import time
 from typing import Any
 
 import numpy as np
-import safetensors.numpy
 
 from benchmarks.common import cli
 from benchmarks.common.machine import machine
 from benchmarks.common.tiny_model import build_tiny_model_dir, make_tiny_config
 from fishjax.artifacts.delta_file import load_delta
 from fishjax.core import io as core_io
-from fishjax.core.errors import FishjaxError
+from fishjax.core.errors import FishjaxError, exit_status
 from fishjax.core.io import atomic_write_json
+from fishjax.core.safetensors_io import header_end, read_tensors
 from fishjax.core.tree import tree_sha256
+from fishjax.models import hf_export
 from fishjax.train import checkpoints, trainer
 from fishjax.train.checkpoints import Checkpoints
+from fishjax.train.workdir_lock import LOCK_FILE
 
 OUTCOMES = ("recovered", "clear_error", "silent_wrong", "other_failure")
 KILLED_MARK = "killed-at.json"
+HOLD_MARK = "hold-until"  # a child with --hold waits in Trainer.run until this file exists
+ACTIONS = ("kill", "sigint", "sigterm", "enospc")  # what an injection point does
 
 
 # -- the scenario (child side) ----------------------------------------------------------------
@@ -101,15 +118,22 @@ def fingerprint(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _kill_now(workdir: str, where: str) -> None:
+def _kill_now(workdir: str, where: str, action: str = "kill") -> None:
+    """SIGKILL, SIGINT or SIGTERM this process, or raise a full disk's OSError, after
+    recording where in `KILLED_MARK`."""
     atomic_write_json(os.path.join(workdir, KILLED_MARK), {"where": where})
-    os.kill(os.getpid(), signal.SIGKILL)
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, "No space left on device (injected)", where)
+    os.kill(os.getpid(), {"kill": signal.SIGKILL, "sigint": signal.SIGINT,
+                          "sigterm": signal.SIGTERM}[action])
 
 
 def install_kill(spec: dict[str, Any], workdir: str) -> None:
-    """Patches the function `spec["point"]` names to SIGKILL this process at its n-th call
-    (`spec["n"]`, counting only calls that match), `spec["when"]` it runs."""
+    """Patches the function `spec["point"]` names to do `spec["action"]` (default: kill,
+    see `ACTIONS`) at its n-th call (`spec["n"]`, counting only calls that match),
+    `spec["when"]` it runs."""
     point, n, when = spec["point"], int(spec["n"]), spec.get("when", "before")
+    action = spec.get("action", "kill")
     calls = {"n": 0}
 
     def hit() -> bool:
@@ -117,12 +141,13 @@ def install_kill(spec: dict[str, Any], workdir: str) -> None:
         return calls["n"] == n
 
     where = f"{point}#{n}:{when}"
+    kill_now = lambda w, at: _kill_now(w, at, action)  # noqa: E731
     if point == "train_step":
         original = trainer.Trainer.step
 
         def step(self, batch):
             if hit():
-                _kill_now(workdir, where)
+                kill_now(workdir, where)
             return original(self, batch)
 
         trainer.Trainer.step = step
@@ -135,14 +160,14 @@ def install_kill(spec: dict[str, Any], workdir: str) -> None:
             if is_best != want_best or not hit():
                 return original_save(manager, step, tree)
             if when == "before":
-                _kill_now(workdir, where)
+                kill_now(workdir, where)
             if when == "during":  # a seeded delay into the write
                 delay = float(spec.get("delay", 0.01))
-                threading.Timer(delay, _kill_now, (workdir, f"{where}+{delay:.3f}s")).start()
+                threading.Timer(delay, kill_now, (workdir, f"{where}+{delay:.3f}s")).start()
                 original_save(manager, step, tree)
                 time.sleep(5)  # the timer fires inside or just after the save
             original_save(manager, step, tree)  # "after": saved, then killed
-            _kill_now(workdir, where)
+            kill_now(workdir, where)
 
         checkpoints._save = save
     elif point == "best_json":
@@ -150,25 +175,24 @@ def install_kill(spec: dict[str, Any], workdir: str) -> None:
 
         def write(path, obj):
             if os.path.basename(path) == "best.json" and hit():
-                _kill_now(workdir, where)
+                kill_now(workdir, where)
             return original_write(path, obj)
 
         checkpoints.atomic_write_json = write
     elif point == "export_write":
-        original_file = safetensors.numpy.save_file
+        original_file = hf_export.write_file
 
-        def save_file(tensors, filename, metadata=None):
-            if os.path.basename(str(filename)) == "model.safetensors" and hit():
-                if when == "during":  # half of the file's bytes on disk, then the kill
-                    data = safetensors.numpy.save(tensors, metadata=metadata)
-                    with open(filename, "wb") as f:
+        def write_file(path, data):
+            if os.path.basename(str(path)) == "model.safetensors" and hit():
+                if when == "during":  # half of the file's bytes on disk, then the fault
+                    with open(path, "wb") as f:
                         f.write(data[: len(data) // 2])
                         f.flush()
                         os.fsync(f.fileno())
-                _kill_now(workdir, where)
-            return original_file(tensors, filename, metadata=metadata)
+                kill_now(workdir, where)
+            return original_file(path, data)
 
-        safetensors.numpy.save_file = save_file
+        hf_export.write_file = write_file
     elif point == "atomic_rename":
         original_replace = core_io.os.replace
 
@@ -179,7 +203,7 @@ def install_kill(spec: dict[str, Any], workdir: str) -> None:
             @staticmethod
             def replace(src, dst):
                 if hit():
-                    _kill_now(workdir, f"{where}:{os.path.basename(str(dst))}")
+                    kill_now(workdir, f"{where}:{os.path.basename(str(dst))}")
                 return original_replace(src, dst)
 
         core_io.os = _OsProxy()
@@ -188,22 +212,35 @@ def install_kill(spec: dict[str, Any], workdir: str) -> None:
 
 
 def child(args: argparse.Namespace) -> int:
-    """One run of the scenario in `args.workdir` (with an injected kill if asked); writes
-    its outcome (fingerprint or error) to `args.outcome`."""
+    """One run of the scenario in `args.workdir` (with an injected fault if asked), as the
+    command line runs it (`exit_status`: one line and exit 2 for a fishjax error or a full
+    disk, 130 for SIGINT / SIGTERM); writes its outcome (fingerprint) to `args.outcome`."""
     config = scenario_config(args.model_dir, args.cache_dir, args.learning_rate)
     if args.stop_after:
         config.train.stop_after_steps = args.stop_after
+    if args.mask_file:
+        config.method.mask_file = args.mask_file
     if args.kill:
         install_kill(json.loads(args.kill), args.workdir)
-    try:
+    if args.hold:  # hold the workdir (its lock taken) until the driver says go
+        original_run = trainer.Trainer.run
+
+        def held_run(self, *a, **k):
+            while not os.path.exists(args.hold):
+                time.sleep(0.1)
+            return original_run(self, *a, **k)
+
+        trainer.Trainer.run = held_run
+    out: dict[str, Any] = {}
+
+    def run() -> None:
         results = trainer.train_and_evaluate(config, args.workdir)
-    except FishjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        atomic_write_json(args.outcome, {"error": f"{type(e).__name__}: {e}"})
-        return 2
-    atomic_write_json(args.outcome, {"finished": results["finished"],
-                                     "fingerprint": fingerprint(args.workdir, results)})
-    return 0
+        out.update(finished=results["finished"], fingerprint=fingerprint(args.workdir, results))
+
+    code = exit_status(run)
+    if code == 0:
+        atomic_write_json(args.outcome, out)
+    return code
 
 
 # -- the driver (parent side) ---------------------------------------------------------------------
@@ -216,27 +253,61 @@ class Env:
     root: str
 
 
-def run_child(env: Env, workdir: str, *, kill: dict | None = None, stop_after: int = 0,
-              learning_rate: float = 1e-3) -> dict[str, Any]:
-    outcome = os.path.join(env.root, f"outcome-{os.getpid()}-{time.monotonic_ns()}.json")
+def _child_cmd(env: Env, workdir: str, outcome: str, *, kill: dict | None = None,
+               stop_after: int = 0, learning_rate: float = 1e-3, mask_file: str = "",
+               hold: str = "", model_dir: str = "") -> list[str]:
     cmd = ["--child", f"--workdir={workdir}",
-           f"--model_dir={env.model_dir}", f"--cache_dir={env.cache_dir}",
+           f"--model_dir={model_dir or env.model_dir}", f"--cache_dir={env.cache_dir}",
            f"--outcome={outcome}", f"--stop_after={stop_after}",
-           f"--learning_rate={learning_rate}"]
-    if kill:
-        cmd.append(f"--kill={json.dumps(kill)}")
-    proc = cli.run_module(__spec__.name, cmd, capture_output=True, text=True, cwd=cli.REPO,
-                          timeout=900)
+           f"--learning_rate={learning_rate}", f"--mask_file={mask_file}", f"--hold={hold}"]
+    return cmd + ([f"--kill={json.dumps(kill)}"] if kill else [])
+
+
+def _read_outcome(proc, outcome: str, workdir: str) -> dict[str, Any]:
     out: dict[str, Any] = {"returncode": proc.returncode}
     if os.path.exists(outcome):
         with open(outcome) as f:
             out.update(json.load(f))
         os.unlink(outcome)
-    if proc.returncode not in (0, 2, -signal.SIGKILL):
+    if proc.returncode not in (0, 2, 130, -signal.SIGKILL):
         out["stderr_tail"] = proc.stderr[-1500:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    out["error_lines"] = errors
+    out["error_lines"] = [line for line in proc.stderr.splitlines()
+                          if line.startswith(("error:", "interrupted:"))]
+    out["traceback"] = "Traceback" in proc.stderr
+    out["litter"] = litter(workdir)
     return out
+
+
+def run_child(env: Env, workdir: str, **kwargs) -> dict[str, Any]:
+    """Runs the scenario in a child process (`_child_cmd` for the options); its outcome:
+    returncode, fingerprint, the `error:`/`interrupted:` lines, whether stderr held a
+    traceback, and the temporary files left in the workdir."""
+    outcome = os.path.join(env.root, f"outcome-{os.getpid()}-{time.monotonic_ns()}.json")
+    proc = cli.run_module(__spec__.name, _child_cmd(env, workdir, outcome, **kwargs),
+                          capture_output=True, text=True, cwd=cli.REPO, timeout=900)
+    return _read_outcome(proc, outcome, workdir)
+
+
+def litter(workdir: str) -> list[str]:
+    """Temporary files and folders an interrupted write leaves (atomic writes', orbax's)
+    and a lock file, anywhere under `workdir`."""
+    found = []
+    for root, dirs, files in os.walk(workdir):
+        for name in dirs + files:
+            if (name.startswith(core_io.TMP_FILE_PREFIX) or checkpoints.ORBAX_TMP_MARK in name
+                    or name == LOCK_FILE or (name.startswith(".") and any(
+                        m in name for m in core_io.TMP_DIR_MARKERS))):
+                found.append(os.path.relpath(os.path.join(root, name), workdir))
+    return sorted(found)
+
+
+def judge_interrupted(first: dict[str, Any], rerun: dict[str, Any],
+                      reference: dict[str, Any]) -> str:
+    """An interrupted run (signal, full disk) must stop cleanly: exit 130 or 2, one line,
+    no traceback, no temporary file; then the rerun is judged as any rerun."""
+    clean = (first["returncode"] in (2, 130) and len(first["error_lines"]) == 1
+             and not first["traceback"] and not first["litter"])
+    return judge(rerun, reference) if clean else "other_failure"
 
 
 def judge(rerun: dict[str, Any], reference: dict[str, Any]) -> str:
@@ -344,15 +415,118 @@ def judge_delta_load(path: str, reference: dict[str, Any]) -> str:
     return "recovered" if same else "silent_wrong"
 
 
+# (action, point, when, n): each interruption the table probes
+INTERRUPTIONS = [
+    ("sigint", "checkpoint_save", "during", 2),
+    ("sigterm", "checkpoint_save", "during", 3),
+    ("enospc", "checkpoint_save", "before", 2),
+    ("enospc", "export_write", "during", 1),
+    ("enospc", "atomic_rename", "before", 4),
+]
+
+
+def interruption_case(env: Env, reference: dict[str, Any], workdir: str, action: str,
+                      point: str, when: str, n: int, delay: float = 0.01) -> dict[str, Any]:
+    spec = {"point": point, "when": when, "n": n, "action": action, "delay": delay}
+    first = run_child(env, workdir, kill=spec)
+    mark = os.path.join(workdir, KILLED_MARK)
+    if not os.path.exists(mark):
+        raise RuntimeError(f"interruption {spec} is never reached: {first}")
+    with open(mark) as f:
+        where = json.load(f)["where"]
+    os.unlink(mark)
+    rerun = run_child(env, workdir)
+    return {"case": f"{action} at {where}", "outcome": judge_interrupted(first, rerun, reference),
+            "error": (first["error_lines"] or [None])[0], "exit": first["returncode"],
+            "traceback": first["traceback"], "litter": first["litter"]}
+
+
+def change_header_byte(path: str, rng: np.random.Generator) -> int:
+    """Adds 1 (mod 256) to one seeded byte of a safetensors file's header; returns where."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    i = int(rng.integers(0, header_end(bytes(data))))
+    data[i] = (data[i] + 1) % 256
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return i
+
+
+def header_case(env: Env, kind: str, rng: np.random.Generator, reference_dir: str,
+                reference: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """A copy of the reference workdir with one header byte of its mask, delta or exported
+    weights changed: a rerun (mask) or a load (delta, export) must refuse it."""
+    shutil.copytree(reference_dir, workdir)
+    target = {"mask": "mask.safetensors", "delta": "delta.safetensors",
+              "export": os.path.join("export", "model.safetensors")}[kind]
+    path = os.path.join(workdir, target)
+    at = change_header_byte(path, rng)
+    row = {"case": f"header byte {at} of {target} changed", "file": target}
+    if kind == "mask":
+        rerun = run_child(env, workdir)
+        row.update(outcome=judge(rerun, reference), error=(rerun["error_lines"] or [None])[0])
+    elif kind == "delta":
+        row["outcome"] = judge_delta_load(path, reference)
+    else:
+        try:
+            read_tensors(path, FishjaxError)
+            row["outcome"] = "silent_wrong"
+        except FishjaxError as e:
+            row.update(outcome="clear_error", error=str(e))
+    return row
+
+
+def wrong_base_case(env: Env, reference_dir: str, reference: dict[str, Any],
+                    workdir: str) -> dict[str, Any]:
+    """The reference's mask as `method.mask_file` of a run on another tiny model (same
+    shapes, other weights): refused."""
+    other = build_tiny_model_dir(os.path.join(env.root, "tiny-other"), seed=1)
+    run = run_child(env, workdir, model_dir=other,
+                    mask_file=os.path.join(reference_dir, "mask.safetensors"))
+    return {"case": "mask of another base model (method.mask_file)",
+            "outcome": judge(run, reference), "error": (run["error_lines"] or [None])[0]}
+
+
+def concurrent_case(env: Env, reference: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """A second run on a workdir a first run holds: it must stop with one line, and the
+    first must finish as the reference did."""
+    hold = os.path.join(env.root, f"go-{os.path.basename(workdir)}")
+    outcome = os.path.join(env.root, f"outcome-first-{time.monotonic_ns()}.json")
+    first = subprocess.Popen(
+        cli.module_cmd(__spec__.name, *_child_cmd(env, workdir, outcome, hold=hold)),
+        env=cli.module_env(), cwd=cli.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 600
+    while not os.path.exists(os.path.join(workdir, LOCK_FILE)) and first.poll() is None:
+        if time.monotonic() > deadline:
+            first.kill()
+            raise RuntimeError("the first run never took the workdir lock")
+        time.sleep(0.2)
+    second = run_child(env, workdir)
+    open(hold, "w").close()
+    stdout, stderr = first.communicate(timeout=900)
+    first_out = _read_outcome(subprocess.CompletedProcess(first.args, first.returncode,
+                                                          stdout, stderr), outcome, workdir)
+    if judge(first_out, reference) != "recovered":
+        outcome_name = "silent_wrong" if first_out["returncode"] == 0 else "other_failure"
+    else:
+        outcome_name = judge(second, reference)  # clear_error when refused with one line
+    return {"case": "a second run on a busy workdir", "outcome": outcome_name,
+            "error": (second["error_lines"] or [None])[0]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__)
     p.add_argument("--out", default="benchmarks/results/fault_injection")
     p.add_argument("--kills", type=int, default=24, help="kill -9 points (>= 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the case workdirs")
+    p.add_argument("--quick", action="store_true",
+                   help="one case of each class (2 kills, 1 corruption, every interruption, "
+                        "header, wrong base, concurrent run); no divergence / config cases")
     # child mode
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    for name in ("workdir", "model_dir", "cache_dir", "outcome", "kill"):
+    for name in ("workdir", "model_dir", "cache_dir", "outcome", "kill", "mask_file", "hold"):
         p.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
     p.add_argument("--stop_after", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--learning_rate", type=float, default=1e-3, help=argparse.SUPPRESS)
@@ -367,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     env = Env(model_dir=build_tiny_model_dir(os.path.join(root, "tiny")),
               cache_dir=os.path.join(root, "cache"), root=root)
     t0 = time.perf_counter()
-    reference = run_child(env, os.path.join(root, "reference"))
+    reference_dir = os.path.join(root, "reference")
+    reference = run_child(env, reference_dir)
     assert reference["returncode"] == 0 and reference["finished"], reference
     rows: list[dict[str, Any]] = []
     case_no = [0]
@@ -382,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  [{row['error'][:110]}]" if row.get("error") else ""), flush=True)
 
     # kill -9 at every drawn point (one drawn past the calls a run makes is moved earlier)
-    specs = kill_points(args.kills, args.seed)
+    specs = kill_points(args.kills, args.seed)[:2 if args.quick else None]
     while specs:
         spec = specs.pop(0)
         workdir = fresh()
@@ -402,10 +577,21 @@ def main(argv: list[str] | None = None) -> int:
                 "error": (rerun.get("error_lines") or [None])[0], "spec": spec})
 
     rng = np.random.default_rng(args.seed + 1000)
-    for kind in ("checkpoint_data", "checkpoint_metadata", "best_data", "best_json", "mask",
-                 "delta", "results"):
-        for mode in ("truncate", "random_bytes"):
+    kinds = ("checkpoint_data", "checkpoint_metadata", "best_data", "best_json", "mask",
+             "delta", "results")
+    for kind in kinds[:1] if args.quick else kinds:
+        for mode in ("truncate",) if args.quick else ("truncate", "random_bytes"):
             report(corruption_case(env, kind, mode, rng, reference, fresh()))
+
+    for action, point, when, n in INTERRUPTIONS:
+        delay = round(float(rng.uniform(0.0, 0.15)), 3)
+        report(interruption_case(env, reference, fresh(), action, point, when, n, delay))
+    for kind in ("mask", "delta", "export"):
+        report(header_case(env, kind, rng, reference_dir, reference, fresh()))
+    report(wrong_base_case(env, reference_dir, reference, fresh()))
+    report(concurrent_case(env, reference, fresh()))
+    if args.quick:
+        return _summarise(args, rows, root, t0)
 
     workdir = fresh()
     diverged = run_child(env, workdir, learning_rate=1e4)
@@ -419,19 +605,47 @@ def main(argv: list[str] | None = None) -> int:
     report({"case": "config change on resume (learning rate 1e-3 -> 3e-3)",
             "outcome": judge(changed, reference),
             "error": (changed.get("error_lines") or [None])[0]})
+    return _summarise(args, rows, root, t0)
 
+
+def _summarise(args: argparse.Namespace, rows: list[dict[str, Any]], root: str,
+               t0: float) -> int:
+    """Prints the table, writes `<out>/fault_injection.json`; exit 1 on any silent wrong
+    result or other failure."""
+    for row in rows:
+        row["expected"] = expected_outcomes(row["case"])
     table = {o: sum(r["outcome"] == o for r in rows) for o in OUTCOMES}
     summary = {"injected": len(rows), **table, "seconds": round(time.perf_counter() - t0, 1),
-               "kills": args.kills, "seed": args.seed, "machine": machine(),
-               "cases": rows}
-    atomic_write_json(os.path.join(args.out, "fault_injection.json"), summary)
-    print("\n| injected | recovered bit-identically | clear error | silent wrong result | "
-          "other failure |\n|---|---|---|---|---|")
-    print(f"| {len(rows)} | {table['recovered']} | {table['clear_error']} | "
-          f"{table['silent_wrong']} | {table['other_failure']} |")
+               "kills": args.kills, "seed": args.seed, "quick": args.quick,
+               "machine": machine(), "cases": rows}
+    name = "fault_injection_quick" if args.quick else "fault_injection"
+    atomic_write_json(os.path.join(args.out, f"{name}.json"), summary)
+    totals = ("| injected | recovered bit-identically | clear error | silent wrong result | "
+              "other failure |\n|---|---|---|---|---|\n"
+              f"| {len(rows)} | {table['recovered']} | {table['clear_error']} | "
+              f"{table['silent_wrong']} | {table['other_failure']} |")
+    probes = "\n".join(["| probe | expected | seen | message |", "|---|---|---|---|"] + [
+        f"| {r['case']} | {' or '.join(r['expected'])} | {r['outcome']} | "
+        f"{(r.get('error') or '').replace('|', '/')[:140]} |" for r in rows])
+    core_io.atomic_write_text(os.path.join(args.out, f"{name}.md"),
+                              f"{totals}\n\n{probes}\n")
+    print("\n" + totals)
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
-    return 1 if table["silent_wrong"] or table["other_failure"] else 0
+    return 1 if table["silent_wrong"] or table["other_failure"] or any(
+        r["outcome"] not in r["expected"] for r in rows) else 0
+
+
+def expected_outcomes(case: str) -> tuple[str, ...]:
+    """What a probe may end as: a killed or interrupted run recovers; a damaged checkpoint
+    or results file recovers (an older checkpoint, a re-evaluation) or is a clear error;
+    bad input (a damaged artefact, another base, a busy workdir, a diverging run, another
+    config) is a clear error."""
+    if case.startswith(("kill -9", "sigint", "sigterm", "enospc")):
+        return ("recovered",)
+    if case.startswith("corrupt"):
+        return ("recovered", "clear_error")
+    return ("clear_error",)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ apart from bugs.
 
 from __future__ import annotations
 
+import errno
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -82,16 +85,45 @@ class WorkdirError(FishjaxError):
     """A workdir holding a run made with another config (or otherwise not resumable)."""
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM, as a shell reports SIGINT
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def exit_status(main: Callable[[], Any], debug: bool = False) -> int:
     """Runs a command line's `main()`: 0 when it returns; a fishjax error (bad input, a
-    diverged run) prints one `error: ...` line on stderr and gives EXIT_BAD_INPUT, with
-    its traceback only if `debug`. Other exceptions (bugs) propagate with theirs."""
+    diverged run) prints one `error: ...` line on stderr (a message of several lines
+    joined) and gives EXIT_BAD_INPUT, with its traceback only if `debug`. A full disk is
+    one line and EXIT_BAD_INPUT too; Ctrl-C or SIGTERM one line and EXIT_INTERRUPTED.
+    Other exceptions (bugs) propagate with theirs."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops a run like Ctrl-C
     try:
         main()
     except FishjaxError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        print("(rerun with --debug for the traceback)", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: every finished checkpoint is kept; rerun the same command to "
+              "resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        if debug or e.errno not in _DISK_FULL:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: no space left on the device{where}: free some space and rerun the "
+              "same command to resume from the last checkpoint", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

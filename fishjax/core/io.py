@@ -6,7 +6,8 @@ mid-write leaves only temp names that `remove_orphans` recognises. Files and fol
 the permissions the umask allows (temp files are created private, then opened up before
 the rename). JSON is written strictly: a NaN or infinity becomes null, and the document
 says which values were not finite (`"_non_finite": {"path": "nan"}`), so every file is
-valid JSON.
+valid JSON. `atomic_write_json(..., sealed=True)` seals a document (`fishjax.core.integrity`:
+a sha256 of every byte, inside it), and `read_json(..., error=...)` checks the seal.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from typing import Any, BinaryIO
+
+from fishjax.core.integrity import SEAL_KEY, SEALED_KEY, check_seal, seal, seal_entries
 
 TMP_FILE_PREFIX = ".tmp-"  # atomic_write's temp files
 TMP_DIR_MARKERS = (".tmp-", ".old-")  # atomic_directory's: .<name>.tmp-* and .<name>.old-*
@@ -49,6 +52,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` (not atomic: for files inside an `atomic_directory`), with
+    the permissions the umask allows."""
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -87,8 +97,14 @@ def strict_json(obj: Any, **dumps_kwargs) -> str:
     return json.dumps(clean, allow_nan=False, default=str, **dumps_kwargs)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, strict_json(obj, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, sealed: bool = False) -> None:
+    """Writes `obj` as strict JSON, atomically; `sealed` (a dict `obj`): with the seal of
+    its bytes inside, checked by `read_json(path, error=...)`."""
+    if not sealed:
+        atomic_write_text(path, strict_json(obj, indent=2, sort_keys=True) + "\n")
+        return
+    text = strict_json({**obj, **seal_entries()}, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, seal(text.encode("utf-8")))
 
 
 def atomic_directory(out_dir: str | os.PathLike, fill: Callable[[str], None]) -> str:
@@ -162,7 +178,23 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """The parsed content of a JSON file."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, error: type[Exception] | None = None,
+              kind: str = "JSON") -> Any:
+    """The parsed content of a JSON file. With `error`: a sealed file's seal is checked
+    (and its entries dropped from the result); a damaged file, or one that is not JSON,
+    raises `error` naming the file (else OSError / ValueError propagate)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if error is None:
+        return json.loads(data.decode("utf-8"))
+    intact = check_seal(data)
+    if isinstance(intact, str):
+        raise error(f"{kind} file {os.fspath(path)!r} is damaged: {intact}; restore or "
+                    "recreate it")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except ValueError as e:
+        raise error(f"{kind} file {os.fspath(path)!r} is not valid JSON ({e})") from None
+    if isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if k not in (SEAL_KEY, SEALED_KEY)}
+    return obj

@@ -2,9 +2,11 @@
 
 fishjax's own files (masks, deltas, PEFT trees, banks, profiles) are safetensors with a
 JSON document under one metadata key naming their kind (`fishjax_mask`, `fishjax_delta`,
-...); `write_tagged` writes one atomically with a content hash of its tensors
-(`content_sha256`), `read_tagged` reads it and checks the hash, so a changed index or
-value is an error, not a silently different model. `read_tensors` reads any safetensors
+...); `write_tagged` writes one atomically, sealed (`fishjax.core.integrity`: a sha256 of
+every byte, header and metadata included) and with a content hash of its tensors
+(`content_sha256`, which files from before seals also carry); `read_tagged` checks both,
+so a changed index, value, shape or metadata field is an error, not a silently different
+model. `read_tensors` reads any safetensors
 file (e.g. a Hugging Face `model.safetensors`). Nothing is unpickled.
 """
 
@@ -17,11 +19,14 @@ from typing import Any
 
 import numpy as np
 import safetensors.numpy
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
-from fishjax.core.io import atomic_write_bytes, strict_json
+from fishjax.core.integrity import check_seal, seal, seal_entries
+from fishjax.core.io import atomic_write_bytes, file_sha256, strict_json
 
 CONTENT_HASH = "content_sha256"
+# In an exported model.safetensors: the sha256 of the config.json written beside it.
+CONFIG_HASH = "fishjax_config_sha256"
 
 
 def content_hash(tensors: dict[str, np.ndarray]) -> str:
@@ -37,38 +42,81 @@ def content_hash(tensors: dict[str, np.ndarray]) -> str:
 def read_tensors(path: str, error: type[Exception], kind: str = "weights"
                  ) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as numpy arrays (bf16 via ml_dtypes); raises
-    `error` naming the file if it is missing or not a valid safetensors file."""
+    `error` naming the file if it is missing, not a valid safetensors file, or sealed by
+    fishjax (an export) and changed since, itself or the `config.json` it records."""
     if not os.path.isfile(path):
         raise error(f"{kind} file not found: {path}")
     try:
-        return safetensors.numpy.load_file(path)
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            header = f.read(int.from_bytes(prefix, "little")) if len(prefix) == 8 else b""
+        if b"fishjax_" not in header:  # a plain file (e.g. from the Hub): memory-mapped
+            return safetensors.numpy.load_file(path)
+        with open(path, "rb") as f:
+            data = f.read()
+        intact = check_seal(data, header_end(data))
+        meta = json.loads(data[8:header_end(data)]).get("__metadata__") or {}
+        tensors = safetensors.numpy.load(data)
     except Exception as e:  # the Rust reader raises its own, non-OSError, exception types
-        raise error(f"cannot read {path}: not a valid safetensors file ({e})") from e
+        raise error(f"cannot read {path}: not a valid safetensors file ({e})") from None
+    if isinstance(intact, str):
+        raise error(f"{kind} file {path} is damaged: {intact}; export it again")
+    config = os.path.join(os.path.dirname(path), "config.json")
+    if CONFIG_HASH in meta and (not os.path.isfile(config)
+                                or file_sha256(config) != meta[CONFIG_HASH]):
+        raise error(f"{config} is not the config exported with {path} (missing or changed "
+                    "since the export: sizes, labels); export the model again")
+    return tensors
+
+
+def sealed_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The bytes of a safetensors file of `tensors` and `metadata`, sealed."""
+    data = safetensors.numpy.save(tensors, metadata={**metadata, **seal_entries()})
+    return seal(data, header_end(data))
 
 
 def write_tagged(path: str, tensors: dict[str, np.ndarray], meta_key: str,
                  meta: dict[str, Any]) -> str:
     """Writes `tensors` with `meta` (and their content hash) as JSON under `meta_key`,
-    atomically; returns the absolute path. The bytes are a function of the arguments."""
+    sealed, atomically; returns the absolute path. The bytes are a function of the
+    arguments."""
     path = os.path.abspath(path)
     meta = {**meta, CONTENT_HASH: content_hash(tensors)}
-    data = safetensors.numpy.save(tensors, metadata={meta_key: strict_json(meta, sort_keys=True)})
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, sealed_safetensors(
+        tensors, {meta_key: strict_json(meta, sort_keys=True)}))
     return path
+
+
+def header_end(data: bytes) -> int:
+    """The offset where a safetensors file's JSON header ends (8-byte length + header)."""
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors length prefix")
+    n = int.from_bytes(data[:8], "little")
+    if 8 + n > len(data):
+        raise ValueError("its header length runs past the end of the file")
+    return 8 + n
 
 
 def read_tagged(path: str, meta_key: str, error: type[Exception], kind: str,
                 required: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tensors, metadata) of a fishjax safetensors file whose header holds JSON under
-    `meta_key`; raises `error` naming the file if it is missing, corrupt, not a `kind`, or
-    its metadata lacks a `required` key."""
+    `meta_key`; raises `error` naming the file if it is missing, corrupt (any changed
+    byte of a sealed file), not a `kind`, or its metadata lacks a `required` key."""
     if not os.path.exists(path):
         raise error(f"{kind} file {path!r} does not exist")
+    damaged = (f"{kind} file {path!r} is damaged: {{}}; restore or recreate it (e.g. rerun "
+               "the run that wrote it in a new workdir)")
     try:
-        with safe_open(path, framework="numpy") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            data = f.read()
+        intact = check_seal(data, header_end(data))
+        if isinstance(intact, str):
+            raise error(damaged.format(intact))
+        header = json.loads(data[8:header_end(data)]).get("__metadata__") or {}
+        tensors = safetensors.numpy.load(data)
+    except (SafetensorError, OSError, ValueError, AttributeError) as e:
+        if isinstance(e, error):
+            raise
         raise error(f"{kind} file {path!r} is not a valid safetensors file: {e}") from None
     if meta_key not in header:
         raise error(f"{path!r} is not a fishjax {kind} file (no {meta_key} metadata)")
@@ -80,7 +128,6 @@ def read_tagged(path: str, meta_key: str, error: type[Exception], kind: str,
     if missing:
         raise error(f"{kind} file {path!r}: metadata lacks {missing}")
     if CONTENT_HASH in meta and meta[CONTENT_HASH] != content_hash(tensors):
-        raise error(f"{kind} file {path!r} is damaged: its tensors do not match the content "
-                    "hash it was written with (changed or corrupt bytes); restore or recreate "
-                    "it (e.g. rerun the run that wrote it in a new workdir)")
+        raise error(damaged.format("its tensors do not match the content hash it was "
+                                   "written with (changed or corrupt bytes)"))
     return tensors, meta

@@ -11,13 +11,12 @@ selection is a named set of rows; its runs are row splits of one pooled training
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
 from fishjax.core.errors import DataError
-from fishjax.core.io import atomic_write_json
+from fishjax.core.io import atomic_write_json, read_json
 from fishjax.data.glue import RawSplit
 from fishjax.data.tasks import TaskSpec
 
@@ -61,18 +60,17 @@ def make_row_split(train, flip=(), validation=None, source: str = "row split") -
 def load_row_split(path: str) -> RowSplit:
     if not os.path.isfile(path):
         raise DataError(f"row split file {path!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"row split file {path!r} is not valid JSON: {e}") from None
+    try:  # a file save_row_split wrote is sealed and checked; one written by hand is not
+        d = read_json(path, DataError, "row split")
+    except OSError as e:
+        raise DataError(f"row split file {path!r} cannot be read: {e}") from None
     if not isinstance(d, dict) or "train" not in d:
         raise DataError(f"row split file {path!r} must be an object with a `train` list")
     return make_row_split(d["train"], d.get("flip") or (), d.get("validation"), path)
 
 
 def save_row_split(path: str, split: RowSplit) -> str:
-    atomic_write_json(path, split.to_dict())
+    atomic_write_json(path, split.to_dict(), sealed=True)
     return os.path.abspath(path)
 
 

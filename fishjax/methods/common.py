@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from fishjax.artifacts.delta_file import DELTA_FILE, apply_delta_file, save_delta
+from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.artifacts.mask_file import MASK_FILE, load_mask, save_mask
 from fishjax.core.errors import ConfigError, MaskError, SparseError
 from fishjax.core.tree import (
@@ -201,16 +202,36 @@ def load_or_select_mask(
     mask_path = os.path.join(ctx.workdir, MASK_FILE) if ctx.workdir else None
     source = m.mask_file or (mask_path if mask_path and os.path.exists(mask_path) else None)
     want = {"method": method, "seed": ctx.seed, **settings}
+    # The base without its head (a fresh random init per seed): a mask is bound to it.
+    base_fp = base_fingerprint(split_tree(ctx.params, m.head_regex)[1])
     if source:
         mask, meta = load_mask(source, ctx.params if like is None else like)
+        _check_mask_base(source, meta, base_fp)
         _check_mask_matches(meta, want, explicit=bool(m.mask_file))
         return mask, {"mask_loaded_from": source, **{k: meta[k] for k in keep_info if k in meta}}
     mask, info = select()
     if mask_path and jax.process_index() == 0:
         save_mask(mask_path, mask, metadata={
             **want, "model": ctx.model_name, "task": ctx.task.name,
+            "base_fingerprint": base_fp,
             **{k: v for k, v in info.items() if not _is_measurement(k)}})
     return mask, info
+
+
+def _check_mask_base(path: str, meta: dict, base_fp: str) -> None:
+    """A mask selected on one base model is refused on another, even with equal shapes
+    (the Fisher ranks that base's weights). Masks written before fingerprints were
+    recorded cannot be checked: a warning says so."""
+    recorded = meta.get("base_fingerprint")
+    if recorded is None:
+        log.warning("mask %s records no base-model fingerprint (written by an older fishjax): "
+                    "it cannot be checked against this base", path)
+    elif recorded != base_fp:
+        raise MaskError(
+            f"mask {path!r} was selected on another base model ({meta.get('model', '?')}, "
+            f"fingerprint {recorded[:12]}; this base {base_fp[:12]}): a Fisher mask ranks one "
+            "base's weights; select a mask on this base (a new workdir without "
+            "method.mask_file)")
 
 
 def _check_mask_matches(meta: dict, want: dict[str, Any], explicit: bool) -> None:

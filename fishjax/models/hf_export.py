@@ -2,20 +2,22 @@
 
 The folder (``config.json``, ``model.safetensors``, optional tokenizer files) is built in a
 temporary directory beside the target and renamed into place only once complete
-(``fishjax.core.io.atomic_directory``).
+(``fishjax.core.io.atomic_directory``). The weights file is sealed and records the sha256
+of ``config.json`` (``fishjax.core.safetensors_io``), so fishjax refuses an export whose
+weights or config changed after it was written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import safetensors.numpy
-
-from fishjax.core.io import atomic_directory
+from fishjax.core.io import atomic_directory, write_file
+from fishjax.core.safetensors_io import CONFIG_HASH, sealed_safetensors
 from fishjax.models.config import EncoderConfig, ModelError
 from fishjax.models.hub import TOKENIZER_FILES
 from fishjax.models.weights import state_dict_from_params
@@ -47,14 +49,16 @@ def export_hf_folder(
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ModelError(f"export target exists and is not a directory: {out_dir}")
 
+    config_bytes = (json.dumps(hf_config, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    # transformers refuses safetensors files whose metadata lacks the framework format. The
+    # weights are sealed and record config.json's sha256: fishjax refuses a changed byte of
+    # either (`read_tensors`); transformers reads them as any export.
+    weights = sealed_safetensors(state, {
+        "format": "pt", CONFIG_HASH: hashlib.sha256(config_bytes).hexdigest()})
+
     def fill(tmp: str) -> None:
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(hf_config, f, indent=2, sort_keys=True)
-            f.write("\n")
-        # transformers refuses safetensors files whose metadata lacks the framework format.
-        safetensors.numpy.save_file(
-            state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"}
-        )
+        write_file(os.path.join(tmp, "config.json"), config_bytes)
+        write_file(os.path.join(tmp, "model.safetensors"), weights)
         for src in tokenizer_files:
             shutil.copyfile(src, os.path.join(tmp, os.path.basename(src)))
 

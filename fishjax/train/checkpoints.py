@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -31,6 +32,21 @@ from fishjax.core.tree import all_finite, tree_sha256
 
 log = logging.getLogger("fishjax")
 KEEP_LATEST = 2
+FOLDERS = ("checkpoints", "best")
+ORBAX_TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's <step>.orbax-checkpoint-tmp-<time>/
+
+
+def remove_partial_saves(workdir: str) -> list[str]:
+    """Removes the temporary folders of saves that did not finish (a Ctrl-C, SIGTERM or a
+    full disk during a save); returns them. Finished checkpoints are untouched."""
+    removed = []
+    for sub in FOLDERS:
+        folder = os.path.join(workdir, sub)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+            if ORBAX_TMP_MARK in name:
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+                removed.append(os.path.join(folder, name))
+    return removed
 
 
 def _manager(path: str, keep: int) -> ocp.CheckpointManager:
@@ -72,8 +88,8 @@ def _restore(manager: ocp.CheckpointManager, step: int, like: Any, folder: str) 
 class Checkpoints:
     def __init__(self, workdir: str, keep: int = KEEP_LATEST):
         self.workdir = os.path.abspath(workdir)
-        self._latest_dir = os.path.join(self.workdir, "checkpoints")
-        self._best_dir = os.path.join(self.workdir, "best")
+        self._latest_dir = os.path.join(self.workdir, FOLDERS[0])
+        self._best_dir = os.path.join(self.workdir, FOLDERS[1])
         self._latest = _manager(self._latest_dir, keep)
         self._best = _manager(self._best_dir, 1)
         self._best_json = os.path.join(self._best_dir, "best.json")

@@ -3,6 +3,10 @@
 - `config_fields(path)`: every `config.<field> = <default>` of a config file with the
   comment written above it (the docs of `configs/default.py`, shown by `train.py --help`).
 - `listing(what, configs_dir)`: the methods, configs or tasks one can name.
+- `parse_flags(argv)`: absl's flag parsing (the `flags_parser` of `app.run`) under the
+  same contract as a run: a missing config file, an unknown flag or config field, a bad
+  value or an error raised by the config file itself (e.g. an unknown task after
+  `glue.py:`) is one `error: ...` line on stderr and exit status 2.
 - `run(config, workdir, ...)`: a run whose fishjax errors (bad config, data, files, a
   diverged run, a workdir of another config) end in one clear line and exit status 2
   (`fishjax.core.errors.exit_status`); a traceback only with `debug`, or for bugs.
@@ -19,8 +23,9 @@ import re
 import sys
 
 import ml_collections
+from absl import flags
 
-from fishjax.core.errors import FishjaxError, exit_status
+from fishjax.core.errors import EXIT_BAD_INPUT, FishjaxError, exit_status
 from fishjax.data.tasks import TASKS
 from fishjax.methods import available_methods, get_method
 from fishjax.train.trainer import train_and_evaluate
@@ -126,6 +131,62 @@ def _method_line(name: str) -> str:
     doc = (sys.modules[type(method).__module__].__doc__ or "").strip()
     first = doc.splitlines()[0] if doc else ""
     return first.split(": ", 1)[-1].rstrip(".")  # "`fish`: FISH Mask, ..." -> "FISH Mask, ..."
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """`flags.FLAGS(argv)`; any error in it (see module doc) prints one line on stderr and
+    exits with status 2. Returns the arguments left after the flags."""
+    try:
+        missing = _missing_config_file(argv)
+        if missing:
+            raise FishjaxError(f"config file not found: {missing} (--list=configs shows the "
+                               "configs)")
+        return flags.FLAGS(argv)
+    except Exception as e:  # absl, ml_collections and the config file's own errors
+        print(f"error: {flag_error_line(e, argv)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+    """The path of `--config=PATH[:ARG]` if that file does not exist (ml_collections would
+    only fail later, with a traceback)."""
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        path = value.split(":", 1)[0]
+        return None if os.path.isfile(path) else path
+    return None
+
+
+_DID_YOU_MEAN = re.compile(r'Did you mean "(\w+)"')
+_MISSING_KEY = re.compile(r"^\W*'?(\w+)")
+
+
+def flag_error_line(e: BaseException, argv: list[str]) -> str:
+    """One line for an error raised while parsing `argv`'s flags."""
+    text = str(e)
+    if isinstance(e, AttributeError | KeyError):  # ml_collections: an unknown config field
+        name = _MISSING_KEY.match(text.strip("\"'"))
+        name = name.group(1) if name else "?"
+        arg = next((a.split("=", 1)[0] for a in argv
+                    if a.startswith("--config.") and re.search(rf"\.{name}(\.|=|$)", a)),
+                   f"--config...{name}")
+        hint = _DID_YOU_MEAN.search(text)
+        return (f"{arg}: no config field {name!r}"
+                + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+                + "; --list=fields shows them")
+    lines = [x.strip() for x in text.splitlines()
+             if x.strip() and not x.strip().startswith("Pass --help")]
+    if any(x.startswith("Traceback") for x in lines):  # an error the config file raised
+        message = re.sub(r"^[A-Za-z_.]*(Error|Exception): ", "", lines[-1])
+        where = lines[0].removeprefix("flag ").split(": Error", 1)[0]  # --config=<path:arg>
+        path = where.split("=", 1)[-1].split(":", 1)[0]
+        return message if path and message.startswith(path) else f"{where}: {message}"
+    return " ".join(lines) or type(e).__name__
 
 
 def run(config: ml_collections.ConfigDict | None, workdir: str | None, *,

@@ -54,7 +54,7 @@ from fishjax.models.hf_export import export_hf_folder
 from fishjax.models.hub import peft_base_reference
 from fishjax.objectives import Objective, for_task, make_apply_fn, make_loss_fn
 from fishjax.train import distributed, dropout
-from fishjax.train.checkpoints import Checkpoints
+from fishjax.train.checkpoints import Checkpoints, remove_partial_saves
 from fishjax.train.metric_writer import MetricWriter
 from fishjax.train.model_defaults import resolve_model_defaults
 from fishjax.train.optim import make_optimizer
@@ -68,6 +68,7 @@ from fishjax.train.workdir import (
     truncate_metrics,
     write_config_once,
 )
+from fishjax.train.workdir_lock import WorkdirLock
 
 log = logging.getLogger("fishjax")
 RESULTS_FILE = "results.json"
@@ -597,20 +598,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     validate_config(config)
     distributed.initialize(config.distributed)
-    check_workdir(config, workdir, overwrite=overwrite and jax.process_index() == 0)
-    workdir = prepare_workdir(workdir)
     is_main = jax.process_index() == 0
-    if is_main:
-        for path in remove_orphans(workdir):  # temp files of a killed earlier run
-            log.info("removed %s (left by an interrupted write)", path)
-        # Before the method may write files here (a mask): they belong to this config.
-        fresh = write_config_once(config, workdir)
-    t0 = time.perf_counter()
+    created = not os.path.isdir(workdir)
+    workdir = prepare_workdir(workdir)
+    # Only process 0 writes fishjax's files; it holds the workdir for the whole run.
+    lock = WorkdirLock(workdir) if is_main else None
+    if lock:
+        lock.acquire()
     try:
-        trainer = Trainer(config, workdir)
-    except BaseException:
-        if is_main and fresh:  # config.json only beside results it made; no empty workdir
-            os.unlink(os.path.join(workdir, CONFIG_FILE))
-            remove_if_empty(workdir)
+        aside = check_workdir(config, workdir, overwrite=overwrite and is_main)
+        if aside and lock:  # the old run moved aside, with our lock file: lock the new one
+            lock.moved(aside)
+            workdir = prepare_workdir(workdir)
+            lock.acquire()
+        fresh = False
+        if is_main:
+            for path in remove_orphans(workdir):  # temp files of a killed earlier run
+                log.info("removed %s (left by an interrupted write)", path)
+            # Before the method may write files here (a mask): they belong to this config.
+            fresh = write_config_once(config, workdir)
+        t0 = time.perf_counter()
+        try:
+            trainer = Trainer(config, workdir)
+        except BaseException:
+            if fresh:  # config.json only beside results it made
+                os.unlink(os.path.join(workdir, CONFIG_FILE))
+                created = True  # and no empty workdir
+            raise
+        created = False
+        return trainer.run(setup_s=time.perf_counter() - t0)
+    except (KeyboardInterrupt, OSError):  # Ctrl-C / SIGTERM, a full disk: no litter
+        if is_main:
+            for path in remove_orphans(workdir) + remove_partial_saves(workdir):
+                log.info("removed %s (an interrupted write)", path)
         raise
-    return trainer.run(setup_s=time.perf_counter() - t0)
+    finally:
+        if lock:
+            lock.release()
+        if created:
+            remove_if_empty(workdir)

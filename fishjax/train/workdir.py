@@ -83,12 +83,13 @@ def unread_sections(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str,
-                  overwrite: bool = False) -> None:
+                  overwrite: bool = False) -> str | None:
     """Raises WorkdirError unless `workdir` is new or holds a run of this config (up to
-    neutral fields); with `overwrite`, a different run is moved aside instead."""
+    neutral fields); with `overwrite`, a different run is moved aside instead, and the
+    folder it went to is returned (else None)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        return
+        return None
     resolve_model_defaults(config)  # config.json holds them resolved
     try:
         old = read_json(path)
@@ -97,7 +98,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
                            "made it; use a new workdir (or --overwrite to move it aside)") from None
     diff = differing_fields(old, json.loads(config_json(config)), unread_sections(config))
     if not diff:
-        return
+        return None
     if overwrite:
         aside = f"{os.path.abspath(workdir)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         n = 1
@@ -107,7 +108,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
         os.rename(workdir, aside)
         log.warning("the workdir held a run of another config (%s): moved to %s",
                     ", ".join(f[0] for f in diff[:6]), aside)
-        return
+        return aside
     shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:8])
     more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
     raise WorkdirError(

@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from typing import Any
 
@@ -168,6 +169,10 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
          f"scale must be None or > 0, got {s.scale!r}")
     for name in ("subset_fraction", "keep_fraction"):
         need(0.0 < s[name] <= 1.0, f"{name} must be in (0, 1], got {s[name]}")
+    if isinstance(s.groups, int) and s.groups >= 2:  # checked now, not after meta-training
+        size = int(round(s.subset_fraction * s.groups))
+        need(1 <= size <= s.groups, f"subset_fraction {s.subset_fraction} of {s.groups} "
+             f"groups gives {size} sources per subset (need 1..{s.groups})")
     need(math.isfinite(s.C) and s.C > 0, f"C must be > 0, got {s.C!r}")
     need(s.rule in RULES, f"rule must be one of {RULES}, got {s.rule!r}")
     for name in ("meta_epochs", "finetune_epochs"):
@@ -250,11 +255,23 @@ class SourceSelection:
         if os.path.exists(path):
             have = read_selection_file(path)
             diff = sorted(k for k in want if have.get(k) != want[k])
-            if diff:
+            if diff and self._trained_anything():
                 raise ConfigError(f"{self.workdir} was made with other settings ({diff}); use "
                                   "a new workdir")
-        else:
-            _save_json(path, want)
+            if not diff:
+                return
+            # An earlier run here stopped before any training finished (e.g. a setting
+            # refused late): nothing of it is worth keeping, so a corrected rerun starts over.
+            log.warning("%s: the earlier run here finished no training; starting over with "
+                        "the new settings (%s)", self.workdir, ", ".join(diff))
+            shutil.rmtree(self.path("splits"), ignore_errors=True)
+            if os.path.exists(self.path("pool.json")):
+                os.unlink(self.path("pool.json"))
+        _save_json(path, want)
+
+    def _trained_anything(self) -> bool:
+        """Whether a training run of this selection finished (the meta-initialisation)."""
+        return os.path.exists(self.path("meta", PEFT_FILE))
 
     # -- 1. pool ---------------------------------------------------------------------------
 
@@ -489,6 +506,9 @@ def cli() -> None:
         def run() -> None:
             out = select_sources(config.value, workdir.value)
             print(json.dumps(out["selection"], indent=2))
+            print(f"results in {os.path.abspath(workdir.value)}: selection.json, "
+                  "ranking.json, estimates.json, summary.json (read_selection_file reads "
+                  "them)")
 
         return exit_status(run, debug.value)
 

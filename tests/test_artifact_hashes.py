@@ -47,56 +47,56 @@ FILES = {"mask": "mask.safetensors", "delta": "delta.safetensors", "peft": "peft
 
 PINNED: dict[str, dict[str, str]] = {
     "adapter_fish": {
-        "mask": "2a0dcbe65d4a6816231cbc0668b4e29621928a6a851acb1e00568fbe1da09d0d",
-        "peft": "858dc594eb802df78e687dbdced42cba4bc7f6f4fc8f48fbef19dbda0f506acd",
+        "mask": "784a3a90fc01eb04201d62ca1be726ed8c3fb624832cde92a1a383673b3a58e8",
+        "peft": "1f522c5572f4dd598fdff12109459e5c38503b88d2b80e4d89a9783997d11293",
     },
     "bitfit": {
-        "mask": "17015b982b71ed69e4edaef01d1f3837fddda4a9adbf6ffe8a643205e5df3fd9",
+        "mask": "cc657a6e5240dfb75bef5cbddc80e8840bf8d8c54f6aac38b893e2cbcdc9780e",
     },
     "dora": {
-        "peft": "091953ec85c4a5b0009246dc5da247a7de3d7108aa3d71f3601530cd0e1b170e",
+        "peft": "3f0f6ea83f3810821dfeaeabc933ed6c360b9a71aeb856cd79ce08186b855560",
         "adapter_model": "c4ff479803f2d756b0324f404acf91bb6331097685d9f4c3e928040fe0312869",
         "adapter_config": "2099adb30866de26ead457e4ae9629de317068217baec4846923b2911790f674",
     },
     "fish": {
-        "mask": "31269e65806aa42e7994ac68b6809f96fdceebf3759c74c7b4076ce15291446f",
+        "mask": "a0b47c201b3b5a5e12f8940ea450026030b88671423259d7751c78e83d4520db",
     },
     "fish_sparse": {
-        "mask": "64fbaacdccd9b700c8372a79c35f373a77584ea0f5d001f4677be3b9617ab4cb",
-        "delta": "bbe0658ed483f07030d369895ea36dd6a1742c2a59d6b36a27f22ca4ecef3e90",
+        "mask": "a0b47c201b3b5a5e12f8940ea450026030b88671423259d7751c78e83d4520db",
+        "delta": "783688cd05cd11a6436a0977d842e446eafcb554185fba91483a314dd90f6833",
     },
     "ird": {
-        "mask": "3edb4d0324037de15352f03d5bb3bdf1ad2396e83c12a27b59f17beca8f876ed",
+        "mask": "54420f7e0deb2c64bddf2c5695f41ec56932bbff9ed3a620ef876dc0839d3da0",
     },
     "lora": {
-        "peft": "010e148afe51d62f5b0fac95e99de1f5469d5c50069702aef1af15b5c367488e",
+        "peft": "b562bdb53d951ebd10cbdcc2210d7c69d3ab3eb3d1410537c04d7f895199b421",
         "adapter_model": "d8897d6f4fc54116f244cb0f6eee96970e4629ea368302390e4ff5f5b0899517",
         "adapter_config": "0613da557e0c2a1b95c4a01f71fd583cc2513a9d9a06ff9f68029e887b275c98",
     },
     "lora_fish": {
-        "mask": "4561280fa15a5df8666520f0fa62e47c6b65725f8cf2549ca652deb97ddead80",
+        "mask": "881be1329082fe26280744c8988b1434159b586798a023983578d79606b16440",
         "peft": "887c732273f59f506a605cad81805e462be0bacb6c769a9a0872273c08242a13",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_random": {
-        "mask": "ce104736141b3a75f7ab516a3b9b58244c6f92b92a13008f5d275cbc605514cf",
-        "peft": "ad8a2728c0ff4d5dba6b429472e8ecb49f0a2a590838c9d7208d30a1aa5893c8",
+        "mask": "803379307ccec841fb9ce1eb4e08ec852622cef1991f734b1d2721148261a0f3",
+        "peft": "f17ba6992e4ef129ee51599ef307ead734ff6972e9b7b883f52dee0640029d40",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_warmup": {
-        "mask": "2d793efca3cebe60c5bbdefbd27997c22d877b8624880074f51209c35cf49e0a",
-        "peft": "3ddbcd0ac18521b7afa014e14f029a20e2998398ce6433df11b812265b5ad351",
+        "mask": "1829b99af347660f570606866d349faab5d9c56e17aec173f12d65d457f38655",
+        "peft": "887c732273f59f506a605cad81805e462be0bacb6c769a9a0872273c08242a13",
         "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "random_mask": {
-        "mask": "8e05ec011f25e63c958a33eaebf83346420869e95f38ec4ae896fec97b809d76",
+        "mask": "8079326c50ce420d7c1b4fbaa3fd6a501f03d282e0b99fdf8fd68a6782c83a44",
     },
     "sift": {
-        "mask": "463768003b600d25f90b39464eec393e488d3e1bb45c8ae2e716ce8267dc2ea2",
-        "delta": "cee988818973f5ca4b37200814717bf7aa9f0004eb5fbc57b9c7198ff68d3505",
+        "mask": "780ed018a1ce9f8a5e9f865538ff91e3c275c39ac1ff45a1609f3e1fde8821d3",
+        "delta": "c1740d6bc3ef254ba507b8117f1aa6b0200d1e409150a617ea1701c03bc9a350",
     },
 }
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from benchmarks.common.tiny_model import make_tiny_config
 from fishjax import objectives
 from fishjax.core.errors import ConfigError, DataError
 from fishjax.core.tree import flatten_paths, merge_trees, split_tree
@@ -321,3 +322,27 @@ def test_select_sources_end_to_end_on_the_tiny_model(tiny_selection):
     changed.sources.groups = 5
     with pytest.raises(ConfigError, match="other settings"):
         select_sources(changed, workdir)
+
+
+def test_bad_settings_are_refused_before_training_and_a_fix_reruns(tiny_model_dir, tmp_path):
+    from configs.select_sources import get_config as selection_config
+    from fishjax.methods.peft.peft_file import PEFT_FILE
+    from fishjax.select_sources import SourceSelection
+
+    config = make_tiny_config(tiny_model_dir, str(tmp_path / "cache"))
+    config.method.name = "lora"
+    config.sources = selection_config().sources
+    config.sources.groups, config.sources.subset_fraction = 4, 0.1  # 0 sources per subset
+    workdir = str(tmp_path / "run")
+    with pytest.raises(ConfigError, match="subset_fraction 0.1 of 4 groups gives 0"):
+        SourceSelection(config, workdir)
+    assert not os.path.exists(os.path.join(workdir, "settings.json"))
+    config.sources.subset_fraction = 0.5
+    SourceSelection(config, workdir)  # writes its settings, then (say) fails later
+    config.sources.num_subsets = 7  # the corrected rerun: nothing was trained, so it may
+    SourceSelection(config, workdir)
+    os.makedirs(os.path.join(workdir, "meta"))
+    open(os.path.join(workdir, "meta", PEFT_FILE), "wb").close()  # once training finished,
+    config.sources.num_subsets = 9  # another setting is refused
+    with pytest.raises(ConfigError, match="other settings"):
+        SourceSelection(config, workdir)

@@ -70,9 +70,24 @@ def read_tensors(path: str, error: type[Exception], kind: str = "weights"
 
 
 def sealed_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    """The bytes of a safetensors file of `tensors` and `metadata`, sealed."""
-    data = safetensors.numpy.save(tensors, metadata={**metadata, **seal_entries()})
+    """The bytes of a safetensors file of `tensors` and `metadata`, sealed; a function of
+    the arguments alone (`canonical_header`)."""
+    data = canonical_header(safetensors.numpy.save(tensors, metadata={**metadata,
+                                                                      **seal_entries()}))
     return seal(data, header_end(data))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """`data` (a safetensors file) with its header's metadata keys sorted. The Rust writer
+    orders them by a hash seeded per process, so with more than one key the same file
+    would come out with other bytes in another run. The tensor table and data are kept."""
+    end = header_end(data)
+    header = json.loads(data[8:end])
+    metadata = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(metadata.items()))} if metadata else {}) | header
+    text = json.dumps(ordered, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-(8 + len(text)) % 8)  # the data starts 8-byte aligned, as written
+    return len(text).to_bytes(8, "little") + text + data[end:]
 
 
 def write_tagged(path: str, tensors: dict[str, np.ndarray], meta_key: str,

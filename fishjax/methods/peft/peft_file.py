@@ -25,11 +25,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from safetensors.numpy import save_file
+import safetensors.numpy
 
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.core.errors import ConfigError, PeftError
-from fishjax.core.io import atomic_directory
+from fishjax.core.io import atomic_directory, write_file
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import (
     PyTree,
@@ -169,8 +169,8 @@ def export_peft_folder(out_dir: str, tree: PyTree, head: PyTree, spec: PeftSpec,
         with open(os.path.join(tmp, "adapter_config.json"), "w", encoding="utf-8") as f:
             json.dump(adapter_config, f, indent=2, sort_keys=True)
             f.write("\n")
-        save_file(state, os.path.join(tmp, "adapter_model.safetensors"),
-                  metadata={"format": "pt"})
+        write_file(os.path.join(tmp, "adapter_model.safetensors"),
+                   safetensors.numpy.save(state, metadata={"format": "pt"}))
 
     return atomic_directory(out_dir, fill)
 

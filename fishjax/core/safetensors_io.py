@@ -55,8 +55,9 @@ def read_tensors(path: str, error: type[Exception], kind: str = "weights"
         with open(path, "rb") as f:
             data = f.read()
         intact = check_seal(data, header_end(data))
-        meta = json.loads(data[8:header_end(data)]).get("__metadata__") or {}
-        tensors = safetensors.numpy.load(data)
+        if not isinstance(intact, str):  # a damaged file is reported as such, below
+            meta = json.loads(data[8:header_end(data)]).get("__metadata__") or {}
+            tensors = safetensors.numpy.load(data)
     except Exception as e:  # the Rust reader raises its own, non-OSError, exception types
         raise error(f"cannot read {path}: not a valid safetensors file ({e})") from None
     if isinstance(intact, str):

@@ -17,10 +17,14 @@ removed when the manager opens).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -62,11 +66,38 @@ def abstract(tree: Any) -> Any:
 
 
 def _save(manager: ocp.CheckpointManager, step: int, tree: Any) -> None:
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(tree),
-        integrity=ocp.args.JsonSave({"sha256": tree_sha256(tree), "step": int(step)})),
-        force=True)
-    manager.wait_until_finished()
+    with interrupts_deferred():
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(tree),
+            integrity=ocp.args.JsonSave({"sha256": tree_sha256(tree), "step": int(step)})),
+            force=True)
+        manager.wait_until_finished()
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM until the block ends, then raises KeyboardInterrupt: a
+    save is never cut half-way (orbax's writer threads would go on writing after the main
+    thread stopped, leaving a temporary folder behind). A second signal raises at once.
+    Only in the main thread (the only one signals reach); elsewhere a plain block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum, frame):
+        if held:
+            raise KeyboardInterrupt(f"signal {signum}")
+        held.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if held:
+        raise KeyboardInterrupt(f"signal {held[0]} during a checkpoint save (the save finished)")
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, like: Any, folder: str) -> Any:

@@ -202,12 +202,13 @@ def load_or_select_mask(
     mask_path = os.path.join(ctx.workdir, MASK_FILE) if ctx.workdir else None
     source = m.mask_file or (mask_path if mask_path and os.path.exists(mask_path) else None)
     want = {"method": method, "seed": ctx.seed, **settings}
-    # The base without its head (a fresh random init per seed): a mask is bound to it.
-    base_fp = base_fingerprint(split_tree(ctx.params, m.head_regex)[1])
+    # The base without the family's head (a fresh random init per seed; the family's
+    # regex, not the config's, so that the fingerprint is one per base model).
+    base_fp = base_fingerprint(split_tree(ctx.params, ctx.family.head_regex)[1])
     if source:
         mask, meta = load_mask(source, ctx.params if like is None else like)
-        _check_mask_base(source, meta, base_fp)
         _check_mask_matches(meta, want, explicit=bool(m.mask_file))
+        _check_mask_base(source, meta, base_fp)
         return mask, {"mask_loaded_from": source, **{k: meta[k] for k in keep_info if k in meta}}
     mask, info = select()
     if mask_path and jax.process_index() == 0:

@@ -57,7 +57,7 @@ def read_tensors(path: str, error: type[Exception], kind: str = "weights"
         intact = check_seal(data, header_end(data))
         if not isinstance(intact, str):  # a damaged file is reported as such, below
             meta = json.loads(data[8:header_end(data)]).get("__metadata__") or {}
-            tensors = safetensors.numpy.load(data)
+            tensors = dict(sorted(safetensors.numpy.load(data).items()))  # name order
     except Exception as e:  # the Rust reader raises its own, non-OSError, exception types
         raise error(f"cannot read {path}: not a valid safetensors file ({e})") from None
     if isinstance(intact, str):
@@ -129,7 +129,7 @@ def read_tagged(path: str, meta_key: str, error: type[Exception], kind: str,
         if isinstance(intact, str):
             raise error(damaged.format(intact))
         header = json.loads(data[8:header_end(data)]).get("__metadata__") or {}
-        tensors = safetensors.numpy.load(data)
+        tensors = dict(sorted(safetensors.numpy.load(data).items()))  # name order, as before
     except (SafetensorError, OSError, ValueError, AttributeError) as e:
         if isinstance(e, error):
             raise

@@ -128,7 +128,7 @@ class ProfileServer:
         if unknown:
             raise PeftError(f"unknown profiles {unknown}; added: {self.profiles}")
         rows = [self._profiles[p] for p in profiles]
-        shapes = {tuple(np.shape(x) for x in head.values()) for _, head in rows}
+        shapes = {tuple((p, np.shape(head[p])) for p in sorted(head)) for _, head in rows}
         if len(shapes) > 1:
             raise PeftError("the batch mixes profiles with different heads (label counts): "
                             "serve them in separate batches")

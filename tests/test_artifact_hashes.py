@@ -32,12 +32,12 @@ CASES = {
     "sift": ("sift", {"sift.rate": 0.05, "sift.eligible_regex":
                       r"attention/(self/(query|key|value)|output/dense)/kernel$"}),
     "lora": ("lora", {}),
-    "lora_fish": ("lora_fish", {}),
+    "lora_fish": ("lora_fish", {"peft.fisher_after_warmup": False}),  # scored at init
     "lora_fish_warmup": ("lora_fish", {"peft.fisher_after_warmup": True,
                                        "peft.warmup_steps": 4}),
     "lora_fish_random": ("lora_fish", {"peft.selection": "random"}),
     "dora": ("dora", {}),
-    "adapter_fish": ("adapter_fish", {}),
+    "adapter_fish": ("adapter_fish", {"peft.fisher_after_warmup": False}),
 }
 
 # short name -> file in the workdir

@@ -190,7 +190,7 @@ def test_method_variants_run_their_base_method_with_fixed_overrides():
     assert glue.base_method("lora_fish_random") == "lora_fish"
     assert glue.base_method("fish") == "fish"
     assert glue.cell_overrides("adapter_fish_reversed", args) == [
-        "method.peft.selection=reversed", "train.num_epochs=1"]
+        glue.AT_INIT, "method.peft.selection=reversed", "train.num_epochs=1"]
     config = glue.cell_config("rte", "lora_fish_random", 3, args)
     assert config.method.name == "lora_fish"
     assert config.method.peft.selection == "random"
@@ -199,7 +199,11 @@ def test_method_variants_run_their_base_method_with_fixed_overrides():
     assert config.train.learning_rate == float(lrs["lora_fish"])  # the base method's rate
     # --no_method_overrides drops budget matching, not what defines the variant.
     args = glue.parse_args(["--no_method_overrides"])
-    assert glue.cell_overrides("lora_fish_random", args) == ["method.peft.selection=random"]
+    assert glue.cell_overrides("lora_fish_random", args) == [
+        glue.AT_INIT, "method.peft.selection=random"]
+    assert glue.cell_overrides("lora_fish", args) == [glue.AT_INIT]  # the paper's, as run
+    assert not glue.cell_config("rte", "lora_fish", 0, args).method.peft.fisher_after_warmup
+    assert glue.cell_config("rte", "lora_fish_warmup", 0, args).method.peft.fisher_after_warmup
     assert glue.cell_overrides("sift", args) == []
 
 

@@ -203,6 +203,7 @@ def _ctx(workdir, seed=0, method="lora_fish", **peft):
     config.train.learning_rate = 1e-2
     config.method.peft.rank = 2
     config.method.peft.adapter_size = 2
+    config.method.peft.warmup_steps = 3  # the default Fisher-after-warm-up, kept short
     for k, v in peft.items():
         config.method.peft[k] = v
     batches = [_batch(seed=i) for i in range(4)]
@@ -229,7 +230,7 @@ def _split(mask):
 
 
 def test_lora_fish_selects_k_of_rank_r_and_falls_into_the_zero_init_trap(caplog, tmp_path):
-    ctx = _ctx(tmp_path)
+    ctx = _ctx(tmp_path, fisher_after_warmup=False)  # scored at init, as in the paper
     with caplog.at_level(logging.INFO, logger="fishjax"):
         setup = get_method("lora_fish").setup(ctx)
     base = setup.frozen
@@ -251,8 +252,12 @@ def test_lora_fish_selects_k_of_rank_r_and_falls_into_the_zero_init_trap(caplog,
 
 
 def test_fisher_after_warmup_selects_a_entries(tmp_path):
-    ctx = _ctx(tmp_path, fisher_after_warmup=True, warmup_steps=3)
+    ctx = _ctx(tmp_path)  # the default: Fisher after a (here 3-step) dense warm-up
+    assert ctx.method.peft.fisher_after_warmup
     setup = get_method("lora_fish").setup(ctx)
+    # The B matrices are scored away from their zero init: their scores are not all zero.
+    scores = setup.info["selection_split"]
+    assert scores["lora_B"]["selected"] - scores["lora_B"]["selected_at_zero"] > 0
     split = setup.info["selection_split"]
     assert split["lora_A"]["selected"] > 0 and split["lora_A"]["selected_at_zero"] == 0
     assert sum(_split(_mask_of(setup, ctx)).values()) == setup.info["k"]
@@ -289,8 +294,9 @@ def test_selection_rules_pick_exactly_k_and_same_seed_same_mask(method, selectio
 
 
 def test_reversed_is_the_complement_order_of_fisher(tmp_path):
-    fisher = get_method("lora_fish").setup(_ctx(tmp_path / "f"))
-    rev = get_method("lora_fish").setup(_ctx(tmp_path / "r", selection="reversed"))
+    at_init = {"fisher_after_warmup": False}
+    fisher = get_method("lora_fish").setup(_ctx(tmp_path / "f", **at_init))
+    rev = get_method("lora_fish").setup(_ctx(tmp_path / "r", selection="reversed", **at_init))
     # Fisher picks every lora_B entry; reversed picks the zero-scored lora_A entries.
     assert rev.info["selection_split"]["lora_B"]["selected"] == 0
     assert fisher.info["selection_split"]["lora_A"]["selected"] == 0
@@ -320,7 +326,8 @@ def test_select_entries_takes_the_k_highest_or_lowest_scores(k):
 
 def test_adapter_fish_warns_about_down_projections(caplog, tmp_path):
     with caplog.at_level(logging.WARNING, logger="fishjax"):
-        setup = get_method("adapter_fish").setup(_ctx(tmp_path, method="adapter_fish"))
+        setup = get_method("adapter_fish").setup(_ctx(tmp_path, method="adapter_fish",
+                                                      fisher_after_warmup=False))
     split = setup.info["selection_split"]
     assert split["down/kernel"]["selected"] == split["down/kernel"]["selected_at_zero"]
     assert "down/kernel" in setup.info["zero_init_trap"]

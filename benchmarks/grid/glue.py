@@ -154,8 +154,13 @@ XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # warm-up variant. They always get these overrides (also with --no_method_overrides: they
 # define the method), before --set, and the base method's learning rate unless
 # --method_lr names them.
+# The grid's `lora_fish`, `adapter_fish`, `dora_fish` and their baselines score the Fisher
+# at the PEFT init, as the FISH-Tuning paper does (and as their recorded cells ran); the
+# library's default became the Fisher after a warm-up, run here as `<m>_warmup`.
+AT_INIT = "method.peft.fisher_after_warmup=False"
 METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    **{f"{m}_{sel}": (m, (f"method.peft.selection={sel}",))
+    **{m: (m, (AT_INIT,)) for m in ("lora_fish", "adapter_fish", "dora_fish")},
+    **{f"{m}_{sel}": (m, (AT_INIT, f"method.peft.selection={sel}"))
        for m in ("lora_fish", "adapter_fish", "dora_fish") for sel in ("random", "reversed")},
     # The zero-init remedy: Fisher after `warmup_steps` dense steps of the search module.
     **{f"{m}_warmup": (m, ("method.peft.fisher_after_warmup=True",))

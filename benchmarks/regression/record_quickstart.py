@@ -47,7 +47,9 @@ RUNS: dict[str, dict[str, Any]] = {
                       "method.fisher.mode": "expected", "method.fisher.num_samples": 256},
     "ird": {"method.name": "ird", "train.learning_rate": 1e-3, "method.ird.pool_size": 256},
     "sift": {"method.name": "sift", "train.learning_rate": 1e-3},
-    "lora_fish": {"method.name": "lora_fish", "train.learning_rate": 1e-3},
+    # scored at LoRA's init, as recorded (the default became the Fisher after a warm-up)
+    "lora_fish": {"method.name": "lora_fish", "train.learning_rate": 1e-3,
+                  "method.peft.fisher_after_warmup": False},
     "xpeft": {"method.name": "xpeft", "train.learning_rate": 1e-3,
               "method.xpeft.pool_size": 8},
 }

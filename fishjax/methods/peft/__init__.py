@@ -43,11 +43,12 @@ Our defaults and deliberate deviations:
   down-projections with up = 0), so Fisher at init ranks only B (and the magnitudes), and
   at rank 2r with square kernels K = |B| exactly: "train B, freeze A". The selection split
   per tensor type (and how many of each were picked at score 0) is logged and saved; a
-  type left with no positively scored entry triggers a loud warning. Variants:
-  `fisher_after_warmup` (`warmup_steps` dense steps of the search-size tree + head, Adam at
+  type left with no positively scored entry triggers a loud warning. The default is
+  therefore `fisher_after_warmup=True` (a deviation from the paper, which scores at init;
+  `False` restores that): `warmup_steps` dense steps of the search-size tree + head, Adam at
   train.learning_rate, dropout off, on the trainer's batches epoch after epoch; score there;
   then training restarts from the initial tree, so the warm-up only informs the
-  selection), `budget="per_type"`, and `tie_break="random"` (default: ties, i.e. the exact
+  selection). Other remedies: `budget="per_type"`, and `tie_break="random"` (default: ties, i.e. the exact
   zeros, broken by a seeded permutation; `"position"`: first in tree order, as FISH Mask).
 - Baselines (`selection`): "fisher", "random" (K uniformly at random at the search size,
   seeded) and "reversed" (the K lowest Fisher scores), all at the same K and budget rule.

@@ -38,8 +38,9 @@ def defaults() -> ml_collections.ConfigDict:
     # by "position" (first in tree order, as FISH Mask).
     block.tie_break = "random"
     # *_fish: score after warmup_steps dense steps of the search-size module + head (then
-    # train from the initial values): escapes the zero-init trap (B = 0 gives A zero Fisher).
-    block.fisher_after_warmup = False
+    # train from the initial values): escapes the zero-init trap (B = 0 gives A zero Fisher,
+    # so scoring at init trains B only). False scores at init, as the FISH-Tuning paper.
+    block.fisher_after_warmup = True
     block.warmup_steps = 50
     # Vanilla lora/dora/adapter: start from this peft.safetensors (its tree and head; same
     # base, spec and labels) instead of a fresh init, e.g. a meta-initialisation.

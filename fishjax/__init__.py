@@ -11,12 +11,14 @@ The pure functions work on any parameter pytree and a `loss_fn(params, batch) ->
 Also here: sparse increments (`SparseDelta`, `sparse_from_mask`, `apply_delta`), IRD
 (`run_ird`, `IRDOptions`), PEFT trees (`PeftSpec`, `find_targets`, `init_peft`,
 `apply_peft`), the task loss of a Flax module under an objective (`make_loss_fn`,
-`fishjax.objectives`) and the trainer
-(`train_and_evaluate`). Everything else lives in the subpackages (README "Layout").
+`fishjax.objectives`), the trainer
+(`train_and_evaluate`) and a finished run's model (`load(workdir).predict(texts)`).
+Everything else lives in the subpackages (README "Layout").
 """
 
 from fishjax.core.errors import FishjaxError
 from fishjax.core.version import __version__
+from fishjax.finished_run import FinishedRun, load
 from fishjax.objectives import make_loss_fn
 from fishjax.params.masked import masked_updates
 from fishjax.params.peft import PeftSpec, apply_peft, find_targets, init_peft
@@ -29,6 +31,7 @@ from fishjax.selection.topk import random_mask, top_k_mask
 from fishjax.train.trainer import train_and_evaluate
 
 __all__ = [
+    "FinishedRun",
     "FishjaxError",
     "IRDOptions",
     "PeftSpec",
@@ -41,6 +44,7 @@ __all__ = [
     "fisher_pass",
     "fisher_scores",
     "init_peft",
+    "load",
     "make_loss_fn",
     "masked_updates",
     "random_mask",

@@ -1,6 +1,6 @@
 """GLUE data: task registry, loading, tokenization, length buckets, batching and metrics."""
 
-from fishjax.data.glue import RawSplit, load_split
+from fishjax.data.glue import RawSplit, load_split, text_split
 from fishjax.data.metrics import compute_metrics
 from fishjax.data.pipeline import (
     EpochPlan,
@@ -31,5 +31,6 @@ __all__ = [
     "load_split",
     "make_batch",
     "num_batches",
+    "text_split",
     "tokenize_split",
 ]

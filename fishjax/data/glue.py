@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,22 @@ class RawSplit:
                         text_b=None if self.text_b is None else [self.text_b[i] for i in indices],
                         labels=self.labels[indices], source=self.source,
                         fingerprint=self.fingerprint)
+
+
+def text_split(texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+               task: str = "predict") -> RawSplit:
+    """Raw texts (and, for pair tasks, their second segments) as an unlabelled split, for
+    prediction."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise DataError("texts must be a list of strings (one per example)")
+    if pairs is not None and (isinstance(pairs, str) or len(pairs) != len(texts)
+                              or not all(isinstance(t, str) for t in pairs)):
+        raise DataError(f"pairs must be a list of {len(texts)} strings, one per text")
+    if not texts:
+        raise DataError("no texts to predict")
+    return RawSplit(task=task, split="predict", text_a=list(texts),
+                    text_b=None if pairs is None else list(pairs),
+                    labels=np.zeros(len(texts), np.int32), source="texts", fingerprint="")
 
 
 def load_split(task: TaskSpec | str, split: str, data_dir: str | None = None,

@@ -20,9 +20,11 @@ from fishjax.methods import (  # noqa: F401  (registers the methods)
     xpeft,
 )
 from fishjax.methods.base import (
+    ArtifactReader,
     Method,
     MethodContext,
     MethodSetup,
+    artifact_reader,
     available_methods,
     get_method,
     inactive_blocks,
@@ -32,9 +34,11 @@ from fishjax.methods.base import (
 )
 
 __all__ = [
+    "ArtifactReader",
     "Method",
     "MethodContext",
     "MethodSetup",
+    "artifact_reader",
     "available_methods",
     "get_method",
     "inactive_blocks",

@@ -92,6 +92,33 @@ class Artifact:
     load: Callable[[str, PyTree], PyTree] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ArtifactReader:
+    """How a finished run's artefact file is read back without the run's `MethodSetup`
+    (`fishjax.load` has only the workdir): `read(path, pretrained params, the run's
+    config.method)` -> the dense params the file ships, checked against its base. Of a run
+    with several, the file of the highest `rank` is loaded."""
+
+    read: Callable[[str, PyTree, ml_collections.ConfigDict], PyTree]
+    rank: int = 0
+
+
+_READERS: dict[str, ArtifactReader] = {}
+
+
+def register_artifact_reader(name: str, read: Callable[..., PyTree], rank: int = 0) -> None:
+    """Registers the reader of the artefact a method ships under `name`
+    (results["artifacts"][name]); one per name."""
+    if name in _READERS:
+        raise ValueError(f"artifact reader {name!r} registered twice")
+    _READERS[name] = ArtifactReader(read, rank)
+
+
+def artifact_reader(name: str) -> ArtifactReader | None:
+    """The reader of artefact `name`, or None (e.g. the PEFT library's adapter folder)."""
+    return _READERS.get(name)
+
+
 @dataclasses.dataclass
 class MethodSetup:
     """What a method hands the trainer."""

@@ -39,7 +39,13 @@ from fishjax.core.tree import (
     union,
 )
 from fishjax.data import cycle_epochs
-from fishjax.methods.base import Artifact, Batch, MethodContext, MethodSetup
+from fishjax.methods.base import (
+    Artifact,
+    Batch,
+    MethodContext,
+    MethodSetup,
+    register_artifact_reader,
+)
 from fishjax.params import sparse as sparse_lib
 from fishjax.params.masked import masked_updates
 from fishjax.params.masks import density, regex_mask
@@ -274,6 +280,10 @@ def masked_setup(params: PyTree, mask: PyTree, info: dict[str, Any]) -> MethodSe
     """Dense masked training: the params train, AdamW wrapped by `masked_updates(mask)`."""
     return MethodSetup(trainable=params, frozen={}, combine=take_trainable,
                        wrap_optimizer=lambda tx: masked_updates(tx, mask), info=info)
+
+
+# A finished run's delta file, read back without its setup (`fishjax.load`).
+register_artifact_reader("delta", lambda path, params, method_cfg: apply_delta_file(path, params))
 
 
 def sparse_setup(

@@ -48,8 +48,9 @@ Our defaults and deliberate deviations:
   `False` restores that): `warmup_steps` dense steps of the search-size tree + head, Adam at
   train.learning_rate, dropout off, on the trainer's batches epoch after epoch; score there;
   then training restarts from the initial tree, so the warm-up only informs the
-  selection). Other remedies: `budget="per_type"`, and `tie_break="random"` (default: ties, i.e. the exact
-  zeros, broken by a seeded permutation; `"position"`: first in tree order, as FISH Mask).
+  selection). Other remedies: `budget="per_type"`, and `tie_break="random"` (default:
+  ties, i.e. the exact zeros, broken by a seeded permutation; `"position"`: first in tree
+  order, as FISH Mask).
 - Baselines (`selection`): "fisher", "random" (K uniformly at random at the search size,
   seeded) and "reversed" (the K lowest Fisher scores), all at the same K and budget rule.
 - Artefacts: `<workdir>/peft.safetensors` (PEFT tree + head + spec,

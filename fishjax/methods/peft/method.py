@@ -23,7 +23,13 @@ from fishjax.core.tree import (
     flatten_paths,
     merge_trees,
 )
-from fishjax.methods.base import Artifact, MethodContext, MethodSetup, register
+from fishjax.methods.base import (
+    Artifact,
+    MethodContext,
+    MethodSetup,
+    register,
+    register_artifact_reader,
+)
 from fishjax.methods.common import (
     artifact_metadata,
     check_regex,
@@ -342,6 +348,9 @@ class PeftMethod:
             out += (Artifact("peft_adapter", save_folder),)
         return out
 
+
+# A finished run's PEFT file, read back without its setup (`fishjax.load`).
+register_artifact_reader("peft", lambda path, params, method_cfg: apply_peft_file(path, params))
 
 for _name, (_kind, _fish) in PEFT_METHODS.items():
     register(_name, functools.partial(PeftMethod, _name, _kind, _fish))

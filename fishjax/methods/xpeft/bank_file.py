@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from typing import Any
+
+import jax
 
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.core.errors import PeftError
@@ -25,7 +28,7 @@ from fishjax.core.tree import PyTree, host_arrays, unflatten_paths
 from fishjax.core.version import __version__
 from fishjax.methods.peft.peft_file import load_peft_file
 from fishjax.params.peft import PeftSpec
-from fishjax.params.xpeft import bank_size, stack_adapters
+from fishjax.params.xpeft import bank_size, random_bank, stack_adapters
 
 META_KEY = "fishjax_bank"
 FORMAT_VERSION = 1
@@ -60,6 +63,38 @@ def make_bank(adapters: PyTree, spec: PeftSpec, base_fp: str, *, base_model: str
         "format_version": FORMAT_VERSION, "spec": spec.to_dict(), "size": bank_size(adapters),
         "bank_fingerprint": bank_fingerprint(adapters), "base_fingerprint": base_fp,
         "base_model": base_model, "sources": sources, "fishjax_version": __version__})
+
+
+# A random pool as a bank (and every profile on it) records it: `random(seed=0, n=32)`,
+# with `, up_scale=0.5` when the up-projections' draw was scaled.
+_RANDOM_POOL = re.compile(r"^random\(seed=(-?\d+), n=(\d+)(?:, up_scale=([^)]+))?\)$")
+
+
+def random_pool_name(seed: int, n: int, up_scale: float = 1.0) -> str:
+    """How a random pool is recorded in its bank's and its profiles' metadata."""
+    scaled = "" if up_scale == 1.0 else f", up_scale={float(up_scale)!r}"
+    return f"random(seed={seed}, n={n}{scaled})"
+
+
+def make_random_bank(base: PyTree, spec: PeftSpec, seed: int, n: int, up_scale: float,
+                     *, base_fp: str, base_model: str | None) -> Bank:
+    """The seeded random pool of N untrained adapters on `base` (X-PEFT's `pool="random"`)."""
+    adapters = random_bank(base, spec, n, jax.random.PRNGKey(seed), up_scale=up_scale)
+    return make_bank(adapters, spec, base_fp, base_model=base_model,
+                     sources=random_pool_name(seed, n, up_scale))
+
+
+def rebuild_random_bank(meta: dict, base: PyTree) -> Bank:
+    """The random pool a profile (or a run) records in its metadata, drawn again on `base`
+    (no bank file is written for a random pool: its seed makes it)."""
+    hit = _RANDOM_POOL.match(str(meta.get("pool")))
+    if hit is None:
+        raise PeftError(f"the profile's pool {meta.get('pool')!r} is not a random pool: load "
+                        "its bank file")
+    spec = PeftSpec("adapter", int(meta["bottleneck"]), tuple(meta["slots"]))
+    up_scale = float(hit.group(3)) if hit.group(3) else 1.0
+    return make_random_bank(base, spec, int(hit.group(1)), int(hit.group(2)), up_scale,
+                            base_fp=base_fingerprint(base), base_model=meta.get("base_model"))
 
 
 def save_bank(path: str, bank: Bank) -> str:

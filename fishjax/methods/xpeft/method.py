@@ -15,7 +15,13 @@ import optax
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.core.errors import ConfigError, PeftError
 from fishjax.core.tree import PyTree, count_params, merge_trees, split_tree
-from fishjax.methods.base import Artifact, MethodContext, MethodSetup, register_method
+from fishjax.methods.base import (
+    Artifact,
+    MethodContext,
+    MethodSetup,
+    register_artifact_reader,
+    register_method,
+)
 from fishjax.methods.common import (
     artifact_metadata,
     check_regex,
@@ -23,7 +29,7 @@ from fishjax.methods.common import (
     require,
     split_head,
 )
-from fishjax.methods.xpeft.bank_file import Bank, load_bank, make_bank
+from fishjax.methods.xpeft.bank_file import Bank, load_bank, make_random_bank, rebuild_random_bank
 from fishjax.methods.xpeft.profile_file import PROFILE_FILE, load_profile, save_profile
 from fishjax.models import ADAPTER_SITES, slot_width
 from fishjax.params.peft import PeftSpec, find_targets
@@ -37,7 +43,6 @@ from fishjax.params.xpeft import (
     mixing_weights,
     profile_bytes,
     profile_from_scores,
-    random_bank,
 )
 
 log = logging.getLogger("fishjax")
@@ -93,10 +98,30 @@ def pool_bank(ctx: MethodContext, base: PyTree) -> Bank:
     slots = find_targets(base, "adapter", sites[x.adapter_variant])
     width = slot_width(base, tuple(slots[0].split("/")))
     spec = PeftSpec("adapter", x.bottleneck or max(1, width // x.reduction_factor), slots)
-    adapters = random_bank(base, spec, x.pool_size, jax.random.PRNGKey(x.pool_seed),
-                           up_scale=float(x.random_up_scale))
-    return make_bank(adapters, spec, base_fp, base_model=ctx.model_name,
-                     sources=f"random(seed={x.pool_seed}, n={x.pool_size})")
+    return make_random_bank(base, spec, x.pool_seed, x.pool_size, float(x.random_up_scale),
+                            base_fp=base_fp, base_model=ctx.model_name)
+
+
+def apply_profile(path: str, base: PyTree, bank: Bank) -> PyTree:
+    """Dense params of a profile file: `base` (headless) with the bank's adapters mixed by
+    the profile's weights, and the profile's head; refused on another bank or base."""
+    profile, _ = load_profile(path, bank.fingerprint, base_fingerprint(base))
+    return merge_trees(base, mix(bank.adapters, profile.weights()), profile.head)
+
+
+def read_profile(path: str, params: PyTree, method_cfg: ml_collections.ConfigDict) -> PyTree:
+    """A finished run's profile without its setup (`fishjax.load`): the bank is the run's
+    bank file, or its random pool drawn again from the seed the profile records."""
+    _, base = split_tree(params, method_cfg.head_regex)
+    pool = method_cfg.xpeft.pool
+    bank = rebuild_random_bank(load_profile(path)[1], base) if pool == "random" \
+        else load_bank(pool)
+    return apply_profile(path, base, bank)
+
+
+# The hardened profile (when the run made one) is what X-PEFT deploys: loaded first.
+register_artifact_reader("profile", read_profile)
+register_artifact_reader("profile_hard", read_profile, rank=1)
 
 
 def xpeft_combine(variant: str, k: int | None):
@@ -167,10 +192,7 @@ class XPeft:
             return save
 
         def load(path: str, params: PyTree) -> PyTree:  # the profile on this run's bank
-            _, params_base = split_tree(params, m.head_regex)
-            profile, _ = load_profile(path, bank.fingerprint, base_fingerprint(params_base))
-            return merge_trees(params_base, mix(bank.adapters, profile.weights()),
-                               profile.head)
+            return apply_profile(path, split_tree(params, m.head_regex)[1], bank)
 
         artifacts = (Artifact("profile", saver(PROFILE_FILE, x.variant), load),)
         if x.harden_at_end:

@@ -10,6 +10,8 @@ switching or adding profiles never recompiles.
 
 Example:
   >>> server = ProfileServer.from_files("minilm-l6", "bank.safetensors")
+  >>> # or, for profiles on a random pool (no bank file): the pool a profile records
+  >>> server = ProfileServer.from_random_pool("minilm-l6", "runs/alice/profile.safetensors")
   >>> server.add_profile("alice", "runs/alice/profile.safetensors")
   >>> server.add_profile("bob", "runs/bob/profile.safetensors")
   >>> server.predict(["great film", "dull"], ["alice", "bob"])
@@ -18,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 
 import jax
@@ -27,36 +28,20 @@ import numpy as np
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.core.errors import PeftError
 from fishjax.core.tree import PyTree, flatten_paths, merge_trees, split_tree, unflatten_paths
-from fishjax.data import RawSplit, TokenizedSplit, make_batch, tokenize_split
-from fishjax.methods.xpeft.bank_file import Bank, load_bank, make_bank
+from fishjax.data import TokenizedSplit, make_batch, text_split, tokenize_split
+from fishjax.methods.xpeft.bank_file import Bank, load_bank, rebuild_random_bank
 from fishjax.methods.xpeft.profile_file import load_profile
 from fishjax.models import LoadedModel, load_model, load_tokenizer
 from fishjax.objectives import Objective, SequenceClassification, make_apply_fn
-from fishjax.params.peft import PeftSpec
-from fishjax.params.xpeft import Profile, mix, random_bank
+from fishjax.params.xpeft import Profile, mix
 
 log = logging.getLogger("fishjax")
-# A random pool as a profile records it: `random(seed=0, n=32)`.
-_RANDOM_POOL = re.compile(r"^random\(seed=(-?\d+), n=(\d+)\)$")
 
 
 def profile_outputs(apply_fn, base: PyTree, bank: PyTree, weights, head: PyTree, batch):
     """Outputs of one profile (mixing weights + head) on a batch: the model with the mixed
     adapters. Not jitted; `ProfileServer` vmaps it over examples."""
     return apply_fn(merge_trees(base, mix(bank, weights), head), batch)
-
-
-def rebuild_random_bank(meta: dict, base: PyTree) -> Bank:
-    """The random pool a profile (or run) recorded in its metadata, drawn again."""
-    hit = _RANDOM_POOL.match(str(meta.get("pool")))
-    if hit is None:
-        raise PeftError(f"the profile's pool {meta.get('pool')!r} is not a random pool: load "
-                        "its bank file")
-    spec = PeftSpec("adapter", int(meta["bottleneck"]), tuple(meta["slots"]))
-    seed, n = int(hit.group(1)), int(hit.group(2))
-    return make_bank(random_bank(base, spec, n, jax.random.PRNGKey(seed)), spec,
-                     base_fingerprint(base), base_model=meta.get("base_model"),
-                     sources=meta["pool"])
 
 
 class ProfileServer:
@@ -97,6 +82,18 @@ class ProfileServer:
         # the head drawn here is never used: each profile brings its own
         model = load_model(model_name, objective.head_size, key=jax.random.PRNGKey(0))
         return cls(model, bank, **kwargs)
+
+    @classmethod
+    def from_random_pool(cls, model_name: str, profile_file: str, **kwargs) -> ProfileServer:
+        """A server for `model_name` and the random pool that `profile_file` (any profile
+        trained on it) records: a run with `pool="random"` writes no bank file, its seed
+        draws the pool again."""
+        _, meta = load_profile(profile_file)
+        objective = kwargs.get("objective") or SequenceClassification()
+        model = load_model(model_name, objective.head_size, key=jax.random.PRNGKey(0))
+        head_regex = kwargs.get("head_regex") or model.head_regex
+        _, base = split_tree(model.params, head_regex)
+        return cls(model, rebuild_random_bank(meta, base), **kwargs)
 
     @property
     def profiles(self) -> list[str]:
@@ -145,9 +142,8 @@ class ProfileServer:
         (one padded batch)."""
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.model.model_dir)
-        raw = RawSplit(task="serve", split="serve", text_a=list(texts), text_b=None,
-                       labels=np.zeros(len(texts), np.int32), source="serve", fingerprint="")
-        ds: TokenizedSplit = tokenize_split(raw, self._tokenizer, max_length=max_length,
+        ds: TokenizedSplit = tokenize_split(text_split(texts), self._tokenizer,
+                                            max_length=max_length,
                                             buckets=(max_length,))
         batch = make_batch(ds, np.arange(len(texts)), max_length, len(texts))
         return np.asarray(self.objective.predictions(self.outputs(batch, profiles)))

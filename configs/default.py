@@ -111,6 +111,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Write the best model (by the task's main dev metric) as a Hugging Face folder
     # (config.json + model.safetensors + tokenizer) to <workdir>/export.
     config.train.export = True
+    # False: a finished run deletes checkpoints/ and best/ once its export and artefact
+    # files are written (a small workdir, e.g. the quickstart's); a rerun then reports the
+    # finished results instead of training again. True keeps them (resumable, re-exportable).
+    config.train.keep_checkpoints = True
 
     config.mesh = ml_collections.ConfigDict()
     # Devices on the data axis (-1: every device not on the model axis).

@@ -26,4 +26,6 @@ def get_config():
     config.train.log_every_steps = 10
     # Report dev accuracy before training too, so the gain is visible.
     config.train.eval_before_training = True
+    # Keep a small workdir: the export (the model, ~91 MB) and the logs; no checkpoints.
+    config.train.keep_checkpoints = False
     return config

@@ -1,10 +1,13 @@
 """`fishjax.load(workdir)`: a finished run's model predicts on raw text exactly as the run
 scored it (its recorded dev loss is recomputed from `outputs` on the dev texts), for a
 masked method (sparse delta), a PEFT method, X-PEFT (hardened profile on a random pool, and
-the profile server built from that pool), a dense method's best checkpoint and its export;
+the profile server built from that pool), a dense method's best checkpoint and its export
+(in a workdir whose checkpoints a finished run deleted: a rerun reports, never retrains);
 and a workdir without a finished run is one clear error."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -23,7 +26,8 @@ CASES = {
     "xpeft": ("xpeft", {"method.xpeft.variant": "soft", "method.xpeft.harden_at_end": True,
                         "method.xpeft.pool_size": 4}, "profile_hard.safetensors"),
     "full_best": ("full", {}, "best/"),
-    "full_export": ("full", {"train.export": True}, "export"),
+    # the quickstart's small workdir: the export and the logs, no checkpoints
+    "full_export": ("full", {"train.export": True, "train.keep_checkpoints": False}, "export"),
 }
 
 
@@ -51,7 +55,12 @@ def test_load_predicts_as_the_run_scored(case, tiny_model_dir, tmp_path):
     for k, v in overrides.items():
         _set(config, k, v)
     workdir = str(tmp_path / "run")
-    train_and_evaluate(config, workdir)
+    results = train_and_evaluate(config, workdir)
+    if not config.train.keep_checkpoints:
+        assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+        assert not os.path.exists(os.path.join(workdir, "best"))
+        assert train_and_evaluate(config, workdir) == results  # reported, not retrained
+        assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
     run = fishjax.load(workdir)
     assert run.method == method and run.base == config.model.name

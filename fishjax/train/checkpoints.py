@@ -31,7 +31,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from fishjax.core.errors import CheckpointError
-from fishjax.core.io import atomic_write_json, read_json
+from fishjax.core.io import TMP_DIR_MARKERS, atomic_write_json, read_json
 from fishjax.core.tree import all_finite, tree_sha256
 
 log = logging.getLogger("fishjax")
@@ -50,6 +50,22 @@ def remove_partial_saves(workdir: str) -> list[str]:
             if ORBAX_TMP_MARK in name:
                 shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
                 removed.append(os.path.join(folder, name))
+    return removed
+
+
+def remove_checkpoints(workdir: str) -> list[str]:
+    """Deletes a finished run's `checkpoints/` and `best/` (train.keep_checkpoints=False);
+    returns what it deleted. Each folder is first renamed to a hidden temporary name, so a
+    kill half-way leaves no half-deleted checkpoint, only litter the next run removes."""
+    removed = []
+    for name in FOLDERS:
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+            doomed = os.path.join(workdir, f".{name}{TMP_DIR_MARKERS[0]}deleted")
+            shutil.rmtree(doomed, ignore_errors=True)  # left by a kill during an earlier one
+            os.rename(path, doomed)
+            shutil.rmtree(doomed)
+            removed.append(path)
     return removed
 
 

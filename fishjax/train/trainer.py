@@ -54,7 +54,12 @@ from fishjax.models.hf_export import export_hf_folder
 from fishjax.models.hub import peft_base_reference
 from fishjax.objectives import Objective, for_task, make_apply_fn, make_loss_fn
 from fishjax.train import distributed, dropout
-from fishjax.train.checkpoints import Checkpoints, remove_partial_saves
+from fishjax.train.checkpoints import (
+    FOLDERS,
+    Checkpoints,
+    remove_checkpoints,
+    remove_partial_saves,
+)
 from fishjax.train.metric_writer import MetricWriter
 from fishjax.train.model_defaults import resolve_model_defaults
 from fishjax.train.optim import make_optimizer
@@ -377,6 +382,9 @@ class Trainer:
             atomic_write_json(os.path.join(workdir, RESULTS_FILE), results)
         writer.close()
         ckpt.close()
+        if finished and is_main and not t.get("keep_checkpoints", True):
+            removed = remove_checkpoints(workdir)
+            log.info("removed %s (train.keep_checkpoints=False)", ", ".join(removed))
         log.info("done: step %d/%d in %s (setup %s)%s", step, self.total_steps,
                  _fmt_seconds(train_s), _fmt_seconds(setup_s),
                  "" if finished else " -- stopped early (train.stop_after_steps); rerun to resume")
@@ -617,6 +625,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 log.info("removed %s (left by an interrupted write)", path)
             # Before the method may write files here (a mask): they belong to this config.
             fresh = write_config_once(config, workdir)
+        done = None if fresh else finished_results(config, workdir)
+        if done is not None and not os.path.isdir(os.path.join(workdir, FOLDERS[0])):
+            # train.keep_checkpoints=False deleted them: nothing to resume or re-export
+            log.info("%s holds this run, finished (its checkpoints were removed): its results "
+                     "are reported, nothing is trained again", workdir)
+            log.info("%s", closing_summary(done, workdir, get_task(config.task).main_metric))
+            return done
         t0 = time.perf_counter()
         try:
             trainer = Trainer(config, workdir)

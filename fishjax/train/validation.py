@@ -91,6 +91,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(t.get("dropout_prng", "threefry") in DROPOUT_PRNGS,
              f"config.train.dropout_prng must be one of {', '.join(DROPOUT_PRNGS)}, got "
              f"{t.get('dropout_prng')!r}")
+    for name in ("export", "keep_checkpoints", "eval_before_training"):
+        _require(isinstance(t.get(name, True), bool),
+                 f"config.train.{name} must be True or False, got {t.get(name)!r}")
     for name in ("eval_every_steps", "stop_after_steps", "warmup_steps"):
         v = t[name]
         _require(v is None or v >= 0, f"config.train.{name} must be >= 0, got {v}")

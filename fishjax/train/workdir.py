@@ -42,6 +42,7 @@ RESULT_NEUTRAL = (
     "train.checkpoint_every_steps",
     "train.stop_after_steps",
     "train.export",
+    "train.keep_checkpoints",
     "data.cache_dir",
     "distributed",  # the whole section: how processes meet, not what they compute
 )

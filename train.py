@@ -11,7 +11,6 @@ an error unless --overwrite (which moves the old run aside). Errors about the in
 traceback). All logic lives in `fishjax.train.trainer.train_and_evaluate(config, workdir)`.
 """
 
-import logging
 import os
 import sys
 
@@ -56,9 +55,9 @@ def main(argv):
     if _LIST.value:
         print(cli.listing(_LIST.value, os.path.relpath(CONFIGS_DIR)))
         return 0
-    # fishjax's progress at INFO; other libraries (orbax logs every file it writes) at WARNING.
+    # Other libraries (orbax logs every file it writes) at WARNING; fishjax's progress as
+    # plain timed lines on stderr (cli.run), its closing summary on stdout.
     absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("fishjax").setLevel(logging.INFO)
     return cli.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
                    debug=_DEBUG.value)
 

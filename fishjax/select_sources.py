@@ -51,6 +51,7 @@ from ml_collections import config_flags
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.core.errors import ConfigError, exit_status
 from fishjax.core.io import atomic_write_json, file_sha256, read_json
+from fishjax.core.progress import show_logs
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import PyTree, flatten_paths, split_tree
 from fishjax.data import get_task, index_batches
@@ -500,8 +501,8 @@ def cli() -> None:
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        absl_logging.set_verbosity(absl_logging.WARNING)
-        logging.getLogger("fishjax").setLevel(logging.INFO)
+        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes
+        show_logs()  # fishjax's progress: plain timed lines on stderr
 
         def run() -> None:
             out = select_sources(config.value, workdir.value)

@@ -6,6 +6,7 @@ import glob
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -75,7 +76,14 @@ def test_cli_trains_with_overrides(tiny_model_dir, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ETA" in proc.stderr  # progress is reported
+    assert "ETA" in proc.stderr  # progress is reported, as plain timed lines
+    assert re.search(r"^\d\d:\d\d:\d\d step 3/3 \| epoch 0 \| loss", proc.stderr, re.M)
+    assert "%|" not in proc.stderr  # no progress bar in a pipe
+    # the closing summary on stdout, with where the results are
+    assert proc.stdout.startswith(f"run summary ({workdir}):")
+    assert f"results: {workdir}/results.json" in proc.stdout
+    # quickstart.py deletes its checkpoints once finished (train.keep_checkpoints=False)
+    assert not (workdir / "checkpoints").exists()
     saved = json.load(open(workdir / "config.json"))
     assert saved["seed"] == 3 and saved["train"]["num_steps"] == 3
     assert json.load(open(workdir / "results.json"))["step"] == 3

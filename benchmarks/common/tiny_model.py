@@ -61,4 +61,5 @@ def make_tiny_config(model_dir: str, cache_dir: str) -> ml_collections.ConfigDic
     config.train.log_every_steps = 4
     config.train.eval_before_training = False
     config.train.export = False
+    config.train.keep_checkpoints = True  # tests read them (the quickstart deletes its own)
     return config

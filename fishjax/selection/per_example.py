@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from fishjax.core.errors import FisherError
+from fishjax.core.progress import progress_bar
 from fishjax.core.tree import PyTree, match_tree, split_tree
 
 Batch = dict[str, Any]
@@ -202,7 +202,7 @@ def example_pass(
     on, off = split_tree(params, eligible)
     carry = init(on)
     share, shares = jax.process_index(), jax.process_count()
-    bar = tqdm(total=num_samples, unit="ex", desc=desc, disable=not progress)
+    bar = progress_bar(num_samples, desc, "ex", enabled=progress)
     seen, own, t0 = 0, 0, time.perf_counter()
     ids: list[np.ndarray] = []
     outs: list[tuple[Any, np.ndarray]] = []

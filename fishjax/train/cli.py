@@ -26,9 +26,10 @@ import ml_collections
 from absl import flags
 
 from fishjax.core.errors import EXIT_BAD_INPUT, FishjaxError, exit_status
-from fishjax.data.tasks import TASKS
+from fishjax.core.progress import show_logs
+from fishjax.data.tasks import TASKS, get_task
 from fishjax.methods import available_methods, get_method
-from fishjax.train.trainer import train_and_evaluate
+from fishjax.train.trainer import closing_summary, train_and_evaluate
 
 log = logging.getLogger("fishjax")
 LISTINGS = ("methods", "configs", "tasks", "fields")
@@ -193,10 +194,14 @@ def run(config: ml_collections.ConfigDict | None, workdir: str | None, *,
         overwrite: bool = False, debug: bool = False) -> int:
     """Runs `train_and_evaluate`; returns the process exit status (0, or 2 for bad input,
     with the reason printed as one line on stderr)."""
+    show_logs()  # plain timed lines on stderr; the summary goes to stdout
+
     def main() -> None:
         if config is None or not workdir:
             raise FishjaxError("--config and --workdir are required (see --help; "
                                "--list=configs shows the configs)")
-        train_and_evaluate(config, workdir, overwrite=overwrite)
+        results = train_and_evaluate(config, workdir, overwrite=overwrite)
+        print(closing_summary(results, os.path.abspath(workdir),
+                              get_task(config.task).main_metric), flush=True)
 
     return exit_status(main, debug)

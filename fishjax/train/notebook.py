@@ -25,6 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from fishjax.core import progress
 from fishjax.core.tree import PyTree, flatten_paths
 from fishjax.train import sharding
 
@@ -36,14 +37,9 @@ PER_DEVICE_BATCH = 32
 
 def show_logs(level: int = logging.INFO) -> None:
     """Sends fishjax's log lines to the cell output. `logging.basicConfig` does nothing in
-    Jupyter/Colab (the root logger already has a handler there), so progress would vanish."""
-    if not any(getattr(h, "_fishjax_notebook", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        handler._fishjax_notebook = True  # idempotent: rerunning the cell adds no second one
-        log.addHandler(handler)
-    log.setLevel(level)
-    log.propagate = False
+    Jupyter/Colab (the root logger already has a handler there), so progress would vanish.
+    Rerunning the cell adds no second handler."""
+    progress.show_logs(sys.stdout, level)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 
 from fishjax.core.errors import ConfigError, TrainingDiverged
 from fishjax.core.io import atomic_write_json, file_sha256, read_json, remove_orphans
+from fishjax.core.progress import logs_above, progress_bar
 from fishjax.core.tree import PyTree, count_params
 from fishjax.core.version import __version__
 from fishjax.data import (
@@ -388,7 +389,6 @@ class Trainer:
         log.info("done: step %d/%d in %s (setup %s)%s", step, self.total_steps,
                  _fmt_seconds(train_s), _fmt_seconds(setup_s),
                  "" if finished else " -- stopped early (train.stop_after_steps); rerun to resume")
-        log.info("%s", closing_summary(results, workdir, self.main_metric_name()))
         return results
 
     def _initial_eval(self, step: int, writer: MetricWriter) -> dict[str, float] | None:
@@ -411,6 +411,14 @@ class Trainer:
     def _train_until(self, stop_at: int, step: int, ckpt: Checkpoints, writer: MetricWriter
                      ) -> tuple[int, dict[str, float] | None]:
         """Trains from `step` to `stop_at`; returns (step reached, last evaluation)."""
+        log_every = log_interval(self.config.train.log_every_steps, self.total_steps)
+        bar = progress_bar(stop_at, "train", "step", initial=step,
+                           enabled=jax.process_index() == 0)
+        with bar, logs_above(bar, log):
+            return self._train_loop(stop_at, step, ckpt, writer, bar, log_every)
+
+    def _train_loop(self, stop_at: int, step: int, ckpt: Checkpoints, writer: MetricWriter,
+                    bar: Any, log_every: int) -> tuple[int, dict[str, float] | None]:
         t = self.config.train
         last_eval: dict[str, float] | None = None
         window_t, window_steps = time.perf_counter(), 0
@@ -422,7 +430,8 @@ class Trainer:
                 pending.append(self.step(batch))
                 step += 1
                 window_steps += 1
-                do_log = step % t.log_every_steps == 0 or step == stop_at
+                bar.update(1)
+                do_log = step % log_every == 0 or step == stop_at
                 do_eval = step % self.eval_every == 0 or step == self.total_steps
                 do_save = do_eval or step % t.checkpoint_every_steps == 0 or step == stop_at
                 if not (do_log or do_save):
@@ -445,6 +454,7 @@ class Trainer:
                              "ETA %s", step, self.total_steps, epoch, mean["loss"],
                              mean["learning_rate"], rate,
                              _fmt_seconds((self.total_steps - step) / max(rate, 1e-9)))
+                    bar.set_postfix(loss=f"{mean['loss']:.4f}", refresh=False)
                     window_t, window_steps = time.perf_counter(), 0
                 if do_eval:
                     last_eval = self.evaluate()
@@ -568,6 +578,12 @@ def closing_summary(results: dict[str, Any], workdir: str, metric: str) -> str:
     return "\n".join(lines)
 
 
+def log_interval(log_every_steps: int, total_steps: int) -> int:
+    """Steps between train log lines: `train.log_every_steps`, but at least ten lines in a
+    run (a 30-step run with the default 20 would log once, at its end)."""
+    return max(1, min(int(log_every_steps), -(-total_steps // 10)))
+
+
 def _fmt_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else \
@@ -630,7 +646,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             # train.keep_checkpoints=False deleted them: nothing to resume or re-export
             log.info("%s holds this run, finished (its checkpoints were removed): its results "
                      "are reported, nothing is trained again", workdir)
-            log.info("%s", closing_summary(done, workdir, get_task(config.task).main_metric))
             return done
         t0 = time.perf_counter()
         try:

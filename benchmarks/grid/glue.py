@@ -115,6 +115,7 @@ from fishjax.core.io import (
     atomic_write_text,
     read_json,
 )
+from fishjax.core.progress import logs_above, progress_bar
 from fishjax.data import get_task
 from fishjax.methods import available_methods
 from fishjax.train.trainer import train_and_evaluate
@@ -755,19 +756,22 @@ def main(argv=None) -> dict:
         print_estimate(estimate_grid(todo, basis, args), len(todo))
     if args.estimate:
         return state
-    for i, (t, m, s) in enumerate(todo):
-        cid = cell_id(t, m, s)
-        log.info("[%d/%d] %s", i + 1, len(todo), cid)
-        try:
-            cells[cid] = run_cell(t, m, s, args)
-        except Exception as e:  # one broken cell must not stop the grid
-            cells[cid] = {"status": "error", "task": t, "method": m, "seed": s,
-                          "main_metric": get_task(t).main_metric, "error": repr(e),
-                          "traceback": traceback.format_exc()}
-            log.error("%s failed: %r", cid, e)
-        atomic_write_json(results_path, state)
-        atomic_write_text(os.path.join(args.out, "results.md"),
-                          markdown_table(cells, tasks, methods))
+    bar = progress_bar(len(todo), "grid", "cell")  # on a terminal only
+    with bar, logs_above(bar):
+        for i, (t, m, s) in enumerate(todo):
+            cid = cell_id(t, m, s)
+            log.info("[%d/%d] %s", i + 1, len(todo), cid)
+            try:
+                cells[cid] = run_cell(t, m, s, args)
+            except Exception as e:  # one broken cell must not stop the grid
+                cells[cid] = {"status": "error", "task": t, "method": m, "seed": s,
+                              "main_metric": get_task(t).main_metric, "error": repr(e),
+                              "traceback": traceback.format_exc()}
+                log.error("%s failed: %r", cid, e)
+            atomic_write_json(results_path, state)
+            atomic_write_text(os.path.join(args.out, "results.md"),
+                              markdown_table(cells, tasks, methods))
+            bar.update(1)
 
     table = markdown_table(cells, tasks, methods)
     atomic_write_text(os.path.join(args.out, "results.md"), table)

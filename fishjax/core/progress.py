@@ -38,12 +38,13 @@ def progress_bar(total: int | None, desc: str, unit: str, *, enabled: bool = Tru
 
 
 @contextlib.contextmanager
-def logs_above(bar: tqdm, logger: logging.Logger) -> Iterator[None]:
-    """While `bar` shows, `logger`'s console lines are written above it (not through it)."""
+def logs_above(bar: tqdm) -> Iterator[None]:
+    """While `bar` shows, the console lines of fishjax's logger (`show_logs`) and of the
+    root logger are written above it, not through it."""
     if bar.disable:
         yield
         return
-    with logging_redirect_tqdm(loggers=[logger]):
+    with logging_redirect_tqdm(loggers=[logging.root, logging.getLogger("fishjax")]):
         yield
 
 

@@ -414,7 +414,7 @@ class Trainer:
         log_every = log_interval(self.config.train.log_every_steps, self.total_steps)
         bar = progress_bar(stop_at, "train", "step", initial=step,
                            enabled=jax.process_index() == 0)
-        with bar, logs_above(bar, log):
+        with bar, logs_above(bar):
             return self._train_loop(stop_at, step, ckpt, writer, bar, log_every)
 
     def _train_loop(self, stop_at: int, step: int, ckpt: Checkpoints, writer: MetricWriter,

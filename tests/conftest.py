@@ -7,6 +7,7 @@ bundled quickstart sample in seconds.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 
@@ -46,6 +47,15 @@ def tiny_model_dir(tmp_path_factory) -> str:
 @pytest.fixture
 def tiny_config(tiny_model_dir, tmp_path):
     return make_tiny_config(tiny_model_dir, str(tmp_path / "cache"))
+
+
+def readme_block(name: str) -> str:
+    """The README's python block between `<!-- name:begin -->` and `<!-- name:end -->`."""
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    hit = re.search(rf"<!-- {name}:begin -->\n```python\n(.*?)```\n<!-- {name}:end -->", text,
+                    re.S)
+    assert hit, f"README.md has no {name} block"
+    return hit.group(1)
 
 
 def glue_task_dir(folder: str) -> str:

@@ -55,7 +55,7 @@ PINNED: dict[str, dict[str, str]] = {
     },
     "dora": {
         "peft": "3f0f6ea83f3810821dfeaeabc933ed6c360b9a71aeb856cd79ce08186b855560",
-        "adapter_model": "c4ff479803f2d756b0324f404acf91bb6331097685d9f4c3e928040fe0312869",
+        "adapter_model": "75b030e6b82d776ffa96ff938c82751264ac4ea67cd0bd7b0b06678ed45d28ff",
         "adapter_config": "2099adb30866de26ead457e4ae9629de317068217baec4846923b2911790f674",
     },
     "fish": {
@@ -70,25 +70,25 @@ PINNED: dict[str, dict[str, str]] = {
     },
     "lora": {
         "peft": "b562bdb53d951ebd10cbdcc2210d7c69d3ab3eb3d1410537c04d7f895199b421",
-        "adapter_model": "d8897d6f4fc54116f244cb0f6eee96970e4629ea368302390e4ff5f5b0899517",
+        "adapter_model": "c2fb38379248e7f37d9397054b288609d54395232ca0cec71e1994cdfa958317",
         "adapter_config": "0613da557e0c2a1b95c4a01f71fd583cc2513a9d9a06ff9f68029e887b275c98",
     },
     "lora_fish": {
         "mask": "881be1329082fe26280744c8988b1434159b586798a023983578d79606b16440",
         "peft": "887c732273f59f506a605cad81805e462be0bacb6c769a9a0872273c08242a13",
-        "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
+        "adapter_model": "bbf977ab9b5d354d1fa7311da19ff089dd6d5ad3b16557416b664a08b34e70f1",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_random": {
         "mask": "803379307ccec841fb9ce1eb4e08ec852622cef1991f734b1d2721148261a0f3",
         "peft": "f17ba6992e4ef129ee51599ef307ead734ff6972e9b7b883f52dee0640029d40",
-        "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
+        "adapter_model": "bbf977ab9b5d354d1fa7311da19ff089dd6d5ad3b16557416b664a08b34e70f1",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "lora_fish_warmup": {
         "mask": "1829b99af347660f570606866d349faab5d9c56e17aec173f12d65d457f38655",
         "peft": "887c732273f59f506a605cad81805e462be0bacb6c769a9a0872273c08242a13",
-        "adapter_model": "1a8f8dd3d74a6f85bab9c0113797053c67858cf75e7d8353db1b1291767e934d",
+        "adapter_model": "bbf977ab9b5d354d1fa7311da19ff089dd6d5ad3b16557416b664a08b34e70f1",
         "adapter_config": "759a35d92ed6ec7a4417a0e20a0aba95f9b5824b9ed520fb397b09b7cab9a1f9",
     },
     "random_mask": {

@@ -110,3 +110,14 @@ def test_fish_reference_is_the_reference_recipe_and_rounds_the_budget_down():
     assert budget_k(1190, 0.005) == 6
     with pytest.raises(MaskError, match="rounding"):
         budget_k(1190, 0.005, rounding="ceil")
+
+
+def test_train_py_lists_what_the_cli_can_list():
+    """train.py declares --list's choices itself (its --help imports no fishjax): they must
+    be the ones `fishjax.train.cli.listing` serves."""
+    from fishjax.train.cli import LISTINGS
+
+    source = open(os.path.join(REPO, "train.py"), encoding="utf-8").read()
+    declared = re.search(r'DEFINE_enum\("list", None, \[([^\]]*)\]', source)
+    assert declared, "train.py no longer declares --list as an enum"
+    assert tuple(re.findall(r'"(\w+)"', declared.group(1))) == tuple(LISTINGS)

@@ -119,6 +119,12 @@ def test_rte_string_labels_crlf_and_blank_lines(tmp_path):
     assert raw.text_b == ["Someone sleeps.", "A cat runs."]
 
 
+def test_cr_only_line_endings_are_named(tmp_path):
+    write(tmp_path / "train.tsv", "sentence\tlabel\rgood\t1\rbad\t0\r")
+    with pytest.raises(DataError, match="bare carriage return .* convert the file"):
+        load_split("sst-2", "train", data_dir=str(tmp_path))
+
+
 def test_sst2_keeps_trailing_space(tmp_path):
     write(tmp_path / "train.tsv", "sentence\tlabel\nit 's charming . \t1\nbleak \t0\n")
     raw = load_split("sst-2", "train", data_dir=str(tmp_path))
@@ -301,6 +307,16 @@ def test_tokenizer_without_token_type_ids_gives_zeros(tokenizer):
 def test_bad_buckets(tokenizer, buckets):
     with pytest.raises(DataError, match="buckets must be"):
         tokenize_split(pair_split(), tokenizer, max_length=16, buckets=buckets)
+
+
+def test_an_unwritable_cache_is_a_warning(tokenizer, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    with caplog.at_level("WARNING", logger="fishjax"):
+        ds = tokenize_split(pair_split(), tokenizer, max_length=16, buckets=(8, 16),
+                            cache_dir=str(blocker / "cache"))
+    assert len(ds) == len(pair_split())  # tokenized all the same
+    assert "could not cache tokenized" in caplog.text and "going on without" in caplog.text
 
 
 def test_tokenize_cache(tokenizer, tmp_path):

@@ -433,10 +433,21 @@ def test_lora_trains_through_the_trainer_and_exports(tiny_config, tmp_path):
     with pytest.raises(PeftError, match="fingerprint"):
         apply_peft_file(art["peft"], _perturb(initial.params, jax.random.PRNGKey(0)))
 
-    # The adapter folder names a base PEFT can load by itself (the model's folder).
+    # The adapter folder names a base PEFT can load by itself (a local model: its folder;
+    # an alias: the Hub id of its weights) and pins it by the base's fingerprint.
     with open(os.path.join(art["peft_adapter"], "adapter_config.json")) as f:
         assert json.load(f)["base_model_name_or_path"] == os.path.abspath(
             tiny_config.model.name)
+    from safetensors import safe_open
+
+    from fishjax.methods.peft.peft_file import load_peft_file
+    from fishjax.models.hub import peft_base_reference
+
+    with safe_open(os.path.join(art["peft_adapter"], "adapter_model.safetensors"), "np") as f:
+        pinned = f.metadata()["fishjax_base_fingerprint"]
+    assert pinned == load_peft_file(art["peft"])[3]["base_fingerprint"]
+    assert peft_base_reference("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert peft_base_reference("bert-base-uncased") == "bert-base-uncased"
     if importlib.util.find_spec("peft") and importlib.util.find_spec("torch"):
         import torch
         from peft import AutoPeftModelForSequenceClassification

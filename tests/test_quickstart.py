@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from conftest import readme_block
+
 
 @pytest.mark.integration
 @pytest.mark.slow
@@ -33,6 +35,9 @@ def test_quickstart_learns(tmp_path):
 
     run = fishjax.load(workdir)
     assert run.metrics["accuracy"] == res["best"]["metrics"]["accuracy"]
-    names = [run.task.label_names[i] for i in run.predict(
-        ["a warm, funny and moving film", "dull, slow and far too long"])]
-    assert names == ["positive", "negative"]
+    # The README's example, as written, on this workdir.
+    example = readme_block("load-example").replace("/tmp/fishjax-quickstart", workdir)
+    scope: dict = {}
+    exec(compile(example, "README.md:load-example", "exec"), scope)
+    assert scope["labels"] == ["positive", "negative"]
+    assert scope["logits"].shape == (2, 2)

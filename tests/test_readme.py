@@ -4,13 +4,12 @@ the "Your own model" example trains a FISH mask on a small MLP."""
 from __future__ import annotations
 
 import os
-import re
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import initial_params, latest_trainable
+from conftest import initial_params, latest_trainable, readme_block
 from fishjax.core.errors import ConfigError
 from fishjax.core.tree import leaf_paths
 from fishjax.methods import available_methods
@@ -20,19 +19,11 @@ from fishjax.train.validation import validate_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _block(name: str) -> str:
-    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    hit = re.search(rf"<!-- {name}:begin -->\n```python\n(.*?)```\n<!-- {name}:end -->", text,
-                    re.S)
-    assert hit, f"README.md has no {name} block"
-    return hit.group(1)
-
-
 @pytest.fixture(scope="module")
 def layernorm_method():
     """Registers the README's example method once (the registry is per process)."""
     if "layernorm" not in available_methods():
-        exec(compile(_block("method-example"), "README.md:method-example", "exec"), {})
+        exec(compile(readme_block("method-example"), "README.md:method-example", "exec"), {})
     return "layernorm"
 
 
@@ -64,7 +55,7 @@ def test_readme_own_model_example_trains_only_the_fish_mask():
     """The "Your own model" snippet runs as written; only masked entries move, and the
     loss falls."""
     namespace: dict = {}
-    exec(compile(_block("own-model"), "README.md:own-model", "exec"), namespace)
+    exec(compile(readme_block("own-model"), "README.md:own-model", "exec"), namespace)
     params, mask, batches = namespace["params"], namespace["mask"], namespace["batches"]
     initial = namespace["model"].init(jax.random.PRNGKey(1), namespace["x"][:1])["params"]
     selected = sum(int(np.sum(m)) for m in jax.tree_util.tree_leaves(mask))

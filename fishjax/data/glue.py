@@ -111,6 +111,10 @@ def _parse_tsv(spec: TaskSpec, split: str, data: bytes, source: str) -> RawSplit
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{source}: line {line}: not valid UTF-8 ({e.reason})") from None
 
+    if "\r" in text and text.count("\r") > 2 * text.count("\n"):  # old Mac line ends
+        raise DataError(f"{source}: lines end with a bare carriage return (CR, \\r) instead "
+                        "of a newline; convert the file to LF or CRLF line endings (e.g. "
+                        "tr '\\r' '\\n' < old.tsv > new.tsv)")
     rows = [(n, line.removesuffix("\r")) for n, line in enumerate(text.split("\n"), start=1)]
     rows = [(n, line) for n, line in rows if line]
     if spec.has_header:

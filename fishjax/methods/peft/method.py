@@ -280,10 +280,13 @@ class PeftMethod:
         budgets = ({"all": sum(target_types.values())} if p.budget == "global"
                    else target_types)
         groups = None if p.budget == "global" else tensor_types(tree)
+        scored = p.selection != "random"
         settings = {"peft": search.to_dict(), "k": sum(target_types.values()),
                     "selection": p.selection, "budget": p.budget, "tie_break": p.tie_break,
-                    "fisher_after_warmup": bool(p.fisher_after_warmup),
-                    "warmup_steps": int(p.warmup_steps) if p.fisher_after_warmup else 0}
+                    # a random selection scores nothing: no warm-up to record
+                    "fisher_after_warmup": bool(p.fisher_after_warmup) and scored,
+                    "warmup_steps": int(p.warmup_steps) if p.fisher_after_warmup and scored
+                    else 0}
         if p.selection != "random":  # the Fisher pass decides the mask too
             f = ctx.method.fisher
             settings.update(fisher_mode=f.mode, fisher_num_samples=f.num_samples)
@@ -341,7 +344,8 @@ class PeftMethod:
         def save_folder(kept: PyTree, workdir: str) -> str:  # read by the `peft` package
             return export_peft_folder(os.path.join(workdir, PEFT_DIR), kept[PEFT_KEY],
                                       kept[HEAD_KEY], spec, ctx.model_config,
-                                      base_model=ctx.base_model_ref)
+                                      base_model=ctx.base_model_ref,
+                                      base_fp=base_fingerprint(base))
 
         out = (Artifact("peft", save_file, apply_peft_file),)
         if spec.kind != "adapter":

@@ -30,7 +30,7 @@ import safetensors.numpy
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.core.errors import ConfigError, PeftError
 from fishjax.core.io import atomic_directory, write_file
-from fishjax.core.safetensors_io import read_tagged, write_tagged
+from fishjax.core.safetensors_io import canonical_header, read_tagged, write_tagged
 from fishjax.core.tree import (
     PyTree,
     flatten_paths,
@@ -154,7 +154,8 @@ def peft_adapter_config(spec: PeftSpec, head: PyTree, config: EncoderConfig,
 
 
 def export_peft_folder(out_dir: str, tree: PyTree, head: PyTree, spec: PeftSpec,
-                       config: EncoderConfig, base_model: str | None = None) -> str:
+                       config: EncoderConfig, base_model: str | None = None,
+                       base_fp: str | None = None) -> str:
     """Writes a PEFT adapter folder atomically; returns its absolute path.
 
     Example:
@@ -169,8 +170,10 @@ def export_peft_folder(out_dir: str, tree: PyTree, head: PyTree, spec: PeftSpec,
         with open(os.path.join(tmp, "adapter_config.json"), "w", encoding="utf-8") as f:
             json.dump(adapter_config, f, indent=2, sort_keys=True)
             f.write("\n")
+        # PEFT reads only "format"; the base's fingerprint pins the weights the name means
+        meta = {"format": "pt", **({"fishjax_base_fingerprint": base_fp} if base_fp else {})}
         write_file(os.path.join(tmp, "adapter_model.safetensors"),
-                   safetensors.numpy.save(state, metadata={"format": "pt"}))
+                   canonical_header(safetensors.numpy.save(state, metadata=meta)))
 
     return atomic_directory(out_dir, fill)
 

@@ -23,6 +23,7 @@ def _rte_folder(tmp_path):
     return str(tmp_path / "glue")
 
 
+@pytest.mark.slow
 def test_grid_resumes_and_isolates_crashes(tiny_model_dir, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     argv = ["--glue_dir", _rte_folder(tmp_path), "--tasks", "rte", "--methods", "full,nope",

@@ -34,9 +34,10 @@ def test_merge_copies_cells_and_files_variants_by_their_overrides(tmp_path):
     a = _part(tmp_path, "a", [_cell("rte", "fish", 0, 0.5), _cell("rte", "lora", 0, 0.6),
                               _cell("rte", "ird", 0, 0.1, status="error")])
     b = _part(tmp_path, "b", [_cell("rte", "lora_fish", 0, 0.55,
-                                    ["method.peft.selection=random"]),
+                                    [glue.AT_INIT, "method.peft.selection=random"]),
                               _cell("rte", "lora_fish", 1, 0.54,
-                                    ["method.peft.selection=random", "train.num_epochs=1"])])
+                                    [glue.AT_INIT, "method.peft.selection=random",
+                                     "train.num_epochs=1"])])
     out = str(tmp_path / "merged")
     state = merge_results.merge(out, [a, b])
     cells = state["cells"]

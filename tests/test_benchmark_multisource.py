@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from benchmarks.common import readme_blocks
 from benchmarks.multisource import multisource_eval as me
@@ -12,6 +13,7 @@ from benchmarks.multisource import multisource_speed as mspeed
 from fishjax.select_sources import SourceSelection
 
 
+@pytest.mark.slow
 def test_eval_steps_and_readme_block(tiny_selection, tmp_path):
     config, workdir, _ = tiny_selection
     sel = SourceSelection(config, workdir)

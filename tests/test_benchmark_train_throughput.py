@@ -19,6 +19,7 @@ def test_config_and_batches():
     assert (b[0]["input_ids"][:, 0] == 101).all() and b[0]["input_ids"].max() < 30522
 
 
+@pytest.mark.slow
 def test_timers_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))
     times = tt.time_fishjax(tiny_model_dir, steps=2, warmup=1, overrides=[], batch=8, seq=16)
@@ -50,6 +51,7 @@ def test_cli_writes_json_with_the_ratio_to_torch(tiny_model_dir, tmp_path, monke
     assert rbg["ratio_vs_torch"] == pytest.approx(rbg["ex_per_s"] / res["torch_ex_per_s"])
 
 
+@pytest.mark.slow
 def test_cli_without_torch_writes_no_ratio_and_rejects_bad_flags(tiny_model_dir, tmp_path,
                                                                   monkeypatch):
     monkeypatch.setenv("FISHJAX_CACHE", str(tmp_path / "cache"))

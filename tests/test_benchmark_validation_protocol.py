@@ -25,6 +25,7 @@ def _rte_folder(tmp_path, n=40):
     return str(tmp_path / "glue")
 
 
+@pytest.mark.slow
 def test_validation_grid_chooses_on_validation_and_reports_dev(tiny_model_dir, tmp_path):
     out = str(tmp_path / "out")
     argv = ["--select_on", "validation", "--glue_dir", _rte_folder(tmp_path), "--tasks", "rte",

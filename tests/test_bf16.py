@@ -68,6 +68,7 @@ def test_bf16_keeps_params_optimizer_state_and_fisher_in_float32(tiny_config, tm
     assert floats and all(x.dtype == jnp.float32 for x in floats)
 
 
+@pytest.mark.slow
 def test_bf16_fisher_ranks_like_float32_on_the_tiny_model(tiny_model_dir):
     assert _overlap(tiny_model_dir) >= 0.95
 

@@ -95,6 +95,7 @@ def assert_close(a, b, what):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_minilm_matches_torch(tmp_path):
     try:
         model_dir = resolve_model_dir("minilm-l6")

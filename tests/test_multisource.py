@@ -126,28 +126,44 @@ def _batches(n=10, b=4, s=9):
     return out
 
 
-@pytest.mark.parametrize("chunk,max_bytes", [(1, 1 << 30), (2, 1 << 30), (1, 0)])
-def test_features_equal_a_loop_of_single_example_gradients(tiny_lora, chunk, max_bytes):
+def _eligible(params):
+    return {"trainable": jax.tree_util.tree_map(lambda _: True, params["trainable"]),
+            "frozen": jax.tree_util.tree_map(lambda _: False, params["frozen"])}
+
+
+@pytest.fixture(scope="module")
+def single_example_gradients(tiny_lora):
+    """(output, flat gradient) of each example alone, in order: the brute force, computed
+    once (jitted) for every engine setting below."""
     output, params = tiny_lora
-    eligible = {"trainable": jax.tree_util.tree_map(lambda _: True, params["trainable"]),
-                "frozen": jax.tree_util.tree_map(lambda _: False, params["frozen"])}
-    on, off = split_tree(params, eligible)
+    on, off = split_tree(params, _eligible(params))
+    value_and_grad = jax.jit(jax.value_and_grad(
+        lambda on, one: output(merge_trees(on, off), one)[0]))
+    out = []
+    for batch in _batches():
+        for r in range(int(batch["weights"].sum())):
+            one = {k: v[r:r + 1] for k, v in batch.items() if k != "example_ids"}
+            f, g = value_and_grad(on, one)
+            out.append((float(f), np.concatenate([np.asarray(x).ravel() for _, x in
+                                                  sorted(flatten_paths(g).items())])))
+    return out
+
+
+@pytest.mark.parametrize("chunk,max_bytes", [(1, 1 << 30), (2, 1 << 30), (1, 0)])
+def test_features_equal_a_loop_of_single_example_gradients(tiny_lora, single_example_gradients,
+                                                           chunk, max_bytes):
+    output, params = tiny_lora
+    eligible = _eligible(params)
+    on, _ = split_tree(params, eligible)
     proj = ms.make_projection(on, 12, jax.random.PRNGKey(2), max_bytes=max_bytes)
-    batches = _batches()
-    feats = ms.gradient_features(output, params, batches, proj, eligible=eligible,
+    feats = ms.gradient_features(output, params, _batches(), proj, eligible=eligible,
                                  chunk_size=chunk, progress=False)
     assert feats.ids.tolist() == list(range(10)) and feats.g.shape == (10, 12)
     big = np.concatenate([np.asarray(proj.block(i)) for i in range(len(proj.sizes))])
-    i = 0
-    for batch in batches:
-        for r in range(int(batch["weights"].sum())):
-            one = {k: v[r:r + 1] for k, v in batch.items() if k != "example_ids"}
-            f, g = jax.value_and_grad(lambda on, one=one: output(merge_trees(on, off), one)[0])(on)
-            flat = np.concatenate([np.asarray(x).ravel() for _, x in
-                                   sorted(flatten_paths(g).items())])
-            np.testing.assert_allclose(feats.f[i], float(f), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(feats.g[i], flat @ big, rtol=1e-4, atol=1e-5)
-            i += 1
+    assert len(single_example_gradients) == 10
+    for i, (f, flat) in enumerate(single_example_gradients):
+        np.testing.assert_allclose(feats.f[i], f, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(feats.g[i], flat @ big, rtol=1e-4, atol=1e-5)
 
 
 # -- the solver -------------------------------------------------------------------------------

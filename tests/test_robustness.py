@@ -134,6 +134,7 @@ def stopped_run(tiny_config, tmp_path):
     return tiny_config, workdir
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(stopped_run, tmp_path,
                                                                  caplog):
     config, workdir = stopped_run

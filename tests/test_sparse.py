@@ -105,7 +105,7 @@ def _train_cfg(wd: float) -> ml_collections.ConfigDict:
     return t
 
 
-@pytest.mark.parametrize("decay", ["off", "weights"])
+@pytest.mark.parametrize("decay", ["off", pytest.param("weights", marks=pytest.mark.slow)])
 def test_sparse_increment_matches_dense_masked_adamw(tiny, decay):
     """Same mask, 10 AdamW steps (clipping, decay 0.1, bias exclusion) -> same params."""
     _, params, loss_fn = tiny

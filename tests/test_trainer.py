@@ -88,7 +88,7 @@ def test_export_holds_the_best_params_and_reloads(trained_run):
     np.testing.assert_allclose(out.logits.numpy(), want, atol=1e-4)
 
 
-@pytest.mark.parametrize("prng", ["threefry", "rbg"])
+@pytest.mark.parametrize("prng", [pytest.param("threefry", marks=pytest.mark.slow), "rbg"])
 def test_same_seed_same_metrics(tiny_config, tmp_path, prng):
     tiny_config.train.num_epochs = 1.0
     tiny_config.train.dropout_prng = prng

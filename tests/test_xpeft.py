@@ -155,7 +155,7 @@ def test_scores_get_a_gradient(tiny, variant):
         return loss_fn(merge_trees(base, mix(bank, mixing_weights(s, variant, 3)), head),
                        _batch())
 
-    g = np.asarray(jax.grad(loss)(scores))
+    g = np.asarray(jax.jit(jax.grad(loss))(scores))  # jitted: op-by-op takes 15 s
     assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
     assert np.count_nonzero(g) > g.size // 2  # straight-through: every score gets a signal
 

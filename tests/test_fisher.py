@@ -97,13 +97,19 @@ def _brute_force(module, params, batch, mode, num_labels):
     return total
 
 
+SLOW = pytest.mark.slow  # the default suite keeps each (mode, engine) and label count
+
+
 @pytest.mark.parametrize("mode,num_labels,chunk,engine", [
-    ("empirical", 3, 1, "per_example"), ("empirical", 3, 4, "per_example"),
-    ("expected", 3, 1, "per_example"), ("expected", 2, 8, "per_example"),
-    ("empirical", 1, 2, "per_example"), ("expected", 1, 1, "per_example"),
+    pytest.param("empirical", 3, 1, "per_example", marks=SLOW),
+    ("empirical", 3, 4, "per_example"),
+    pytest.param("expected", 3, 1, "per_example", marks=SLOW),
+    ("expected", 2, 8, "per_example"),
+    pytest.param("empirical", 1, 2, "per_example", marks=SLOW),
+    ("expected", 1, 1, "per_example"),
     # One batched backward and per-example outer products: the same scores.
-    ("empirical", 3, 1, "capture"), ("expected", 3, 4, "capture"),
-    ("empirical", 1, 1, "capture"), ("expected", 1, 2, "capture"),
+    pytest.param("empirical", 3, 1, "capture", marks=SLOW), ("expected", 3, 4, "capture"),
+    ("empirical", 1, 1, "capture"), pytest.param("expected", 1, 2, "capture", marks=SLOW),
 ])
 def test_chunked_scores_equal_loop(mode, num_labels, chunk, engine):
     module, params, batch = _tiny(num_labels)

@@ -390,7 +390,8 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("args,names", [
-    (["--config=configs/quickstart.py", "--config.train.learning_rate=-1"], "learning_rate"),
+    pytest.param(["--config=configs/quickstart.py", "--config.train.learning_rate=-1"],
+                 "learning_rate", marks=pytest.mark.slow),
     (["--config=configs/quickstart.py", "--config.train.leraning_rate=1"], "learning_rate"),
     (["--config=configs/nope.py"], "configs/nope.py"),
     (["--config=configs/glue.py:nope"], "unknown task 'nope'"),

@@ -84,6 +84,9 @@ def read_selection_file(path: str) -> Any:
 
 RULES = ("ensemble", "ridge", "forward", "gradient_similarity")
 FEATURES_KEY = "fishjax_features"
+# Recorded in features.safetensors: which labels the rows were featurised with. Files
+# without it came from the code that used the clean labels of noisy rows (refused).
+FEATURE_LABELS = "as trained: noisy rows flipped"
 # How each rule ranks: a lower estimated target loss is better; a higher cosine is.
 _LOWER_IS_BETTER = {"ensemble": True, "ridge": True, "forward": True,
                     "gradient_similarity": False}
@@ -113,6 +116,12 @@ class SourcePool:
         flipped = self.flipped()
         return make_row_split(train, [r for r in train if r in flipped], self.target,
                               source=f"sources {names}")
+
+    def feature_split(self, num_rows: int) -> RowSplit:
+        """Every row of the pooled training set (so row ids stay ids), the noisy sources'
+        rows flipped: the labels the features are taken with."""
+        return make_row_split(range(num_rows), sorted(self.flipped()),
+                              source="features of every pooled row")
 
     def source_of(self) -> tuple[np.ndarray, np.ndarray]:
         """(every source row, in source order; the index of its source)."""
@@ -230,6 +239,19 @@ class ModelParts:
     batch_size: int
     chunk_size: int | str
 
+    def outputs(self, params: dict, ids: np.ndarray) -> np.ndarray:
+        """The output at `params` of the training rows `ids`, in the order of `ids` (the
+        batches go by length bucket, so their rows are put back in place by example id)."""
+        ids = np.asarray(ids, np.int64)
+        output = jax.jit(self.output)
+        got, values = [], []
+        for batch in index_batches(self.train, np.unique(ids), self.batch_size):
+            rows = batch.pop("example_ids")
+            got.append(rows[rows >= 0])
+            values.append(np.asarray(output(params, batch))[rows >= 0])
+        got, values = np.concatenate(got), np.concatenate(values)
+        return values[np.argsort(got)][np.searchsorted(np.sort(got), ids)]
+
 
 class SourceSelection:
     """One selection run in one workdir (see the module docstring)."""
@@ -281,14 +303,20 @@ class SourceSelection:
         if os.path.exists(path):
             d = read_selection_file(path)
             return SourcePool(sources=d["sources"], target=d["target"], noisy=d["noisy"])
-        raw = load_raw_splits(self.config, self.task)[self.task.train_split]
-        pool = make_group_pool(len(raw), self.s.groups, self.s.noisy, self.s.target_fraction,
-                               self.s.seed)
+        pool = make_group_pool(self._num_rows(), self.s.groups, self.s.noisy,
+                               self.s.target_fraction, self.s.seed)
         _save_json(path, dataclasses.asdict(pool))
         log.info("sources: %d groups of ~%d rows (%d noisy: %s), %d target rows",
                  len(pool.sources), len(next(iter(pool.sources.values()))), len(pool.noisy),
                  pool.noisy, len(pool.target))
         return pool
+
+    def _num_rows(self) -> int:
+        """Rows of the pooled training set (the task's training split as config.data loads
+        it, before any row split)."""
+        config = self.config.copy_and_resolve_references()
+        config.data.row_split = None
+        return len(load_raw_splits(config, self.task)[self.task.train_split])
 
     def finetune(self, name: str, sources: list[str], epochs: float, *,
                  from_meta: bool, seed: int | None = None) -> dict[str, Any]:
@@ -313,14 +341,19 @@ class SourceSelection:
     def model_parts(self) -> ModelParts:
         """The model at phi*: the output function, the params (meta LoRA tree and head,
         the frozen base), which leaves are differentiated, the tokenized data, P."""
+        pool = self.pool()
         meta = self.meta()
         trainable = _trainable(meta["peft_file"])
         _, _, spec, meta_info = load_peft_file(meta["peft_file"])
         key = jax.random.PRNGKey(self.s.seed)
         projection = ms.make_projection({"trainable": trainable}, self.s.project_dim, key,
                                         int(self.s.max_projection_mb) << 20)
+        # Every pooled row, in row order (feature ids are row ids), each labelled as the
+        # runs train on it: a noisy source's rows flipped. (Without the flips every source
+        # looked clean to the estimator: the old MRPC figures came from that bug.)
         config = self.config.copy_and_resolve_references()
-        config.data.row_split = None
+        config.data.row_split = save_row_split(self.path("splits", "features.json"),
+                                               pool.feature_split(self._num_rows()))
         model = load_model(config.model.name, self.objective.head_size, key=key,
                            dtype=config.model.dtype)
         data = tokenize_task(config, self.task, load_raw_splits(config, self.task),
@@ -349,6 +382,10 @@ class SourceSelection:
                                             jax.random.PRNGKey(self.s.seed),
                                             int(self.s.max_projection_mb) << 20)
             tensors, meta_file = read_tagged(path, FEATURES_KEY, ConfigError, "features")
+            if meta_file.get("labels") != FEATURE_LABELS:
+                raise ConfigError(f"{path} was computed by an older fishjax, with the noisy "
+                                  "sources' rows under their clean labels; delete it to "
+                                  "recompute")
             if meta_file["meta_sha256"] != file_sha256(meta["peft_file"]):
                 raise ConfigError(f"{path} was computed at another meta-initialisation; "
                                   "delete it to recompute")
@@ -369,7 +406,8 @@ class SourceSelection:
             log.info("features (%s): %d examples in %.1fs", part, len(feats.ids), feats.seconds)
         tensors = {f"{p}_{k}": getattr(out[p], k) for p in out for k in ("ids", "f", "g")}
         write_tagged(path, tensors, FEATURES_KEY, {
-            "meta_sha256": file_sha256(meta["peft_file"]), "project_dim": self.s.project_dim,
+            "meta_sha256": file_sha256(meta["peft_file"]), "labels": FEATURE_LABELS,
+            "project_dim": self.s.project_dim,
             "seed": self.s.seed, "phi_norm": parts.phi_norm,
             "seconds": out["source"].seconds + out["target"].seconds})
         return out["source"], out["target"], parts.phi_norm, parts.projection

@@ -95,6 +95,7 @@ def tiny_selection(tiny_model_dir, tmp_path_factory):
     config.method.peft.rank = 2
     config.train.num_epochs = 1.0
     config.method.fisher.batch_size = 8
+    config.data.buckets = (8, 16, 32)  # the rows fall in two buckets: batches are not in row order
     config.sources = selection_config().sources
     s = config.sources
     s.groups, s.noisy, s.num_subsets, s.calibration_runs = 4, 1, 32, 1

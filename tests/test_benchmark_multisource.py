@@ -61,3 +61,15 @@ def test_readme_block_matches_the_committed_report():
     assert "selected (12)" in table and "Spearman" in table
     assert readme_blocks.check(os.path.join(repo, "README.md"), me.README_BLOCK,
                                "benchmarks/results/multisource/report.json", table) == []
+
+
+def test_first_order_check_pairs_each_output_with_its_own_row(tiny_selection):
+    """At a zero step the model's outputs are f* itself: each target row's output must be
+    compared with that row's f*, so both errors are zero (rows in several length buckets)."""
+    config, workdir, _ = tiny_selection
+    sel = SourceSelection(config, workdir)
+    parts = sel.model_parts()
+    buckets = parts.train.bucket_ids[np.asarray(sel.pool().target)]
+    assert len(set(buckets.tolist())) > 1  # batches by bucket: not the rows' order
+    (row,) = me.first_order_check(sel, scales=(0.0,))
+    assert row["zeroth_order_error"] < 1e-5 and row["first_order_error"] < 1e-5, row

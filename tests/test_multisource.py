@@ -362,3 +362,32 @@ def test_bad_settings_are_refused_before_training_and_a_fix_reruns(tiny_model_di
     config.sources.num_subsets = 9  # another setting is refused
     with pytest.raises(ConfigError, match="other settings"):
         SourceSelection(config, workdir)
+
+
+def test_features_of_a_flipped_row_use_its_flipped_label(tiny_selection):
+    """A noisy source's rows are featurised with the labels they are trained with (flipped):
+    f of a flipped row is the log-odds of its flipped label, -f of its clean one (two
+    classes); a clean row's f is the log-odds of its own label."""
+    from fishjax.data import get_task, index_batches
+    from fishjax.select_sources import SourceSelection
+    from fishjax.train.task_data import load_raw_splits
+
+    config, workdir, _ = tiny_selection
+    sel = SourceSelection(config, workdir)
+    pool = sel.pool()
+    src, _, _, _ = sel.features()
+    parts = sel.model_parts()
+    task = get_task(config.task)
+    clean = load_raw_splits(config, task)[task.train_split].labels  # no row split: as filed
+    flipped = sorted(pool.flipped())
+    kept = sorted(set(r for rows in pool.sources.values() for r in rows) - set(flipped))
+    assert flipped and kept
+    rows = np.asarray(flipped[:6] + kept[:6])
+    output = jax.jit(parts.output)
+    for batch in index_batches(parts.train, rows, 4):
+        all_ids = batch.pop("example_ids")
+        ids = all_ids[all_ids >= 0]
+        batch["labels"] = clean[np.maximum(all_ids, 0)].astype(batch["labels"].dtype)
+        f_clean = np.asarray(output(parts.params, batch))[:len(ids)]
+        want = np.where(np.isin(ids, flipped), -f_clean, f_clean)
+        np.testing.assert_allclose(src.rows(ids).f, want, atol=1e-4, err_msg=f"rows {ids}")

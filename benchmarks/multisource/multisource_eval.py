@@ -38,7 +38,6 @@ import logging
 import os
 import time
 
-import jax
 import numpy as np
 
 from benchmarks.common import cli, readme_blocks
@@ -47,7 +46,7 @@ from benchmarks.grid import glue
 from configs import select_sources as ms_config
 from fishjax.core.io import atomic_write_json, read_json
 from fishjax.core.tree import flatten_paths, unflatten_paths
-from fishjax.data import get_task, index_batches
+from fishjax.data import get_task
 from fishjax.select_sources import SourceSelection, true_vs_estimated
 from fishjax.selection import multisource as ms
 
@@ -83,16 +82,14 @@ def first_order_check(sel: SourceSelection, scales=CHECK_SCALES) -> list[dict]:
                               iters=sel.s.solver_iters)
     theta = est.theta[0] * est.scale[0]  # |P theta| = |phi*|
     parts = sel.model_parts()
-    batches = list(index_batches(parts.train, np.asarray(pool.target), parts.batch_size))
-    output = jax.jit(parts.output)
     base_delta = flatten_paths(projection.lift(theta))
     out = []
     for c in scales:
         moved = {**parts.params, "trainable": unflatten_paths({
             p[1:]: x + c * base_delta[p] for p, x in
             flatten_paths({"trainable": parts.params["trainable"]}).items()})}
-        f_new = np.concatenate([np.asarray(output(moved, b))[np.asarray(b["weights"]) > 0]
-                                for b in batches])
+        f_new = parts.outputs(moved, tgt.ids)  # row by row as tgt.f (the old code paired
+        # bucket-ordered outputs with row-ordered f*: its errors were meaningless)
         first = tgt.f + c * (tgt.g @ theta)
         scale = float(np.mean(np.abs(f_new)))
         out.append({"c": c, "first_order_error": float(np.mean(np.abs(first - f_new)) / scale),

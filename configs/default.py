@@ -70,6 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
     # the training split; fishjax/data/row_split.py): train on those rows only and also
     # evaluate on the `validation` rows. None: the whole training split.
     config.data.row_split = placeholder(str)
+    # Other tasks' training rows appended after this task's ("task:rows:dir" each, rows a
+    # number or "all"; fishjax/data/mixture.py): same label count, one shared head. A row
+    # split above may name their rows. Empty: this task only.
+    config.data.mix = ()
 
     config.train = ml_collections.ConfigDict()
     # Global batch size (all devices); must be divisible by the mesh's data axis.

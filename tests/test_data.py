@@ -545,3 +545,53 @@ def test_real_mrpc_tokenized_plan(tokenizer, tmp_path):
     seen = np.concatenate([idx for idx, _ in plan])
     assert sorted(seen.tolist()) == list(range(408))
     assert {b for _, b in plan} <= {32, 64, 128}
+
+
+# ----------------------------------------------------------------------------- mixtures
+
+
+def test_mix_appends_other_tasks_rows_and_tokenizes_each_as_its_task(tiny_config, tmp_path):
+    """`data.mix`: MRPC pairs after the quickstart sentences, row ids kept, each row encoded
+    as its own task encodes it; the rows drawn do not depend on the run's seed."""
+    from fishjax.models import load_tokenizer
+    from fishjax.train.task_data import load_raw_splits, tokenize_task
+    from fishjax.train.validation import validate_config
+
+    mrpc = tmp_path / "MRPC"
+    mrpc.mkdir()
+    write(mrpc / "train.tsv", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
+        f"{k % 2}\t{k}\t{k}\tfirst sentence {k} .\tsecond one {k} here .\n" for k in range(9)))
+    task = get_task(tiny_config.task)
+    own = load_raw_splits(tiny_config, task)["train"]
+    tiny_config.data.mix = (f"mrpc:5:{mrpc}",)
+    validate_config(tiny_config)
+    raw = load_raw_splits(tiny_config, task)["train"]
+    assert len(raw) == len(own) + 5 and raw.text_a[:len(own)] == own.text_a
+    assert raw.text_b[:len(own)] == [None] * len(own)
+    assert all(b.startswith("second one") for b in raw.text_b[len(own):])
+    tiny_config.seed, tiny_config.data.max_train_samples = 7, None
+    assert load_raw_splits(tiny_config, task)["train"].text_b[-5:] == raw.text_b[-5:]
+    tok = load_tokenizer(tiny_config.model.name)
+    data = tokenize_task(tiny_config, task, {"train": raw, "dev": raw}, tok).train
+    for i in (0, len(own) - 1, len(own), len(raw) - 1):
+        enc = tok(raw.text_a[i], raw.text_b[i], truncation="longest_first",
+                  max_length=tiny_config.data.max_length)
+        n = len(enc["input_ids"])
+        assert data.lengths[i] == n and data.input_ids[i, :n].tolist() == enc["input_ids"]
+        assert data.token_type_ids[i, :n].tolist() == enc["token_type_ids"]
+    assert data.token_type_ids[len(own)].max() == 1  # a pair: second segment typed 1
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("mrpc:5", "must be 'task:rows:dir'"),
+    ("mrpc:-3:/x", "rows must be a positive number"),
+    ("mnli:all:/x", "has 3 labels"),
+    ("stsb:all:/x", "regression tasks are not mixed"),
+    ("nosuch:all:/x", "unknown task"),
+])
+def test_bad_mix_entries_are_named(tiny_config, entry, message):
+    from fishjax.train.validation import validate_config
+
+    tiny_config.data.mix = (entry,)
+    with pytest.raises(DataError, match=message):
+        validate_config(tiny_config)

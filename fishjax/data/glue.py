@@ -30,7 +30,8 @@ class RawSplit:
     task: str
     split: str
     text_a: list[str]
-    text_b: list[str] | None
+    text_b: list[str | None] | None  # None: a single-sentence task; a None entry: a
+    # single-sentence row of a mixed split (`fishjax.data.mixture`)
     labels: np.ndarray
     source: str
     fingerprint: str

@@ -121,8 +121,7 @@ def _tokenize(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int
     for start in range(0, len(raw), _CHUNK):
         a = raw.text_a[start:start + _CHUNK]
         b = None if raw.text_b is None else raw.text_b[start:start + _CHUNK]
-        enc = tokenizer(a, b, truncation="longest_first", max_length=max_length,
-                        padding=False, return_attention_mask=False)
+        enc = _encode(tokenizer, a, b, max_length)
         ids.extend(enc["input_ids"])
         # Tokenizers without segment ids (e.g. RoBERTa) get zeros.
         if types is not None and enc.get("token_type_ids") is not None:
@@ -152,6 +151,30 @@ def _tokenize(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int
                           labels=raw.labels.copy(), buckets=buckets, pad_id=pad_id)
 
 
+def _encode(tokenizer: Any, a: list[str], b: list[str | None] | None,
+            max_length: int) -> dict[str, list]:
+    """Token ids (and segment ids) of rows (a[, b]); in a mixed split (`fishjax.data.mixture`)
+    a row whose b is None is encoded alone, the others as pairs, in row order."""
+    kw = dict(truncation="longest_first", max_length=max_length, padding=False,
+              return_attention_mask=False)
+    if b is None or all(x is not None for x in b):
+        return tokenizer(a, b, **kw)
+    single = [i for i, x in enumerate(b) if x is None]
+    pair = [i for i, x in enumerate(b) if x is not None]
+    parts = [(single, tokenizer([a[i] for i in single], **kw))]
+    if pair:
+        parts.append((pair, tokenizer([a[i] for i in pair], [b[i] for i in pair], **kw)))
+    out: dict[str, list] = {}
+    for key in ("input_ids", "token_type_ids"):
+        if all(enc.get(key) is not None for _, enc in parts):
+            column: list = [None] * len(a)
+            for rows, enc in parts:
+                for i, v in zip(rows, enc[key], strict=True):
+                    column[i] = v
+            out[key] = column
+    return out
+
+
 def _tokenizer_identity(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -173,6 +196,9 @@ def _content_hash(raw: RawSplit) -> str:
     for column in (raw.text_a, raw.text_b or []):
         h.update(len(column).to_bytes(8, "little"))
         for text in column:
+            if text is None:  # a single-sentence row of a mixed split (no second segment)
+                h.update((2**64 - 1).to_bytes(8, "little"))
+                continue
             data = text.encode("utf-8")
             h.update(len(data).to_bytes(8, "little"))
             h.update(data)

@@ -1,5 +1,6 @@
 """A run's data: the task's splits as text, then tokenized (cached) into length buckets.
 
+With `data.mix` (`fishjax.data.mixture`) other tasks' training rows follow the task's own.
 With `data.row_split` (`fishjax.data.row_split`) the run trains on chosen rows of the
 training split (some labels flipped, if the file says so) and also evaluates on the rows
 it holds out as `validation`, after the task's own eval splits."""
@@ -13,6 +14,7 @@ from functools import partial
 import ml_collections
 
 from fishjax.data import RawSplit, TaskSpec, TokenizedSplit, load_split, tokenize_split
+from fishjax.data.mixture import concat_splits, mix_blocks, parse_mix
 from fishjax.data.row_split import VALIDATION, apply_row_split, load_row_split
 
 
@@ -40,6 +42,10 @@ def load_raw_splits(config: ml_collections.ConfigDict, task: TaskSpec) -> dict[s
     for split in task.eval_splits:
         raw[split] = load_split(task, split, d.dir, max_samples=d.max_eval_samples,
                                 seed=config.seed)
+    if d.get("mix"):  # other tasks' training rows after the main task's
+        raw[task.train_split] = concat_splits(
+            [raw[task.train_split], *mix_blocks(parse_mix(d.mix, task))], task.name,
+            task.train_split)
     if d.row_split:
         train, validation = apply_row_split(raw[task.train_split], load_row_split(d.row_split),
                                             task)

@@ -16,6 +16,7 @@ import ml_collections
 
 from fishjax.core.errors import ConfigError, DataError
 from fishjax.data import get_task
+from fishjax.data.mixture import parse_mix
 from fishjax.methods import get_method, method_options
 from fishjax.train.dropout import DROPOUT_PRNGS
 from fishjax.train.model_defaults import resolve_model_defaults
@@ -75,6 +76,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if d.get("row_split") is not None:
         _require(os.path.isfile(d.row_split),
                  f"config.data.row_split={d.row_split!r} does not exist")
+
+    for entry in parse_mix(d.get("mix"), get_task(config.task)):
+        _require(os.path.isdir(entry.dir), f"config.data.mix: {entry.task.name!r} folder "
+                 f"{entry.dir!r} is not a directory")
 
     t = config.train
     for name in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps"):

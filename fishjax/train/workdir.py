@@ -6,7 +6,8 @@ to the fields that cannot change the results (`RESULT_NEUTRAL`: logging, evaluat
 checkpoint cadence, where to stop, whether to export, the data cache folder) and the
 sections of `config.method` that the run's method does not read (other methods' options,
 `fishjax.methods.base.Method.config_blocks`): an option added to one method never refuses
-another method's older workdir. Otherwise it
+another method's older workdir, nor does a field added since the workdir was made while it
+is left off (None or empty). Otherwise it
 stops with the differing fields and the two ways out: a new workdir, or `overwrite`, which
 moves the old run aside to `<workdir>.old-<time>` (nothing is deleted).
 
@@ -67,7 +68,8 @@ def differing_fields(old: dict, new: dict, ignore: Sequence[str] = ()
     in a section of `ignore`)."""
     a, b = _flatten(old), _flatten(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not is_result_neutral(k, ignore)]
+            if a.get(k) != b.get(k) and not is_result_neutral(k, ignore)
+            and not (k not in a and b[k] in (None, []))]  # a field added since, left off
 
 
 def is_result_neutral(field: str, also: Sequence[str] = ()) -> bool:

@@ -22,8 +22,13 @@ def get_config():
     config.train.learning_rate = 5e-4
 
     s = config.sources = ml_collections.ConfigDict()
-    # Sources: "groups" of the target task's training set (the only kind so far).
+    # Sources: "groups" (the target task's training set cut into `groups` groups, `noisy`
+    # of them with every label flipped) or "shards" (the entries of `shards` below).
     s.kind = "groups"
+    # With kind "shards": "task:count:rows:flip" entries, `count` shards of `rows` rows of
+    # `task`'s training rows (the target task's own, or a config.data.mix block), a seeded
+    # `flip` share of each shard's labels flipped (flip > 0: a noisy source).
+    s.shards = ()
     # How many groups, how many of them get every label flipped, and the share of the
     # training set held out as the target examples (never in a source).
     s.groups = 20
@@ -38,6 +43,9 @@ def get_config():
     # Projected gradient dimension p, and the most memory the projection may take whole
     # (beyond it P is regenerated leaf by leaf from the seed).
     s.project_dim = 200
+    # Whether the classifier head's gradients join the adapter's in the features (and its
+    # change in |phi*| and the calibration). False: the adapter only, as the reference.
+    s.features_with_head = False
     s.max_projection_mb = 1024
     # Subsets estimated, and the share of the sources in each.
     s.num_subsets = 1000

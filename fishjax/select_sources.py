@@ -56,6 +56,7 @@ from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import PyTree, flatten_paths, split_tree
 from fishjax.data import get_task, index_batches
 from fishjax.data.metrics import auroc, spearman
+from fishjax.data.mixture import mix_blocks, parse_mix
 from fishjax.data.row_split import RowSplit, make_row_split, save_row_split
 from fishjax.methods.common import parse_chunk_size
 from fishjax.methods.peft.method import peft_combine
@@ -97,17 +98,21 @@ _LOWER_IS_BETTER = {"ensemble": True, "ridge": True, "forward": True,
 
 @dataclasses.dataclass
 class SourcePool:
-    """Named sources (rows of the training split), the target rows, the flipped rows."""
+    """Named sources (rows of the pooled training split), the target rows, the noisy
+    sources and, per noisy source, its flipped rows (None: every row of a noisy source)."""
 
     sources: dict[str, list[int]]
     target: list[int]
     noisy: list[str]
+    flips: dict[str, list[int]] | None = None
 
     @property
     def names(self) -> list[str]:
         return list(self.sources)
 
     def flipped(self) -> set[int]:
+        if self.flips is not None:
+            return {r for rows in self.flips.values() for r in rows}
         return {r for name in self.noisy for r in self.sources[name]}
 
     def row_split(self, names: list[str]) -> RowSplit:
@@ -148,7 +153,73 @@ def make_group_pool(num_rows: int, groups: int, noisy: int, target_fraction: flo
     return SourcePool(sources=sources, target=target, noisy=bad)
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+    """`count` shards of `rows` rows each of `task`'s block, `flip` of each shard's labels
+    flipped (seeded): one `config.sources.shards` entry, "task:count:rows:flip"."""
+
+    task: str
+    count: int
+    rows: int
+    flip: float
+
+    @classmethod
+    def parse(cls, text: str) -> ShardSpec:
+        parts = str(text).split(":")
+        try:
+            task, count, rows, flip = parts[0], int(parts[1]), int(parts[2]), float(parts[3])
+            if len(parts) != 4 or count < 1 or rows < 1 or not 0.0 <= flip <= 1.0:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ConfigError(f"config.sources.shards entry {text!r} must be "
+                              "'task:count:rows:flip' (count, rows >= 1; flip in [0, 1]), "
+                              "e.g. 'sst2:4:200:0.5'") from None
+        return cls(get_task(task).name, count, rows, flip)
+
+    def names(self, start: int) -> list[str]:
+        tag = f"-flip{round(100 * self.flip)}" if self.flip else ""
+        return [f"{self.task}{tag}-{start + k:02d}" for k in range(self.count)]
+
+
+def make_shard_pool(blocks: dict[str, tuple[int, int]], main: str, specs: list[ShardSpec],
+                    target_fraction: float, seed: int) -> SourcePool:
+    """Sources cut from the pooled training split's task blocks ({task: (start, stop)} row
+    ranges; `main` is the target task): a seeded `target_fraction` of the main block held
+    out as the target, then each spec's shards drawn without replacement from its task's
+    block, a seeded `flip` share of each shard's rows flipped."""
+    rng = np.random.default_rng(seed)
+    free = {task: rng.permutation(np.arange(*span)) for task, span in blocks.items()}
+    n_target = int(round(target_fraction * len(free[main])))
+    target, free[main] = sorted(int(i) for i in free[main][:n_target]), free[main][n_target:]
+    sources: dict[str, list[int]] = {}
+    flips: dict[str, list[int]] = {}
+    for spec in specs:
+        if spec.task not in blocks:
+            raise ConfigError(f"config.sources.shards: task {spec.task!r} has no rows in the "
+                              f"pooled training split (its tasks: {sorted(blocks)}; add it "
+                              "to config.data.mix)")
+        start = sum(1 for n in sources if n.startswith(spec.task + "-"))
+        for name in spec.names(start):
+            if len(free[spec.task]) < spec.rows:
+                raise ConfigError(f"config.sources.shards: {spec.task!r} has {len(free[spec.task])}"
+                                  f" rows left for shard {name} of {spec.rows} (after the target "
+                                  "and the shards before it): fewer or smaller shards")
+            take, free[spec.task] = free[spec.task][:spec.rows], free[spec.task][spec.rows:]
+            sources[name] = sorted(int(i) for i in take)
+            if spec.flip:
+                n_flip = int(round(spec.flip * spec.rows))
+                flips[name] = sorted(int(i) for i in rng.choice(take, n_flip, replace=False))
+    return SourcePool(sources=sources, target=target, noisy=sorted(flips), flips=flips)
+
+
 # -- configs of the runs ---------------------------------------------------------------------
+
+
+def source_count(s: ml_collections.ConfigDict) -> int:
+    """How many sources config.sources makes (its shard entries parsed and checked)."""
+    if s.kind == "groups":
+        return int(s.groups)
+    return sum(ShardSpec.parse(e).count for e in s.get("shards") or ())
 
 
 def validate_sources(config: ml_collections.ConfigDict) -> None:
@@ -161,11 +232,12 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
         if not cond:
             raise ConfigError(f"config.sources.{message}")
 
-    need(s.kind == "groups", f"kind must be 'groups', got {s.kind!r}")
-    need(isinstance(s.groups, int) and s.groups >= 2, f"groups must be an int >= 2, got "
-         f"{s.groups!r}")
-    need(isinstance(s.noisy, int) and 0 <= s.noisy < s.groups,
-         f"noisy must be in 0..groups-1, got {s.noisy!r}")
+    need(s.kind in ("groups", "shards"), f"kind must be 'groups' or 'shards', got {s.kind!r}")
+    if s.kind == "groups":
+        need(isinstance(s.groups, int) and s.groups >= 2, f"groups must be an int >= 2, got "
+             f"{s.groups!r}")
+        need(isinstance(s.noisy, int) and 0 <= s.noisy < s.groups,
+             f"noisy must be in 0..groups-1, got {s.noisy!r}")
     need(0.0 < s.target_fraction < 1.0, f"target_fraction must be in (0, 1), got "
          f"{s.target_fraction}")
     for name in ("project_dim", "num_subsets", "solver_iters"):
@@ -179,16 +251,17 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
          f"scale must be None or > 0, got {s.scale!r}")
     for name in ("subset_fraction", "keep_fraction"):
         need(0.0 < s[name] <= 1.0, f"{name} must be in (0, 1], got {s[name]}")
-    if isinstance(s.groups, int) and s.groups >= 2:  # checked now, not after meta-training
-        size = int(round(s.subset_fraction * s.groups))
-        need(1 <= size <= s.groups, f"subset_fraction {s.subset_fraction} of {s.groups} "
-             f"groups gives {size} sources per subset (need 1..{s.groups})")
+    count = source_count(s)
+    need(count >= 2, f"shards must give 2 or more sources, got {count}")
+    size = int(round(s.subset_fraction * count))  # checked now, not after meta-training
+    need(1 <= size <= count, f"subset_fraction {s.subset_fraction} of {count} "
+         f"sources gives {size} per subset (need 1..{count})")
     need(math.isfinite(s.C) and s.C > 0, f"C must be > 0, got {s.C!r}")
     need(s.rule in RULES, f"rule must be one of {RULES}, got {s.rule!r}")
     for name in ("meta_epochs", "finetune_epochs"):
         need(s[name] > 0, f"{name} must be > 0, got {s[name]}")
-    need(isinstance(s.offsets, bool) and isinstance(s.final_finetune, bool),
-         "offsets and final_finetune must be True or False")
+    for name in ("offsets", "final_finetune", "features_with_head"):
+        need(isinstance(s[name], bool), f"{name} must be True or False, got {s[name]!r}")
     if config.method.name != "lora":
         raise ConfigError(f"config.method.name={config.method.name!r}: the meta-initialisation "
                           "and the fine-tunes from it are LoRA runs (method 'lora')")
@@ -214,6 +287,13 @@ def _run_config(config: ml_collections.ConfigDict, rows_file: str, epochs: float
 def _trainable(peft_file: str) -> dict:
     tree, head, _, _ = load_peft_file(peft_file)
     return {"peft": tree, "head": head}
+
+
+def featured(trainable: dict, with_head: bool) -> dict:
+    """The part of a run's trainable tree whose gradients are the features, whose norm is
+    |phi*| and whose change the calibration measures: the adapter (the reference's choice),
+    and the classifier head with `sources.features_with_head`."""
+    return trainable if with_head else {"peft": trainable["peft"]}
 
 
 def _norm(tree: PyTree) -> float:
@@ -302,14 +382,36 @@ class SourceSelection:
         path = self.path("pool.json")
         if os.path.exists(path):
             d = read_selection_file(path)
-            return SourcePool(sources=d["sources"], target=d["target"], noisy=d["noisy"])
-        pool = make_group_pool(self._num_rows(), self.s.groups, self.s.noisy,
-                               self.s.target_fraction, self.s.seed)
+            return SourcePool(sources=d["sources"], target=d["target"], noisy=d["noisy"],
+                              flips=d.get("flips"))
+        if self.s.kind == "groups":
+            pool = make_group_pool(self._num_rows(), self.s.groups, self.s.noisy,
+                                   self.s.target_fraction, self.s.seed)
+        else:
+            pool = make_shard_pool(self._blocks(), self.task.name,
+                                   [ShardSpec.parse(e) for e in self.s.shards],
+                                   self.s.target_fraction, self.s.seed)
         _save_json(path, dataclasses.asdict(pool))
         log.info("sources: %d groups of ~%d rows (%d noisy: %s), %d target rows",
                  len(pool.sources), len(next(iter(pool.sources.values()))), len(pool.noisy),
                  pool.noisy, len(pool.target))
         return pool
+
+    def _blocks(self) -> dict[str, tuple[int, int]]:
+        """Each task's row range in the pooled training split (the target task's own rows,
+        then config.data.mix's blocks)."""
+        config = self.config.copy_and_resolve_references()
+        config.data.row_split, mix = None, parse_mix(config.data.get("mix"), self.task)
+        config.data.mix = ()
+        start = len(load_raw_splits(config, self.task)[self.task.train_split])
+        blocks = {self.task.name: (0, start)}
+        for entry, block in zip(mix, mix_blocks(mix), strict=True):
+            if entry.task.name in blocks:
+                raise ConfigError(f"config.data.mix names {entry.task.name!r} twice (or the "
+                                  "target task): one block per task for shards")
+            blocks[entry.task.name] = (start, start + len(block))
+            start += len(block)
+        return blocks
 
     def _num_rows(self) -> int:
         """Rows of the pooled training set (the task's training split as config.data loads
@@ -346,8 +448,8 @@ class SourceSelection:
         trainable = _trainable(meta["peft_file"])
         _, _, spec, meta_info = load_peft_file(meta["peft_file"])
         key = jax.random.PRNGKey(self.s.seed)
-        projection = ms.make_projection({"trainable": trainable}, self.s.project_dim, key,
-                                        int(self.s.max_projection_mb) << 20)
+        projection = self._projection(trainable)
+        on = featured(trainable, self.s.features_with_head)
         # Every pooled row, in row order (feature ids are row ids), each labelled as the
         # runs train on it: a noisy source's rows flipped. (Without the flips every source
         # looked clean to the estimator: the old MRPC figures came from that bug.)
@@ -365,11 +467,18 @@ class SourceSelection:
             output=_on_peft_params(make_feature_fn(model.module, self.objective),
                                    peft_combine(spec)),
             params={"trainable": trainable, "frozen": base},
-            eligible={"trainable": jax.tree_util.tree_map(lambda _: True, trainable),
+            eligible={"trainable": {k: jax.tree_util.tree_map(lambda _, k=k: k in on, v)
+                                    for k, v in trainable.items()},
                       "frozen": jax.tree_util.tree_map(lambda _: False, base)},
-            train=data.train, projection=projection, phi_norm=_norm(trainable),
+            train=data.train, projection=projection, phi_norm=_norm(on),
             batch_size=int(config.method.fisher.batch_size),
             chunk_size=parse_chunk_size(config.method.fisher.chunk_size))
+
+    def _projection(self, trainable: dict) -> ms.Projection:
+        """P for the featured leaves (paths as the gradient tree has them)."""
+        return ms.make_projection({"trainable": featured(trainable, self.s.features_with_head)},
+                                  self.s.project_dim, jax.random.PRNGKey(self.s.seed),
+                                  int(self.s.max_projection_mb) << 20)
 
     def features(self) -> tuple[ms.Features, ms.Features, float, ms.Projection]:
         """(source features, target features, |phi*|, the projection)."""
@@ -378,9 +487,7 @@ class SourceSelection:
         path = self.path("features.safetensors")
         if os.path.exists(path):
             trainable = _trainable(meta["peft_file"])
-            projection = ms.make_projection({"trainable": trainable}, self.s.project_dim,
-                                            jax.random.PRNGKey(self.s.seed),
-                                            int(self.s.max_projection_mb) << 20)
+            projection = self._projection(trainable)
             tensors, meta_file = read_tagged(path, FEATURES_KEY, ConfigError, "features")
             if meta_file.get("labels") != FEATURE_LABELS:
                 raise ConfigError(f"{path} was computed by an older fishjax, with the noisy "
@@ -393,7 +500,7 @@ class SourceSelection:
                               meta_file["seconds"])
             tgt = ms.Features(tensors["target_ids"], tensors["target_f"], tensors["target_g"],
                               0.0)
-            return src, tgt, _norm(trainable), projection
+            return src, tgt, _norm(featured(trainable, self.s.features_with_head)), projection
         parts = self.model_parts()
         rows, _ = pool.source_of()
         out = {}
@@ -419,7 +526,8 @@ class SourceSelection:
         if os.path.exists(path):
             return read_selection_file(path)
         pool = self.pool()
-        phi_star = _trainable(self.meta()["peft_file"])
+        with_head = self.s.features_with_head
+        phi_star = featured(_trainable(self.meta()["peft_file"]), with_head)
         runs = []
         subsets = ms.sample_subsets(len(pool.names), self.s.calibration_runs,
                                     self.s.subset_fraction, self.s.seed + 1)
@@ -427,7 +535,8 @@ class SourceSelection:
             names = [pool.names[k] for k in np.flatnonzero(row)]
             run = self.finetune(f"calibration/{i}", names, self.s.finetune_epochs,
                                 from_meta=True)
-            ratio = _difference_norm(_trainable(run["peft_file"]), phi_star) / _norm(phi_star)
+            ratio = _difference_norm(featured(_trainable(run["peft_file"]), with_head),
+                                     phi_star) / _norm(phi_star)
             runs.append({**run, "ratio": ratio})
         c = float(np.mean([r["ratio"] for r in runs])) if runs else None
         out = {"scale": self.s.scale if self.s.scale is not None else c,

@@ -350,7 +350,7 @@ def test_bad_settings_are_refused_before_training_and_a_fix_reruns(tiny_model_di
     config.sources = selection_config().sources
     config.sources.groups, config.sources.subset_fraction = 4, 0.1  # 0 sources per subset
     workdir = str(tmp_path / "run")
-    with pytest.raises(ConfigError, match="subset_fraction 0.1 of 4 groups gives 0"):
+    with pytest.raises(ConfigError, match="subset_fraction 0.1 of 4 sources gives 0"):
         SourceSelection(config, workdir)
     assert not os.path.exists(os.path.join(workdir, "settings.json"))
     config.sources.subset_fraction = 0.5
@@ -391,3 +391,28 @@ def test_features_of_a_flipped_row_use_its_flipped_label(tiny_selection):
         f_clean = np.asarray(output(parts.params, batch))[:len(ids)]
         want = np.where(np.isin(ids, flipped), -f_clean, f_clean)
         np.testing.assert_allclose(src.rows(ids).f, want, atol=1e-4, err_msg=f"rows {ids}")
+
+
+def test_shard_pool_cuts_task_blocks_and_flips_a_share_of_each_noisy_shard():
+    from fishjax.select_sources import ShardSpec, make_shard_pool
+
+    blocks = {"sst2": (0, 100), "mrpc": (100, 130)}
+    specs = [ShardSpec.parse(e) for e in ("sst2:3:20:0", "sst2:2:10:0.5", "mrpc:2:15:0")]
+    pool = make_shard_pool(blocks, "sst2", specs, 0.1, seed=0)
+    assert pool.names == ["sst2-00", "sst2-01", "sst2-02", "sst2-flip50-03", "sst2-flip50-04",
+                          "mrpc-00", "mrpc-01"]
+    assert len(pool.target) == 10 and all(r < 100 for r in pool.target)
+    rows = [r for n in pool.names for r in pool.sources[n]]
+    assert len(rows) == len(set(rows)) and not set(rows) & set(pool.target)
+    assert all(100 <= r < 130 for n in ("mrpc-00", "mrpc-01") for r in pool.sources[n])
+    assert pool.noisy == ["sst2-flip50-03", "sst2-flip50-04"]
+    for name in pool.noisy:
+        assert len(pool.flips[name]) == 5 and set(pool.flips[name]) <= set(pool.sources[name])
+    assert pool.flipped() == {r for n in pool.noisy for r in pool.flips[n]}
+    assert make_shard_pool(blocks, "sst2", specs, 0.1, seed=0) == pool  # seeded
+    with pytest.raises(ConfigError, match="'mrpc' has 0 rows left for shard mrpc-02"):
+        make_shard_pool(blocks, "sst2", specs + [ShardSpec.parse("mrpc:1:5:0")], 0.1, 0)
+    with pytest.raises(ConfigError, match="no rows in the pooled"):
+        make_shard_pool(blocks, "sst2", [ShardSpec.parse("rte:1:5:0")], 0.1, 0)
+    with pytest.raises(ConfigError, match="'task:count:rows:flip'"):
+        ShardSpec.parse("sst2:3:20:1.5")

@@ -86,7 +86,7 @@ def first_order_check(sel: SourceSelection, scales=CHECK_SCALES) -> list[dict]:
     out = []
     for c in scales:
         moved = {**parts.params, "trainable": unflatten_paths({
-            p[1:]: x + c * base_delta[p] for p, x in
+            p[1:]: x + c * base_delta.get(p, 0.0) for p, x in
             flatten_paths({"trainable": parts.params["trainable"]}).items()})}
         f_new = parts.outputs(moved, tgt.ids)  # row by row as tgt.f (the old code paired
         # bucket-ordered outputs with row-ordered f*: its errors were meaningless)

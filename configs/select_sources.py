@@ -14,9 +14,22 @@ import ml_collections
 
 from configs import glue
 
+# The GLUE folders the "sst2" design reads (override data.dir and data.mix to move them).
+GLUE = "../shared/data/glue"
+# The "sst2" design's sources: 8 clean SST-2 shards, 6 noisy ones (20%, 50%: labels in
+# effect random, 100%: every label flipped), 3 MRPC and 3 RTE shards (other tasks, their
+# labels read as the same two classes), 150 rows each.
+SST2_SHARDS = ("sst2:8:150:0", "sst2:2:150:0.2", "sst2:2:150:0.5", "sst2:2:150:1.0",
+               "mrpc:3:150:0", "rte:3:150:0")
 
-def get_config():
-    config = glue.get_config("mrpc")
+
+def get_config(design: str = "mrpc"):
+    """`design`: "mrpc" (20 groups of MRPC's training set) or "sst2" (shards of SST-2,
+    noisy SST-2, MRPC and RTE; the target is held-out SST-2)."""
+    if design not in ("mrpc", "sst2"):
+        raise ValueError(f"configs/select_sources.py: design must be mrpc or sst2, got "
+                         f"{design!r}")
+    config = glue.get_config(design)
     config.method.name = "lora"
     # The grid's LoRA rate (benchmarks/grid/glue.py), for the meta-initialisation and fine-tunes.
     config.train.learning_rate = 5e-4
@@ -60,10 +73,20 @@ def get_config():
     # fine-tunes from phi* (then frozen).
     s.scale = None
     s.calibration_runs = 3
-    # Which ranking picks the sources (ensemble, ridge, forward, gradient_similarity), and
-    # the share of the sources kept.
+    # Which ranking picks the sources (ensemble, ridge, forward: the reference's one pass,
+    # forward_greedy, gradient_similarity), and the share of the sources the ranked rules
+    # keep (the reference scans 0.7-0.95; the one pass keeps what it keeps).
     s.rule = "ensemble"
     s.keep_fraction = 0.6
+    # What the rules rank subsets by: the estimated target "accuracy" (the reference's
+    # task metric) or "loss".
+    s.score_metric = "accuracy"
     # Fine-tune the base once on the chosen sources (config.method, config.train).
     s.final_finetune = False
+    if design == "sst2":
+        config.data.dir = f"{GLUE}/SST-2"
+        # The target task's block: 3,000 seeded SST-2 rows (10% of them the target).
+        config.data.max_train_samples = 3000
+        config.data.mix = (f"mrpc:all:{GLUE}/MRPC", f"rte:all:{GLUE}/RTE")
+        s.kind, s.shards = "shards", SST2_SHARDS
     return config

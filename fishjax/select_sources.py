@@ -83,15 +83,12 @@ def read_selection_file(path: str) -> Any:
     and its seal entries dropped; ConfigError if it is damaged."""
     return read_json(path, ConfigError, "selection")
 
-RULES = ("ensemble", "ridge", "forward", "gradient_similarity")
+RULES = ("ensemble", "ridge", "forward", "forward_greedy", "gradient_similarity")
+SCORE_METRICS = ("accuracy", "loss")
 FEATURES_KEY = "fishjax_features"
 # Recorded in features.safetensors: which labels the rows were featurised with. Files
 # without it came from the code that used the clean labels of noisy rows (refused).
 FEATURE_LABELS = "as trained: noisy rows flipped"
-# How each rule ranks: a lower estimated target loss is better; a higher cosine is.
-_LOWER_IS_BETTER = {"ensemble": True, "ridge": True, "forward": True,
-                    "gradient_similarity": False}
-
 
 # -- the pool of sources -----------------------------------------------------------------
 
@@ -258,6 +255,8 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
          f"sources gives {size} per subset (need 1..{count})")
     need(math.isfinite(s.C) and s.C > 0, f"C must be > 0, got {s.C!r}")
     need(s.rule in RULES, f"rule must be one of {RULES}, got {s.rule!r}")
+    need(s.score_metric in SCORE_METRICS, f"score_metric must be one of {SCORE_METRICS}, "
+         f"got {s.score_metric!r}")
     for name in ("meta_epochs", "finetune_epochs"):
         need(s[name] > 0, f"{name} must be > 0, got {s[name]}")
     for name in ("offsets", "final_finetune", "features_with_head"):
@@ -564,26 +563,21 @@ class SourceSelection:
         est = run(subsets)
         seconds = time.perf_counter() - t0
         keep = ms.keep_count(k, self.s.keep_fraction)
-        scores = {
-            "ensemble": ms.ensemble_scores(subsets, est.target_loss),
-            "ridge": ms.ridge_scores(subsets, est.target_loss),
+        metric = subset_metric(est, self.s.score_metric)  # higher is better
+        score_of = lambda a: subset_metric(_padded(run, a, k), self.s.score_metric)  # noqa: E731
+        greedy = ms.forward_selection(lambda a: -score_of(a), k, keep)
+        one_pass = ms.forward_one_pass(score_of, k)
+        scores = {  # every rule: a higher score is a better source
+            "ensemble": ms.ensemble_scores(subsets, metric),
+            "ridge": ms.ridge_scores(subsets, metric),
+            "forward": np.asarray([float(i in one_pass) for i in range(k)]),
+            "forward_greedy": np.asarray([-float(greedy.index(i)) if i in greedy else -keep
+                                          for i in range(k)]),
             "gradient_similarity": ms.gradient_similarity(src, src_of, tgt, k),
         }
-        forward = ms.forward_selection(lambda a: _padded(run, a, k), k, keep)
-        scores["forward"] = np.asarray([forward.index(i) if i in forward else keep
-                                        for i in range(k)], np.float64)
-        ranking = {}
-        noisy = np.asarray([n in pool.noisy for n in pool.names])
-        for rule, sc in scores.items():
-            kept = ms.top_sources(sc, keep, _LOWER_IS_BETTER[rule])
-            entry = {"scores": {n: float(v) for n, v in zip(pool.names, sc, strict=True)},
-                     "kept": [pool.names[i] for i in kept],
-                     "lower_is_better": _LOWER_IS_BETTER[rule]}
-            if pool.noisy:  # noisy sources should look bad: score direction = "worse"
-                worse = sc if _LOWER_IS_BETTER[rule] else -np.asarray(sc)
-                entry["noisy_auroc"] = auroc(worse, noisy)
-                entry["noisy_kept"] = sum(pool.names[i] in pool.noisy for i in kept)
-            ranking[rule] = entry
+        ranking = {rule: self._rank(pool, sc, one_pass if rule == "forward" else
+                                    ms.top_sources(sc, keep, lower_is_better=False))
+                   for rule, sc in scores.items()}
         _save_json(self.path("estimates.json"), {
             "subsets": [[pool.names[i] for i in np.flatnonzero(r)] for r in subsets],
             "target_loss": est.target_loss.tolist(),
@@ -598,6 +592,18 @@ class SourceSelection:
                  self.s.rule, selection["sources"])
         return {"selection": selection, "ranking": ranking, "estimate_s": seconds}
 
+    def _rank(self, pool: SourcePool, scores: np.ndarray, kept: list[int]) -> dict[str, Any]:
+        """A rule's ranking.json entry: its scores, the sources it keeps and, with noisy
+        sources, its AUROC at telling them from the rest (a noisy source should score low)
+        and how many it keeps."""
+        entry = {"scores": {n: float(v) for n, v in zip(pool.names, scores, strict=True)},
+                 "kept": [pool.names[i] for i in kept]}
+        if pool.noisy:
+            noisy = np.asarray([n in pool.noisy for n in pool.names])
+            entry["noisy_auroc"] = auroc(-np.asarray(scores, np.float64), noisy)
+            entry["noisy_kept"] = sum(pool.names[i] in pool.noisy for i in kept)
+        return entry
+
     # -- 7. final fine-tune --------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -611,10 +617,19 @@ class SourceSelection:
         return out
 
 
-def _padded(run, subsets: np.ndarray, rows: int) -> np.ndarray:
-    """`run(subsets).target_loss` with the subsets padded to `rows` (one compiled shape)."""
+def _padded(run, subsets: np.ndarray, rows: int) -> ms.Estimates:
+    """`run(subsets)` with the subsets padded to `rows` (one compiled shape), cut back."""
     pad = np.concatenate([subsets, np.repeat(subsets[:1], rows - len(subsets), axis=0)])
-    return run(pad).target_loss[:len(subsets)]
+    est = run(pad)
+    return dataclasses.replace(est, **{f.name: getattr(est, f.name)[:len(subsets)]
+                                       for f in dataclasses.fields(est)})
+
+
+def subset_metric(est: ms.Estimates, metric: str) -> np.ndarray:
+    """Per subset, the estimated target score a rule ranks by, higher is better: the
+    accuracy (the reference's choice: the task metric) or minus the loss."""
+    return np.asarray(est.target_accuracy if metric == "accuracy" else -est.target_loss,
+                      np.float64)
 
 
 def _on_peft_params(feature_fn, combine):

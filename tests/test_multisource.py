@@ -316,7 +316,7 @@ def test_peft_init_from_starts_from_the_saved_tree(tiny_config, tmp_path):
 
 
 def test_select_sources_end_to_end_on_the_tiny_model(tiny_selection):
-    from fishjax.select_sources import read_selection_file, select_sources
+    from fishjax.select_sources import RULES, read_selection_file, select_sources
 
     config, workdir, out = tiny_selection
     pool = read_selection_file(os.path.join(workdir, "pool.json"))
@@ -327,9 +327,10 @@ def test_select_sources_end_to_end_on_the_tiny_model(tiny_selection):
     assert len(est["subsets"]) == 32 and all(len(x) == 2 for x in est["subsets"])
     assert np.all(np.isfinite(est["target_loss"]))
     ranking = read_selection_file(os.path.join(workdir, "ranking.json"))
-    assert set(ranking) == {"ensemble", "ridge", "forward", "gradient_similarity"}
-    for entry in ranking.values():
-        assert len(entry["kept"]) == 2 and 0.0 <= entry["noisy_auroc"] <= 1.0
+    assert set(ranking) == set(RULES)
+    for rule, entry in ranking.items():
+        assert 0.0 <= entry["noisy_auroc"] <= 1.0
+        assert len(entry["kept"]) == 2 or rule == "forward"  # the one pass keeps its own
     assert out["selection"]["sources"] == ranking["ensemble"]["kept"]
     assert "validation/loss" in out["final"]["final_eval"]
     again = select_sources(config, workdir)  # resumes: every file reused
@@ -416,3 +417,17 @@ def test_shard_pool_cuts_task_blocks_and_flips_a_share_of_each_noisy_shard():
         make_shard_pool(blocks, "sst2", [ShardSpec.parse("rte:1:5:0")], 0.1, 0)
     with pytest.raises(ConfigError, match="'task:count:rows:flip'"):
         ShardSpec.parse("sst2:3:20:1.5")
+
+
+def test_forward_one_pass_keeps_a_source_when_the_score_does_not_drop():
+    """The reference's pass: in index order, a source stays if the set's score with it is
+    at least the best so far (ties stay)."""
+    value = np.asarray([0.5, -0.2, 0.0, 0.3, -0.1])  # each source's additive effect
+    calls = []
+
+    def estimate(subsets):
+        calls.append(subsets.copy())
+        return subsets.astype(float) @ value
+
+    assert ms.forward_one_pass(estimate, 5) == [0, 2, 3]
+    assert len(calls) == 5 and all(c.shape == (1, 5) for c in calls)

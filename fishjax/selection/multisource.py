@@ -364,6 +364,24 @@ def forward_selection(estimate: Callable[[np.ndarray], np.ndarray], num_sources:
     return chosen
 
 
+def forward_one_pass(estimate: Callable[[np.ndarray], np.ndarray],
+                     num_sources: int) -> list[int]:
+    """The reference's forward selection: one pass over the sources in index order, each
+    added and kept if the estimated score (higher is better) of the set with it is at least
+    the best so far (ties kept; the best starts at -inf). `estimate(subsets [c, K]) ->
+    scores [c]`. The kept set, in index order (its size is what the pass keeps)."""
+    chosen: list[int] = []
+    best = -np.inf
+    for k in range(num_sources):
+        row = np.zeros((1, num_sources), bool)
+        row[0, chosen + [k]] = True
+        score = float(estimate(row)[0])
+        if score >= best:
+            chosen.append(k)
+            best = score
+    return chosen
+
+
 def gradient_similarity(source: Features, source_of: np.ndarray, target: Features,
                         num_sources: int) -> np.ndarray:
     """Per source: cosine of its mean projected gradient with the target's (the baseline;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,19 +22,28 @@ def test_eval_steps_and_readme_block(tiny_selection, tmp_path):
     assert [r["c"] for r in check] == [0.01, 0.2]
     for row in check:
         assert np.isfinite(row["first_order_error"]) and row["zeroth_order_error"] > 0
+        assert row["reference_rows"] == me.REFERENCE_TRAIN_ROWS
+        assert 0 <= row["reference_first_order_error"] < row["reference_zeroth_order_error"]
     assert check[0]["mean_abs_change"] < check[1]["mean_abs_change"]  # a larger step moves f
     true = me.true_subsets(sel, 2)
     assert true["n"] == 2 and len(true["runs"]) == 2 and true["true_s"] > 0
+    args = SimpleNamespace(true_subsets=2, seeds=(0,), keep_scan=(0.5,))
+    names = [j.name for j in me.jobs(sel, sel.estimate()["ranking"], args)]
+    assert names == ["true/0", "true/1", *(f"downstream/{a}-s0" for a in me.ARMS), "keep/0.5"]
     assert all(np.isfinite(r["true_loss"]) and np.isfinite(r["estimated_loss"])
                for r in true["runs"])
     ranking = sel.estimate()["ranking"]
     down = me.downstream(sel, ranking, seeds=(0,))
     assert set(down) == set(me.ARMS) and all(len(v) == 1 for v in down.values())
     assert len(down["all"][0]["sources"]) == 4
+    assert len(down["clean_target_task"][0]["sources"]) == 3  # 4 groups, 1 noisy
+    scan = me.keep_scan(sel, ranking, (0.5,))
+    assert len(scan) == 1 and scan[0]["sources"] == ranking["ensemble"]["kept"]
     report = {"first_order": check, "true_subsets": true, "downstream": down,
-              "ranking": ranking}
+              "ranking": ranking, "keep_scan": scan}
     table = me.report_table(report)
     assert "| selected (2) |" in table and "AUROC of ensemble" in table
+    assert "Spearman (accuracy)" in table and "| 0.5 | 2 |" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"x\n<!-- {me.README_BLOCK}:begin report.json -->\n"
                       f"<!-- {me.README_BLOCK}:end -->\n")

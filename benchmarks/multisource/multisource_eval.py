@@ -34,6 +34,7 @@ each resumable (its runs and files stay in `<out>/selection`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -47,6 +48,7 @@ from configs import select_sources as ms_config
 from fishjax.core.io import atomic_write_json, read_json
 from fishjax.core.tree import flatten_paths, unflatten_paths
 from fishjax.data import get_task
+from fishjax.data.mixture import parse_mix
 from fishjax.select_sources import SourceSelection, true_vs_estimated
 from fishjax.selection import multisource as ms
 
@@ -54,24 +56,39 @@ log = logging.getLogger("fishjax.benchmarks")
 
 DEFAULT_OUT = "benchmarks/results/multisource"
 README_BLOCK = "multisource-table"
-CHECK_SCALES = (0.01, 0.02, 0.05, 0.1, 0.2)
+# The reference sweeps 0.02..0.1 (instruction) or 0.02..0.2 (its notebook version).
+CHECK_SCALES = (0.02, 0.05, 0.1, 0.2)
+# The reference measures its error on its first 10 batches of 8 training rows.
+REFERENCE_TRAIN_ROWS = 80
 SEEDS = (0, 1, 2)
-ARMS = ("selected", "all", "random", "gradient_similarity")
+ARMS = ("selected", "forward", "all", "random", "gradient_similarity", "clean_target_task")
+KEEP_SCAN = (0.3, 0.5, 0.7, 0.9)
 
 
 def make_config(args):
-    config = ms_config.get_config()
-    task = get_task(args.task)
-    glue_task = glue.cell_config(task.name, "lora", 0, glue.parse_args(
-        ["--glue_dir", args.glue_dir, "--train_subset", "none", "--model", args.model]
-        if args.glue_dir else ["--train_subset", "none", "--model", args.model]))
-    config.task, config.data, config.model = task.name, glue_task.data, glue_task.model
-    config.sources.noisy = args.noisy
+    """The design's config (`configs/select_sources.py:<design>`), its GLUE folders under
+    `--glue_dir`, and the command line's overrides."""
+    config = ms_config.get_config(args.design)
+    config.model.name = args.model
+    if args.glue_dir:
+        config.data.dir = os.path.join(args.glue_dir, get_task(config.task).glue_folder)
+        config.data.mix = tuple(
+            f"{e.task.name}:{e.rows or 'all'}:{os.path.join(args.glue_dir, e.task.glue_folder)}"
+            for e in parse_mix(config.data.mix, get_task(config.task)))
+    if args.design == "mrpc":
+        config.sources.noisy = args.noisy
+    for assignment in args.set:
+        glue.apply_override(config, assignment)
     return config
 
 
-def first_order_check(sel: SourceSelection, scales=CHECK_SCALES) -> list[dict]:
-    """Relative errors of the first- and zeroth-order outputs at phi* + Delta (step 2)."""
+def first_order_check(sel: SourceSelection, scales=CHECK_SCALES,
+                      train_rows: int = REFERENCE_TRAIN_ROWS) -> list[dict]:
+    """Errors of the first- and zeroth-order outputs at phi* + Delta (step 2), Delta along
+    the fitted direction of all sources with |Delta| = c |phi*|, two ways:
+    ours, on the target rows: mean |f* + g~ theta - f(phi* + Delta)| / mean |f(phi* + Delta)|;
+    the reference's (its fast_estimate_eval_approximation.py), on `train_rows` seeded source
+    rows: mean over rows of (|f* + g~ theta - f_new| / max(|f_new|, |f*|))^2."""
     pool = sel.pool()
     src, tgt, phi_norm, projection = sel.features()
     rows, which = pool.source_of()
@@ -82,28 +99,103 @@ def first_order_check(sel: SourceSelection, scales=CHECK_SCALES) -> list[dict]:
                               iters=sel.s.solver_iters)
     theta = est.theta[0] * est.scale[0]  # |P theta| = |phi*|
     parts = sel.model_parts()
+    train = src.rows(np.sort(np.random.default_rng(sel.s.seed).choice(
+        src.ids, min(train_rows, len(src.ids)), replace=False)))
     base_delta = flatten_paths(projection.lift(theta))
     out = []
     for c in scales:
         moved = {**parts.params, "trainable": unflatten_paths({
             p[1:]: x + c * base_delta.get(p, 0.0) for p, x in
             flatten_paths({"trainable": parts.params["trainable"]}).items()})}
-        f_new = parts.outputs(moved, tgt.ids)  # row by row as tgt.f (the old code paired
-        # bucket-ordered outputs with row-ordered f*: its errors were meaningless)
+        # each output beside its own row's f* (the old code paired bucket-ordered outputs
+        # with row-ordered f*: its errors were meaningless)
+        f_new = parts.outputs(moved, tgt.ids)
         first = tgt.f + c * (tgt.g @ theta)
         scale = float(np.mean(np.abs(f_new)))
+        t_new = parts.outputs(moved, train.ids)
+        t_first = train.f + c * (train.g @ theta)
+        denom = np.maximum(np.maximum(np.abs(t_new), np.abs(train.f)), 1e-12)
         out.append({"c": c, "first_order_error": float(np.mean(np.abs(first - f_new)) / scale),
                     "zeroth_order_error": float(np.mean(np.abs(tgt.f - f_new)) / scale),
-                    "mean_abs_change": float(np.mean(np.abs(f_new - tgt.f)))})
+                    "mean_abs_change": float(np.mean(np.abs(f_new - tgt.f))),
+                    "reference_first_order_error": float(np.mean(
+                        (np.abs(t_first - t_new) / denom) ** 2)),
+                    "reference_zeroth_order_error": float(np.mean(
+                        (np.abs(train.f - t_new) / denom) ** 2)),
+                    "reference_rows": int(len(train.ids))})
         log.info("first-order check c=%g: %s", c, out[-1])
     return out
 
 
-def true_subsets(sel: SourceSelection, n: int) -> dict:
-    """Estimated vs true target loss of `n` random subsets (step 3)."""
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One real fine-tune of the benchmark (its own workdir under the selection's)."""
+
+    name: str
+    sources: tuple[str, ...]
+    epochs: float
+    from_meta: bool
+    seed: int | None = None
+
+    def run(self, sel: SourceSelection) -> dict:
+        return sel.finetune(self.name, list(self.sources), self.epochs,
+                            from_meta=self.from_meta, seed=self.seed)
+
+
+def true_subset_rows(sel: SourceSelection, n: int) -> np.ndarray:
+    """The `n` random subsets whose true fine-tunes are compared with their estimates."""
+    return ms.sample_subsets(len(sel.pool().names), n, sel.s.subset_fraction, sel.s.seed + 3)
+
+
+def arms(sel: SourceSelection, ranking: dict, seed: int) -> dict[str, list[str]]:
+    """Each downstream arm's sources for `seed` (only `random` depends on it)."""
     pool = sel.pool()
-    k = len(pool.names)
-    subsets = ms.sample_subsets(k, n, sel.s.subset_fraction, sel.s.seed + 3)
+    keep = len(ranking["ensemble"]["kept"])
+    rng = np.random.default_rng(1000 + seed)
+    out = {"selected": ranking["ensemble"]["kept"], "forward": ranking["forward"]["kept"],
+           "all": pool.names,
+           "random": sorted(rng.choice(pool.names, keep, replace=False).tolist()),
+           "gradient_similarity": ranking["gradient_similarity"]["kept"],
+           "clean_target_task": clean_target_task(sel)}
+    return {arm: out[arm] for arm in ARMS}
+
+
+def clean_target_task(sel: SourceSelection) -> list[str]:
+    """The oracle's choice: the target task's own sources without flipped labels."""
+    pool = sel.pool()
+    own = sel.task.name + "-"
+    return [n for n in pool.names if n not in pool.noisy
+            and (sel.s.kind == "groups" or n.startswith(own))]
+
+
+def keep_scan_sources(sel: SourceSelection, ranking: dict, fraction: float) -> list[str]:
+    """The ensemble's best `fraction` of the sources."""
+    scores = ranking["ensemble"]["scores"]
+    names = list(scores)
+    keep = ms.keep_count(len(names), fraction)
+    top = ms.top_sources(np.asarray([scores[n] for n in names]), keep, lower_is_better=False)
+    return [names[i] for i in top]
+
+
+def jobs(sel: SourceSelection, ranking: dict, args) -> list[Job]:
+    """Every real fine-tune of steps 3 to 5, in a fixed order."""
+    pool = sel.pool()
+    out = [Job(f"true/{i}", tuple(pool.names[j] for j in np.flatnonzero(row)),
+               sel.s.finetune_epochs, True)
+           for i, row in enumerate(true_subset_rows(sel, args.true_subsets))]
+    epochs = sel.config.train.num_epochs
+    for seed in args.seeds:
+        out += [Job(f"downstream/{arm}-s{seed}", tuple(names), epochs, False, seed)
+                for arm, names in arms(sel, ranking, seed).items()]
+    out += [Job(f"keep/{f:g}", tuple(keep_scan_sources(sel, ranking, f)), epochs, False, 0)
+            for f in args.keep_scan]
+    return out
+
+
+def true_subsets(sel: SourceSelection, n: int) -> dict:
+    """Estimated vs true target scores of `n` random subsets (step 3)."""
+    pool = sel.pool()
+    subsets = true_subset_rows(sel, n)
     src, tgt, phi_norm, projection = sel.features()
     rows, which = pool.source_of()
     scale = sel.calibration()["scale"]
@@ -125,75 +217,128 @@ def true_subsets(sel: SourceSelection, n: int) -> dict:
                      "estimated_accuracy": float(est.target_accuracy[i])})
     stats = true_vs_estimated([r["true_loss"] for r in runs],
                               [r["estimated_loss"] for r in runs])
-    return {"runs": runs, **stats, "estimate_s": estimate_s, "true_s": true_s,
-            "speedup": true_s / max(estimate_s, 1e-9)}
+    acc = true_vs_estimated([r["true_accuracy"] for r in runs],
+                            [r["estimated_accuracy"] for r in runs])
+    return {"runs": runs, **stats, "accuracy_spearman": acc["spearman"],
+            "accuracy_relative_rss": acc["relative_rss"], "estimate_s": estimate_s,
+            "true_s": true_s, "speedup": true_s / max(estimate_s, 1e-9)}
 
 
 def downstream(sel: SourceSelection, ranking: dict, seeds=SEEDS) -> dict:
-    """Step 5: the base fine-tuned on each arm's groups, for each seed."""
+    """Step 5: the base fine-tuned on each arm's sources, for each seed."""
     pool = sel.pool()
-    keep = len(ranking["ensemble"]["kept"])
     out: dict[str, list] = {arm: [] for arm in ARMS}
     epochs = sel.config.train.num_epochs
+    main = sel.task.main_metric
     for seed in seeds:
-        rng = np.random.default_rng(1000 + seed)
-        arms = {"selected": ranking["ensemble"]["kept"], "all": pool.names,
-                "random": sorted(rng.choice(pool.names, keep, replace=False).tolist()),
-                "gradient_similarity": ranking["gradient_similarity"]["kept"]}
-        for arm in ARMS:
-            run = sel.finetune(f"downstream/{arm}-s{seed}", arms[arm], epochs,
-                               from_meta=False, seed=seed)
-            main = sel.task.main_metric
-            out[arm].append({"seed": seed, "sources": arms[arm],
-                             "noisy": sum(n in pool.noisy for n in arms[arm]),
+        for arm, names in arms(sel, ranking, seed).items():
+            run = sel.finetune(f"downstream/{arm}-s{seed}", names, epochs, from_meta=False,
+                               seed=seed)
+            out[arm].append({"seed": seed, "sources": names,
+                             "noisy": sum(n in pool.noisy for n in names),
                              "dev": run["final_eval"][f"dev/{main}"],
+                             "target_accuracy": run["final_eval"]["validation/accuracy"],
                              "target_loss": run["final_eval"]["validation/loss"]})
     return out
 
 
+def keep_scan(sel: SourceSelection, ranking: dict, fractions) -> list[dict]:
+    """The ensemble's kept share scanned: each share's sources fine-tuned from the base
+    (seed 0), scored on dev and on the target rows."""
+    pool = sel.pool()
+    main = sel.task.main_metric
+    out = []
+    for f in fractions:
+        names = keep_scan_sources(sel, ranking, f)
+        run = sel.finetune(f"keep/{f:g}", names, sel.config.train.num_epochs,
+                           from_meta=False, seed=0)
+        out.append({"keep_fraction": f, "sources": names,
+                    "noisy": sum(n in pool.noisy for n in names),
+                    "dev": run["final_eval"][f"dev/{main}"],
+                    "target_accuracy": run["final_eval"]["validation/accuracy"]})
+    return out
+
+
 def report_table(report: dict) -> str:
-    """The README block: downstream means, then the estimator's checks."""
-    lines = ["| training groups | dev (mean ± std, 3 seeds) | noisy groups kept | target loss |",
-             "|---|---|---|---|"]
+    """The README block: downstream means, the keep scan, then the estimator's checks."""
+    lines = ["| training sources | dev (mean ± std over seeds) | target accuracy | noisy kept "
+             "| target loss |", "|---|---|---|---|---|"]
     for arm in ARMS:
         runs = report.get("downstream", {}).get(arm) or []
         if not runs:
             continue
         dev = 100 * np.asarray([r["dev"] for r in runs])
+        acc = [100 * r["target_accuracy"] for r in runs if "target_accuracy" in r]
         noisy = np.mean([r["noisy"] for r in runs])  # the random arm differs by seed
         lines.append(f"| {arm} ({len(runs[0]['sources'])}) | {dev.mean():.1f} ± {dev.std():.1f} "
-                     f"| {noisy:.3g} | {np.mean([r['target_loss'] for r in runs]):.3f} |")
+                     f"| {f'{np.mean(acc):.1f}' if acc else '-'} | {noisy:.3g} "
+                     f"| {np.mean([r['target_loss'] for r in runs]):.3f} |")
+    if report.get("keep_scan"):
+        lines += ["", "| ensemble keeps | sources | noisy kept | dev (seed 0) | target accuracy |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['keep_fraction']:g} | {len(r['sources'])} | {r['noisy']} | "
+                  f"{100 * r['dev']:.1f} | {100 * r['target_accuracy']:.1f} |"
+                  for r in report["keep_scan"]]
     t = report.get("true_subsets")
     lines += ["", "| check | value |", "|---|---|"]
     if t:
         lines += [f"| estimated vs true target loss, {t['n']} subsets: relative RSS | "
                   f"{t['relative_rss']:.4f} |",
-                  f"| ... Spearman | {t['spearman']:.3f} |",
-                  f"| ... estimate route / true route | {t['estimate_s']:.1f} s / "
-                  f"{t['true_s']:.0f} s ({t['speedup']:.0f}x) |"]
+                  f"| ... Spearman (loss) | {t['spearman']:.3f} |"]
+        if "accuracy_spearman" in t:
+            lines.append(f"| ... Spearman (accuracy) | {t['accuracy_spearman']:.3f} |")
+        lines.append(f"| ... estimate route / true route | {t['estimate_s']:.1f} s / "
+                     f"{t['true_s']:.0f} s ({t['speedup']:.0f}x) |")
     for rule, r in (report.get("ranking") or {}).items():
         if "noisy_auroc" in r:
-            lines.append(f"| noisy groups, AUROC of {rule} | {r['noisy_auroc']:.3f} "
+            lines.append(f"| noisy sources, AUROC of {rule} | {r['noisy_auroc']:.3f} "
                          f"({r['noisy_kept']} noisy of {len(r['kept'])} kept) |")
     for row in report.get("first_order") or []:
+        ref = (f"; reference's mean squared relative error on {row['reference_rows']} "
+               f"training rows {row['reference_first_order_error']:.4f} "
+               f"({row['reference_zeroth_order_error']:.4f})"
+               if "reference_first_order_error" in row else "")
         lines.append(f"| first-order error at c={row['c']:g} (without the gradient term) | "
-                     f"{row['first_order_error']:.4f} ({row['zeroth_order_error']:.4f}) |")
+                     f"{row['first_order_error']:.4f} ({row['zeroth_order_error']:.4f}){ref} |")
     return "\n".join(lines) + "\n"
+
+
+def parse_part(text: str) -> tuple[int, int] | None:
+    """`--part i/n` -> (i, n): this process runs jobs i, i + n, ... (None: all, in turn)."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--part must be i/n with 0 <= i < n, got {text!r}") from None
+    return i, n
 
 
 def main(argv=None) -> dict:
     p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=None)
-    p.add_argument("--task", default="mrpc")
+    p.add_argument("--design", default="mrpc", choices=("mrpc", "sst2"))
     p.add_argument("--model", default="minilm-l6")
-    p.add_argument("--noisy", type=int, default=8)
-    p.add_argument("--true_subsets", type=int, default=20)
+    p.add_argument("--noisy", type=int, default=8, help="mrpc design: flipped groups")
+    p.add_argument("--true_subsets", type=int, default=30)
+    p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in t.split(",")),
+                   default=SEEDS)
+    p.add_argument("--keep_scan", type=lambda t: tuple(float(x) for x in t.split(",") if x),
+                   default=KEEP_SCAN)
+    p.add_argument("--set", action="append", default=[],
+                   help="config override field=value (repeatable), e.g. sources.meta_epochs=1")
+    p.add_argument("--part", default="", help="i/n: run only this share of the fine-tunes "
+                   "of steps 3-5 (processes in parallel), then stop; a run without it "
+                   "reuses every finished one and writes the report")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--skip", default="", help="comma list of steps to skip: "
-                   "first_order,true_subsets,downstream")
+                   "first_order,true_subsets,downstream,keep_scan")
     cli.add_readme(p, README_BLOCK, report="only rewrite --readme from <out>/report.json")
     p.add_argument("--compilation_cache", default=glue.DEFAULT_COMPILATION_CACHE)
     args = p.parse_args(argv)
+    part = parse_part(args.part)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("fishjax").setLevel(logging.INFO)
     report_path = os.path.join(args.out, "report.json")
@@ -202,18 +347,28 @@ def main(argv=None) -> dict:
     else:
         glue.use_compilation_cache(args.compilation_cache)
         skip = set(filter(None, args.skip.split(",")))
-        report = read_json(report_path) if os.path.exists(report_path) else {}
         sel = SourceSelection(make_config(args), os.path.join(args.out, "selection"))
         t0 = time.perf_counter()
         result = sel.estimate()
-        report.update({"task": args.task, "selection": result["selection"],
+        if part is not None:
+            todo = jobs(sel, result["ranking"], args)[part[0]::part[1]]
+            for k, job in enumerate(todo):
+                log.info("part %s: fine-tune %d of %d (%s)", args.part, k + 1, len(todo),
+                         job.name)
+                job.run(sel)
+            return {}
+        report = read_json(report_path) if os.path.exists(report_path) else {}
+        report.update({"design": args.design, "task": sel.task.name,
+                       "pool": pool_summary(sel), "selection": result["selection"],
                        "ranking": result["ranking"], "estimate_s": result["estimate_s"],
                        "calibration": sel.calibration(), "machine": machine(),
+                       "settings": sel.config.sources.to_dict(),
                        "selection_wall_s": time.perf_counter() - t0})
         atomic_write_json(report_path, report)
         steps = (("first_order", lambda: first_order_check(sel)),
                  ("true_subsets", lambda: true_subsets(sel, args.true_subsets)),
-                 ("downstream", lambda: downstream(sel, result["ranking"])))
+                 ("downstream", lambda: downstream(sel, result["ranking"], args.seeds)),
+                 ("keep_scan", lambda: keep_scan(sel, result["ranking"], args.keep_scan)))
         for name, step in steps:
             if name not in skip:
                 report[name] = step()
@@ -223,6 +378,19 @@ def main(argv=None) -> dict:
     if args.readme:
         readme_blocks.write(args.readme, README_BLOCK, report_path, table)
     return report
+
+
+def pool_summary(sel: SourceSelection) -> dict:
+    """The sources by kind: the target task's clean ones, the noisy ones (with their
+    flipped share), the other tasks' ones; rows per source; target rows."""
+    pool = sel.pool()
+    clean = clean_target_task(sel)
+    return {"sources": len(pool.names), "target_rows": len(pool.target),
+            "rows": {n: len(r) for n, r in pool.sources.items()},
+            "clean_target_task": clean,
+            "noisy": {n: (len(pool.flips[n]) / len(pool.sources[n]) if pool.flips else 1.0)
+                      for n in pool.noisy},
+            "other_task": [n for n in pool.names if n not in clean and n not in pool.noisy]}
 
 
 if __name__ == "__main__":

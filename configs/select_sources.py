@@ -90,9 +90,11 @@ def get_config(design: str = "mrpc"):
     # keep (the reference scans 0.7-0.95; the one pass keeps what it keeps).
     s.rule = "ensemble"
     s.keep_fraction = 0.6
-    # What the rules rank subsets by: the estimated target "accuracy" (the reference's
-    # task metric) or "loss".
-    s.score_metric = "accuracy"
+    # What the rules rank subsets by: the estimated target "loss" or "accuracy" (the
+    # reference's task metric). Loss: on 30 true fine-tunes per design the estimated loss
+    # ranked subsets with Spearman 0.91 (mrpc) and 0.94 (sst2), the estimated accuracy
+    # with -0.61 and 0.19 (README "Multi-source selection").
+    s.score_metric = "loss"
     # Fine-tune the base once on the chosen sources (config.method, config.train).
     s.final_finetune = False
     if design == "sst2":

@@ -1,38 +1,48 @@
 """`select_sources(config, workdir)`: multi-source selection end to end, and its CLI.
 
-  python -m fishjax.select_sources --config=configs/select_sources.py --workdir=/tmp/ms \\
+  python -m fishjax.select_sources --config=configs/select_sources.py --workdir=/tmp/ms \
       --config.data.dir=../shared/data/glue/MRPC
+  python -m fishjax.select_sources --config=configs/select_sources.py:sst2 --workdir=/tmp/ms2
 
 The method is `fishjax.selection.multisource` (design note there: Li et al., 2024); this
 module runs it on a task. Each step writes its result to the workdir and is skipped when
 that file is already there, so a rerun resumes (and a changed `config.sources` or method is
-refused: start a new workdir):
+refused: start a new workdir; the estimate settings, `ESTIMATE_SETTINGS`, may change, since
+steps 5 and 6 are computed again on every run):
 
-1. `pool.json`: the sources. The target task's training split (as `config.data` loads it)
-   minus a seeded `sources.target_fraction` held out as the target examples, cut into
-   `sources.groups` seeded groups of near-equal size; `sources.noisy` groups (seeded) get
-   every label flipped. A source is a named set of rows of that pooled training set.
+1. `pool.json`: the sources, named sets of rows of the pooled training split (the target
+   task's, then `config.data.mix`'s other tasks' rows). Kind "groups": the target task's
+   rows minus a seeded `sources.target_fraction` held out as the target examples, cut into
+   `sources.groups` seeded groups of near-equal size, `sources.noisy` of them with every
+   label flipped. Kind "shards": `sources.shards` entries "task:count:rows:flip", shards
+   drawn from each task's rows (the target held out from the target task's first), a
+   seeded `flip` share of each shard's labels flipped.
 2. `meta/`: the meta-initialisation phi*: `config.method` (LoRA) trained by the ordinary
    trainer on every source for `sources.meta_epochs` (a row split, `fishjax.data.row_split`).
 3. `features.safetensors`: for every source and target example, f* (log-odds of its label
-   at phi*) and g~ = P^T grad f (LoRA tree and head; P seeded by `sources.seed`, dimension
+   as trained, flipped for noisy rows, at phi*) and g~ = P^T grad f (the LoRA tree, and the
+   head with `sources.features_with_head`; P seeded by `sources.seed`, dimension
    `sources.project_dim`): one pass of the per-example engine.
 4. `calibration.json`: c, the mean |phi_S - phi*| / |phi*| over `sources.calibration_runs`
    true fine-tunes from phi* (`sources.finetune_epochs`) on random subsets, then frozen; or
    `sources.scale` if set. The runs' true target losses are recorded too.
 5. `estimates.json`: `sources.num_subsets` subsets of `sources.subset_fraction` of the
    sources, each subset's first-order target loss and accuracy (one compiled call).
-6. `ranking.json`: per rule (random ensemble, ridge surrogate, forward selection, gradient
-   similarity) every source's score and the `sources.keep_fraction` kept; with noisy
-   sources, each rule's AUROC at telling noisy from clean. `selection.json`: the sources
+6. `ranking.json`: per rule (random ensemble, ridge surrogate, forward selection as the
+   reference does it and greedy, gradient similarity) every source's score (higher is
+   better; by `sources.score_metric`) and the sources kept (`sources.keep_fraction` of
+   them; the one-pass forward selection keeps what it keeps); with noisy sources, each
+   rule's AUROC at telling them from the rest. `selection.json`: the sources
    `sources.rule` keeps.
-7. `final/` (if `sources.final_finetune`): the base model fine-tuned once on the chosen
-   sources (`config.method`, `config.train`), evaluated on dev and on the target rows.
+7. `final-<digest of the sources>/` (if `sources.final_finetune`): the base model
+   fine-tuned once on the chosen sources (`config.method`, `config.train`), evaluated on
+   dev and on the target rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -57,7 +67,7 @@ from fishjax.core.tree import PyTree, flatten_paths, split_tree
 from fishjax.data import get_task, index_batches
 from fishjax.data.metrics import auroc, spearman
 from fishjax.data.mixture import mix_blocks, parse_mix
-from fishjax.data.row_split import RowSplit, make_row_split, save_row_split
+from fishjax.data.row_split import RowSplit, load_row_split, make_row_split, save_row_split
 from fishjax.methods.common import parse_chunk_size
 from fishjax.methods.peft.method import peft_combine
 from fishjax.methods.peft.peft_file import PEFT_FILE, load_peft_file
@@ -84,7 +94,11 @@ def read_selection_file(path: str) -> Any:
     return read_json(path, ConfigError, "selection")
 
 RULES = ("ensemble", "ridge", "forward", "forward_greedy", "gradient_similarity")
-SCORE_METRICS = ("accuracy", "loss")
+SCORE_METRICS = ("loss", "accuracy")
+# config.sources fields read only by the estimates and rankings (step 5 on): a workdir's
+# trained parts (pool, meta-initialisation, features, calibration) serve any values of them.
+ESTIMATE_SETTINGS = ("C", "offsets", "solver_iters", "num_subsets", "rule", "keep_fraction",
+                     "score_metric", "final_finetune")
 FEATURES_KEY = "fishjax_features"
 # Recorded in features.safetensors: which labels the rows were featurised with. Files
 # without it came from the code that used the clean labels of noisy rows (refused).
@@ -105,7 +119,9 @@ class SourcePool:
 
     @property
     def names(self) -> list[str]:
-        return list(self.sources)
+        """The sources in name order: a source's index (in subsets, features) is its place
+        here, the same whether the pool was just made or read back from pool.json."""
+        return sorted(self.sources)
 
     def flipped(self) -> set[int]:
         if self.flips is not None:
@@ -348,14 +364,20 @@ class SourceSelection:
         return os.path.join(self.workdir, *parts)
 
     def _check_settings(self) -> None:
-        """A workdir serves one setting: config.sources, method, task and seed as first run."""
-        want = {"sources": self.s.to_dict(), "method": self.config.method.to_dict(),
+        """A workdir serves one setting: config.sources, method, task and seed as first run,
+        except the settings of the estimates and rankings (`ESTIMATE_SETTINGS`), which are
+        computed again from the stored features on every run."""
+        sources = {k: v for k, v in self.s.to_dict().items() if k not in ESTIMATE_SETTINGS}
+        want = {"sources": sources, "method": self.config.method.to_dict(),
                 "task": self.config.task, "seed": self.config.seed,
                 "model": self.config.model.name, "data": self.config.data.to_dict()}
         want = json.loads(json.dumps(want, default=str))
         path = self.path("settings.json")
         if os.path.exists(path):
             have = read_selection_file(path)
+            if "sources" in have:  # files from before ESTIMATE_SETTINGS: compare the rest
+                have["sources"] = {k: v for k, v in have["sources"].items()
+                                   if k not in ESTIMATE_SETTINGS}
             diff = sorted(k for k in want if have.get(k) != want[k])
             if diff and self._trained_anything():
                 raise ConfigError(f"{self.workdir} was made with other settings ({diff}); use "
@@ -423,9 +445,16 @@ class SourceSelection:
                  from_meta: bool, seed: int | None = None) -> dict[str, Any]:
         """A run of `config.method` on `sources` (resumed if its workdir is finished)."""
         pool = self.pool()
-        rows = save_row_split(self.path("splits", f"{name}.json"), pool.row_split(sources))
+        split, path, workdir = pool.row_split(sources), self.path("splits", f"{name}.json"), \
+            self.path(name)
+        # The run's config names its row split file, not the rows: a run made on other
+        # sources under this name must not be taken for this one.
+        if os.path.exists(path) and os.path.isdir(workdir) and \
+                load_row_split(path).to_dict() != split.to_dict():
+            raise ConfigError(f"{workdir} was trained on other sources than {sources}; "
+                              "use another run name (or delete it)")
+        rows = save_row_split(path, split)
         init = self.path("meta", PEFT_FILE) if from_meta else None
-        workdir = self.path(name)
         config = _run_config(self.config, rows, epochs, init_from=init, seed=seed)
         res = finished_results(config, workdir) or train_and_evaluate(config, workdir)
         return {"name": name, "sources": sources, "workdir": workdir,
@@ -610,11 +639,19 @@ class SourceSelection:
         t0 = time.perf_counter()
         out = self.estimate()
         if self.s.final_finetune:
-            out["final"] = self.finetune("final", out["selection"]["sources"],
+            out["final"] = self.finetune(run_name("final", out["selection"]["sources"]),
+                                         out["selection"]["sources"],
                                          self.config.train.num_epochs, from_meta=False)
         out["wall_s"] = time.perf_counter() - t0
         _save_json(self.path("summary.json"), out)
         return out
+
+
+def run_name(prefix: str, sources) -> str:
+    """The name of a run whose sources follow the estimates (the final fine-tune, the
+    benchmark's selected arms): `prefix` and a digest of the sources, so a changed
+    selection trains anew instead of meeting the run of another one."""
+    return f"{prefix}-{hashlib.sha256(','.join(sorted(sources)).encode()).hexdigest()[:8]}"
 
 
 def _padded(run, subsets: np.ndarray, rows: int) -> ms.Estimates:

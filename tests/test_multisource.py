@@ -316,7 +316,7 @@ def test_peft_init_from_starts_from_the_saved_tree(tiny_config, tmp_path):
 
 
 def test_select_sources_end_to_end_on_the_tiny_model(tiny_selection):
-    from fishjax.select_sources import RULES, read_selection_file, select_sources
+    from fishjax.select_sources import RULES, SourceSelection, read_selection_file, select_sources
 
     config, workdir, out = tiny_selection
     pool = read_selection_file(os.path.join(workdir, "pool.json"))
@@ -335,10 +335,18 @@ def test_select_sources_end_to_end_on_the_tiny_model(tiny_selection):
     assert "validation/loss" in out["final"]["final_eval"]
     again = select_sources(config, workdir)  # resumes: every file reused
     assert again["selection"] == out["selection"]
+    by_accuracy = config.copy_and_resolve_references()  # an estimate setting: the trained
+    by_accuracy.sources.score_metric = "accuracy"  # parts serve it, nothing is retrained
+    again = select_sources(by_accuracy, workdir)
+    assert len(again["selection"]["sources"]) == 2
     changed = config.copy_and_resolve_references()
     changed.sources.groups = 5
     with pytest.raises(ConfigError, match="other settings"):
         select_sources(changed, workdir)
+    sel = SourceSelection(config, workdir)  # a run name reused for other sources: refused
+    names = sel.pool().names
+    with pytest.raises(ConfigError, match="trained on other sources"):
+        sel.finetune("meta", names[:1], 1.0, from_meta=False)
 
 
 def test_bad_settings_are_refused_before_training_and_a_fix_reruns(tiny_model_dir, tmp_path):
@@ -356,12 +364,14 @@ def test_bad_settings_are_refused_before_training_and_a_fix_reruns(tiny_model_di
     assert not os.path.exists(os.path.join(workdir, "settings.json"))
     config.sources.subset_fraction = 0.5
     SourceSelection(config, workdir)  # writes its settings, then (say) fails later
-    config.sources.num_subsets = 7  # the corrected rerun: nothing was trained, so it may
+    config.sources.project_dim = 7  # the corrected rerun: nothing was trained, so it may
     SourceSelection(config, workdir)
     os.makedirs(os.path.join(workdir, "meta"))
     open(os.path.join(workdir, "meta", PEFT_FILE), "wb").close()  # once training finished,
-    config.sources.num_subsets = 9  # another setting is refused
-    with pytest.raises(ConfigError, match="other settings"):
+    config.sources.num_subsets = 9  # an estimate setting may still change,
+    SourceSelection(config, workdir)
+    config.sources.project_dim = 9  # another setting is refused
+    with pytest.raises(ConfigError, match=r"other settings \(\['sources'\]\)"):
         SourceSelection(config, workdir)
 
 
@@ -400,8 +410,8 @@ def test_shard_pool_cuts_task_blocks_and_flips_a_share_of_each_noisy_shard():
     blocks = {"sst2": (0, 100), "mrpc": (100, 130)}
     specs = [ShardSpec.parse(e) for e in ("sst2:3:20:0", "sst2:2:10:0.5", "mrpc:2:15:0")]
     pool = make_shard_pool(blocks, "sst2", specs, 0.1, seed=0)
-    assert pool.names == ["sst2-00", "sst2-01", "sst2-02", "sst2-flip50-03", "sst2-flip50-04",
-                          "mrpc-00", "mrpc-01"]
+    assert pool.names == ["mrpc-00", "mrpc-01", "sst2-00", "sst2-01", "sst2-02",
+                          "sst2-flip50-03", "sst2-flip50-04"]
     assert len(pool.target) == 10 and all(r < 100 for r in pool.target)
     rows = [r for n in pool.names for r in pool.sources[n]]
     assert len(rows) == len(set(rows)) and not set(rows) & set(pool.target)
@@ -431,3 +441,27 @@ def test_forward_one_pass_keeps_a_source_when_the_score_does_not_drop():
 
     assert ms.forward_one_pass(estimate, 5) == [0, 2, 3]
     assert len(calls) == 5 and all(c.shape == (1, 5) for c in calls)
+
+
+def test_shard_sources_span_the_target_task_and_a_mixed_task(tiny_model_dir, tmp_path):
+    """Kind "shards" on the tiny model: the quickstart rows and a mixed-in MRPC block."""
+    from configs.select_sources import get_config as selection_config
+    from fishjax.select_sources import SourceSelection
+
+    mrpc = tmp_path / "MRPC"
+    mrpc.mkdir()
+    (mrpc / "train.tsv").write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
+        f"{k % 2}\t{k}\t{k}\tfirst {k} .\tsecond {k} .\n" for k in range(12)))
+    config = make_tiny_config(tiny_model_dir, str(tmp_path / "cache"))
+    config.method.name = "lora"
+    config.data.mix = (f"mrpc:all:{mrpc}",)
+    config.sources = selection_config().sources
+    config.sources.kind = "shards"
+    config.sources.shards = ("quickstart:3:20:0", "quickstart:1:20:0.5", "mrpc:2:6:0")
+    pool = SourceSelection(config, str(tmp_path / "run")).pool()
+    n_own = config.data.max_train_samples
+    assert pool.names == ["mrpc-00", "mrpc-01", "quickstart-00", "quickstart-01",
+                          "quickstart-02", "quickstart-flip50-03"]
+    assert all(r >= n_own for n in ("mrpc-00", "mrpc-01") for r in pool.sources[n])
+    assert len(pool.flipped()) == 10 and pool.noisy == ["quickstart-flip50-03"]
+    assert len(pool.target) == round(0.1 * n_own)

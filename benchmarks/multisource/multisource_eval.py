@@ -48,8 +48,9 @@ from configs import select_sources as ms_config
 from fishjax.core.io import atomic_write_json, read_json
 from fishjax.core.tree import flatten_paths, unflatten_paths
 from fishjax.data import get_task
+from fishjax.data.metrics import auroc, spearman
 from fishjax.data.mixture import parse_mix
-from fishjax.select_sources import SourceSelection, true_vs_estimated
+from fishjax.select_sources import SourceSelection, run_name, true_vs_estimated
 from fishjax.selection import multisource as ms
 
 log = logging.getLogger("fishjax.benchmarks")
@@ -185,11 +186,25 @@ def jobs(sel: SourceSelection, ranking: dict, args) -> list[Job]:
            for i, row in enumerate(true_subset_rows(sel, args.true_subsets))]
     epochs = sel.config.train.num_epochs
     for seed in args.seeds:
-        out += [Job(f"downstream/{arm}-s{seed}", tuple(names), epochs, False, seed)
+        out += [Job(downstream_name(arm, names, seed), tuple(names), epochs, False, seed)
                 for arm, names in arms(sel, ranking, seed).items()]
-    out += [Job(f"keep/{f:g}", tuple(keep_scan_sources(sel, ranking, f)), epochs, False, 0)
-            for f in args.keep_scan]
+    out += [Job(keep_name(f, names), tuple(names), epochs, False, 0)
+            for f in args.keep_scan for names in [keep_scan_sources(sel, ranking, f)]]
     return out
+
+
+# Arms whose sources follow the estimates (and so the estimate settings): their run names
+# carry a digest of the sources, so a changed setting trains anew instead of reusing a run.
+SELECTED_ARMS = ("selected", "forward")
+
+
+def downstream_name(arm: str, names, seed: int) -> str:
+    prefix = f"downstream/{arm}"
+    return f"{run_name(prefix, names) if arm in SELECTED_ARMS else prefix}-s{seed}"
+
+
+def keep_name(fraction: float, names) -> str:
+    return run_name(f"keep/{fraction:g}", names)
 
 
 def true_subsets(sel: SourceSelection, n: int) -> dict:
@@ -232,8 +247,8 @@ def downstream(sel: SourceSelection, ranking: dict, seeds=SEEDS) -> dict:
     main = sel.task.main_metric
     for seed in seeds:
         for arm, names in arms(sel, ranking, seed).items():
-            run = sel.finetune(f"downstream/{arm}-s{seed}", names, epochs, from_meta=False,
-                               seed=seed)
+            run = sel.finetune(downstream_name(arm, names, seed), names, epochs,
+                               from_meta=False, seed=seed)
             out[arm].append({"seed": seed, "sources": names,
                              "noisy": sum(n in pool.noisy for n in names),
                              "dev": run["final_eval"][f"dev/{main}"],
@@ -250,7 +265,7 @@ def keep_scan(sel: SourceSelection, ranking: dict, fractions) -> list[dict]:
     out = []
     for f in fractions:
         names = keep_scan_sources(sel, ranking, f)
-        run = sel.finetune(f"keep/{f:g}", names, sel.config.train.num_epochs,
+        run = sel.finetune(keep_name(f, names), names, sel.config.train.num_epochs,
                            from_meta=False, seed=0)
         out.append({"keep_fraction": f, "sources": names,
                     "noisy": sum(n in pool.noisy for n in names),
@@ -289,10 +304,24 @@ def report_table(report: dict) -> str:
             lines.append(f"| ... Spearman (accuracy) | {t['accuracy_spearman']:.3f} |")
         lines.append(f"| ... estimate route / true route | {t['estimate_s']:.1f} s / "
                      f"{t['true_s']:.0f} s ({t['speedup']:.0f}x) |")
+        if "features_s" in report:
+            lines.append(f"| features + 1,000 estimates / one real fine-tune (mean of "
+                         f"{t['n']}) | {report['features_s'] + report['estimate_s']:.1f} s / "
+                         f"{t['true_s'] / t['n']:.1f} s |")
     for rule, r in (report.get("ranking") or {}).items():
         if "noisy_auroc" in r:
             lines.append(f"| noisy sources, AUROC of {rule} | {r['noisy_auroc']:.3f} "
                          f"({r['noisy_kept']} noisy of {len(r['kept'])} kept) |")
+    effects = source_effects(report)
+    if effects:
+        lines.append(f"| per-source effect from the true fine-tunes: Spearman with the "
+                     f"ensemble's scores | {effects['spearman_true_vs_ensemble']:.3f} |")
+        for label, what in (("noisy", "any share flipped"),
+                            ("strongly_noisy", "half or more flipped")):
+            if f"{label}_auroc_ensemble" in effects:
+                lines.append(f"| noisy sources ({what}): AUROC of the ensemble / of the true "
+                             f"effects | {effects[f'{label}_auroc_ensemble']:.3f} / "
+                             f"{effects[f'{label}_auroc_true_effect']:.3f} |")
     for row in report.get("first_order") or []:
         ref = (f"; reference's mean squared relative error on {row['reference_rows']} "
                f"training rows {row['reference_first_order_error']:.4f} "
@@ -301,6 +330,35 @@ def report_table(report: dict) -> str:
         lines.append(f"| first-order error at c={row['c']:g} (without the gradient term) | "
                      f"{row['first_order_error']:.4f} ({row['zeroth_order_error']:.4f}){ref} |")
     return "\n".join(lines) + "\n"
+
+
+def source_effects(report: dict) -> dict | None:
+    """Each source's effect on the target as the true fine-tunes measure it (a ridge fit of
+    minus the true target loss on the 30 subsets' indicators) beside the estimated one (the
+    same fit on the estimates) and the ensemble's score; the AUROC of the ensemble and of
+    the true effects at finding the noisy sources (any flipped share) and the strongly
+    noisy ones (half or more flipped). None without true fine-tunes."""
+    runs = (report.get("true_subsets") or {}).get("runs")
+    if not runs or "ranking" not in report:
+        return None
+    scores = report["ranking"]["ensemble"]["scores"]
+    names = list(scores)
+    x = np.asarray([[n in r["sources"] for n in names] for r in runs], np.float64)
+    true = ms.ridge_scores(x, -np.asarray([r["true_loss"] for r in runs]))
+    est = ms.ridge_scores(x, -np.asarray([r["estimated_loss"] for r in runs]))
+    ens = np.asarray([scores[n] for n in names])
+    noisy = (report.get("pool") or {}).get("noisy") or {}
+    out = {"effects": {n: {"true": float(t), "estimated": float(e)}
+                       for n, t, e in zip(names, true, est, strict=True)},
+           "spearman_true_vs_ensemble": spearman(true, ens),
+           "spearman_true_vs_estimated": spearman(true, est)}
+    for label, flag in (("noisy", [n in noisy for n in names]),
+                        ("strongly_noisy", [noisy.get(n, 0.0) >= 0.5 for n in names])):
+        flag = np.asarray(flag)
+        if 0 < flag.sum() < len(flag):
+            out[f"{label}_auroc_ensemble"] = auroc(-ens, flag)
+            out[f"{label}_auroc_true_effect"] = auroc(-true, flag)
+    return out
 
 
 def parse_part(text: str) -> tuple[int, int] | None:
@@ -363,6 +421,7 @@ def main(argv=None) -> dict:
                        "ranking": result["ranking"], "estimate_s": result["estimate_s"],
                        "calibration": sel.calibration(), "machine": machine(),
                        "settings": sel.config.sources.to_dict(),
+                       "features_s": sel.features()[0].seconds,
                        "selection_wall_s": time.perf_counter() - t0})
         atomic_write_json(report_path, report)
         steps = (("first_order", lambda: first_order_check(sel)),

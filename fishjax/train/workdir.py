@@ -46,6 +46,7 @@ RESULT_NEUTRAL = (
     "train.keep_checkpoints",
     "data.cache_dir",
     "distributed",  # the whole section: how processes meet, not what they compute
+    "sources",  # multi-source selection's section: its runs carry it, training never reads it
 )
 
 

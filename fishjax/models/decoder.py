@@ -1,0 +1,242 @@
+"""Flax (linen) Llama-family decoders: Llama, Qwen2 and any `model_type` on the same blocks.
+
+RMSNorm, rotary position embeddings (default, linear and llama3 scaling), grouped-query
+attention, a SwiGLU MLP, tied or untied output embeddings, optional q/k/v biases (Qwen2) and
+o/MLP biases (Llama's `attention_bias` / `mlp_bias`). Module and parameter names mirror
+Hugging Face's PyTorch modules (`model/layers_0/self_attn/q_proj`, `model/norm`, `lm_head`)
+so checkpoint names map one-to-one; parameters are float32, `dtype` sets the compute dtype.
+Positions come from the attention mask (cumulative count of real tokens, as Hugging Face's
+`generate` does for left padding); attention is causal and masks padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fishjax.core.errors import ModelError
+
+# model_type values whose config.json maps onto these blocks, and which q/k/v biases they
+# always have (Qwen2: q, k and v; Llama and Mistral: `attention_bias`).
+DECODER_MODEL_TYPES = ("llama", "qwen2", "mistral")
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """The fields of a Hugging Face decoder config.json that the blocks read."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_positions: int = 8192
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    model_type: str = "llama"
+    initializer_range: float = 0.02
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> DecoderConfig:
+        model_type = d.get("model_type", "llama")
+        if model_type not in DECODER_MODEL_TYPES:
+            raise ModelError(f"{source}: model_type {model_type!r} is not a Llama-family "
+                             f"decoder ({', '.join(DECODER_MODEL_TYPES)})")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ModelError(f"{source}: hidden_act {d.get('hidden_act')!r}: the decoder "
+                             "blocks use SwiGLU (silu)")
+        # transformers 5 names it rope_parameters (with rope_theta inside); 4.x rope_scaling
+        rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ROPE_TYPES:
+            raise ModelError(f"{source}: rope type {rope_type!r} is not supported "
+                             f"({', '.join(ROPE_TYPES)})")
+        heads = int(d["num_attention_heads"])
+        attention_bias = bool(d.get("attention_bias", False))
+        try:
+            return cls(
+                vocab_size=int(d["vocab_size"]), hidden_size=int(d["hidden_size"]),
+                intermediate_size=int(d["intermediate_size"]),
+                num_hidden_layers=int(d["num_hidden_layers"]), num_attention_heads=heads,
+                num_key_value_heads=int(d.get("num_key_value_heads") or heads),
+                head_dim=int(d.get("head_dim") or int(d["hidden_size"]) // heads),
+                rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(rope.get("rope_theta", d.get("rope_theta", 10000.0))),
+                rope_type=rope_type, rope_factor=float(rope.get("factor", 1.0)),
+                rope_low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
+                rope_high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
+                rope_original_max_positions=int(rope.get(
+                    "original_max_position_embeddings",
+                    d.get("max_position_embeddings", 8192))),
+                tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+                qkv_bias=model_type == "qwen2" or attention_bias,
+                o_bias=attention_bias, mlp_bias=bool(d.get("mlp_bias", False)),
+                model_type=model_type,
+                initializer_range=float(d.get("initializer_range", 0.02)))
+        except KeyError as e:
+            raise ModelError(f"{source}: missing field {e.args[0]!r}") from None
+
+    @classmethod
+    def from_json(cls, path: str) -> DecoderConfig:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f), path)
+
+
+def rope_inverse_frequencies(config: DecoderConfig) -> jax.Array:
+    """The rotary inverse frequencies [head_dim / 2], scaled as `config.rope_type` says."""
+    dim = config.head_dim
+    inv = 1.0 / (config.rope_theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    if config.rope_type == "linear":
+        return inv / config.rope_factor
+    if config.rope_type == "llama3":  # Llama 3.1: long wavelengths slowed, a smooth band
+        factor, low, high = (config.rope_factor, config.rope_low_freq_factor,
+                             config.rope_high_freq_factor)
+        old = config.rope_original_max_positions
+        wavelen = 2 * math.pi / inv
+        scaled = jnp.where(wavelen > old / low, inv / factor, inv)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old / high) & (wavelen <= old / low)
+        return jnp.where(medium, smoothed, scaled)
+    return inv
+
+
+def position_ids(attention_mask: jax.Array) -> jax.Array:
+    """Each real token's position among the real tokens of its row (0 at padding)."""
+    return jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
+
+
+def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def _dense(config: DecoderConfig, features: int, bias: bool, dtype, name: str) -> nn.Dense:
+    return nn.Dense(features, use_bias=bias, dtype=dtype, param_dtype=jnp.float32,
+                    kernel_init=nn.initializers.normal(config.initializer_range), name=name)
+
+
+def _rms_norm(config: DecoderConfig, dtype, name: str) -> nn.RMSNorm:
+    return nn.RMSNorm(epsilon=config.rms_norm_eps, dtype=dtype, param_dtype=jnp.float32,
+                      name=name)
+
+
+class Attention(nn.Module):
+    config: DecoderConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask):
+        cfg = self.config
+        b, t, _ = x.shape
+        hq, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        q = _dense(cfg, hq * d, cfg.qkv_bias, self.dtype, "q_proj")(x).reshape(b, t, hq, d)
+        k = _dense(cfg, hkv * d, cfg.qkv_bias, self.dtype, "k_proj")(x).reshape(b, t, hkv, d)
+        v = _dense(cfg, hkv * d, cfg.qkv_bias, self.dtype, "v_proj")(x).reshape(b, t, hkv, d)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        group = hq // hkv  # grouped-query attention: each k/v head serves `group` q heads
+        q = q.reshape(b, t, hkv, group, d)
+        scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k).astype(jnp.float32) / math.sqrt(d)
+        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(b, t, hq * d)
+        return _dense(cfg, cfg.hidden_size, cfg.o_bias, self.dtype, "o_proj")(out)
+
+
+class MLP(nn.Module):
+    config: DecoderConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        gate = _dense(cfg, cfg.intermediate_size, cfg.mlp_bias, self.dtype, "gate_proj")(x)
+        up = _dense(cfg, cfg.intermediate_size, cfg.mlp_bias, self.dtype, "up_proj")(x)
+        return _dense(cfg, cfg.hidden_size, cfg.mlp_bias, self.dtype, "down_proj")(
+            jax.nn.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    config: DecoderConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask):
+        cfg = self.config
+        x = x + Attention(cfg, self.dtype, name="self_attn")(
+            _rms_norm(cfg, self.dtype, "input_layernorm")(x), cos, sin, mask)
+        return x + MLP(cfg, self.dtype, name="mlp")(
+            _rms_norm(cfg, self.dtype, "post_attention_layernorm")(x))
+
+
+class DecoderModel(nn.Module):
+    """The stack: token embeddings, the layers, the final norm (Hugging Face's `model`)."""
+
+    config: DecoderConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype,
+                                     param_dtype=jnp.float32,
+                                     embedding_init=nn.initializers.normal(
+                                         cfg.initializer_range))
+        self.layers = [DecoderLayer(cfg, self.dtype, name=f"layers_{i}")
+                       for i in range(cfg.num_hidden_layers)]
+        self.norm = _rms_norm(cfg, self.dtype, "norm")
+
+    def __call__(self, input_ids, attention_mask):
+        t = input_ids.shape[1]
+        positions = position_ids(attention_mask)
+        angles = positions[..., None].astype(jnp.float32) * rope_inverse_frequencies(
+            self.config)
+        angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, D]
+        cos, sin = jnp.cos(angles).astype(self.dtype), jnp.sin(angles).astype(self.dtype)
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        mask = causal[None] & attention_mask[:, None, :].astype(bool)  # [B, Tq, Tk]
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.norm(x)
+
+    def attend(self, x):
+        return self.embed_tokens.attend(x)
+
+
+class CausalLM(nn.Module):
+    """Next-token logits [B, T, vocab] (Hugging Face's `*ForCausalLM`); the output layer is
+    the token embedding when `tie_word_embeddings` (no `lm_head` params then)."""
+
+    config: DecoderConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask):
+        model = DecoderModel(self.config, self.dtype, name="model")
+        x = model(input_ids, attention_mask)
+        if self.config.tie_word_embeddings:
+            logits = model.attend(x)
+        else:
+            logits = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype,
+                              param_dtype=jnp.float32,
+                              kernel_init=nn.initializers.normal(self.config.initializer_range),
+                              name="lm_head")(x)
+        return logits.astype(jnp.float32)

@@ -1,0 +1,102 @@
+"""The Flax Llama-family decoder against transformers' PyTorch models (tiny random configs):
+Llama with llama3 RoPE scaling, untied; Qwen2 (q/k/v biases), tied; linear RoPE with o and
+MLP biases. Logits within 1e-5 with padding on the left and on the right; weights round-trip
+between Hugging Face names and the Flax tree."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fishjax.core.errors import ModelError
+from fishjax.core.tree import flatten_paths
+from fishjax.models.decoder import CausalLM, DecoderConfig, position_ids
+from fishjax.models.decoder_weights import flax_to_hf, hf_to_flax
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+BASE = dict(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+            num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-5,
+            max_position_embeddings=64)
+CASES = {
+    "llama3-untied": ("LlamaConfig", "LlamaForCausalLM", dict(
+        tie_word_embeddings=False, rope_scaling={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+    "qwen2-tied": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+    "linear-biases": ("LlamaConfig", "LlamaForCausalLM", dict(
+        tie_word_embeddings=False, attention_bias=True, mlp_bias=True,
+        rope_scaling={"rope_type": "linear", "factor": 2.0})),
+}
+
+
+def _torch_model(case: str):
+    config_cls, model_cls, extra = CASES[case]
+    config = getattr(transformers, config_cls)(**BASE, **extra)
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(config).eval()
+    with torch.no_grad():  # random biases and norm scales, so a dropped one shows
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name else 0.0))
+    return config, model
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, BASE["vocab_size"], size=(3, 11))
+    mask = np.ones_like(ids)
+    mask[1, :4] = 0  # left padding
+    mask[2, 8:] = 0  # right padding
+    return ids, mask
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_transformers(case):
+    hf_config, model = _torch_model(case)
+    config = DecoderConfig.from_dict(hf_config.to_dict())
+    tensors = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    module = CausalLM(config)
+    ids, mask = _batch()
+    expected = jax.eval_shape(module.init, jax.random.PRNGKey(0), ids, mask)["params"]
+    params = hf_to_flax(tensors, config, expected)
+    got = np.asarray(jax.jit(module.apply)({"params": params}, jnp.asarray(ids),
+                                           jnp.asarray(mask)))
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     position_ids=torch.tensor(np.asarray(position_ids(mask)))).logits.numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=1e-5)
+    back = flax_to_hf(params)
+    if config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)
+    assert sorted(back) == sorted(tensors)
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(back[name], value)
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ModelError, match="not a Llama-family decoder"):
+        DecoderConfig.from_dict({**BASE, "model_type": "bert"})
+    with pytest.raises(ModelError, match="rope type 'yarn'"):
+        DecoderConfig.from_dict({**BASE, "rope_scaling": {"rope_type": "yarn"}})
+    with pytest.raises(ModelError, match="missing field 'intermediate_size'"):
+        DecoderConfig.from_dict({k: v for k, v in BASE.items() if k != "intermediate_size"})
+
+
+def test_weights_that_do_not_fit_are_named():
+    hf_config, model = _torch_model("qwen2-tied")
+    config = DecoderConfig.from_dict(hf_config.to_dict())
+    tensors = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    ids, mask = _batch()
+    expected = jax.eval_shape(CausalLM(config).init, jax.random.PRNGKey(0), ids, mask)["params"]
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    with pytest.raises(ModelError, match="missing .*layers_1/mlp/up_proj/kernel"):
+        hf_to_flax(tensors, config, expected)
+    tensors["model.layers.1.mlp.up_proj.weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(ModelError, match="has shape"):
+        hf_to_flax(tensors, config, expected)
+    assert len(flatten_paths(expected)) > 0

@@ -100,3 +100,43 @@ def test_weights_that_do_not_fit_are_named():
     with pytest.raises(ModelError, match="has shape"):
         hf_to_flax(tensors, config, expected)
     assert len(flatten_paths(expected)) > 0
+
+
+def test_causal_lm_loss_is_the_mean_over_each_examples_target_tokens():
+    """Per-example loss = mean next-token cross-entropy over the target tokens (a loop over
+    positions in float64); prompt, padding and the last position do not count; the
+    per-example gradient of the tiny decoder equals a loop of single-example gradients."""
+    from fishjax.objectives.base import make_loss_fn
+    from fishjax.objectives.causal_lm import IGNORE, CausalLanguageModeling
+
+    hf_config, model = _torch_model("qwen2-tied")
+    config = DecoderConfig.from_dict(hf_config.to_dict())
+    module = CausalLM(config)
+    ids, mask = _batch()
+    params = hf_to_flax({k: v.detach().numpy() for k, v in model.state_dict().items()}, config)
+    labels = np.full_like(ids, IGNORE)
+    labels[0, 5:10] = ids[0, 6:11]  # an answer at the end of row 0
+    labels[1, 6:9] = ids[1, 7:10]  # row 1: after its left padding
+    # row 2 has no target token: loss 0
+    objective = CausalLanguageModeling(config.vocab_size)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+             "weights": np.ones(3, np.float32)}
+    logits = np.asarray(module.apply({"params": params}, ids, mask), np.float64)
+    got = np.asarray(objective.per_example_loss(jnp.asarray(logits), batch))
+    for row in range(3):
+        terms = [np.log(np.exp(logits[row, t]).sum()) - logits[row, t, labels[row, t]]
+                 for t in range(ids.shape[1]) if labels[row, t] != IGNORE]
+        np.testing.assert_allclose(got[row], np.mean(terms) if terms else 0.0, rtol=1e-6)
+    metrics = objective.metrics(np.asarray(objective.predictions(logits)), labels, None)
+    assert metrics["target_tokens"] == 8.0 and 0.0 <= metrics["token_accuracy"] <= 1.0
+    loss_fn = make_loss_fn(module, objective)
+    per_example = jax.vmap(jax.grad(lambda p, b: loss_fn(
+        p, jax.tree_util.tree_map(lambda x: x[None], b))), in_axes=(None, 0))(
+        params, {k: jnp.asarray(v) for k, v in batch.items()})
+    for row in range(2):
+        one = {k: jnp.asarray(v[row:row + 1]) for k, v in batch.items()}
+        single = jax.grad(loss_fn)(params, one)
+        for a, b in zip(jax.tree_util.tree_leaves(per_example), jax.tree_util.tree_leaves(single),
+                        strict=True):
+            np.testing.assert_allclose(np.asarray(a[row]), np.asarray(b), rtol=1e-5,
+                                       atol=1e-7)

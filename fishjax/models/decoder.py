@@ -229,7 +229,8 @@ class CausalLM(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, attention_mask, *, deterministic: bool = True):
+        del deterministic  # no dropout in these blocks (the trainer's apply passes it)
         model = DecoderModel(self.config, self.dtype, name="model")
         x = model(input_ids, attention_mask)
         if self.config.tie_word_embeddings:

@@ -1,6 +1,6 @@
 """Multi-source selection: which sources, fine-tuned together, help a target task?
 
-  python -m fishjax.select_sources --config=configs/select_sources.py --workdir=/tmp/ms \
+  python -m fishjax.select_sources --config=configs/select_sources.py --workdir=/tmp/ms \\
       --config.data.dir=../shared/data/glue/MRPC [--config.sources.noisy=8]
   python -m fishjax.select_sources --config=configs/select_sources.py:sst2 --workdir=/tmp/ms2
 

@@ -1,6 +1,6 @@
 """`select_sources(config, workdir)`: multi-source selection end to end, and its CLI.
 
-  python -m fishjax.select_sources --config=configs/select_sources.py --workdir=/tmp/ms \
+  python -m fishjax.select_sources --config=configs/select_sources.py --workdir=/tmp/ms \\
       --config.data.dir=../shared/data/glue/MRPC
   python -m fishjax.select_sources --config=configs/select_sources.py:sst2 --workdir=/tmp/ms2
 
@@ -445,12 +445,12 @@ class SourceSelection:
                  from_meta: bool, seed: int | None = None) -> dict[str, Any]:
         """A run of `config.method` on `sources` (resumed if its workdir is finished)."""
         pool = self.pool()
-        split, path, workdir = pool.row_split(sources), self.path("splits", f"{name}.json"), \
-            self.path(name)
+        split = pool.row_split(sources)
+        path, workdir = self.path("splits", f"{name}.json"), self.path(name)
         # The run's config names its row split file, not the rows: a run made on other
         # sources under this name must not be taken for this one.
-        if os.path.exists(path) and os.path.isdir(workdir) and \
-                load_row_split(path).to_dict() != split.to_dict():
+        if (os.path.exists(path) and os.path.isdir(workdir)
+                and load_row_split(path).to_dict() != split.to_dict()):
             raise ConfigError(f"{workdir} was trained on other sources than {sources}; "
                               "use another run name (or delete it)")
         rows = save_row_split(path, split)

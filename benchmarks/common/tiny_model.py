@@ -12,11 +12,15 @@ import string
 
 import jax
 import ml_collections
-from transformers import BertTokenizerFast
+import numpy as np
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
 from configs import quickstart
 from fishjax.data import load_split
 from fishjax.models import EncoderConfig, init_params
+from fishjax.models.decoder import CausalLM, DecoderConfig
+from fishjax.models.decoder_export import export_decoder_folder
 from fishjax.models.hf_export import export_hf_folder
 
 
@@ -64,3 +68,51 @@ def make_tiny_config(model_dir: str, cache_dir: str) -> ml_collections.ConfigDic
     config.train.keep_checkpoints = True  # tests read them (the quickstart deletes its own)
     config.method.peft.warmup_steps = 4  # *_fish's default warm-up, short on a tiny model
     return config
+
+
+# -- a tiny decoder ------------------------------------------------------------------------
+
+# ChatML, as SmolLM2's template without its default system message.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def tiny_byte_tokenizer():
+    """A byte-level BPE tokenizer without merges (one token per byte) and ChatML's special
+    tokens: every text encodes, with no training and no files."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {t: i for i, t in enumerate([*TINY_SPECIAL_TOKENS, *alphabet])}
+    tok = Tokenizer(models.BPE(vocab, [], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t in TINY_SPECIAL_TOKENS])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=TINY_CHAT_TEMPLATE,
+                                   eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                   bos_token="<|im_start|>", unk_token="<|endoftext|>")
+
+
+def tiny_decoder_config(model_type: str = "llama", **overrides):
+    """A tiny Llama (tied embeddings) or Qwen2-style (q/k/v biases, untied) decoder config
+    over `tiny_byte_tokenizer`'s vocabulary."""
+    fields = dict(model_type=model_type, vocab_size=len(TINY_SPECIAL_TOKENS) + 256,
+                  hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  rms_norm_eps=1e-5, tie_word_embeddings=model_type == "llama")
+    fields.update(overrides)
+    return DecoderConfig.from_dict(fields)
+
+
+def build_tiny_decoder_dir(path: str, model_type: str = "llama", seed: int = 0) -> str:
+    """Writes a random tiny decoder (weights drawn from `seed`) with `tiny_byte_tokenizer`
+    as a Hugging Face folder under `path`; returns the model folder."""
+    tok_dir = os.path.join(path, "_tokenizer")
+    tiny_byte_tokenizer().save_pretrained(tok_dir)
+    config = tiny_decoder_config(model_type)
+    ids = np.zeros((1, 4), np.int32)
+    params = CausalLM(config).init(jax.random.PRNGKey(seed), ids, np.ones_like(ids))["params"]
+    return export_decoder_folder(params, config, os.path.join(path, "model"),
+                                 tokenizer_source=tok_dir)

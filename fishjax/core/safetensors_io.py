@@ -70,11 +70,17 @@ def read_tensors(path: str, error: type[Exception], kind: str = "weights"
     return tensors
 
 
+def contiguous(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The tensors as C-contiguous arrays: `safetensors.numpy.save` writes a transposed view's
+    memory as if it were C order (a silently scrambled tensor)."""
+    return {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+
+
 def sealed_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     """The bytes of a safetensors file of `tensors` and `metadata`, sealed; a function of
     the arguments alone (`canonical_header`)."""
-    data = canonical_header(safetensors.numpy.save(tensors, metadata={**metadata,
-                                                                      **seal_entries()}))
+    data = canonical_header(safetensors.numpy.save(contiguous(tensors), metadata={
+        **metadata, **seal_entries()}))
     return seal(data, header_end(data))
 
 

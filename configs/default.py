@@ -22,8 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     # PRNG seed: task-head init, dropout, data order and every method's own randomness.
     # Same seed, same mask, same metrics.
     config.seed = 0
-    # GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or `quickstart`
-    # (the small sample bundled with fishjax, for offline smoke runs).
+    # GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), `quickstart` (the
+    # small sample bundled with fishjax, for offline smoke runs) or `chat_quickstart` (its
+    # bundled instruction sample, for causal LMs).
     config.task = "rte"
     config.distributed = ml_collections.ConfigDict()
     # Multi-host: call jax.distributed.initialize() before anything touches a device (TPU
@@ -74,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
     # number or "all"; fishjax/data/mixture.py): same label count, one shared head. A row
     # split above may name their rows. Empty: this task only.
     config.data.mix = ()
+    # Generation tasks (causal LMs): "chat" wraps each prompt in the tokenizer's chat
+    # template (a user turn, then the assistant header); "plain" uses it as is. None: "chat".
+    config.data.prompt_format = placeholder(str)
 
     config.train = ml_collections.ConfigDict()
     # Global batch size (all devices); must be divisible by the mesh's data axis.
@@ -149,8 +153,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.method.head_policy = "in_budget"
     # Leaves that may be selected (the head is excluded); regex over /-joined paths.
     config.method.eligible_regex = r"."
-    # BitFit trains every leaf matching this regex (plus the head).
-    config.method.bitfit_regex = r"bias$"
+    # BitFit trains every leaf matching this regex (plus the head). None: the model
+    # family's (encoders: every bias; decoders: biases and RMSNorm scales).
+    config.method.bitfit_regex = placeholder(str)
     # Use this saved mask (safetensors from a previous run) instead of computing one.
     config.method.mask_file = placeholder(str)
     config.method.fisher = ml_collections.ConfigDict()

@@ -27,7 +27,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from benchmarks.common.tiny_model import build_tiny_model_dir, make_tiny_config  # noqa: E402, F401
+from benchmarks.common.tiny_model import (  # noqa: E402, F401
+    build_tiny_decoder_dir,
+    build_tiny_model_dir,
+    make_tiny_config,
+)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -42,6 +46,12 @@ GLUE_DIR = os.environ.get("FISHJAX_GLUE_DIR", os.path.join(REPO, "..", "shared",
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return build_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_dir(tmp_path_factory) -> str:
+    """A random tiny Llama (tied embeddings) with a byte-level tokenizer and ChatML."""
+    return build_tiny_decoder_dir(str(tmp_path_factory.mktemp("tiny_decoder")))
 
 
 @pytest.fixture

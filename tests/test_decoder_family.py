@@ -13,18 +13,13 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from benchmarks.common.tiny_model import build_tiny_decoder_dir, tiny_decoder_config
+from benchmarks.common.tiny_model import tiny_decoder_config
 from fishjax.core.errors import ModelError
 from fishjax.core.tree import flatten_paths
 from fishjax.models import hub, load_model, load_tokenizer, resolve_model_dir
 from fishjax.models.decoder import CausalLM
 from fishjax.models.decoder_export import export_decoder_folder
 from fishjax.models.decoder_weights import flax_to_hf
-
-
-@pytest.fixture(scope="module")
-def tiny_decoder_dir(tmp_path_factory) -> str:
-    return build_tiny_decoder_dir(str(tmp_path_factory.mktemp("tiny_decoder")))
 
 
 def _load(source):

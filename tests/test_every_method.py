@@ -1,4 +1,6 @@
-"""One test over every registered method, with no per-method code: setup, two jitted train
+"""One test over every registered method and both model families (a tiny encoder on the
+quickstart sample, a tiny decoder on the instruction sample), with no per-method code:
+setup, two jitted train
 steps, the method's export (its `Artifact`s and, where it has one, the merged Hugging Face
 folder), reloaded from disk, and the reloaded model's outputs equal to the trained one's.
 Then the bytes of each written file's header (and of the mask file, if any) are changed in
@@ -17,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks.common.tiny_model import make_tiny_config
+from benchmarks.common.tiny_model import make_tiny_config, make_tiny_decoder_config
 from fishjax.artifacts.mask_file import MASK_FILE, read_mask
 from fishjax.core.errors import FishjaxError
 from fishjax.core.safetensors_io import header_end, read_tensors
@@ -69,10 +71,25 @@ def assert_every_header_byte_is_refused(path: str, load, folder, beside=(),
     return len(where)
 
 
+# Methods built on bottleneck adapters or a task head: no decoder form yet (a one-line
+# error says so).
+NOT_ON_DECODERS = ("adapter", "adapter_fish", "head_only", "xpeft")
+
+
 @pytest.mark.parametrize("name", available_methods())
-def test_method_trains_exports_and_reloads(name, tiny_model_dir, tmp_path):
-    config = make_tiny_config(tiny_model_dir, str(tmp_path / "cache"))
+@pytest.mark.parametrize("family", ["encoder", "decoder"])
+def test_method_trains_exports_and_reloads(name, family, tiny_model_dir, tiny_decoder_dir,
+                                           tmp_path):
+    if family == "encoder":
+        config = make_tiny_config(tiny_model_dir, str(tmp_path / "cache"))
+    else:
+        config = make_tiny_decoder_config(tiny_decoder_dir, str(tmp_path / "cache"))
     config.method.name = name
+    if family == "decoder" and name in NOT_ON_DECODERS:
+        with pytest.raises(FishjaxError) as e:
+            Trainer(config, str(tmp_path / "run"))
+        assert "\n" not in str(e.value)
+        return
     config.train.num_steps = 2
     config.train.export = True
     workdir = str(tmp_path / "run")
@@ -113,7 +130,7 @@ def test_method_trains_exports_and_reloads(name, tiny_model_dir, tmp_path):
                                          model.params, batch)
     assert reloaded, f"{name} ships nothing that reloads"
     # Every byte of what the run wrote is sealed: a changed header byte is refused.
-    sample = None if name in EXHAUSTIVE else 64
+    sample = None if name in EXHAUSTIVE and family == "encoder" else 64
     for artifact in trainer.setup.artifacts:
         if artifact.load is not None:
             assert_every_header_byte_is_refused(

@@ -376,6 +376,45 @@ def test_peft_export_loads_in_peft_with_equal_logits(kind, model_type, tiny_mode
     assert np.abs(ours - _logits(model.module, model.params, batch)).max() > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_a_decoder_peft_export_loads_in_peft_with_equal_logits(kind, tiny_decoder_dir,
+                                                               tmp_path):
+    """LoRA/DoRA on a tiny Llama's q/k/v/o/gate/up/down, exported as a CAUSAL_LM adapter:
+    PEFT on transformers' LlamaForCausalLM gives fishjax's logits (1e-4)."""
+    pytest.importorskip("peft")
+    torch = pytest.importorskip("torch")
+    import peft
+    import transformers
+
+    from fishjax.methods.peft.peft_file import export_peft_folder
+    from fishjax.models import load_model
+
+    model = load_model(tiny_decoder_dir, None, key=jax.random.PRNGKey(0))
+    targets = find_targets(model.params, kind, r"(self_attn|mlp)/\w+_proj/kernel$")
+    assert len(targets) == 2 * 7
+    spec = PeftSpec(kind, 4, targets, scaling=2.0)
+    tree = _perturb(init_peft(model.params, spec, jax.random.PRNGKey(1)),
+                    jax.random.PRNGKey(2), 0.05)
+    params = peft_combine(spec)({PEFT_KEY: tree}, model.params)  # no head: a causal LM
+    ids = np.random.default_rng(0).integers(3, model.config.vocab_size, (2, 9))
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    ours = np.asarray(jax.jit(model.module.apply)({"params": params}, ids, mask))
+
+    out = export_peft_folder(str(tmp_path / "adapter"), tree, {}, spec, model.config,
+                             base_model=tiny_decoder_dir)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_decoder_dir).eval()
+    pm = peft.PeftModel.from_pretrained(hf, out).eval()
+    inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+              "position_ids": torch.from_numpy(np.maximum(np.cumsum(mask, -1) - 1, 0))}
+    with torch.no_grad():
+        theirs = pm(**inputs).logits.numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(theirs[real], ours[real], rtol=1e-4, atol=1e-4)
+    base = np.asarray(jax.jit(model.module.apply)({"params": model.params}, ids, mask))
+    assert np.abs(ours - base).max() > 1e-3
+
+
 # -- through the trainer --------------------------------------------------------------------
 
 

@@ -109,6 +109,71 @@ def test_eight_devices_match_one_device(tiny_model_dir, tmp_path):
     assert one["single"]["rules"] == [] and eight["data8"]["rules"] == []
 
 
+DECODER_CHILD = r"""
+import json, os, sys
+import numpy as np
+model_dir, out_dir = sys.argv[1:3]
+import jax
+from benchmarks.common.tiny_model import make_tiny_decoder_config
+from fishjax.core.tree import flatten_paths
+from fishjax.train.checkpoints import Checkpoints
+from fishjax.train.trainer import train_and_evaluate
+
+runs = {"one": {}} if jax.device_count() == 1 else {
+    "data8": {}, "data4_model2": {"data": 4, "model": 2}}
+results = {"devices": jax.device_count()}
+for name, mesh in runs.items():
+    config = make_tiny_decoder_config(model_dir, os.path.join(out_dir, "cache"))
+    config.train.num_steps = 6
+    config.train.log_every_steps = 1
+    config.train.export = False
+    for k, v in mesh.items():
+        config.mesh[k] = v
+    workdir = os.path.join(out_dir, name)
+    train_and_evaluate(config, workdir)
+    ckpt = Checkpoints(workdir)
+    final = ckpt.restore_latest(None)["trainable"]
+    ckpt.close()
+    np.savez(os.path.join(out_dir, name + ".npz"),
+             **{"/".join(p): np.asarray(v) for p, v in flatten_paths(final).items()})
+    stored = json.load(open(os.path.join(workdir, "config.json")))
+    rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    results[name] = {"loss": [r["train/loss"] for r in rows if "train/loss" in r],
+                     "rules": stored["mesh"]["param_rules"]}
+print("RESULT" + json.dumps(results))
+"""
+
+
+def _run_decoder_child(devices: int, model_dir: str, out_dir: str) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get(
+                   "PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", DECODER_CHILD, model_dir, out_dir], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+@pytest.mark.slow
+def test_a_decoder_on_eight_devices_matches_one_device(tiny_decoder_dir, tmp_path):
+    """Full fine-tuning of the tiny decoder, 6 steps: data-parallel on 8 devices and
+    (data 4, model 2) with the decoder family's rules give one device's parameters."""
+    one = _run_decoder_child(1, tiny_decoder_dir, str(tmp_path))
+    eight = _run_decoder_child(8, tiny_decoder_dir, str(tmp_path))
+    assert one["devices"] == 1 and eight["devices"] == 8
+    assert eight["data4_model2"]["rules"] and one["one"]["rules"] == []
+    want = np.load(tmp_path / "one.npz")
+    for name in ("data8", "data4_model2"):
+        np.testing.assert_allclose(eight[name]["loss"], one["one"]["loss"], rtol=1e-5,
+                                   err_msg=name)
+        got = np.load(tmp_path / f"{name}.npz")
+        assert sorted(got.files) == sorted(want.files)
+        for leaf in want.files:
+            np.testing.assert_allclose(got[leaf], want[leaf], atol=1e-5, rtol=0,
+                                       err_msg=f"{name}: {leaf}")
+
+
 def test_mesh_and_rule_errors():
     import jax
 

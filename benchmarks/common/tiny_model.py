@@ -116,3 +116,15 @@ def build_tiny_decoder_dir(path: str, model_type: str = "llama", seed: int = 0) 
     params = CausalLM(config).init(jax.random.PRNGKey(seed), ids, np.ones_like(ids))["params"]
     return export_decoder_folder(params, config, os.path.join(path, "model"),
                                  tokenizer_source=tok_dir)
+
+
+def make_tiny_decoder_config(model_dir: str, cache_dir: str) -> ml_collections.ConfigDict:
+    """`make_tiny_config` for a tiny decoder: the bundled instruction sample
+    (`chat_quickstart`) at 96 tokens, its chat template."""
+    config = make_tiny_config(model_dir, cache_dir)
+    config.task = "chat_quickstart"
+    config.data.max_train_samples = None
+    config.data.max_eval_samples = None
+    config.data.max_length = 96
+    config.data.buckets = (64, 96)
+    return config

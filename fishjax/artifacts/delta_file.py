@@ -40,7 +40,7 @@ from fishjax.core.tree import (
 )
 from fishjax.core.version import __version__
 from fishjax.models import load_model
-from fishjax.models.hf_export import export_hf_folder
+from fishjax.models.export import export_model_folder
 from fishjax.objectives import from_metadata
 from fishjax.params import sparse as sparse_lib
 from fishjax.params.sparse import SparseDelta
@@ -195,6 +195,6 @@ def export_merged(path: str, out_dir: str, model_name: str | None = None) -> str
     """Writes the base model with the delta applied as a Hugging Face folder."""
     loaded = load_delta(path)
     model = load_model_with_delta(loaded, model_name)
-    return export_hf_folder(model.params, model.config, out_dir=out_dir,
-                            tokenizer_dir=model.model_dir,
-                            **from_metadata(loaded.metadata, repr(path)).metadata())
+    return export_model_folder(
+        model.params, model.config, out_dir, tokenizer_source=model.model_dir,
+        objective_metadata=from_metadata(loaded.metadata, repr(path)).metadata())

@@ -13,42 +13,15 @@ import hashlib
 import importlib.resources
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fishjax.data.generation import load_jsonl_file, parse_jsonl
+from fishjax.data.raw_split import RawSplit
 from fishjax.data.tasks import DataError, TaskSpec, get_task
 
 HUB_DATASET = "nyu-mll/glue"
-
-
-@dataclass
-class RawSplit:
-    """One split as loaded: texts, label ids (int32) or scores (float32, regression)."""
-
-    task: str
-    split: str
-    text_a: list[str]
-    text_b: list[str | None] | None  # None: a single-sentence task; a None entry: a
-    # single-sentence row of a mixed split (`fishjax.data.mixture`)
-    labels: np.ndarray
-    source: str
-    fingerprint: str
-
-    def __len__(self) -> int:
-        return len(self.text_a)
-
-    def rows(self, indices: np.ndarray, split: str | None = None) -> RawSplit:
-        """The rows `indices` of this split, in that order (named `split`, default its own)."""
-        indices = np.asarray(indices, np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
-            raise DataError(f"{self.source}: row index out of range 0..{len(self) - 1}")
-        return RawSplit(task=self.task, split=split or self.split,
-                        text_a=[self.text_a[i] for i in indices],
-                        text_b=None if self.text_b is None else [self.text_b[i] for i in indices],
-                        labels=self.labels[indices], source=self.source,
-                        fingerprint=self.fingerprint)
 
 
 def text_split(texts: Sequence[str], pairs: Sequence[str] | None = None, *,
@@ -83,7 +56,14 @@ def load_split(task: TaskSpec | str, split: str, data_dir: str | None = None,
     if max_samples is not None and max_samples <= 0:
         raise DataError(f"max_samples must be positive, got {max_samples}")
 
-    if data_dir is not None:
+    if spec.generative:  # JSON lines of (prompt, completion): fishjax.data.generation
+        if data_dir is not None:
+            raw = load_jsonl_file(spec, split, Path(data_dir) / f"{split}.jsonl")
+        else:
+            name = f"{spec.name}_{split}.jsonl"
+            resource = importlib.resources.files("fishjax.data") / "samples" / name
+            raw = parse_jsonl(spec, split, resource.read_bytes(), f"fishjax.data:samples/{name}")
+    elif data_dir is not None:
         raw = _load_tsv_file(spec, split, Path(data_dir) / f"{split}.tsv")
     elif spec.hub_config is None:
         name = f"{spec.name}_{split}.tsv"

@@ -5,7 +5,8 @@ are cut within a bucket, so a jitted step only ever sees the shapes ``(batch_siz
 for ``b`` in ``buckets``: one compilation per bucket.
 
 A partial batch (the last of a bucket) is filled up to ``batch_size`` with padding rows:
-all pad tokens, ``token_type_ids`` 0, label 0 and weight 0. Their ``attention_mask`` is 1
+all pad tokens, ``token_type_ids`` 0, label 0 (next-token labels: all `IGNORE_INDEX`) and
+weight 0. Their ``attention_mask`` is 1
 at position 0 only, so no row is fully masked (a fully masked softmax row is NaN in some
 attention implementations); losses and metrics must use ``weights`` to ignore them.
 """
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from fishjax.core.io import atomic_write
-from fishjax.data.glue import RawSplit
+from fishjax.data.generation import IGNORE_INDEX, encode_rows, token_labels
+from fishjax.data.raw_split import RawSplit
 from fishjax.data.tasks import DataError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ EpochPlan = list[tuple[np.ndarray, int]]
 
 @dataclass
 class TokenizedSplit:
-    """Token ids padded to ``max_length`` (= ``buckets[-1]``) plus true lengths and labels."""
+    """Token ids padded to ``max_length`` (= ``buckets[-1]``) plus true lengths and labels:
+    one per row (classification, regression) or one per token ([N, max_length]: a
+    generation task's next-token labels, `fishjax.data.generation`)."""
 
     input_ids: np.ndarray
     token_type_ids: np.ndarray
@@ -78,13 +82,15 @@ def _check_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...]:
 
 
 def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: Sequence[int],
-                   cache_dir: str | None = None) -> TokenizedSplit:
+                   cache_dir: str | None = None,
+                   prompt_format: str | None = None) -> TokenizedSplit:
     """Tokenize (text_a[, text_b]) with 'longest_first' truncation to ``max_length``.
 
     With ``cache_dir`` the result is stored as an ``.npz`` keyed by the data (fingerprint
     and content, so a ``max_samples`` subset is its own entry), the tokenizer's full
     definition, ``max_length``, ``buckets`` and a format version; an unreadable cache file
-    is treated as a miss and rewritten.
+    is treated as a miss and rewritten. With ``prompt_format`` the split is a generation
+    task's (prompt, target) rows ("chat" or "plain"; `fishjax.data.generation`).
     """
     buckets = _check_buckets(buckets, max_length)
     if len(raw) == 0:
@@ -95,14 +101,18 @@ def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: S
 
     path = None
     if cache_dir is not None:
-        key = _cache_key(raw, tokenizer, max_length, buckets)
+        key = _cache_key(raw, tokenizer, max_length, buckets, prompt_format)
         path = Path(cache_dir) / f"{raw.task}-{raw.split}-{key[:24]}.npz"
         cached = _load_cache(path, buckets, int(pad_id))
         if cached is not None:
             logger.info("loaded tokenized %s/%s from %s", raw.task, raw.split, path)
             return cached
 
-    out = _tokenize(raw, tokenizer, max_length, buckets, int(pad_id))
+    if prompt_format is None:
+        out = _tokenize(raw, tokenizer, max_length, buckets, int(pad_id))
+    else:
+        out = _tokenize_generation(raw, tokenizer, max_length, buckets, int(pad_id),
+                                   prompt_format)
     if path is not None:
         try:
             _save_cache(path, out)
@@ -112,6 +122,20 @@ def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: S
                            "cache (set data.cache_dir or $FISHJAX_CACHE to a writable folder)",
                            raw.task, raw.split, cache_dir, e.strerror or e)
     return out
+
+
+def _tokenize_generation(raw: RawSplit, tokenizer: Any, max_length: int,
+                         buckets: tuple[int, ...], pad_id: int,
+                         prompt_format: str) -> TokenizedSplit:
+    rows, starts = encode_rows(raw, tokenizer, max_length, prompt_format)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
+    input_ids = np.full((len(rows), max_length), pad_id, dtype=np.int32)
+    input_ids[np.arange(max_length)[None, :] < lengths[:, None]] = np.fromiter(
+        (t for row in rows for t in row), dtype=np.int32, count=int(lengths.sum()))
+    return TokenizedSplit(input_ids=input_ids,
+                          token_type_ids=np.zeros_like(input_ids), lengths=lengths,
+                          labels=token_labels(rows, starts, max_length), buckets=buckets,
+                          pad_id=pad_id)
 
 
 def _tokenize(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int, ...],
@@ -207,7 +231,8 @@ def _content_hash(raw: RawSplit) -> str:
     return h.hexdigest()
 
 
-def _cache_key(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int, ...]) -> str:
+def _cache_key(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int, ...],
+               prompt_format: str | None = None) -> str:
     parts = {
         "format": _CACHE_FORMAT,
         "task": raw.task,
@@ -219,6 +244,9 @@ def _cache_key(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[in
         "max_length": max_length,
         "buckets": list(buckets),
     }
+    if prompt_format is not None:  # a generation split: the template is part of the text
+        parts["prompt_format"] = prompt_format
+        parts["chat_template"] = getattr(tokenizer, "chat_template", None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -308,8 +336,12 @@ def make_batch(ds: TokenizedSplit, indices: np.ndarray, bucket_len: int,
     lengths = np.ones(batch_size, dtype=np.int32)  # padding rows attend to position 0
     lengths[:n] = ds.lengths[indices]
     attention_mask = (np.arange(bucket_len)[None, :] < lengths[:, None]).astype(np.int32)
-    labels = np.zeros(batch_size, dtype=ds.labels.dtype)
-    labels[:n] = ds.labels[indices]
+    if ds.labels.ndim == 2:  # next-token labels: cut to the bucket, padding rows ignored
+        labels = np.full((batch_size, bucket_len), IGNORE_INDEX, dtype=ds.labels.dtype)
+        labels[:n] = ds.labels[indices, :bucket_len]
+    else:
+        labels = np.zeros(batch_size, dtype=ds.labels.dtype)
+        labels[:n] = ds.labels[indices]
     weights = np.zeros(batch_size, dtype=np.float32)
     weights[:n] = 1.0
     return {

@@ -46,6 +46,9 @@ class TaskSpec:
     glue_folder: str | None = None
     hub_config: str | None = None
     hub_text_fields: tuple[str, ...] = field(default=())
+    # A text-to-text task for causal LMs (`fishjax.data.generation`): `<split>.jsonl` rows
+    # of a prompt and the target text, no label set.
+    generative: bool = False
 
     def __post_init__(self) -> None:
         if len(self.text_fields) not in (1, 2):
@@ -55,7 +58,7 @@ class TaskSpec:
 
     @property
     def is_regression(self) -> bool:
-        return self.label_names is None
+        return self.label_names is None and not self.generative
 
     @property
     def num_labels(self) -> int:
@@ -75,7 +78,8 @@ class TaskSpec:
 
     def describe(self) -> str:
         """One line: labels, metrics and eval splits."""
-        return (f"{self.num_labels} labels, metrics {', '.join(self.metrics)}; "
+        what = "text targets" if self.generative else f"{self.num_labels} labels"
+        return (f"{what}, metrics {', '.join(self.metrics)}; "
                 f"eval {', '.join(self.eval_splits)}")
 
     def hub_split(self, split: str) -> str:
@@ -122,6 +126,10 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(name="quickstart", text_fields=("sentence",),
                  label_names=("negative", "positive"), metrics=("accuracy",),
                  main_metric="accuracy"),
+        # Bundled sample of short instructions and answers, for causal LMs.
+        TaskSpec(name="chat_quickstart", text_fields=("prompt", "completion"),
+                 label_names=None, metrics=("token_accuracy",),
+                 main_metric="token_accuracy", generative=True),
     )
 }
 
@@ -149,6 +157,7 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
         return name
     key = _normalize(str(name))
     key = _ALIASES.get(key, key)
-    if key not in TASKS:
+    by_key = {_normalize(k): spec for k, spec in TASKS.items()}
+    if key not in by_key:
         raise DataError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
-    return TASKS[key]
+    return by_key[key]

@@ -138,13 +138,17 @@ def head_and_eligible(params: PyTree, method_cfg: ml_collections.ConfigDict
     return head, eligible
 
 
-def split_head(params: PyTree, method_cfg: ml_collections.ConfigDict) -> tuple[PyTree, PyTree]:
-    """(head, rest) of `params` by `config.method.head_regex`; a regex matching no leaf is a
-    ConfigError (the head would stay at its random init)."""
+def split_head(params: PyTree, method_cfg: ml_collections.ConfigDict, *,
+               required: bool = True) -> tuple[PyTree, PyTree]:
+    """(head, rest) of `params` by `config.method.head_regex`. With `required` (a family
+    whose head is drawn fresh, or a method that trains nothing else) a regex matching no
+    leaf is a ConfigError: the head would stay at its random init, or nothing would train.
+    A causal LM has no task head: pass `required=ctx.family.fresh_head`."""
     head, rest = split_tree(params, method_cfg.head_regex)
-    if not flatten_paths(head):
+    if required and not flatten_paths(head):
         raise ConfigError(f"config.method.head_regex={method_cfg.head_regex!r} matches no "
-                          "parameter: the task head would stay at its random init")
+                          "parameter: the task head would stay at its random init (or, on a "
+                          "model without a task head such as a causal LM, nothing trains)")
     return head, rest
 
 

@@ -15,6 +15,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fishjax.core.errors import ModelError
@@ -92,7 +93,9 @@ def load_decoder_params(source: str, config: DecoderConfig, head_size: int | Non
         raise ModelError(f"a causal language model predicts its vocabulary "
                          f"({config.vocab_size} tokens), not a head of {head_size}")
     tensors = gguf_tensors(source) if is_gguf(source) else _folder_tensors(source)
-    return hf_to_flax(tensors, config, param_shapes(config), source), LoadReport()
+    params = hf_to_flax(tensors, config, param_shapes(config), source)
+    # On the device as jax arrays, as the encoders' loader gives them.
+    return jax.tree_util.tree_map(jnp.asarray, params), LoadReport()
 
 
 def decoder_without_dropout(config: DecoderConfig, hidden: float | None,

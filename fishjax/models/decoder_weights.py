@@ -70,23 +70,28 @@ def hf_to_flax(tensors: Mapping[str, np.ndarray], config: DecoderConfig,
     return unflatten_paths(flat)
 
 
+def hf_name(path: tuple[str, ...]) -> tuple[str, bool]:
+    """(the Hugging Face tensor name of a Flax decoder param path, whether it is
+    transposed): the inverse of `flax_path`."""
+    if path == ("model", "embed_tokens", "embedding"):
+        return "model.embed_tokens.weight", False
+    if path == ("model", "norm", "scale"):
+        return "model.norm.weight", False
+    if path == ("lm_head", "kernel"):
+        return "lm_head.weight", True
+    layer = path[1].removeprefix("layers_")
+    if path[-1] == "scale":
+        return f"model.layers.{layer}.{path[2]}.weight", False
+    block, proj, leaf = path[2], path[3], path[4]
+    kind = "weight" if leaf == "kernel" else "bias"
+    return f"model.layers.{layer}.{block}.{proj}.{kind}", leaf == "kernel"
+
+
 def flax_to_hf(params: Mapping) -> dict[str, np.ndarray]:
     """Hugging Face tensor names of a Flax decoder tree (the inverse of `hf_to_flax`)."""
     out = {}
     for path, value in flatten_paths(params).items():
+        name, transposed = hf_name(path)
         array = np.asarray(value, np.float32)
-        if path == ("model", "embed_tokens", "embedding"):
-            out["model.embed_tokens.weight"] = array
-        elif path == ("model", "norm", "scale"):
-            out["model.norm.weight"] = array
-        elif path == ("lm_head", "kernel"):
-            out["lm_head.weight"] = array.T
-        elif path[-1] == "scale":
-            out[f"model.layers.{path[1].removeprefix('layers_')}.{path[2]}.weight"] = array
-        else:
-            layer, block, proj, leaf = path[1].removeprefix("layers_"), path[2], path[3], \
-                path[4]
-            kind = "weight" if leaf == "kernel" else "bias"
-            out[f"model.layers.{layer}.{block}.{proj}.{kind}"] = array.T if leaf == "kernel" \
-                else array
+        out[name] = array.T if transposed else array
     return out

@@ -42,6 +42,11 @@ from fishjax.models.encoder import SequenceClassifier
 from fishjax.models.gguf_weights import gguf_architecture
 from fishjax.models.weights import LoadReport, load_pretrained_params
 
+# The encoders' method defaults (`ModelFamily`): LoRA on the attention's query and value
+# (the LoRA paper's choice), SIFT on the attention's four projections (its reference).
+ENCODER_LORA_TARGETS = r"attention/self/(query|value)/kernel$"
+ENCODER_SIFT_REGEX = r"attention/(self/(query|key|value)|output/dense)/(kernel|bias)$"
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelFamily:
@@ -67,6 +72,11 @@ class ModelFamily:
     # Whether `load_params` draws a fresh task head (encoders) or keeps the pretrained
     # output layer (causal LMs: `head_regex` then matches nothing, and that is no error).
     fresh_head: bool = True
+    # Method defaults that name the family's layers (`fishjax.train.model_defaults`): the
+    # kernels LoRA/DoRA adapt, the tensors SIFT may give sparse entries, what BitFit trains.
+    lora_targets: str = ENCODER_LORA_TARGETS
+    sift_regex: str = ENCODER_SIFT_REGEX
+    bitfit_regex: str = r"bias$"
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -171,4 +181,9 @@ register_family(ModelFamily(
     default_objective="causal_lm",
     param_rules=DECODER_PARAM_RULES,
     fresh_head=False,
+    # The encoders' choices on the same layers: LoRA on q and v, SIFT on the attention's four
+    # projections; BitFit, with no biases in Llama, trains the RMSNorm scales (and any bias).
+    lora_targets=r"self_attn/(q_proj|v_proj)/kernel$",
+    sift_regex=r"self_attn/(q_proj|k_proj|v_proj|o_proj)/(kernel|bias)$",
+    bitfit_regex=r"(bias|norm/scale)$",
 ))

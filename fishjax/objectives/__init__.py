@@ -1,6 +1,6 @@
 """Objectives: the protocol (`Objective`) through which every method, the trainer and the
 Fisher passes see a task's targets, and its implementations (sequence classification,
-regression). See `fishjax.objectives.base` for the protocol."""
+regression, causal language modelling). See `fishjax.objectives.base` for the protocol."""
 
 from fishjax.objectives.base import (
     Batch,
@@ -9,14 +9,17 @@ from fishjax.objectives.base import (
     make_apply_fn,
     make_feature_fn,
     make_loss_fn,
+    stack_rows,
     weighted_mean,
 )
+from fishjax.objectives.causal_lm import CausalLanguageModeling
 from fishjax.objectives.classification import SequenceClassification, log_odds
 from fishjax.objectives.registry import for_task, from_metadata
 from fishjax.objectives.regression import Regression
 
 __all__ = [
     "Batch",
+    "CausalLanguageModeling",
     "FisherTerm",
     "Objective",
     "Regression",
@@ -27,5 +30,6 @@ __all__ = [
     "make_apply_fn",
     "make_feature_fn",
     "make_loss_fn",
+    "stack_rows",
     "weighted_mean",
 ]

@@ -91,6 +91,20 @@ class Objective(Protocol):
         """What an artefact file records to rebuild this objective (`from_metadata`)."""
 
 
+def stack_rows(arrays: Sequence[np.ndarray], fill: Any = None) -> np.ndarray:
+    """Per-batch host arrays joined along rows. Per-token arrays of batches of different
+    lengths (length buckets) are padded on the right with `fill` first: an objective with
+    per-token targets names the target its metrics ignore (`ignored_target`)."""
+    widths = {np.shape(a)[1:] for a in arrays}
+    if len(widths) <= 1:
+        return np.concatenate(arrays)
+    if fill is None or any(np.ndim(a) != 2 for a in arrays):
+        raise ValueError(f"cannot join per-batch arrays of shapes {sorted(widths)}")
+    width = max(np.shape(a)[1] for a in arrays)
+    return np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
+                           for a in arrays])
+
+
 def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
     """Mean of `values` over real rows (`weights` 1; None: every row is real)."""
     if weights is None:

@@ -9,9 +9,15 @@ position. The model outputs next-token logits [B, T, vocab].
   example without any), so a long answer does not weigh more than a short one.
 - Metrics: token accuracy (the main metric: higher is better) and the target tokens counted.
 - Feature output (multi-source selection): the mean log-likelihood of the target tokens.
-- Expected Fisher: not built yet (a target sampled from the model's own next-token
-  distribution needs the outputs, which the protocol's `expected_fisher_targets` does not
-  take); the empirical Fisher works.
+- Expected Fisher: each target token replaced by one drawn from the model's own next-token
+  distribution at that position (the prefix stays the gold one), the loss differentiated
+  with the drawn tokens; `fisher_samples` draws per example, averaged (a Monte Carlo
+  estimate: the exact sum over a 49k vocabulary at every position is out of reach). The
+  protocol's `expected_fisher_targets` sees no outputs, so it only marks the pass
+  (`SAMPLE_FIELD`, the draw's index) and `per_example_loss` draws from the logits it is
+  given, under `stop_gradient`. Each row's key is `fisher_seed` folded with the draw's index
+  and a hash of the row's real tokens: the same example gets the same draw in every pass,
+  in both Fisher engines and at any batch position.
 """
 
 from __future__ import annotations
@@ -25,11 +31,34 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fishjax.core.errors import FishjaxError
+from fishjax.data.generation import IGNORE_INDEX as IGNORE
 from fishjax.objectives.base import Batch, FisherTerm
 
-IGNORE = -100
 DECODER_INPUTS = ("input_ids", "attention_mask")
+SAMPLE_FIELD = "fisher_sample"  # batch field of an expected-Fisher pass: the draw's index
+_HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash (mod 2**32)
+
+
+def row_keys(seed: int, draw: jax.Array, input_ids: jax.Array,
+             attention_mask: jax.Array) -> jax.Array:
+    """One PRNG key per row [B]: `seed`, the draw's index and a hash of the row's real
+    tokens (their ids and positions; padding ignored)."""
+    t = input_ids.shape[-1]
+    weights = jnp.arange(t, dtype=jnp.uint32) * jnp.uint32(_HASH_MULTIPLIER) + jnp.uint32(1)
+    ids = (input_ids.astype(jnp.uint32) + jnp.uint32(1)) * attention_mask.astype(jnp.uint32)
+    hashes = jnp.sum(ids * weights, axis=-1, dtype=jnp.uint32)
+    # The draw index is a scalar, or [1] in a batch of one (the per-example Fisher engine).
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), jnp.ravel(draw)[0])
+    return jax.vmap(lambda h: jax.random.fold_in(base, h))(hashes)
+
+
+def sampled_labels(logits: jax.Array, batch: Batch, seed: int) -> jax.Array:
+    """The batch's labels with each target token replaced by a draw from the model's
+    next-token distribution there (no gradient through the draw)."""
+    keys = row_keys(seed, batch[SAMPLE_FIELD], batch["input_ids"], batch["attention_mask"])
+    draws = jax.vmap(lambda k, z: jax.random.categorical(k, z, axis=-1))(
+        keys, jax.lax.stop_gradient(logits.astype(jnp.float32)))
+    return jnp.where(batch["labels"] == IGNORE, IGNORE, draws.astype(batch["labels"].dtype))
 
 
 def target_token_losses(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -42,19 +71,31 @@ def target_token_losses(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class CausalLanguageModeling:
-    """Next-token prediction over a vocabulary of `vocab_size` (module docstring)."""
+    """Next-token prediction over the model's vocabulary (module docstring); `vocab_size`
+    (None: whatever the model's output layer has) is recorded in artefact files."""
 
-    vocab_size: int
+    vocab_size: int | None = None
+    fisher_samples: int = 1  # expected Fisher: draws per example
+    fisher_seed: int = 0
     main_metric: str = "token_accuracy"
     input_fields: tuple[str, ...] = DECODER_INPUTS
     kind: str = dataclasses.field(default="causal_lm", init=False)
 
+    ignored_target: int = dataclasses.field(default=IGNORE, init=False)
+
+    def __post_init__(self) -> None:
+        if self.fisher_samples < 1:
+            raise ValueError(f"fisher_samples must be >= 1, got {self.fisher_samples}")
+
     @property
-    def head_size(self) -> int:
+    def head_size(self) -> int | None:
         return self.vocab_size
 
     def per_example_loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
-        ce, mask = target_token_losses(outputs, batch["labels"])
+        labels = batch["labels"]
+        if SAMPLE_FIELD in batch:  # an expected-Fisher pass (module docstring)
+            labels = sampled_labels(outputs, batch, self.fisher_seed)
+        ce, mask = target_token_losses(outputs, labels)
         return jnp.sum(ce, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
 
     def predictions(self, outputs: jax.Array) -> jax.Array:
@@ -73,15 +114,16 @@ class CausalLanguageModeling:
 
     @property
     def expected_fisher_passes(self) -> int:
-        raise FishjaxError("the expected Fisher of a causal language model is not built yet: "
-                           "use the empirical Fisher (config.method.fisher.mode='empirical')")
+        return self.fisher_samples
 
     def expected_fisher_targets(self, batch: Batch) -> list[Batch]:
-        return self.expected_fisher_passes  # raises
+        return [{SAMPLE_FIELD: jnp.asarray(v, jnp.int32)} for v in range(self.fisher_samples)]
 
     def expected_fisher_terms(self, losses: Sequence[jax.Array],
                               weights: jax.Array) -> list[FisherTerm]:
-        return self.expected_fisher_passes  # raises
+        n = self.fisher_samples
+        return [FisherTerm(coeffs=tuple(float(v == w) for w in range(n)), factor=1.0 / n)
+                for v in range(n)]
 
     @property
     def feature_output_name(self) -> str:
@@ -96,4 +138,5 @@ class CausalLanguageModeling:
         return {"examples": int(targets.shape[0]), "target_tokens": int(real.sum())}
 
     def metadata(self) -> dict[str, Any]:
-        return {"objective": self.kind, "vocab_size": self.vocab_size}
+        return {"objective": self.kind,
+                **({} if self.vocab_size is None else {"vocab_size": self.vocab_size})}

@@ -163,7 +163,7 @@ def apply_delta(base: PyTree, indices: PyTree, values: PyTree) -> dict:
     flat = flatten_paths(base)
     vals = flatten_paths(values)
     for p, idx in flatten_paths(indices).items():
-        w = flat[p]
+        w = jnp.asarray(flat[p])  # jnp.reshape keeps a numpy leaf numpy (no `.at`)
         upd = jnp.reshape(w, (-1,)).at[idx].add(
             jnp.asarray(vals[p], dtype=w.dtype), indices_are_sorted=True, unique_indices=True)
         flat[p] = jnp.reshape(upd, jnp.shape(w))

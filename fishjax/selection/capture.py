@@ -10,13 +10,15 @@ per-example engine (`fishjax.selection.per_example`) instead differentiates each
 on its own (a scan or vmap of `jax.grad`). Both give the same gradients up to rounding.
 
 How it reaches the layers without knowing the model: `loss_fn(params, batch)` runs under
-`flax.linen.intercept_methods`; every call of a `nn.Dense`, `nn.LayerNorm` or `nn.Embed`
-records its input (LayerNorm: the normalised input) and adds a zero "perturbation" to its
+`flax.linen.intercept_methods`; every call of a `nn.Dense`, `nn.LayerNorm`, `nn.RMSNorm` or
+`nn.Embed` records its input (the norms: the normalised input) and adds a zero
+"perturbation" to its
 output, whose gradient is the output cotangent. A second zero perturbation scales each
 row's weight, so its gradient is each example's own loss (what the expected Fisher needs)
 at no extra cost. The layer formulas, per example:
 - Dense: kernel x^T g, bias sum_m g (inputs flattened to [positions, features]);
-- LayerNorm (last-axis, as BERT's): scale sum_m xhat * g, bias sum_m g;
+- LayerNorm (last-axis, as BERT's): scale sum_m xhat * g, bias sum_m g; RMSNorm (the
+  decoders'): scale sum_m xhat * g with xhat = x / rms(x);
 - Embed: the table's gradient, g added at each example's ids (dense, like `jax.grad`'s).
 A module called more than once adds up its calls. When only the batch's sum of squared
 gradients is wanted (FISH), `summed_squares` forms it without a per-example copy of an
@@ -29,7 +31,8 @@ What it assumes (checked where it can be):
   encoders; not checkable here.
 - Every differentiated leaf is a param of a captured layer call, used only inside it: a
   leaf no call covers is a `FisherError` at trace time; a param used outside its layer
-  (tied embeddings, params transformed before `apply`) is caught by `check_against_grad`,
+  (tied embeddings, whose table is also the output layer through `attend`; params
+  transformed before `apply`) is caught by `check_against_grad`,
   which the Fisher pass runs on its first batch (the sum of the captured per-example
   gradients must equal `jax.grad` of the summed loss).
 - No lifted transform (`nn.scan`, `nn.remat`) wraps the captured layers.
@@ -65,20 +68,22 @@ def _layer_kind(module: nn.Module) -> str | None:
         return "dense"
     if isinstance(module, nn.Embed):
         return "embed"
-    if isinstance(module, nn.LayerNorm):
-        if module.reduction_axes != -1 or module.feature_axes != -1:
-            raise FisherError(f"capture engine: LayerNorm {path_str(module.path)} normalises "
-                              f"over axes {module.reduction_axes}; only the last axis is "
-                              "supported (use engine='per_example')")
-        return "norm"
+    for cls, kind in ((nn.LayerNorm, "norm"), (nn.RMSNorm, "rmsnorm")):
+        if isinstance(module, cls):
+            if module.reduction_axes != -1 or module.feature_axes != -1:
+                raise FisherError(f"capture engine: {cls.__name__} {path_str(module.path)} "
+                                  f"normalises over axes {module.reduction_axes}; only the "
+                                  "last axis is supported (use engine='per_example')")
+            return kind
     return None
 
 
-def _normalised(x: jax.Array, epsilon: float) -> jax.Array:
+def _normalised(x: jax.Array, epsilon: float, centred: bool = True) -> jax.Array:
+    """LayerNorm's (centred) or RMSNorm's normalised input, before its scale."""
     x = x.astype(jnp.float32)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + epsilon)
+    if centred:
+        x = x - jnp.mean(x, axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + epsilon)
 
 
 def _run_recorded(loss_fn: LossFn, params: PyTree, batch: Batch,
@@ -97,7 +102,8 @@ def _run_recorded(loss_fn: LossFn, params: PyTree, batch: Batch,
         y = next_fun(*args, **kwargs)
         if perturbations is not None:
             y = y + perturbations[len(records)]
-        recorded = _normalised(x, module.epsilon) if kind == "norm" else x
+        recorded = _normalised(x, module.epsilon, kind == "norm") if kind in (
+            "norm", "rmsnorm") else x
         records.append((LayerCall(kind, tuple(module.path)), recorded, y))
         return y
 
@@ -117,7 +123,7 @@ def record_layers(loss_fn: LossFn, params: PyTree, batch: Batch) -> dict[str, An
     shapes = jax.eval_shape(lambda p, b: [y for _, _, y in _run_recorded(loss_fn, p, b, None)[1]],
                             params, batch)
     if not shapes:
-        raise FisherError("capture engine: loss_fn calls no nn.Dense, nn.LayerNorm or nn.Embed")
+        raise FisherError("capture engine: loss_fn calls no nn.Dense, LayerNorm, RMSNorm or Embed")
 
     def summed(perturbations, row_scale):
         scaled = {**batch, "weights": weights * (1.0 + row_scale)}
@@ -163,7 +169,7 @@ def example_gradients(on: PyTree, calls: dict[str, dict[str, jax.Array]]) -> PyT
         x = x.reshape(-1, x.shape[-1])
         if call.kind == "dense" and (*call.path, "kernel") in on_flat:
             add((*call.path, "kernel"), x.T @ g)
-        if call.kind == "norm" and (*call.path, "scale") in on_flat:
+        if call.kind in ("norm", "rmsnorm") and (*call.path, "scale") in on_flat:
             add((*call.path, "scale"), jnp.sum(x * g, axis=0))
         if (*call.path, "bias") in on_flat:
             add((*call.path, "bias"), jnp.sum(g, axis=0))
@@ -171,7 +177,7 @@ def example_gradients(on: PyTree, calls: dict[str, dict[str, jax.Array]]) -> PyT
     if missing:
         raise FisherError(
             f"capture engine: {len(missing)} differentiated leaves are not params of an "
-            f"nn.Dense, nn.LayerNorm or nn.Embed call of loss_fn (e.g. {missing[:3]}); use "
+            f"nn.Dense, LayerNorm, RMSNorm or Embed call of loss_fn (e.g. {missing[:3]}); use "
             "engine='per_example' for them")
     return unflatten_paths(grads)
 

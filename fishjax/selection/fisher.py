@@ -24,8 +24,8 @@ example's own loss. The reference loops over single examples in PyTorch. Here:
 - Two engines give each example's gradient: "per_example" (default) differentiates every
   example on its own; "capture" (`fishjax.selection.capture`) runs one batched backward
   and forms each example's gradient from the layers' inputs and output cotangents, for
-  params of `nn.Dense`/`nn.LayerNorm`/`nn.Embed` calls only, checked against `jax.grad`
-  on the first batch. Which is faster depends on the machine
+  params of `nn.Dense`/`nn.LayerNorm`/`nn.RMSNorm`/`nn.Embed` calls only, checked against
+  `jax.grad` on the first batch. Which is faster depends on the machine
   (`benchmarks/speed/fisher_outer_product.py`; figures in the README).
 
 - One engine, custom reductions (`fishjax.selection.per_example`): `per_example_pass`
@@ -430,7 +430,7 @@ def fisher_scores(
       chunk_size: examples per vmap chunk, or "auto" (1 on CPU, up to 8 elsewhere).
       progress: show a progress bar (tqdm) with examples/s.
       engine: "per_example" (default) or "capture" (one batched backward and per-example
-        outer products; params of nn.Dense/LayerNorm/Embed calls only; see
+        outer products; params of nn.Dense/LayerNorm/RMSNorm/Embed calls only; see
         `fishjax.selection.capture` and `per_example_pass`).
 
     Example:

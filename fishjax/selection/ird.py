@@ -327,6 +327,13 @@ def _sample_summary(data: TokenizedSplit, ids: np.ndarray, objective: Objective
             "length_mean": float(np.mean(data.lengths[ids])) if len(ids) else None}
 
 
+def _row_target(data: TokenizedSplit, objective: Objective, row: int) -> Any:
+    """One row's target for the trace: its label, or the objective's summary of a
+    per-token target (a causal LM's)."""
+    target = data.labels[row]
+    return target.item() if target.size == 1 else objective.target_summary(target[None])
+
+
 def _round_stats(data: TokenizedSplit, objective: Objective, samples: np.ndarray, kept: np.ndarray,
                  mass: np.ndarray | None, scores: PyTree, range_: PyTree, new_range: PyTree,
                  full_range: PyTree, candidate: PyTree) -> dict[str, Any]:
@@ -348,7 +355,7 @@ def _round_stats(data: TokenizedSplit, objective: Objective, samples: np.ndarray
         "kept": _sample_summary(data, kept, objective),
         "dropped": _sample_summary(data, np.setdiff1d(samples, kept), objective),
         "largest_mass": [] if mass is None else [
-            {"id": int(samples[i]), "label": data.labels[samples[i]].item(),
+            {"id": int(samples[i]), "label": _row_target(data, objective, samples[i]),
              "length": int(data.lengths[samples[i]]), "mass_share": float(mass[i] / total_mass)}
             for i in np.argsort(-mass, kind="stable")[:5]],
         "kept_ids": [int(i) for i in kept],

@@ -7,7 +7,10 @@ rules are defined once, by the family, not in every config:
 - `method.head_regex`: the family's `head_regex`;
 - `method.sift.head_regex`: its `dense_head_regex` (the head and the pooler feeding it);
 - `mesh.param_rules`: its `param_rules` when `mesh.model > 1`, else `()` (a 1-device model
-  axis splits nothing, and `()` is what a workdir written before this default recorded).
+  axis splits nothing, and `()` is what a workdir written before this default recorded);
+- `method.peft.lora_targets`, `method.sift.eligible_regex`, `method.bitfit_regex`: the
+  family's layer names for them (the encoders' values are what these fields held before
+  they became family defaults, so an older workdir's config compares equal).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ FAMILY_DEFAULTS: tuple[tuple[tuple[str, ...], Callable[[ModelFamily, ml_collecti
                                                          object]], ...] = (
     (("method", "head_regex"), lambda family, config: family.head_regex),
     (("method", "sift", "head_regex"), lambda family, config: family.dense_head_regex),
+    (("method", "peft", "lora_targets"), lambda family, config: family.lora_targets),
+    (("method", "sift", "eligible_regex"), lambda family, config: family.sift_regex),
+    (("method", "bitfit_regex"), lambda family, config: family.bitfit_regex),
     (("mesh", "param_rules"),
      lambda family, config: family.param_rules if config.mesh.model > 1 else ()),
 )

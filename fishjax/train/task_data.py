@@ -14,6 +14,7 @@ from functools import partial
 import ml_collections
 
 from fishjax.data import RawSplit, TaskSpec, TokenizedSplit, load_split, tokenize_split
+from fishjax.data.generation import DEFAULT_PROMPT_FORMAT
 from fishjax.data.mixture import concat_splits, mix_blocks, parse_mix
 from fishjax.data.row_split import VALIDATION, apply_row_split, load_row_split
 
@@ -58,7 +59,9 @@ def load_raw_splits(config: ml_collections.ConfigDict, task: TaskSpec) -> dict[s
 def tokenize_task(config: ml_collections.ConfigDict, task: TaskSpec, raw: dict[str, RawSplit],
                   tokenizer) -> TaskData:
     tok = partial(tokenize_split, tokenizer=tokenizer, max_length=config.data.max_length,
-                  buckets=tuple(config.data.buckets), cache_dir=cache_dir(config))
+                  buckets=tuple(config.data.buckets), cache_dir=cache_dir(config),
+                  prompt_format=(config.data.get("prompt_format") or DEFAULT_PROMPT_FORMAT)
+                  if task.generative else None)
     evals = [*task.eval_splits, *([VALIDATION] if VALIDATION in raw else [])]
     return TaskData(
         task=task,

@@ -51,9 +51,9 @@ from fishjax.methods import (
     method_options,
 )
 from fishjax.models import load_model, load_tokenizer, model_family
-from fishjax.models.hf_export import export_hf_folder
+from fishjax.models.export import export_model_folder
 from fishjax.models.hub import peft_base_reference
-from fishjax.objectives import Objective, for_task, make_apply_fn, make_loss_fn
+from fishjax.objectives import Objective, for_task, make_apply_fn, make_loss_fn, stack_rows
 from fishjax.train import distributed, dropout
 from fishjax.train.checkpoints import (
     FOLDERS,
@@ -283,7 +283,10 @@ class Trainer:
                 labels.append(batch["labels"])
                 weights.append(batch["weights"])
             w = np.concatenate(weights)
-            metrics = self.objective.metrics(np.concatenate(preds), np.concatenate(labels), w)
+            # Per-token targets (a causal LM) differ in width between length buckets.
+            ignored = getattr(self.objective, "ignored_target", None)
+            metrics = self.objective.metrics(stack_rows(preds, ignored),
+                                             stack_rows(labels, ignored), w)
             metrics["loss"] = float(np.sum(np.concatenate(losses) * w) / max(w.sum(), 1.0))
             prefix = "" if len(self.data.evals) == 1 else f"{split}/"
             results.update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
@@ -483,10 +486,10 @@ class Trainer:
                         "folder; see its artifacts", self.config.method.name)
             out["export_dir"] = None
         elif t.export:
-            out["export_dir"] = export_hf_folder(
+            out["export_dir"] = export_model_folder(
                 jax.device_get(self.setup.dense_params(kept)), self.model.config,
-                out_dir=os.path.join(self.workdir, "export"),
-                tokenizer_dir=self.model.model_dir, **self.objective.metadata(),
+                os.path.join(self.workdir, "export"), tokenizer_source=self.model.model_dir,
+                objective_metadata=self.objective.metadata(),
             ) if is_main else None
         if self.setup.deployed is not None:  # what the method ships differs from the model
             kept = self.state.trainable if kept is None else kept

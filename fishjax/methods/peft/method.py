@@ -106,6 +106,9 @@ def target_spec(base: PyTree, kind: str, p: ml_collections.ConfigDict,
     """The vanilla method's module at the target size, from `config.method.peft`;
     `adapter_sites`: the model's adapter placements (`fishjax.models.architecture`)."""
     if kind == "adapter":
+        if not adapter_sites:
+            raise PeftError("this model family has no bottleneck-adapter sites (adapters are "
+                            "built for the encoders; use lora or dora)")
         if p.adapter_variant not in adapter_sites:
             raise PeftError(f"config.method.peft.adapter_variant must be one of "
                             f"{tuple(adapter_sites)}, got {p.adapter_variant!r}")
@@ -120,7 +123,10 @@ def target_spec(base: PyTree, kind: str, p: ml_collections.ConfigDict,
 def peft_combine(spec: PeftSpec) -> Callable[[PyTree, PyTree], PyTree]:
     """`combine(trainable, frozen)` for `{"peft": tree, "head": head}` over the frozen base."""
     def combine(trainable: PyTree, frozen: PyTree) -> PyTree:
-        return merge_trees(apply_peft(frozen, trainable[PEFT_KEY], spec), trainable[HEAD_KEY])
+        # A model without a task head (a causal LM) has an empty head, which tree splits
+        # and merges drop.
+        return merge_trees(apply_peft(frozen, trainable[PEFT_KEY], spec),
+                           trainable.get(HEAD_KEY, {}))
     return combine
 
 
@@ -239,7 +245,7 @@ class PeftMethod:
 
     def setup(self, ctx: MethodContext) -> MethodSetup:
         p = ctx.method.peft
-        head, base = split_head(ctx.params, ctx.method)
+        head, base = split_head(ctx.params, ctx.method, required=ctx.family.fresh_head)
         spec = target_spec(base, self.kind, p,
                            ctx.family.adapter_sites)
         init_key, select_key = jax.random.split(ctx.rng)

@@ -16,7 +16,9 @@ def defaults() -> ml_collections.ConfigDict:
     """A fresh `config.method.peft` with every default (configs/default.py takes it)."""
     block = ml_collections.ConfigDict()
     # LoRA/DoRA: the kernels that get a low-rank update (regex over /-joined leaf paths).
-    block.lora_targets = r"attention/self/(query|value)/kernel$"
+    # None: the model family's (encoders: attention query and value; decoders: q_proj and
+    # v_proj; fishjax/models/registry.py).
+    block.lora_targets = placeholder(str)
     # LoRA/DoRA target rank r and alpha: the update is (alpha / r) * A @ B (this scale is
     # kept at the search rank).
     block.rank = 8

@@ -7,7 +7,8 @@
   selection settings. Works for every kind (LoRA, DoRA, adapters).
 - `export_peft_folder`: a LoRA/DoRA tree as a PEFT adapter folder (`adapter_config.json` +
   `adapter_model.safetensors`, PEFT key names, head via `modules_to_save`) that
-  `peft.PeftModel.from_pretrained` loads onto transformers' `*ForSequenceClassification`.
+  `peft.PeftModel.from_pretrained` loads onto transformers' `*ForSequenceClassification`
+  (a decoder's onto its `*ForCausalLM`: task type CAUSAL_LM, no head).
   Keys: `base_model.model.<module>.lora_A.weight` [r, in] = lora_A.T,
   `...lora_B.weight` [out, r] = lora_B.T, `...lora_magnitude_vector` [out] (DoRA), and
   the head's torch state-dict entries under `base_model.model.`. `lora_alpha` is written
@@ -47,7 +48,9 @@ from fishjax.core.tree import (
 )
 from fishjax.core.version import __version__
 from fishjax.models import EncoderConfig, load_model
-from fishjax.models.hf_export import export_hf_folder
+from fishjax.models.decoder import DecoderConfig
+from fishjax.models.decoder_weights import hf_name as decoder_hf_name
+from fishjax.models.export import export_model_folder
 from fishjax.models.weights import checkpoint_name
 from fishjax.objectives import from_metadata
 from fishjax.params.peft import LORA_A, LORA_B, MAGNITUDE, PeftSpec, apply_peft, check_tree
@@ -122,35 +125,45 @@ def apply_peft_file(path: str, params: PyTree) -> dict:
     return merge_trees(jax.device_get(apply_peft(base, tree, spec)), head)
 
 
-def peft_state_dict(tree: PyTree, head: PyTree, spec: PeftSpec, config: EncoderConfig
-                    ) -> dict[str, np.ndarray]:
+def _torch_name(path: tuple[str, ...], config: EncoderConfig | DecoderConfig
+                ) -> tuple[str, bool]:
+    """(the transformers state-dict name of a param path, whether it is transposed)."""
+    if isinstance(config, DecoderConfig):
+        return decoder_hf_name(path)
+    return checkpoint_name(path, config)
+
+
+def peft_state_dict(tree: PyTree, head: PyTree, spec: PeftSpec,
+                    config: EncoderConfig | DecoderConfig) -> dict[str, np.ndarray]:
     """PEFT's `adapter_model.safetensors` entries for a LoRA/DoRA tree and the head."""
     if spec.kind not in ("lora", "dora"):
         raise PeftError(f"only LoRA/DoRA trees have a PEFT format, not {spec.kind!r}")
     out = {}
     for p, x in _float32(tree).items():
-        module = checkpoint_name(p[:-1] + ("kernel",), config)[0].removesuffix(".weight")
+        module = _torch_name(p[:-1] + ("kernel",), config)[0].removesuffix(".weight")
         out[f"base_model.model.{module}.{_PEFT_NAMES[p[-1]]}"] = x.T if x.ndim == 2 else x
     for p, x in _float32(head).items():
-        name, transposed = checkpoint_name(p, config)
+        name, transposed = _torch_name(p, config)
         out[f"base_model.model.{name}"] = x.T if transposed else x
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
-def peft_adapter_config(spec: PeftSpec, head: PyTree, config: EncoderConfig,
+def peft_adapter_config(spec: PeftSpec, head: PyTree, config: EncoderConfig | DecoderConfig,
                         base_model: str | None = None) -> dict[str, Any]:
     """PEFT's `adapter_config.json` for a LoRA/DoRA spec (exact module names as targets)."""
-    targets = [checkpoint_name(tuple(t.split("/")) + ("kernel",), config)[0]
+    targets = [_torch_name(tuple(t.split("/")) + ("kernel",), config)[0]
                .removesuffix(".weight") for t in spec.targets]
     # PEFT adds "classifier"/"score" to a SEQ_CLS model's modules_to_save itself and cannot
     # nest its wrappers: name each head module by its outermost such ancestor (RoBERTa's
     # classifier.dense / classifier.out_proj -> classifier), else loading fails.
     auto = ("classifier", "score")
-    heads = {checkpoint_name(p, config)[0].rsplit(".", 1)[0] for p in flatten_paths(head)}
+    heads = {_torch_name(p, config)[0].rsplit(".", 1)[0] for p in flatten_paths(head)}
     heads = sorted({next((a for a in auto if n == a or n.startswith(a + ".")), n)
                     for n in heads})
     return {
-        "peft_type": "LORA", "task_type": "SEQ_CLS", "r": spec.size,
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM" if isinstance(config, DecoderConfig) else "SEQ_CLS",
+        "r": spec.size,
         "lora_alpha": spec.scaling * spec.size, "lora_dropout": 0.0, "bias": "none",
         "target_modules": targets, "modules_to_save": heads, "fan_in_fan_out": False,
         "use_dora": spec.kind == "dora", "use_rslora": False, "init_lora_weights": True,
@@ -159,7 +172,7 @@ def peft_adapter_config(spec: PeftSpec, head: PyTree, config: EncoderConfig,
 
 
 def export_peft_folder(out_dir: str, tree: PyTree, head: PyTree, spec: PeftSpec,
-                       config: EncoderConfig, base_model: str | None = None,
+                       config: EncoderConfig | DecoderConfig, base_model: str | None = None,
                        base_fp: str | None = None) -> str:
     """Writes a PEFT adapter folder atomically; returns its absolute path.
 
@@ -196,6 +209,6 @@ def export_merged_peft(path: str, out_dir: str, model_name: str | None = None) -
     except ConfigError as e:
         raise PeftError(f"{e}; cannot rebuild the model to merge into") from None
     model = load_model(name, objective.head_size, key=jax.random.PRNGKey(0))  # head replaced
-    return export_hf_folder(apply_peft_file(path, model.params), model.config,
-                            out_dir=out_dir, tokenizer_dir=model.model_dir,
-                            **objective.metadata())
+    return export_model_folder(apply_peft_file(path, model.params), model.config, out_dir,
+                               tokenizer_source=model.model_dir,
+                               objective_metadata=objective.metadata())

@@ -16,10 +16,10 @@ def defaults() -> ml_collections.ConfigDict:
     # paper used 0.008 on RoBERTa-large for GLUE. The README's GLUE table runs 0.0318 with
     # head_regex ^classifier/ (FISH's 0.5% count; benchmarks/grid/glue.py METHOD_OVERRIDES).
     block.rate = 0.01
-    # Tensors that may get sparse entries (regex over /-joined paths): the attention
-    # query/key/value/output kernels and biases; embeddings, LayerNorm and FFN stay frozen.
-    block.eligible_regex = (
-        r"attention/(self/(query|key|value)|output/dense)/(kernel|bias)$")
+    # Tensors that may get sparse entries (regex over /-joined paths). None: the model
+    # family's, the attention's query/key/value/output kernels and biases (embeddings,
+    # norms and the FFN/MLP stay frozen; fishjax/models/registry.py).
+    block.eligible_regex = placeholder(str)
     # Leaves trained densely. None: the family's head with the pooler feeding it (its
     # registry's dense_head_regex; BERT: ^(pooler|classifier)/, RoBERTa: the classifier).
     block.head_regex = placeholder(str)

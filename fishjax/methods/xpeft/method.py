@@ -95,6 +95,9 @@ def pool_bank(ctx: MethodContext, base: PyTree) -> Bank:
         check_bank(bank.adapters, base, bank.spec)
         return bank
     sites = ctx.family.adapter_sites
+    if x.adapter_variant not in sites:
+        raise PeftError(f"the {ctx.family.name} model family has no {x.adapter_variant!r} "
+                        "adapter sites: X-PEFT's adapter bank is built for the encoders")
     slots = find_targets(base, "adapter", sites[x.adapter_variant])
     width = slot_width(base, tuple(slots[0].split("/")))
     spec = PeftSpec("adapter", x.bottleneck or max(1, width // x.reduction_factor), slots)
@@ -156,7 +159,7 @@ class XPeft:
 
     def setup(self, ctx: MethodContext) -> MethodSetup:
         m, x = ctx.method, ctx.method.xpeft
-        head, base = split_head(ctx.params, ctx.method)
+        head, base = split_head(ctx.params, ctx.method, required=ctx.family.fresh_head)
         bank = pool_bank(ctx, base)
         n, slots = bank.size, bank_slots(bank.adapters)
         k = None

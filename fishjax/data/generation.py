@@ -1,0 +1,126 @@
+"""Text-to-text (instruction) data for causal language models: (prompt, target) rows from
+JSON lines, tokenized into next-token labels over the target only.
+
+A generation task's raw split (`RawSplit`) holds the prompts in `text_a` and the target texts
+in `text_b` (its `labels` are unused zeros). Tokenizing one row:
+- the prompt is wrapped by the tokenizer's chat template (`prompt_format="chat"`: one user
+  message, then the assistant header) or used as is (`"plain"`: the tokenizer's own special
+  tokens, e.g. a BOS, are added); the target follows, then the end-of-sequence token, so the
+  model learns to stop;
+- `labels[t]` is the id at t + 1 where that token belongs to the target (and the final end
+  token), `IGNORE_INDEX` (-100, as Hugging Face) everywhere else, so the loss and the
+  metrics see only what the model should write;
+- a row longer than `max_length` loses tokens from the start of its prompt (counted and
+  logged, never silent); a target that cannot fit with at least one prompt token is a
+  DataError naming the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fishjax.data.raw_split import RawSplit
+from fishjax.data.tasks import DataError, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # the label of a position the loss ignores (Hugging Face's value)
+PROMPT_FORMATS = ("chat", "plain")
+DEFAULT_PROMPT_FORMAT = "chat"  # what `config.data.prompt_format=None` means
+PROMPT_FIELD, TARGET_FIELD = "prompt", "completion"
+
+
+def parse_jsonl(spec: TaskSpec, split: str, data: bytes, source: str) -> RawSplit:
+    """Rows `{"prompt": str, "completion": str}`, one JSON object per line (blank lines
+    skipped); any other shape is a DataError naming the line."""
+    prompts: list[str] = []
+    targets: list[str] = []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source}: not UTF-8 ({e})") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{source}:{n}: not a JSON object ({e})") from None
+        if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) for k in (PROMPT_FIELD, TARGET_FIELD)):
+            raise DataError(f"{source}:{n}: a row needs string fields {PROMPT_FIELD!r} and "
+                            f"{TARGET_FIELD!r}")
+        if not row[TARGET_FIELD].strip():
+            raise DataError(f"{source}:{n}: empty {TARGET_FIELD!r}")
+        prompts.append(row[PROMPT_FIELD])
+        targets.append(row[TARGET_FIELD])
+    if not prompts:
+        raise DataError(f"{source}: no rows")
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return RawSplit(task=spec.name, split=split, text_a=prompts, text_b=targets,
+                    labels=np.zeros(len(prompts), np.int32), source=source,
+                    fingerprint=f"sha256:{digest}")
+
+
+def prompt_text(tokenizer: Any, prompt: str, prompt_format: str) -> str:
+    """The text the model reads before the target (module docstring)."""
+    if prompt_format == "plain":
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError("prompt_format='chat' but the tokenizer has no chat template (use "
+                        "data.prompt_format='plain')")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                         tokenize=False, add_generation_prompt=True)
+
+
+def encode_rows(raw: RawSplit, tokenizer: Any, max_length: int, prompt_format: str
+                ) -> tuple[list[list[int]], list[int]]:
+    """(token ids of each row, where its target starts); prompts cut from the left where a
+    row is too long (module docstring)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise DataError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+    if raw.text_b is None or any(t is None for t in raw.text_b):
+        raise DataError(f"{raw.source}: a generation split needs a target for every row")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("the tokenizer has no end-of-sequence token (eos_token_id is None)")
+    prompts = tokenizer([prompt_text(tokenizer, p, prompt_format) for p in raw.text_a],
+                        add_special_tokens=prompt_format == "plain")["input_ids"]
+    targets = tokenizer(list(raw.text_b), add_special_tokens=False)["input_ids"]
+    rows, starts, cut = [], [], 0
+    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
+        t = [*t, eos]
+        room = max_length - len(t)
+        if room < 1:
+            raise DataError(f"{raw.source}: row {i}: the target is {len(t)} tokens with its "
+                            f"end token, no room for a prompt within max_length={max_length}")
+        if len(p) > room:
+            p, cut = p[len(p) - room:], cut + 1
+        rows.append([*p, *t])
+        starts.append(len(p))
+    if cut:
+        logger.warning("%s: %d of %d prompts cut from the left to fit max_length=%d",
+                       raw.source, cut, len(rows), max_length)
+    return rows, starts
+
+
+def token_labels(rows: list[list[int]], starts: list[int], max_length: int) -> np.ndarray:
+    """Next-token labels [N, max_length] (int32): the next id at target positions, else
+    `IGNORE_INDEX`."""
+    labels = np.full((len(rows), max_length), IGNORE_INDEX, np.int32)
+    for i, (ids, start) in enumerate(zip(rows, starts, strict=True)):
+        labels[i, start - 1:len(ids) - 1] = ids[start:]
+    return labels
+
+
+def load_jsonl_file(spec: TaskSpec, split: str, path: Path) -> RawSplit:
+    if not path.is_file():
+        raise DataError(f"task {spec.name!r}: data file {path} not found; the data folder "
+                        f"should hold {', '.join(f'{s}.jsonl' for s in spec.splits)}")
+    return parse_jsonl(spec, split, path.read_bytes(), str(path))

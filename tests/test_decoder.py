@@ -18,6 +18,7 @@ from fishjax.core.tree import flatten_paths
 from fishjax.models.decoder import CausalLM, DecoderConfig, position_ids
 from fishjax.models.decoder_export import export_decoder_folder
 from fishjax.models.decoder_weights import flax_to_hf, hf_to_flax
+from fishjax.models.generate import generate, left_padded
 from fishjax.models.gguf_weights import gguf_config, gguf_tensors
 from fishjax.models.hub import load_model, load_tokenizer, resolve_model_dir
 
@@ -102,6 +103,24 @@ def test_the_merged_export_loads_in_transformers(case, tmp_path):
                       position_ids=torch.tensor(np.asarray(position_ids(mask)))).logits.numpy()
     real = mask.astype(bool)
     np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_greedy_generation_matches_transformers(case):
+    """16 greedy tokens after two left-padded prompts: fishjax's cached decoder and
+    transformers' `generate` on the same weights give the same ids."""
+    hf_config, model = _torch_model(case)
+    config = DecoderConfig.from_dict(hf_config.to_dict())
+    params = hf_to_flax({k: v.detach().numpy() for k, v in model.state_dict().items()}, config)
+    ids, mask = left_padded([[5, 6, 7, 8, 9, 10], [11, 12, 13]], 0)
+    ours = generate(CausalLM(config), params, ids, mask, max_new_tokens=16, stop_id=-1,
+                    pad_id=0)
+    with torch.no_grad():
+        theirs = model.generate(input_ids=torch.tensor(ids, dtype=torch.long),
+                                attention_mask=torch.tensor(mask, dtype=torch.long),
+                                max_new_tokens=16, do_sample=False, pad_token_id=0,
+                                eos_token_id=None)[:, ids.shape[1]:].numpy()
+    np.testing.assert_array_equal(ours, theirs)
 
 
 def test_config_errors_are_one_line():
@@ -248,3 +267,31 @@ def test_smollm2_tokenizer_from_the_gguf_matches_transformers():
     assert ours.apply_chat_template(messages, **kw) == theirs.apply_chat_template(messages, **kw)
     assert (ours.eos_token, ours.pad_token) == (theirs.eos_token, theirs.pad_token)
     assert ours.decode(ours("naïve café 日本語 😀")["input_ids"]) == "naïve café 日本語 😀"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_smollm2_greedy_chat_answer_matches_transformers():
+    """32 greedy tokens for a chat prompt: fishjax (GGUF weights, its tokenizer and chat
+    template, cached decoding) and transformers' LlamaForCausalLM on the same weights."""
+    _smollm2_or_skip()
+    loaded = load_model("smollm2-135m", None, key=jax.random.PRNGKey(0))
+    tok = load_tokenizer("smollm2-135m")
+    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of "
+                                     "France? Answer in one sentence."}], tokenize=False,
+                                   add_generation_prompt=True)
+    ids, mask = left_padded([tok(text)["input_ids"]], tok.pad_token_id)
+    ours = generate(loaded.module, loaded.params, ids, mask, max_new_tokens=32, stop_id=-1,
+                    pad_id=tok.pad_token_id)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **{k: v for k, v in gguf_config(loaded.model_dir).items()
+           if k != "architectures"})).eval()
+    model.load_state_dict({k: torch.tensor(v) for k, v in
+                           gguf_tensors(loaded.model_dir).items()}, strict=False)
+    with torch.no_grad():
+        theirs = model.generate(input_ids=torch.tensor(ids, dtype=torch.long),
+                                attention_mask=torch.tensor(mask, dtype=torch.long),
+                                max_new_tokens=32, do_sample=False, eos_token_id=None,
+                                pad_token_id=tok.pad_token_id)[:, ids.shape[1]:].numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    assert "Paris" in tok.decode(ours[0])

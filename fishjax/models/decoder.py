@@ -182,11 +182,15 @@ def _rms_norm(config: DecoderConfig, dtype, name: str) -> nn.RMSNorm:
 
 
 class Attention(nn.Module):
+    """Grouped-query attention. With a key/value `cache` ({"k", "v"}: [B, S, kv heads, d])
+    this call's keys and values are written at slots `index`.. of it, the queries attend
+    over all S slots (`mask` [B, T, S]), and (output, updated cache) is returned."""
+
     config: DecoderConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask):
+    def __call__(self, x, cos, sin, mask, cache=None, index=None):
         cfg = self.config
         b, t, _ = x.shape
         hq, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -194,13 +198,20 @@ class Attention(nn.Module):
         k = _dense(cfg, hkv * d, cfg.qkv_bias, self.dtype, "k_proj")(x).reshape(b, t, hkv, d)
         v = _dense(cfg, hkv * d, cfg.qkv_bias, self.dtype, "v_proj")(x).reshape(b, t, hkv, d)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if cache is not None:
+            at = (0, index, 0, 0)
+            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), at)
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), at)
+            cache = {"k": k, "v": v}
         group = hq // hkv  # grouped-query attention: each k/v head serves `group` q heads
         q = q.reshape(b, t, hkv, group, d)
         scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k).astype(jnp.float32) / math.sqrt(d)
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(b, t, hq * d)
-        return _dense(cfg, cfg.hidden_size, cfg.o_bias, self.dtype, "o_proj")(out)
+        out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v.astype(self.dtype)).reshape(
+            b, t, hq * d)
+        out = _dense(cfg, cfg.hidden_size, cfg.o_bias, self.dtype, "o_proj")(out)
+        return out if cache is None else (out, cache)
 
 
 class MLP(nn.Module):
@@ -221,16 +232,26 @@ class DecoderLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask):
+    def __call__(self, x, cos, sin, mask, cache=None, index=None):
         cfg = self.config
-        x = x + Attention(cfg, self.dtype, name="self_attn")(
-            _rms_norm(cfg, self.dtype, "input_layernorm")(x), cos, sin, mask)
-        return x + MLP(cfg, self.dtype, name="mlp")(
+        attn = Attention(cfg, self.dtype, name="self_attn")(
+            _rms_norm(cfg, self.dtype, "input_layernorm")(x), cos, sin, mask, cache, index)
+        if cache is not None:
+            attn, cache = attn
+        x = x + attn
+        x = x + MLP(cfg, self.dtype, name="mlp")(
             _rms_norm(cfg, self.dtype, "post_attention_layernorm")(x))
+        return x if cache is None else (x, cache)
 
 
 class DecoderModel(nn.Module):
-    """The stack: token embeddings, the layers, the final norm (Hugging Face's `model`)."""
+    """The stack: token embeddings, the layers, the final norm (Hugging Face's `model`).
+
+    Without a cache: `attention_mask` [B, T] marks real tokens; attention is causal over
+    them and positions count them. With a key/value cache (one per layer, `init_cache`):
+    the tokens sit at cache slots `index`..`index + T`, `attention_mask` [B, S] marks the
+    slots that hold real tokens (these included), `positions` [B, T] are given by the
+    caller, and (hidden states, updated caches) is returned."""
 
     config: DecoderConfig
     dtype: Any = jnp.float32
@@ -245,39 +266,65 @@ class DecoderModel(nn.Module):
                        for i in range(cfg.num_hidden_layers)]
         self.norm = _rms_norm(cfg, self.dtype, "norm")
 
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, attention_mask, caches=None, index=None, positions=None):
         t = input_ids.shape[1]
-        positions = position_ids(attention_mask)
+        if positions is None:
+            positions = position_ids(attention_mask)
         angles = positions[..., None].astype(jnp.float32) * rope_inverse_frequencies(
             self.config)
         angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, D]
         cos, sin = jnp.cos(angles).astype(self.dtype), jnp.sin(angles).astype(self.dtype)
-        causal = jnp.tril(jnp.ones((t, t), bool))
-        mask = causal[None] & attention_mask[:, None, :].astype(bool)  # [B, Tq, Tk]
+        if caches is None:
+            causal = jnp.tril(jnp.ones((t, t), bool))
+            mask = causal[None] & attention_mask[:, None, :].astype(bool)  # [B, Tq, Tk]
+        else:  # a query at slot index + i sees the filled slots up to its own
+            slots = jnp.arange(attention_mask.shape[1])
+            causal = slots[None, :] <= (index + jnp.arange(t))[:, None]  # [T, S]
+            mask = causal[None] & attention_mask[:, None, :].astype(bool)
         x = self.embed_tokens(input_ids)
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask)
-        return self.norm(x)
+        new_caches = []
+        for i, layer in enumerate(self.layers):
+            if caches is None:
+                x = layer(x, cos, sin, mask)
+            else:
+                x, cache = layer(x, cos, sin, mask, caches[i], index)
+                new_caches.append(cache)
+        x = self.norm(x)
+        return x if caches is None else (x, new_caches)
 
     def attend(self, x):
         return self.embed_tokens.attend(x)
 
 
+def init_cache(config: DecoderConfig, batch: int, slots: int, dtype: Any = jnp.float32
+               ) -> list[dict[str, jax.Array]]:
+    """Empty key/value caches, one per layer: {"k", "v"} [batch, slots, kv heads, head_dim]."""
+    shape = (batch, slots, config.num_key_value_heads, config.head_dim)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+            for _ in range(config.num_hidden_layers)]
+
+
 class CausalLM(nn.Module):
     """Next-token logits [B, T, vocab] (Hugging Face's `*ForCausalLM`); the output layer is
-    the token embedding when `tie_word_embeddings` (no `lm_head` params then)."""
+    the token embedding when `tie_word_embeddings` (no `lm_head` params then). With
+    `caches` (see `DecoderModel`), (logits, updated caches) is returned: generation
+    (`fishjax.models.generate`)."""
 
     config: DecoderConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask, *, deterministic: bool = True):
+    def __call__(self, input_ids, attention_mask, *, deterministic: bool = True, caches=None,
+                 index=None, positions=None):
         del deterministic  # no dropout in these blocks (the trainer's apply passes it)
         model = DecoderModel(self.config, self.dtype, name="model")
-        x = model(input_ids, attention_mask)
+        x = model(input_ids, attention_mask, caches, index, positions)
+        if caches is not None:
+            x, caches = x
         if self.config.tie_word_embeddings:
             logits = model.attend(x)
         else:
             logits = _dense(self.config, self.config.vocab_size, False, self.dtype,
                             "lm_head")(x)
-        return logits.astype(jnp.float32)
+        logits = logits.astype(jnp.float32)
+        return logits if caches is None else (logits, caches)

@@ -12,6 +12,8 @@ they are not the run that is reported.
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,9 +21,11 @@ import jax
 import numpy as np
 import optax
 
+from fishjax.core.progress import logs_above, progress_bar
 from fishjax.core.tree import PyTree
 
 Batch = dict[str, Any]
+log = logging.getLogger("fishjax")
 
 
 def short_run(
@@ -32,13 +36,15 @@ def short_run(
     steps: int,
     *,
     frozen: PyTree = None,
+    desc: str = "short run",
 ) -> tuple[PyTree, list[float]]:
     """`steps` optimizer steps of `tx` on `loss_fn`, one batch each; returns (params, losses).
 
     With `frozen` (e.g. the base under a PEFT tree), the loss is `loss_fn(params, batch,
     frozen)`: passed as an argument, not captured, so the compiled step does not embed it
     as constants. `batches` must hold at least `steps` batches (an error names the
-    shortfall). The input `params` are not modified. Compiles once per batch shape.
+    shortfall). The input `params` are not modified. Compiles once per batch shape. Shows a
+    progress bar where someone watches and logs one line with the time and losses.
 
     Example:
       >>> tx = masked_updates(optax.adamw(1e-3), mask)
@@ -56,11 +62,17 @@ def short_run(
 
     opt_state = tx.init(params)
     losses: list[float] = []
-    for batch in itertools.islice(batches, steps):
-        params, opt_state, loss = step(params, opt_state,
-                                       {k: np.asarray(v) for k, v in batch.items()}, frozen)
-        losses.append(float(loss))
+    bar, t0 = progress_bar(steps, desc, "step"), time.perf_counter()
+    with logs_above(bar):
+        for batch in itertools.islice(batches, steps):
+            params, opt_state, loss = step(params, opt_state,
+                                           {k: np.asarray(v) for k, v in batch.items()}, frozen)
+            losses.append(float(loss))
+            bar.update(1)
+    bar.close()
     if len(losses) < steps:
         raise ValueError(f"short_run: asked for {steps} steps, the batches ran out after "
                          f"{len(losses)}")
+    log.info("%s: %d steps in %.1fs (loss %.4f -> %.4f)", desc, steps,
+             time.perf_counter() - t0, losses[0], losses[-1])
     return params, losses

@@ -99,7 +99,8 @@ def dev_trial(ctx: MethodContext, steps: int):
 
     def score(mask: PyTree) -> float:
         tx = masked_updates(base_tx, union(mask, head))
-        params, _ = short_run(ctx.loss_fn, ctx.params, training_stream(ctx), tx, steps)
+        params, _ = short_run(ctx.loss_fn, ctx.params, training_stream(ctx), tx, steps,
+                              desc="ird trial")
         return ctx.dev_score(params)
 
     return score

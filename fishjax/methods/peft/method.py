@@ -155,7 +155,8 @@ def dense_warmup(ctx: MethodContext, trainable: PyTree, frozen: PyTree, combine:
     try:
         trainable, losses = short_run(
             lambda tr, batch, fz: ctx.loss_fn(combine(tr, fz), batch), trainable,
-            training_stream(ctx), optax.adam(ctx.learning_rate), steps, frozen=frozen)
+            training_stream(ctx), optax.adam(ctx.learning_rate), steps, frozen=frozen,
+            desc="fisher warm-up")
     except ValueError as e:
         raise PeftError(f"Fisher warm-up: {e}") from None
     return trainable, losses[-1]

@@ -71,9 +71,9 @@ def assert_every_header_byte_is_refused(path: str, load, folder, beside=(),
     return len(where)
 
 
-# Methods built on bottleneck adapters or a task head: no decoder form yet (a one-line
+# A method that trains only the task head has nothing to train on a causal LM (a one-line
 # error says so).
-NOT_ON_DECODERS = ("adapter", "adapter_fish", "head_only", "xpeft")
+NOT_ON_DECODERS = ("head_only",)
 
 
 @pytest.mark.parametrize("name", available_methods())

@@ -5,6 +5,8 @@ attention, a SwiGLU MLP, tied or untied output embeddings, optional q/k/v biases
 o/MLP biases (Llama's `attention_bias` / `mlp_bias`). Module and parameter names mirror
 Hugging Face's PyTorch modules (`model/layers_0/self_attn/q_proj`, `model/norm`, `lm_head`)
 so checkpoint names map one-to-one; parameters are float32, `dtype` sets the compute dtype.
+Bottleneck adapters (`fishjax.params.peft`) sit after the attention's `o_proj` and the MLP's
+`down_proj`, before the residual add, when the params carry them.
 Positions come from the attention mask (cumulative count of real tokens, as Hugging Face's
 `generate` does for left padding); attention is causal and masks padding.
 """
@@ -21,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from fishjax.core.errors import ModelError
+from fishjax.models.architectures import ADAPTER_KEY
 
 # model_type values whose config.json maps onto these blocks, and which q/k/v biases they
 # always have (Qwen2: q, k and v; Llama and Mistral: `attention_bias`).
@@ -181,6 +184,30 @@ def _rms_norm(config: DecoderConfig, dtype, name: str) -> nn.RMSNorm:
                       name=name)
 
 
+class Adapter(nn.Module):
+    """Bottleneck adapter with its own skip, `h + up(silu(down(h)))` (Houlsby et al., 2019,
+    with the decoder's activation); `bottleneck` is read from the params that carry it."""
+
+    config: DecoderConfig
+    bottleneck: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h):
+        cfg = self.config
+        y = jax.nn.silu(_dense(cfg, self.bottleneck, True, self.dtype, "down")(h))
+        return h + _dense(cfg, cfg.hidden_size, True, self.dtype, "up")(y)
+
+
+def _adapted(block: nn.Module, out: jax.Array) -> jax.Array:
+    """A block's output through its adapter when its params carry one (`ADAPTER_KEY`;
+    never created by `init`: a plain tree runs exactly as without adapter support)."""
+    if not block.has_variable("params", ADAPTER_KEY):
+        return out
+    down = block.get_variable("params", ADAPTER_KEY)["down"]["kernel"]
+    return Adapter(block.config, down.shape[-1], block.dtype, name=ADAPTER_KEY)(out)
+
+
 class Attention(nn.Module):
     """Grouped-query attention. With a key/value `cache` ({"k", "v"}: [B, S, kv heads, d])
     this call's keys and values are written at slots `index`.. of it, the queries attend
@@ -210,7 +237,7 @@ class Attention(nn.Module):
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v.astype(self.dtype)).reshape(
             b, t, hq * d)
-        out = _dense(cfg, cfg.hidden_size, cfg.o_bias, self.dtype, "o_proj")(out)
+        out = _adapted(self, _dense(cfg, cfg.hidden_size, cfg.o_bias, self.dtype, "o_proj")(out))
         return out if cache is None else (out, cache)
 
 
@@ -223,8 +250,8 @@ class MLP(nn.Module):
         cfg = self.config
         gate = _dense(cfg, cfg.intermediate_size, cfg.mlp_bias, self.dtype, "gate_proj")(x)
         up = _dense(cfg, cfg.intermediate_size, cfg.mlp_bias, self.dtype, "up_proj")(x)
-        return _dense(cfg, cfg.hidden_size, cfg.mlp_bias, self.dtype, "down_proj")(
-            jax.nn.silu(gate) * up)
+        return _adapted(self, _dense(cfg, cfg.hidden_size, cfg.mlp_bias, self.dtype,
+                                     "down_proj")(jax.nn.silu(gate) * up))
 
 
 class DecoderLayer(nn.Module):

@@ -135,6 +135,12 @@ ENCODER_PARAM_RULES = (
     (r"intermediate/dense/kernel$", (None, "model")),
     (r"layer_\d+/output/dense/kernel$", ("model", None)),
 )
+# The decoders': Houlsby after the attention's o_proj and after the MLP's down_proj,
+# Pfeiffer after the MLP only (`fishjax.models.decoder`).
+DECODER_ADAPTER_SITES = {
+    "houlsby": r"^model/layers_\d+/(self_attn|mlp)$",
+    "pfeiffer": r"^model/layers_\d+/mlp$",
+}
 # Adapter placements every family offers (what `config.method.peft.adapter_variant` takes).
 ADAPTER_SITES = ENCODER_ADAPTER_SITES
 
@@ -177,7 +183,7 @@ register_family(ModelFamily(
     with_dropout=decoder_without_dropout,
     head_regex=NO_HEAD,
     dense_head_regex=NO_HEAD,
-    adapter_sites={},  # bottleneck adapters: encoder slots only (not built for decoders yet)
+    adapter_sites=DECODER_ADAPTER_SITES,
     default_objective="causal_lm",
     param_rules=DECODER_PARAM_RULES,
     fresh_head=False,

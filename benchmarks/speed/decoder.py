@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -142,7 +141,18 @@ def method_memory(name: str, model_name: str) -> dict[str, float]:
         trainable = sum(int(np.size(x)) for x in
                         flatten_paths(trainer.state.trainable).values())
     return {"optimizer_state_bytes": opt_bytes, "trainable_entries": trainable,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM). Not `getrusage`'s ru_maxrss: Linux
+    keeps that across fork and exec, so a child started by a large parent reports the
+    parent's peak."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(argv: list[str] | None = None) -> None:

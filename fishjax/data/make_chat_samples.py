@@ -12,10 +12,11 @@ Run ``python -m fishjax.data.make_chat_samples`` to rewrite
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
+
+from fishjax.data.make_samples import samples_main, write_splits
 
 SEED = 20261204
 TRAIN_ROWS, DEV_ROWS = 48, 16
@@ -55,21 +56,13 @@ def render(rows: list[tuple[str, str]]) -> str:
 
 
 def write_samples(out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for split, rows in generate().items():
-        path = out_dir / f"chat_quickstart_{split}.jsonl"
-        path.write_bytes(render(rows).encode("utf-8"))
-        paths.append(path)
-    return paths
+    """Write ``chat_quickstart_{train,dev}.jsonl`` into ``out_dir``; returns the paths."""
+    return write_splits(out_dir, {k: render(v) for k, v in generate().items()},
+                        "chat_quickstart", ".jsonl")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "samples",
-                        help="folder to write into (default: the package's samples/)")
-    for path in write_samples(parser.parse_args(argv).out_dir):
-        print(path)
+    samples_main(__doc__, write_samples, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SEED = 20240611
@@ -99,24 +99,37 @@ def render(rows: list[tuple[str, str]]) -> str:
     return "".join(f"{s}\t{label}\n" for s, label in [("sentence", "label"), *rows])
 
 
-def write_samples(out_dir: Path) -> list[Path]:
-    """Write ``quickstart_{train,dev}.tsv`` into ``out_dir``; returns the paths."""
+def write_splits(out_dir: Path, splits: dict[str, str], name: str, suffix: str) -> list[Path]:
+    """Writes each split's text as `<name>_<split><suffix>` into `out_dir` (UTF-8, created
+    if needed); returns the paths. Shared by the bundled samples' generators."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for split, rows in generate().items():
-        path = out_dir / f"quickstart_{split}.tsv"
-        path.write_bytes(render(rows).encode("utf-8"))
+    for split, text in splits.items():
+        path = out_dir / f"{name}_{split}{suffix}"
+        path.write_bytes(text.encode("utf-8"))
         paths.append(path)
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_samples(out_dir: Path) -> list[Path]:
+    """Write ``quickstart_{train,dev}.tsv`` into ``out_dir``; returns the paths."""
+    return write_splits(out_dir, {k: render(v) for k, v in generate().items()}, "quickstart",
+                        ".tsv")
+
+
+def samples_main(doc: str, write: Callable[[Path], list[Path]],
+                 argv: list[str] | None = None) -> None:
+    """The command line of a sample generator: `--out-dir` (default: the package's
+    samples/), then `write(out_dir)`; prints the paths written."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "samples",
                         help="folder to write into (default: the package's samples/)")
-    args = parser.parse_args(argv)
-    for path in write_samples(args.out_dir):
+    for path in write(parser.parse_args(argv).out_dir):
         print(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    samples_main(__doc__, write_samples, argv)
 
 
 if __name__ == "__main__":

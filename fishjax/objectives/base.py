@@ -13,7 +13,9 @@ An objective owns what the rest of the code would otherwise hard-code about labe
   (`feature_output`);
 - what IRD's trace says about a set of targets (`target_summary`);
 - what an artefact file records so that the objective can be rebuilt from it (`metadata`,
-  read back by `fishjax.objectives.from_metadata`).
+  read back by `fishjax.objectives.from_metadata`);
+- optionally, for per-token targets, `ignored_target`: the target value its metrics skip,
+  with which batches of different lengths are padded before they are joined (`stack_rows`).
 
 The trainer, the Fisher passes, IRD, SIFT, capture, X-PEFT and multi-source selection call
 only these; nothing outside `fishjax/data/`, the model families and this package knows a

@@ -55,14 +55,18 @@ def loops(decoder) -> dict[str, dict]:
                                  for v in range(2)}}
 
 
-def _assert_close(got, want) -> None:
+def _assert_close(got, want, tol: float) -> float:
+    """The largest error over the leaves, relative to each leaf's largest entry."""
     got = {p: v for p, v in flatten_paths(got).items() if p in want}
     assert sorted(got) == sorted(want)
+    worst = 0.0
     for path, w in want.items():
         scale = float(np.max(np.abs(w)))
         assert scale > 0, path
         err = float(np.max(np.abs(np.asarray(got[path]) - w))) / scale
-        assert err <= 1e-5, (path, err)
+        assert err <= tol, (path, err)
+        worst = max(worst, err)
+    return worst
 
 
 @pytest.mark.parametrize("engine", ["per_example", "capture"])
@@ -78,10 +82,10 @@ def test_the_decoder_fisher_equals_a_loop_over_examples(decoder, loops, mode, en
     if mode == "expected":  # the mean over the draws of each draw's squared gradient
         want = {p: (loops["draw0"][p] + loops["draw1"][p]) / 2 for p in want}
         assert any(not np.allclose(want[p], loops["gold"][p]) for p in want)  # drawn
-    # The per-example sums are float32 over six examples: relative 1e-5 of each leaf's
-    # largest entry (the issue's 1e-6 holds for the per-example engine; capture's batched
-    # matmuls round differently).
-    _assert_close(res.scores, want)
+    # float32 sums over six examples: 1e-6 of each leaf's largest entry for the per-example
+    # engine; capture forms the gradients with other (batched) matmuls, which round
+    # differently: 1e-5.
+    _assert_close(res.scores, want, 1e-6 if engine == "per_example" else 1e-5)
 
 
 def test_draws_depend_on_the_row_not_its_batch_position(decoder):

@@ -93,6 +93,11 @@ def test_an_export_loads_back_with_the_same_params(model_type, tmp_path):
     assert model.config == config
     _same_params(model.params, params)
     assert ("lm_head.weight" in flax_to_hf(params)) == (model_type == "qwen2")
+    # Params that do not fit the config are refused before anything is written.
+    other = tiny_decoder_config(model_type, intermediate_size=48)
+    with pytest.raises(ModelError, match="the params to export"):
+        export_decoder_folder(params, other, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_missing_model_package_names_the_pip_command(monkeypatch):

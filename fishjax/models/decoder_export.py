@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from fishjax.core.io import atomic_directory, write_file
 from fishjax.core.safetensors_io import CONFIG_HASH, sealed_safetensors
 from fishjax.models.decoder import DecoderConfig
-from fishjax.models.decoder_family import is_gguf
+from fishjax.models.decoder_family import is_gguf, param_shapes
 from fishjax.models.decoder_weights import flax_to_hf, hf_to_flax
 from fishjax.models.gguf_tokenizer import gguf_tokenizer
 from fishjax.models.hub import TOKENIZER_FILES
@@ -29,8 +29,9 @@ def export_decoder_folder(params: Mapping, config: DecoderConfig, out_dir: str |
     """Write `out_dir` atomically (replacing it); returns its absolute path.
     `tokenizer_source`: a model folder (its tokenizer files are copied) or a GGUF file (its
     tokenizer is saved)."""
-    hf_to_flax(flax_to_hf(params), config, params)  # every leaf present, shapes right
     state = flax_to_hf(params)
+    # Before anything is written: every leaf the config needs, at its shape, and no other.
+    hf_to_flax(state, config, param_shapes(config), "the params to export")
     config_bytes = (json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n").encode()
     weights = sealed_safetensors(state, {
         "format": "pt", CONFIG_HASH: hashlib.sha256(config_bytes).hexdigest()})

@@ -6,6 +6,7 @@ bundled quickstart sample in seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -112,3 +113,18 @@ def tiny_selection(tiny_model_dir, tmp_path_factory):
     s.project_dim, s.keep_fraction, s.final_finetune = 16, 0.5, True
     workdir = str(tmp / "run")
     return config, workdir, select_sources(config, workdir)
+
+
+BIGBENCH_PREFIX = ("Definition: Write the answer. Keep it short. Things to Avoid: long "
+                   "answers. Emphasis & Caution: - Prompt: Answer the question.")
+
+
+def write_bigbench_task(folder, name: str, n: int = 20, prefix: str = BIGBENCH_PREFIX):
+    """A BIG-bench task folder `folder/name` (task.json) of `n` short examples; odd rows
+    have two acceptable answers."""
+    os.makedirs(folder / name, exist_ok=True)
+    examples = [{"input": f"question {i}?", "target": [f"answer {i}", f"alt {i}"] if i % 2
+                 else f"answer {i}"} for i in range(n)]
+    (folder / name / "task.json").write_text(json.dumps(
+        {"name": name, "task_prefix": prefix, "examples": examples}))
+    return folder / name

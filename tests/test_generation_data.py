@@ -53,6 +53,24 @@ def test_long_prompts_are_cut_from_the_left_and_counted(caplog):
                        buckets=(4,), prompt_format="plain")
 
 
+def test_long_targets_cut_are_counted_and_keep_one_prompt_token(caplog, tmp_path):
+    tok = tiny_byte_tokenizer()
+    raw = _split('{"prompt": "pq", "completion": "abcdef"}\n{"prompt": "x", "completion": "y"}\n')
+    with caplog.at_level(logging.WARNING):
+        ds = tokenize_split(raw, tok, max_length=4, buckets=(4,), prompt_format="plain",
+                            long_targets="cut", cache_dir=str(tmp_path))
+    assert "1 of 2 targets cut at the end" in caplog.text
+    assert tok.decode(ds.input_ids[0]) == "qabc"  # one prompt token, the target's start
+    assert tok.decode(ds.labels[0][ds.labels[0] != IGNORE_INDEX]) == "abc"
+    # the cut split is cached under its own key: the strict one still refuses the row
+    with pytest.raises(DataError, match="row 0: the target is 7 tokens"):
+        tokenize_split(raw, tok, max_length=4, buckets=(4,), prompt_format="plain",
+                       cache_dir=str(tmp_path))
+    with pytest.raises(DataError, match="long_targets must be one of"):
+        tokenize_split(raw, tok, max_length=4, buckets=(4,), prompt_format="plain",
+                       long_targets="drop")
+
+
 @pytest.mark.parametrize("rows, message", [
     ('{"prompt": "p"}\n', "rows.jsonl:1: a row needs string fields"),
     ('{"prompt": "p", "completion": "a"}\nnot json\n', "rows.jsonl:2: not a JSON object"),

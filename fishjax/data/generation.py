@@ -12,7 +12,8 @@ in `text_b` (its `labels` are unused zeros). Tokenizing one row:
   metrics see only what the model should write;
 - a row longer than `max_length` loses tokens from the start of its prompt (counted and
   logged, never silent); a target that cannot fit with at least one prompt token is a
-  DataError naming the row.
+  DataError naming the row (`long_targets="error"`), or, with `long_targets="cut"`, loses
+  its end (and its end token) so that one prompt token fits: counted and logged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # the label of a position the loss ignores (Hugging Face's value)
 PROMPT_FORMATS = ("chat", "plain")
+LONG_TARGETS = ("error", "cut")
 DEFAULT_PROMPT_FORMAT = "chat"  # what `config.data.prompt_format=None` means
 PROMPT_FIELD, TARGET_FIELD = "prompt", "completion"
 
@@ -79,12 +81,15 @@ def prompt_text(tokenizer: Any, prompt: str, prompt_format: str) -> str:
                                          tokenize=False, add_generation_prompt=True)
 
 
-def encode_rows(raw: RawSplit, tokenizer: Any, max_length: int, prompt_format: str
-                ) -> tuple[list[list[int]], list[int]]:
+def encode_rows(raw: RawSplit, tokenizer: Any, max_length: int, prompt_format: str,
+                long_targets: str = "error") -> tuple[list[list[int]], list[int]]:
     """(token ids of each row, where its target starts); prompts cut from the left where a
-    row is too long (module docstring)."""
+    row is too long, targets that leave no room for a prompt as `long_targets` says
+    (module docstring)."""
     if prompt_format not in PROMPT_FORMATS:
         raise DataError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+    if long_targets not in LONG_TARGETS:
+        raise DataError(f"long_targets must be one of {LONG_TARGETS}, got {long_targets!r}")
     if raw.text_b is None or any(t is None for t in raw.text_b):
         raise DataError(f"{raw.source}: a generation split needs a target for every row")
     eos = tokenizer.eos_token_id
@@ -93,11 +98,13 @@ def encode_rows(raw: RawSplit, tokenizer: Any, max_length: int, prompt_format: s
     prompts = tokenizer([prompt_text(tokenizer, p, prompt_format) for p in raw.text_a],
                         add_special_tokens=prompt_format == "plain")["input_ids"]
     targets = tokenizer(list(raw.text_b), add_special_tokens=False)["input_ids"]
-    rows, starts, cut = [], [], 0
+    rows, starts, cut, cut_targets = [], [], 0, 0
     for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
         t = [*t, eos]
         room = max_length - len(t)
-        if room < 1:
+        if room < 1 and long_targets == "cut":
+            t, room, cut_targets = t[:max_length - 1], 1, cut_targets + 1
+        elif room < 1:
             raise DataError(f"{raw.source}: row {i}: the target is {len(t)} tokens with its "
                             f"end token, no room for a prompt within max_length={max_length}")
         if len(p) > room:
@@ -107,6 +114,9 @@ def encode_rows(raw: RawSplit, tokenizer: Any, max_length: int, prompt_format: s
     if cut:
         logger.warning("%s: %d of %d prompts cut from the left to fit max_length=%d",
                        raw.source, cut, len(rows), max_length)
+    if cut_targets:
+        logger.warning("%s: %d of %d targets cut at the end (their end token too) to fit "
+                       "max_length=%d", raw.source, cut_targets, len(rows), max_length)
     return rows, starts
 
 

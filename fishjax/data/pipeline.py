@@ -83,14 +83,16 @@ def _check_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...]:
 
 def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: Sequence[int],
                    cache_dir: str | None = None,
-                   prompt_format: str | None = None) -> TokenizedSplit:
+                   prompt_format: str | None = None,
+                   long_targets: str = "error") -> TokenizedSplit:
     """Tokenize (text_a[, text_b]) with 'longest_first' truncation to ``max_length``.
 
     With ``cache_dir`` the result is stored as an ``.npz`` keyed by the data (fingerprint
     and content, so a ``max_samples`` subset is its own entry), the tokenizer's full
     definition, ``max_length``, ``buckets`` and a format version; an unreadable cache file
     is treated as a miss and rewritten. With ``prompt_format`` the split is a generation
-    task's (prompt, target) rows ("chat" or "plain"; `fishjax.data.generation`).
+    task's (prompt, target) rows ("chat" or "plain"; `fishjax.data.generation`, which
+    also says what `long_targets` does).
     """
     buckets = _check_buckets(buckets, max_length)
     if len(raw) == 0:
@@ -101,7 +103,7 @@ def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: S
 
     path = None
     if cache_dir is not None:
-        key = _cache_key(raw, tokenizer, max_length, buckets, prompt_format)
+        key = _cache_key(raw, tokenizer, max_length, buckets, prompt_format, long_targets)
         path = Path(cache_dir) / f"{raw.task}-{raw.split}-{key[:24]}.npz"
         cached = _load_cache(path, buckets, int(pad_id))
         if cached is not None:
@@ -112,7 +114,7 @@ def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: S
         out = _tokenize(raw, tokenizer, max_length, buckets, int(pad_id))
     else:
         out = _tokenize_generation(raw, tokenizer, max_length, buckets, int(pad_id),
-                                   prompt_format)
+                                   prompt_format, long_targets)
     if path is not None:
         try:
             _save_cache(path, out)
@@ -126,8 +128,8 @@ def tokenize_split(raw: RawSplit, tokenizer: Any, *, max_length: int, buckets: S
 
 def _tokenize_generation(raw: RawSplit, tokenizer: Any, max_length: int,
                          buckets: tuple[int, ...], pad_id: int,
-                         prompt_format: str) -> TokenizedSplit:
-    rows, starts = encode_rows(raw, tokenizer, max_length, prompt_format)
+                         prompt_format: str, long_targets: str) -> TokenizedSplit:
+    rows, starts = encode_rows(raw, tokenizer, max_length, prompt_format, long_targets)
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
     input_ids = np.full((len(rows), max_length), pad_id, dtype=np.int32)
     input_ids[np.arange(max_length)[None, :] < lengths[:, None]] = np.fromiter(
@@ -232,7 +234,7 @@ def _content_hash(raw: RawSplit) -> str:
 
 
 def _cache_key(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[int, ...],
-               prompt_format: str | None = None) -> str:
+               prompt_format: str | None = None, long_targets: str = "error") -> str:
     parts = {
         "format": _CACHE_FORMAT,
         "task": raw.task,
@@ -247,6 +249,8 @@ def _cache_key(raw: RawSplit, tokenizer: Any, max_length: int, buckets: tuple[in
     if prompt_format is not None:  # a generation split: the template is part of the text
         parts["prompt_format"] = prompt_format
         parts["chat_template"] = getattr(tokenizer, "chat_template", None)
+        if long_targets != "error":  # the keys of earlier caches stay as they were
+            parts["long_targets"] = long_targets
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

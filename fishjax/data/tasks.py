@@ -130,6 +130,11 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(name="chat_quickstart", text_fields=("prompt", "completion"),
                  label_names=None, metrics=("token_accuracy",),
                  main_metric="token_accuracy", generative=True),
+        # A mixture of instruction tasks described by config.data.instruct
+        # (fishjax.data.instructions); its test rows stay out of training runs.
+        TaskSpec(name="instruct", text_fields=("prompt", "completion"),
+                 label_names=None, metrics=("token_accuracy",),
+                 main_metric="token_accuracy", eval_splits=("validation",), generative=True),
     )
 }
 

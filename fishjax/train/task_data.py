@@ -15,8 +15,17 @@ import ml_collections
 
 from fishjax.data import RawSplit, TaskSpec, TokenizedSplit, load_split, tokenize_split
 from fishjax.data.generation import DEFAULT_PROMPT_FORMAT
+from fishjax.data.instructions import Mixture
 from fishjax.data.mixture import concat_splits, mix_blocks, parse_mix
 from fishjax.data.row_split import VALIDATION, apply_row_split, load_row_split
+
+INSTRUCT_TASK = "instruct"  # the task whose splits config.data.instruct describes
+INSTRUCT_SPLITS_FILE = "instruct_splits.json"  # a run's record of them, in its workdir
+
+
+def instruction_split_record(config: ml_collections.ConfigDict) -> dict:
+    """The instruction mixture's split (each task's source rows per split), as recorded."""
+    return Mixture.from_config(config.data.get("instruct")).raw_splits()[1]
 
 
 @dataclasses.dataclass
@@ -38,6 +47,8 @@ def cache_dir(config: ml_collections.ConfigDict) -> str:
 def load_raw_splits(config: ml_collections.ConfigDict, task: TaskSpec) -> dict[str, RawSplit]:
     """Train and eval splits as text; raises DataError on any bad file before training."""
     d = config.data
+    if task.name == INSTRUCT_TASK:  # a mixture of instruction tasks: its own splits
+        return Mixture.from_config(d.get("instruct")).raw_splits(task.name)[0]
     raw = {task.train_split: load_split(task, task.train_split, d.dir,
                                         max_samples=d.max_train_samples, seed=config.seed)}
     for split in task.eval_splits:
@@ -61,7 +72,8 @@ def tokenize_task(config: ml_collections.ConfigDict, task: TaskSpec, raw: dict[s
     tok = partial(tokenize_split, tokenizer=tokenizer, max_length=config.data.max_length,
                   buckets=tuple(config.data.buckets), cache_dir=cache_dir(config),
                   prompt_format=(config.data.get("prompt_format") or DEFAULT_PROMPT_FORMAT)
-                  if task.generative else None)
+                  if task.generative else None,
+                  long_targets=config.data.get("long_targets") or "error")
     evals = [*task.eval_splits, *([VALIDATION] if VALIDATION in raw else [])]
     return TaskData(
         task=task,

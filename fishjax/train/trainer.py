@@ -44,6 +44,8 @@ from fishjax.data import (
     iterate_batches,
     num_batches,
 )
+from fishjax.data.generation import DEFAULT_PROMPT_FORMAT
+from fishjax.data.instructions import Mixture
 from fishjax.methods import (
     MethodContext,
     MethodSetup,
@@ -61,11 +63,18 @@ from fishjax.train.checkpoints import (
     remove_checkpoints,
     remove_partial_saves,
 )
+from fishjax.train.instruct_eval import INSTRUCT_EVAL_FILE, evaluate_mixture
 from fishjax.train.metric_writer import MetricWriter
 from fishjax.train.model_defaults import resolve_model_defaults
 from fishjax.train.optim import make_optimizer
 from fishjax.train.sharding import checked_shardings, make_mesh, put_batch, replicated
-from fishjax.train.task_data import load_raw_splits, tokenize_task
+from fishjax.train.task_data import (
+    INSTRUCT_SPLITS_FILE,
+    INSTRUCT_TASK,
+    instruction_split_record,
+    load_raw_splits,
+    tokenize_task,
+)
 from fishjax.train.validation import check_batch_divisible, prepare_workdir, validate_config
 from fishjax.train.workdir import (
     CONFIG_FILE,
@@ -323,6 +332,9 @@ class Trainer:
         if is_main:
             write_config_once(config, workdir)  # kept if there: it made the results here
             atomic_write_json(os.path.join(workdir, "run_info.json"), self._run_info())
+            if self.task.name == INSTRUCT_TASK:
+                atomic_write_json(os.path.join(workdir, INSTRUCT_SPLITS_FILE),
+                                  instruction_split_record(config))
         summary = self.setup.summary()
         log.info("task=%s method=%s model=%s | %d train examples, %d steps/epoch, %d steps | "
                  "trainable %d of %d entries", self.task.name, config.method.name,
@@ -498,7 +510,31 @@ class Trainer:
                      _fmt_metrics(out["deployed_eval"]))
         if self.setup.artifacts:  # e.g. a sparse delta file
             out["artifacts"] = self.save_artifacts(kept) if is_main else None
+        if self.task.name == INSTRUCT_TASK and self.config.get("instruct_eval"):
+            if kept is None:
+                kept = ckpt.restore_best(self.state.trainable)
+                kept = self.state.trainable if kept is None else kept
+            params = (self.setup.deployed(kept) if self.setup.deployed is not None
+                      else self.setup.dense_params(kept))
+            out["instruct_eval"] = self.evaluate_instructions(jax.device_get(params), is_main)
         return out
+
+    def evaluate_instructions(self, params: PyTree, is_main: bool = True
+                              ) -> dict[str, dict[str, float]]:
+        """Greedy answers and answer log-likelihoods of `params` on the mixture's
+        `instruct_eval.splits` (validation, test: the trained tasks' held-back rows,
+        heldout: the tasks never trained on); every answer and score is written to
+        `instruct_eval.json`, the macro averages returned."""
+        e, d = self.config.instruct_eval, self.config.data
+        results = evaluate_mixture(
+            self.model.module, params, load_tokenizer(self.model.model_dir),
+            Mixture.from_config(d.instruct), splits=tuple(e.splits),
+            prompt_format=d.get("prompt_format") or DEFAULT_PROMPT_FORMAT,
+            max_length=d.max_length, max_new_tokens=e.max_new_tokens,
+            batch_size=e.batch_size)
+        if is_main:
+            atomic_write_json(os.path.join(self.workdir, INSTRUCT_EVAL_FILE), results)
+        return {split: r["macro"] for split, r in results.items()}
 
     def _run_info(self) -> dict[str, Any]:
         config = self.config

@@ -16,10 +16,12 @@ import ml_collections
 
 from fishjax.core.errors import ConfigError, DataError
 from fishjax.data import get_task
+from fishjax.data.instructions import Mixture
 from fishjax.data.mixture import parse_mix
 from fishjax.methods import get_method, method_options
 from fishjax.train.dropout import DROPOUT_PRNGS
 from fishjax.train.model_defaults import resolve_model_defaults
+from fishjax.train.task_data import INSTRUCT_TASK
 
 DTYPES = ("float32", "bfloat16")
 
@@ -77,6 +79,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _require(os.path.isfile(d.row_split),
                  f"config.data.row_split={d.row_split!r} does not exist")
 
+    if get_task(config.task).name == INSTRUCT_TASK:
+        try:
+            mixture = Mixture.from_config(d.get("instruct"))
+            for task in (*mixture.tasks, *mixture.heldout_tasks):
+                mixture.path(task)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
     for entry in parse_mix(d.get("mix"), get_task(config.task)):
         _require(os.path.isdir(entry.dir), f"config.data.mix: {entry.task.name!r} folder "
                  f"{entry.dir!r} is not a directory")

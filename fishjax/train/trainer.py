@@ -35,7 +35,7 @@ from jax.experimental import multihost_utils
 from fishjax.core.errors import ConfigError, TrainingDiverged
 from fishjax.core.io import atomic_write_json, file_sha256, read_json, remove_orphans
 from fishjax.core.progress import logs_above, progress_bar
-from fishjax.core.tree import PyTree, count_params
+from fishjax.core.tree import PyTree, count_params, tree_bytes
 from fishjax.core.version import __version__
 from fishjax.data import (
     TaskSpec,
@@ -391,6 +391,8 @@ class Trainer:
             "method_summary": summary,
             "setup_s": setup_s,
             "train_s": train_s,
+            # the optimizer's state (moments, masks): what a method's memory claim is about
+            "optimizer_state_bytes": tree_bytes(self.state.opt_state),
         }
         if finished:
             results.update(self._finish(ckpt, is_main))

@@ -50,7 +50,7 @@ def test_phases_wait_for_the_learning_rate_grid():
 
 
 def test_report_and_table_from_cell_files(tmp_path):
-    folder = tmp_path / "cells"
+    folder = tmp_path / "cell_results"
     folder.mkdir()
     cells = [fake_cell("fish", grid.EQUAL, 1e-4, 0, 30.0, test=40.0),
              fake_cell("fish", grid.EQUAL, 3e-4, 0, 45.0, test=50.0),

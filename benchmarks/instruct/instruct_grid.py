@@ -21,7 +21,7 @@ and 30 test rows each; 5 held-out tasks, 30 test rows each). The grid, in the or
    chosen learning rate, seed 0 (the score vs trainable fraction plot).
 Each cell (method, budget, learning rate, seed) runs in a fresh process (its peak resident
 memory is its own) with its workdir under `--workroot`, and is written to
-`<out>/cells/<cell>.json` when it finishes: its command, the validation / test / held-out
+`<out>/cell_results/<cell>.json` when it finishes: its command, the validation / test / held-out
 macro scores and per-task test scores, wall time, optimizer-state bytes, trainable
 entries and peak memory. A rerun skips finished cells, so an interrupted grid continues
 where it stopped; a cell record written by another grid definition is an error.
@@ -188,7 +188,7 @@ def _cell(method: str, budget: float | None, lr: float | None, seed: int, phase:
 
 
 def load_cells(out: str) -> dict[str, dict[str, Any]]:
-    folder = os.path.join(out, "cells")
+    folder = os.path.join(out, "cell_results")
     cells = {}
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         if name.endswith(".json"):
@@ -254,7 +254,7 @@ def run_one(cell: dict[str, Any], args: argparse.Namespace) -> None:
         record = cli.child_result(proc.stdout)
     except cli.NoChildResult:
         raise SystemExit(f"cell {cell['id']} failed:\n{proc.stderr[-3000:]}") from None
-    cli.write_json(os.path.join(args.out, "cells", f"{cell['id']}.json"), record)
+    cli.write_json(os.path.join(args.out, "cell_results", f"{cell['id']}.json"), record)
     print(f"  {cell['id']} done in {time.perf_counter() - t0:.0f} s: "
           f"{json.dumps(record['macro'])}", file=sys.stderr, flush=True)
 

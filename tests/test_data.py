@@ -65,7 +65,7 @@ def test_get_task_unknown_lists_valid_names():
 
 def test_task_specs():
     assert set(TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
-                          "quickstart", "chat_quickstart"}
+                          "quickstart", "chat_quickstart", "instruct"}
     chat = TASKS["chat_quickstart"]
     assert chat.generative and not chat.is_regression
     rte, mnli, stsb, mrpc = (TASKS[n] for n in ("rte", "mnli", "stsb", "mrpc"))
@@ -80,7 +80,8 @@ def test_task_specs():
     assert not TASKS["cola"].has_header
     for spec in TASKS.values():
         assert spec.train_split == "train"
-        if spec.name not in ("quickstart", "chat_quickstart"):  # bundled samples
+        # bundled samples, and the instruction mixture read from config.data.instruct
+        if spec.name not in ("quickstart", "chat_quickstart", "instruct"):
             assert spec.hub_config == spec.name
         if len(spec.metrics) == 1:
             assert spec.main_metric == spec.metrics[0]

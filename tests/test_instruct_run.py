@@ -107,3 +107,32 @@ def test_evaluation_parts_match_direct_computations(tiny_decoder_dir, tiny_tasks
                                max_length=96, max_new_tokens=5, batch_size=4)
     assert result["tasks"]["t1"]["examples"] == 5
     assert result["macro"]["answer_loglik"] == pytest.approx(float(np.mean(one)), rel=1e-5)
+
+
+NI_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                      "natural_instructions")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not os.path.isdir(NI_DIR), reason="../shared/data/natural_instructions absent")
+def test_quick_config_tunes_smollm2_on_natural_instructions(tmp_path):
+    """configs/instruct.py:quick on the real model and data: the run finishes, scores every
+    split, and training raises the answers' log-likelihood on the held-back rows."""
+    from fishjax.core.errors import ModelError
+    from fishjax.models.hub import resolve_model_dir
+
+    try:
+        resolve_model_dir("smollm2-135m")
+    except ModelError as e:
+        pytest.skip(str(e))
+    config = instruct.get_config("quick")
+    config.data.cache_dir = str(tmp_path / "cache")
+    config.method.fisher.num_samples = 16
+    config.train.learning_rate = 3e-4
+    config.train.eval_before_training = True
+    results = train_and_evaluate(config, str(tmp_path / "run"))
+    scores = json.load(open(tmp_path / "run" / "instruct_eval.json"))
+    assert set(scores) == {"validation", "test", "heldout"}
+    assert len(scores["test"]["predictions"]) == 16
+    assert results["final_eval"]["loss"] < results["initial_eval"]["loss"]

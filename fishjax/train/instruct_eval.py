@@ -13,6 +13,7 @@ so every call has the same batch size.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -42,20 +43,21 @@ def answer_logliks(module: Any, params: Any, tokenizer: Any, examples: Sequence[
     ds = tokenize_split(to_raw_split(examples, "eval", "eval"), tokenizer,
                         max_length=max_length, buckets=_buckets(max_length),
                         prompt_format=prompt_format)
-    objective = CausalLanguageModeling()
-
-    @jax.jit
-    def loglik(params, input_ids, attention_mask, labels):
-        logits = module.apply({"params": params}, input_ids, attention_mask)
-        return objective.feature_output(logits, {"labels": labels})
-
     out = np.zeros(len(examples), np.float64)
     for indices, width in epoch_plan(ds, batch_size, seed=0, epoch=0, shuffle=False):
         b = make_batch(ds, indices, width, batch_size)
-        values = loglik(params, jnp.asarray(b["input_ids"]), jnp.asarray(b["attention_mask"]),
-                        jnp.asarray(b["labels"]))
+        values = _logliks(module, params, jnp.asarray(b["input_ids"]),
+                          jnp.asarray(b["attention_mask"]), jnp.asarray(b["labels"]))
         out[indices] = np.asarray(values)[:len(indices)]
     return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logliks(module: Any, params: Any, input_ids: jax.Array, attention_mask: jax.Array,
+             labels: jax.Array) -> jax.Array:
+    """One compiled program per module and shape (not per call)."""
+    logits = module.apply({"params": params}, input_ids, attention_mask)
+    return CausalLanguageModeling().feature_output(logits, {"labels": labels})
 
 
 def _buckets(max_length: int) -> tuple[int, ...]:
@@ -138,6 +140,7 @@ def mixture_examples(mixture: Mixture, split: str) -> list[Example]:
 def evaluate_mixture(module: Any, params: Any, tokenizer: Any, mixture: Mixture, *,
                      splits: Sequence[str], **kw: Any) -> dict[str, Any]:
     """`evaluate_examples` on each of `splits` of the mixture (empty ones skipped)."""
+    params = jax.device_put(params)  # once: host arrays would be copied in at every call
     out = {}
     for split in splits:
         examples = mixture_examples(mixture, split)

@@ -518,7 +518,7 @@ class Trainer:
                 kept = self.state.trainable if kept is None else kept
             params = (self.setup.deployed(kept) if self.setup.deployed is not None
                       else self.setup.dense_params(kept))
-            out["instruct_eval"] = self.evaluate_instructions(jax.device_get(params), is_main)
+            out["instruct_eval"] = self.evaluate_instructions(params, is_main)
         return out
 
     def evaluate_instructions(self, params: PyTree, is_main: bool = True

@@ -56,8 +56,8 @@ def answer_logliks(module: Any, params: Any, tokenizer: Any, examples: Sequence[
 def _logliks(module: Any, params: Any, input_ids: jax.Array, attention_mask: jax.Array,
              labels: jax.Array) -> jax.Array:
     """One compiled program per module and shape (not per call)."""
-    logits = module.apply({"params": params}, input_ids, attention_mask)
-    return CausalLanguageModeling().feature_output(logits, {"labels": labels})
+    outputs = module.apply({"params": params}, input_ids, attention_mask)
+    return CausalLanguageModeling().feature_output(outputs, {"labels": labels})
 
 
 def _buckets(max_length: int) -> tuple[int, ...]:

@@ -127,12 +127,15 @@ def evaluate_examples(module: Any, params: Any, tokenizer: Any, examples: Sequen
 EVAL_SPLITS = ("validation", "test", "heldout")
 
 
-def mixture_examples(mixture: Mixture, split: str) -> list[Example]:
+def mixture_examples(mixture: Mixture, split: str,
+                     splits: dict[str, dict[str, list[Example]]] | None = None
+                     ) -> list[Example]:
     """A mixture's evaluation rows: "validation" / "test" of its trained tasks, or
-    "heldout": the test rows of the tasks it never trains on."""
+    "heldout": the test rows of the tasks it never trains on (`splits`: the mixture's
+    `splits()`, if already read)."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown evaluation split {split!r} ({', '.join(EVAL_SPLITS)})")
-    splits = mixture.splits()
+    splits = mixture.splits() if splits is None else splits
     tasks = mixture.heldout_tasks if split == "heldout" else mixture.tasks
     return [e for t in tasks for e in splits[t]["test" if split == "heldout" else split]]
 
@@ -141,9 +144,10 @@ def evaluate_mixture(module: Any, params: Any, tokenizer: Any, mixture: Mixture,
                      splits: Sequence[str], **kw: Any) -> dict[str, Any]:
     """`evaluate_examples` on each of `splits` of the mixture (empty ones skipped)."""
     params = jax.device_put(params)  # once: host arrays would be copied in at every call
+    rows = mixture.splits()  # the task files read once for every split
     out = {}
     for split in splits:
-        examples = mixture_examples(mixture, split)
+        examples = mixture_examples(mixture, split, rows)
         if examples:
             out[split] = evaluate_examples(module, params, tokenizer, examples, **kw)
     return out

@@ -95,6 +95,7 @@ def get_config(arg: str = "ni10"):
         splits=("validation", "test", "heldout"),  # scored after training (instruct_eval.py)
         max_new_tokens=32,  # greedy tokens per answer (answers are <= 39 tokens, most < 12)
         batch_size=16,  # prompts per generation call
+        tasks=None,  # only these tasks' rows (None: every task's)
     )
     config.train.batch_size = 8
     config.train.eval_batch_size = 16

@@ -15,7 +15,7 @@ selection".
 
 import ml_collections
 
-from configs import glue
+from configs import glue, instruct
 
 # The GLUE folders the "sst2" design reads (override data.dir and data.mix to move them).
 GLUE = "../shared/data/glue"
@@ -26,13 +26,47 @@ SST2_SHARDS = ("sst2:8:150:0", "sst2:2:150:0.2", "sst2:2:150:0.5", "sst2:2:150:1
                "mrpc:3:150:0", "rte:3:150:0")
 
 
+# The "ni" design: SmolLM2-135M choosing Natural Instructions tasks for a target task (the
+# paper's setting). The target: MC-TACO answer generation (absolute time points). Sources,
+# every row <= 193 tokens with the Definition and the chat template:
+NI_TARGET = "subtask013_mctaco_answer_generation_absolute_timepoint"
+NI_SOURCES = (
+    # the same dataset and format as the target (MC-TACO answers, other temporal categories)
+    "subtask004_mctaco_answer_generation_event_duration",
+    "subtask007_mctaco_answer_generation_transient_stationary",
+    "subtask010_mctaco_answer_generation_event_ordering",
+    "subtask016_mctaco_answer_generation_frequency",
+    # the same dataset, other formats (questions, wrong answers, a span question)
+    "subtask012_mctaco_question_generation_absolute_timepoint",
+    "subtask014_mctaco_wrong_answer_generation_absolute_timepoint",
+    "subtask020_mctaco_span_based_question",
+    # other datasets (Winogrande, QASC, MultiRC)
+    "subtask031_winogrande_question_generation_object",
+    "subtask036_qasc_topic_word_to_generate_related_fact",
+    "subtask039_qasc_find_overlapping_words",
+    "subtask042_qasc_incorrect_option_generation",
+    "subtask051_multirc_correct_answer_single_sentence",
+)
+# Corrupted sources (targets shuffled across their rows): two of the target's dataset
+# (MC-TACO wrong answers: time expressions, the target's kind of answer) and two others.
+NI_CORRUPTED = (
+    "subtask005_mctaco_wrong_answer_generation_event_duration",
+    "subtask011_mctaco_wrong_answer_generation_event_ordering",
+    "subtask032_winogrande_question_generation_person",
+    "subtask040_qasc_question_generation",
+)
+DESIGNS = ("mrpc", "sst2", "ni", "ni_quick")
+
+
 def get_config(design: str = "mrpc"):
-    """`design`: "mrpc" (20 groups of MRPC's training set) or "sst2" (shards of SST-2,
-    noisy SST-2, MRPC and RTE; the target is held-out SST-2)."""
-    if design not in ("mrpc", "sst2"):
-        raise ValueError(f"configs/select_sources.py: design must be mrpc or sst2, got "
+    """`design`: "mrpc" (20 groups of MRPC's training set), "sst2" (shards of SST-2,
+    noisy SST-2, MRPC and RTE; the target is held-out SST-2), "ni" (17 Natural
+    Instructions tasks for an MC-TACO target, SmolLM2-135M) or "ni_quick" (4 of them,
+    a few rows each: minutes on CPU)."""
+    if design not in DESIGNS:
+        raise ValueError(f"configs/select_sources.py: design must be one of {DESIGNS}, got "
                          f"{design!r}")
-    config = glue.get_config(design)
+    config = instruct.get_config() if design.startswith("ni") else glue.get_config(design)
     config.method.name = "lora"
     # The reference's meta-training LoRA (VirtuosoResearch/Scalable-finetuning,
     # custom_train_cot.py): rank 16, alpha 128 on the attention's query, key and value;
@@ -103,4 +137,52 @@ def get_config(design: str = "mrpc"):
         config.data.max_train_samples = 3000
         config.data.mix = (f"mrpc:all:{GLUE}/MRPC", f"rte:all:{GLUE}/RTE")
         s.kind, s.shards = "shards", SST2_SHARDS
+    if design.startswith("ni"):
+        _ni_design(config, quick=design == "ni_quick")
     return config
+
+
+def _ni_design(config: ml_collections.ConfigDict, quick: bool) -> None:
+    """Sources are instruction tasks (kind "tasks"); configs/instruct.py's model, rows and
+    generation evaluation, restricted to the target's test rows."""
+    # The issue's meta-initialisation: LoRA on the attention and MLP projections, rank 8
+    # (2.44M entries: P at p=200 is 1.95 GB), alpha/rank = 8 as the reference's 128/16.
+    config.method.peft.rank = 8
+    config.method.peft.alpha = 64.0
+    config.method.peft.lora_targets = (r"(self_attn/(q_proj|k_proj|v_proj|o_proj)|"
+                                       r"mlp/(gate_proj|up_proj|down_proj))/kernel$")
+    tasks = (NI_TARGET, *NI_SOURCES, *NI_CORRUPTED)
+    config.data.instruct.tasks = tasks
+    config.data.instruct.heldout_tasks = ()
+    config.data.instruct.train_per_task = None  # the pool takes rows_per_source of each
+    config.data.instruct.validation_per_task = 0  # the runs validate on the target rows
+    config.data.instruct.test_per_task = 50  # the target's test rows: ROUGE-L at the end
+    config.instruct_eval.splits = ("test",)
+    config.instruct_eval.tasks = (NI_TARGET,)
+    config.instruct_eval.max_new_tokens = 24  # the target's answers are <= 15 tokens
+    config.train.num_epochs = 2.0  # the final fine-tune from the base
+    s = config.sources
+    s.kind = "tasks"
+    # Kind "tasks": the target task (its held-out rows are the target examples; the rest
+    # of it is a source), how many of its rows are held out, the training rows each
+    # source takes (None: all), and the tasks whose targets are shuffled across their rows.
+    s.target_task = NI_TARGET
+    s.target_rows = 100
+    s.rows_per_source = 40
+    s.corrupted = NI_CORRUPTED
+    s.meta_epochs = 2.0  # the reference's 20: out of reach on 2 CPU cores
+    s.finetune_epochs = 1.0
+    s.max_projection_mb = 2048  # P held whole (1.95 GB) rather than regenerated per step
+    if quick:
+        config.data.instruct.tasks = (NI_TARGET, *NI_SOURCES[:2], NI_CORRUPTED[0])
+        config.data.instruct.test_per_task = 4
+        config.instruct_eval.max_new_tokens = 8
+        config.instruct_eval.batch_size = 4
+        config.train.batch_size = 4
+        config.train.eval_batch_size = 8
+        config.train.num_epochs = 1.0
+        s.corrupted = NI_CORRUPTED[:1]
+        s.target_rows, s.rows_per_source = 8, 8
+        s.meta_epochs, s.calibration_runs, s.num_subsets = 1.0, 1, 64
+        s.project_dim, s.max_projection_mb = 32, 1024
+        s.final_finetune = True

@@ -16,7 +16,13 @@ steps 5 and 6 are computed again on every run):
    `sources.groups` seeded groups of near-equal size, `sources.noisy` of them with every
    label flipped. Kind "shards": `sources.shards` entries "task:count:rows:flip", shards
    drawn from each task's rows (the target held out from the target task's first), a
-   seeded `flip` share of each shard's labels flipped.
+   seeded `flip` share of each shard's labels flipped. Kind "tasks" (task `instruct`): one
+   source per task of the instruction mixture (`config.data.instruct.tasks`), a seeded
+   `sources.rows_per_source` of its training rows; `sources.target_rows` of the
+   `sources.target_task`'s rows held out as the target examples (the rest of that task is
+   a source like the others); the `sources.corrupted` tasks' targets shuffled across their
+   rows (`fishjax.data.row_split`). The runs before the final fine-tune skip the
+   mixture's generation evaluation (`instruct_eval`): they are scored on the target rows.
 2. `meta/`: the meta-initialisation phi*: `config.method` (LoRA) trained by the ordinary
    trainer on every source for `sources.meta_epochs` (a row split, `fishjax.data.row_split`).
 3. `features.safetensors`: for every source and target example, f* (log-odds of its label
@@ -64,10 +70,17 @@ from fishjax.core.io import atomic_write_json, file_sha256, read_json
 from fishjax.core.progress import show_logs
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import PyTree, flatten_paths, split_tree
-from fishjax.data import get_task, index_batches
+from fishjax.data import DataError, get_task, index_batches
+from fishjax.data.instructions import Mixture
 from fishjax.data.metrics import auroc, spearman
 from fishjax.data.mixture import mix_blocks, parse_mix
-from fishjax.data.row_split import RowSplit, load_row_split, make_row_split, save_row_split
+from fishjax.data.row_split import (
+    VALIDATION,
+    RowSplit,
+    load_row_split,
+    make_row_split,
+    save_row_split,
+)
 from fishjax.methods.common import parse_chunk_size
 from fishjax.methods.peft.method import peft_combine
 from fishjax.methods.peft.peft_file import PEFT_FILE, load_peft_file
@@ -75,7 +88,7 @@ from fishjax.models import load_model, load_tokenizer
 from fishjax.objectives import for_task, make_feature_fn
 from fishjax.selection import multisource as ms
 from fishjax.train.cli import parse_flags
-from fishjax.train.task_data import load_raw_splits, tokenize_task
+from fishjax.train.task_data import INSTRUCT_TASK, load_raw_splits, tokenize_task
 from fishjax.train.trainer import finished_results, train_and_evaluate
 from fishjax.train.validation import prepare_workdir, validate_config
 
@@ -93,6 +106,7 @@ def read_selection_file(path: str) -> Any:
     and its seal entries dropped; ConfigError if it is damaged."""
     return read_json(path, ConfigError, "selection")
 
+KINDS = ("groups", "shards", "tasks")
 RULES = ("ensemble", "ridge", "forward", "forward_greedy", "gradient_similarity")
 SCORE_METRICS = ("loss", "accuracy")
 # config.sources fields read only by the estimates and rankings (step 5 on): a workdir's
@@ -225,13 +239,43 @@ def make_shard_pool(blocks: dict[str, tuple[int, int]], main: str, specs: list[S
     return SourcePool(sources=sources, target=target, noisy=sorted(flips), flips=flips)
 
 
+def make_task_pool(blocks: dict[str, tuple[int, int]], target_task: str, target_rows: int,
+                   rows_per_source: int | None, corrupted: list[str], seed: int) -> SourcePool:
+    """One source per task of an instruction mixture ({task: (start, stop)}: its rows in the
+    pooled training split): a seeded `target_rows` of `target_task`'s rows held out as the
+    target, then a seeded `rows_per_source` of each task's (remaining) rows (None: all);
+    every row of a `corrupted` task flipped (its targets shuffled)."""
+    rng = np.random.default_rng(seed)
+    sources: dict[str, list[int]] = {}
+    target: list[int] = []
+    for task, span in blocks.items():
+        free = rng.permutation(np.arange(*span))
+        if task == target_task:
+            target, free = sorted(int(i) for i in free[:target_rows]), free[target_rows:]
+        need = 2 if rows_per_source is None else rows_per_source
+        if len(free) < need:
+            held = f" after the {target_rows} target rows" if task == target_task else ""
+            raise ConfigError(f"config.sources: task {task!r} has {len(free)} training rows"
+                              f"{held}, fewer than rows_per_source={rows_per_source} (or 2)")
+        take = free if rows_per_source is None else free[:rows_per_source]
+        sources[task] = sorted(int(i) for i in take)
+    if len(target) < target_rows:
+        raise ConfigError(f"config.sources.target_task {target_task!r} has no "
+                          f"{target_rows} training rows to hold out")
+    return SourcePool(sources=sources, target=target, noisy=sorted(corrupted),
+                      flips={t: sources[t] for t in sorted(corrupted)})
+
+
 # -- configs of the runs ---------------------------------------------------------------------
 
 
-def source_count(s: ml_collections.ConfigDict) -> int:
+def source_count(config: ml_collections.ConfigDict) -> int:
     """How many sources config.sources makes (its shard entries parsed and checked)."""
+    s = config.sources
     if s.kind == "groups":
         return int(s.groups)
+    if s.kind == "tasks":
+        return len(Mixture.from_config(config.data.get("instruct")).tasks)
     return sum(ShardSpec.parse(e).count for e in s.get("shards") or ())
 
 
@@ -245,14 +289,16 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
         if not cond:
             raise ConfigError(f"config.sources.{message}")
 
-    need(s.kind in ("groups", "shards"), f"kind must be 'groups' or 'shards', got {s.kind!r}")
+    need(s.kind in KINDS, f"kind must be one of {KINDS}, got {s.kind!r}")
+    if s.kind == "tasks":
+        _validate_task_sources(config)
     if s.kind == "groups":
         need(isinstance(s.groups, int) and s.groups >= 2, f"groups must be an int >= 2, got "
              f"{s.groups!r}")
         need(isinstance(s.noisy, int) and 0 <= s.noisy < s.groups,
              f"noisy must be in 0..groups-1, got {s.noisy!r}")
-    need(0.0 < s.target_fraction < 1.0, f"target_fraction must be in (0, 1), got "
-         f"{s.target_fraction}")
+    need(s.kind == "tasks" or 0.0 < s.target_fraction < 1.0, "target_fraction must be in "
+         f"(0, 1), got {s.target_fraction}")
     for name in ("project_dim", "num_subsets", "solver_iters"):
         need(isinstance(s[name], int) and s[name] >= 1, f"{name} must be a positive int, got "
              f"{s[name]!r}")
@@ -264,7 +310,7 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
          f"scale must be None or > 0, got {s.scale!r}")
     for name in ("subset_fraction", "keep_fraction"):
         need(0.0 < s[name] <= 1.0, f"{name} must be in (0, 1], got {s[name]}")
-    count = source_count(s)
+    count = source_count(config)
     need(count >= 2, f"shards must give 2 or more sources, got {count}")
     size = int(round(s.subset_fraction * count))  # checked now, not after meta-training
     need(1 <= size <= count, f"subset_fraction {s.subset_fraction} of {count} "
@@ -286,9 +332,45 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
     validate_config(config)
 
 
+def _validate_task_sources(config: ml_collections.ConfigDict) -> None:
+    """Kind "tasks": the instruction mixture's tasks are the sources."""
+    s = config.sources
+    if get_task(config.task).name != INSTRUCT_TASK:
+        raise ConfigError(f"config.sources.kind='tasks' needs task {INSTRUCT_TASK!r} (the "
+                          f"mixture's tasks are the sources), got {config.task!r}")
+    try:
+        mixture = Mixture.from_config(config.data.get("instruct"))
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    if s.get("target_task") not in mixture.tasks:
+        raise ConfigError(f"config.sources.target_task={s.get('target_task')!r} must be one "
+                          "of config.data.instruct.tasks")
+    corrupted = list(s.get("corrupted") or ())
+    bad = sorted(set(corrupted) - set(mixture.tasks))
+    if bad or s.target_task in corrupted:
+        raise ConfigError(f"config.sources.corrupted: {bad or [s.target_task]} must be tasks "
+                          "of config.data.instruct.tasks other than the target task")
+    if not isinstance(s.get("target_rows"), int) or s.target_rows < 1:
+        raise ConfigError(f"config.sources.target_rows must be an int >= 1, got "
+                          f"{s.get('target_rows')!r}")
+    rows = s.get("rows_per_source")
+    if rows is not None and (not isinstance(rows, int) or rows < 2):
+        raise ConfigError(f"config.sources.rows_per_source must be None or an int >= 2, got "
+                          f"{rows!r}")
+    if mixture.validation_per_task:
+        raise ConfigError("config.sources.kind='tasks': the runs validate on the target rows; "
+                          "set config.data.instruct.validation_per_task=0")
+
+
 def _run_config(config: ml_collections.ConfigDict, rows_file: str, epochs: float, *,
-                init_from: str | None = None, seed: int | None = None):
+                init_from: str | None = None, seed: int | None = None,
+                instruct_eval: bool = False):
+    """A run's config: `config` on the rows of `rows_file`, for `epochs`, its adapter
+    starting from `init_from`; the mixture's generation evaluation only if
+    `instruct_eval` (the runs that only need the target rows' loss skip it)."""
     c = config.copy_and_resolve_references()
+    if not instruct_eval and c.get("instruct_eval"):
+        c.instruct_eval.splits = ()
     c.data.row_split = rows_file
     c.train.num_epochs = float(epochs)
     c.train.num_steps = None
@@ -408,6 +490,10 @@ class SourceSelection:
         if self.s.kind == "groups":
             pool = make_group_pool(self._num_rows(), self.s.groups, self.s.noisy,
                                    self.s.target_fraction, self.s.seed)
+        elif self.s.kind == "tasks":
+            pool = make_task_pool(self._task_blocks(), self.s.target_task, self.s.target_rows,
+                                  self.s.get("rows_per_source"), list(self.s.corrupted),
+                                  self.s.seed)
         else:
             pool = make_shard_pool(self._blocks(), self.task.name,
                                    [ShardSpec.parse(e) for e in self.s.shards],
@@ -434,6 +520,16 @@ class SourceSelection:
             start += len(block)
         return blocks
 
+    def _task_blocks(self) -> dict[str, tuple[int, int]]:
+        """Each instruction task's row range in the pooled training split (the mixture's
+        training rows, task after task)."""
+        mixture = Mixture.from_config(self.config.data.instruct)
+        splits, blocks, start = mixture.splits(), {}, 0
+        for task in mixture.tasks:
+            blocks[task] = (start, start + len(splits[task]["train"]))
+            start = blocks[task][1]
+        return blocks
+
     def _num_rows(self) -> int:
         """Rows of the pooled training set (the task's training split as config.data loads
         it, before any row split)."""
@@ -442,8 +538,10 @@ class SourceSelection:
         return len(load_raw_splits(config, self.task)[self.task.train_split])
 
     def finetune(self, name: str, sources: list[str], epochs: float, *,
-                 from_meta: bool, seed: int | None = None) -> dict[str, Any]:
-        """A run of `config.method` on `sources` (resumed if its workdir is finished)."""
+                 from_meta: bool, seed: int | None = None,
+                 instruct_eval: bool = False) -> dict[str, Any]:
+        """A run of `config.method` on `sources` (resumed if its workdir is finished; the
+        instruction mixture's generation evaluation only with `instruct_eval`)."""
         pool = self.pool()
         split = pool.row_split(sources)
         path, workdir = self.path("splits", f"{name}.json"), self.path(name)
@@ -455,10 +553,12 @@ class SourceSelection:
                               "use another run name (or delete it)")
         rows = save_row_split(path, split)
         init = self.path("meta", PEFT_FILE) if from_meta else None
-        config = _run_config(self.config, rows, epochs, init_from=init, seed=seed)
+        config = _run_config(self.config, rows, epochs, init_from=init, seed=seed,
+                             instruct_eval=instruct_eval)
         res = finished_results(config, workdir) or train_and_evaluate(config, workdir)
         return {"name": name, "sources": sources, "workdir": workdir,
                 "final_eval": res["final_eval"], "train_s": res["train_s"],
+                "instruct_eval": res.get("instruct_eval"),
                 "peft_file": os.path.join(workdir, PEFT_FILE)}
 
     # -- 2. meta-initialisation ----------------------------------------------------------------
@@ -641,7 +741,8 @@ class SourceSelection:
         if self.s.final_finetune:
             out["final"] = self.finetune(run_name("final", out["selection"]["sources"]),
                                          out["selection"]["sources"],
-                                         self.config.train.num_epochs, from_meta=False)
+                                         self.config.train.num_epochs, from_meta=False,
+                                         instruct_eval=True)
         out["wall_s"] = time.perf_counter() - t0
         _save_json(self.path("summary.json"), out)
         return out
@@ -674,6 +775,13 @@ def _on_peft_params(feature_fn, combine):
     def output(params, batch):
         return feature_fn(combine(params["trainable"], params["frozen"]), batch)
     return output
+
+
+def target_metric(final_eval: dict[str, float], name: str) -> float:
+    """A run's `name` metric on the target rows: its "validation/" entry, or the plain one
+    when the target rows are the run's only eval split (an instruction mixture's runs)."""
+    key = f"{VALIDATION}/{name}"
+    return float(final_eval[key] if key in final_eval else final_eval[name])
 
 
 def true_vs_estimated(true_losses: list[float], estimated: list[float]) -> dict[str, float]:

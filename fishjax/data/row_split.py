@@ -4,7 +4,10 @@ are flipped, and which rows are held out as an extra eval split named `validatio
 A row split file is JSON: `{"train": [rows], "flip": [rows], "validation": [rows]}`, row
 indices into the training split as loaded (after `data.max_train_samples`, if set);
 `flip` must lie in `train`, `validation` must not meet `train`. Flipping a label: 1 - y for
-two classes, (y + 1) mod C for C classes (regression: not allowed). A source in multi-source
+two classes, (y + 1) mod C for C classes (regression: not allowed). A generation task's
+flipped rows have their targets moved round by one, in row order (each takes the next
+flipped row's target, the last the first's): targets shuffled across examples, no row
+keeping its own (unless two targets are the same text), and the same every time. A source in multi-source
 selection is a named set of rows; its runs are row splits of one pooled training set.
 """
 
@@ -81,6 +84,16 @@ def flip_labels(labels: np.ndarray, num_labels: int) -> np.ndarray:
     return (np.asarray(labels) + 1) % num_labels
 
 
+def rotate_targets(targets: list, at: np.ndarray) -> list:
+    """`targets` with those at positions `at` (2 or more) moved round by one."""
+    if len(at) < 2:
+        raise DataError("a generation task's flipped rows trade targets: flip 2 or more rows")
+    out = list(targets)
+    for i, j in zip(at, np.roll(at, -1), strict=True):
+        out[i] = targets[j]
+    return out
+
+
 def apply_row_split(raw_train: RawSplit, split: RowSplit, task: TaskSpec
                     ) -> tuple[RawSplit, RawSplit | None]:
     """(train rows with their flips, validation rows or None) of `task`'s training split."""
@@ -89,7 +102,10 @@ def apply_row_split(raw_train: RawSplit, split: RowSplit, task: TaskSpec
             raise DataError(f"row split `{name}` names row {int(rows.max())}, but the training "
                             f"split {raw_train.source} has {len(raw_train)} rows")
     train = raw_train.rows(split.train)
-    if split.flip.size:
+    if split.flip.size and task.generative:
+        train = dataclasses.replace(train, text_b=rotate_targets(
+            train.text_b, np.searchsorted(split.train, split.flip)))
+    elif split.flip.size:
         at = np.searchsorted(split.train, split.flip)
         labels = train.labels.copy()
         labels[at] = flip_labels(labels[at], task.num_labels)

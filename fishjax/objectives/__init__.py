@@ -12,7 +12,7 @@ from fishjax.objectives.base import (
     stack_rows,
     weighted_mean,
 )
-from fishjax.objectives.causal_lm import CausalLanguageModeling
+from fishjax.objectives.causal_lm import CausalLanguageModeling, answer_log_odds
 from fishjax.objectives.classification import SequenceClassification, log_odds
 from fishjax.objectives.registry import for_task, from_metadata
 from fishjax.objectives.regression import Regression
@@ -23,6 +23,7 @@ __all__ = [
     "FisherTerm",
     "Objective",
     "Regression",
+    "answer_log_odds",
     "SequenceClassification",
     "for_task",
     "from_metadata",

@@ -84,7 +84,8 @@ class Objective(Protocol):
         """The name of `feature_output` (None: the objective has none)."""
 
     def feature_output(self, outputs: jax.Array, batch: Batch) -> jax.Array:
-        """The scalar per example multi-source selection differentiates, shape [B]."""
+        """The scalar per example multi-source selection differentiates, shape [B]: a
+        log-odds f, the example's loss being softplus(-f) (`fishjax.selection.multisource`)."""
 
     def target_summary(self, targets: np.ndarray) -> dict[str, Any]:
         """A JSON-ready summary of a set of targets (IRD's per-round trace)."""

@@ -8,7 +8,12 @@ position. The model outputs next-token logits [B, T, vocab].
 - Per-example loss: the mean cross-entropy over the example's target tokens (0 for an
   example without any), so a long answer does not weigh more than a short one.
 - Metrics: token accuracy (the main metric: higher is better) and the target tokens counted.
-- Feature output (multi-source selection): the mean log-likelihood of the target tokens.
+- Feature output (multi-source selection): f = logit(exp(l)), the log-odds of the geometric
+  mean probability of the target tokens, where l is their mean log-likelihood. Exactly
+  l = -softplus(-f): the selection's logistic model, whose loss is softplus(-f) as for a
+  classifier's log-odds, sees minus the target log-likelihood as each example's loss, and
+  linearising f rather than l keeps the loss bounded below (a one-token answer: f is the
+  log-odds of that token). l is capped at -1e-6 (f <= 13.8).
 - Expected Fisher: each target token replaced by one drawn from the model's own next-token
   distribution at that position (the prefix stays the gold one), the loss differentiated
   with the drawn tokens; `fisher_samples` draws per example, averaged (a Monte Carlo
@@ -69,6 +74,15 @@ def target_token_losses(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array
     return ce * mask, mask
 
 
+LOGLIK_CEILING = -1e-6  # the largest mean log-likelihood answer_log_odds takes (f <= 13.8)
+
+
+def answer_log_odds(loglik: jax.Array) -> jax.Array:
+    """logit(exp(l)) of mean log-likelihoods l <= 0: -softplus(-f) gives l back."""
+    loglik = jnp.minimum(loglik, LOGLIK_CEILING)
+    return loglik - jnp.log(-jnp.expm1(loglik))
+
+
 @dataclasses.dataclass(frozen=True)
 class CausalLanguageModeling:
     """Next-token prediction over the model's vocabulary (module docstring); `vocab_size`
@@ -127,10 +141,10 @@ class CausalLanguageModeling:
 
     @property
     def feature_output_name(self) -> str:
-        return "target_log_likelihood"
+        return "answer_log_odds"
 
     def feature_output(self, outputs: jax.Array, batch: Batch) -> jax.Array:
-        return -self.per_example_loss(outputs, batch)
+        return answer_log_odds(-self.per_example_loss(outputs, batch))
 
     def target_summary(self, targets: np.ndarray) -> dict[str, Any]:
         targets = np.asarray(targets)

@@ -57,7 +57,7 @@ def _logliks(module: Any, params: Any, input_ids: jax.Array, attention_mask: jax
              labels: jax.Array) -> jax.Array:
     """One compiled program per module and shape (not per call)."""
     outputs = module.apply({"params": params}, input_ids, attention_mask)
-    return CausalLanguageModeling().feature_output(outputs, {"labels": labels})
+    return -CausalLanguageModeling().per_example_loss(outputs, {"labels": labels})
 
 
 def _buckets(max_length: int) -> tuple[int, ...]:
@@ -128,26 +128,33 @@ EVAL_SPLITS = ("validation", "test", "heldout")
 
 
 def mixture_examples(mixture: Mixture, split: str,
-                     splits: dict[str, dict[str, list[Example]]] | None = None
-                     ) -> list[Example]:
+                     splits: dict[str, dict[str, list[Example]]] | None = None,
+                     tasks: Sequence[str] | None = None) -> list[Example]:
     """A mixture's evaluation rows: "validation" / "test" of its trained tasks, or
     "heldout": the test rows of the tasks it never trains on (`splits`: the mixture's
-    `splits()`, if already read)."""
+    `splits()`, if already read; `tasks`: only these of them, None: all)."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown evaluation split {split!r} ({', '.join(EVAL_SPLITS)})")
     splits = mixture.splits() if splits is None else splits
-    tasks = mixture.heldout_tasks if split == "heldout" else mixture.tasks
-    return [e for t in tasks for e in splits[t]["test" if split == "heldout" else split]]
+    names = mixture.heldout_tasks if split == "heldout" else mixture.tasks
+    if tasks is not None:
+        names = [t for t in names if t in tasks]
+    return [e for t in names for e in splits[t]["test" if split == "heldout" else split]]
 
 
 def evaluate_mixture(module: Any, params: Any, tokenizer: Any, mixture: Mixture, *,
-                     splits: Sequence[str], **kw: Any) -> dict[str, Any]:
-    """`evaluate_examples` on each of `splits` of the mixture (empty ones skipped)."""
+                     splits: Sequence[str], tasks: Sequence[str] | None = None,
+                     **kw: Any) -> dict[str, Any]:
+    """`evaluate_examples` on each of `splits` of the mixture (empty ones skipped; `tasks`:
+    only these tasks' rows, None: every task's)."""
+    unknown = sorted(set(tasks or ()) - {*mixture.tasks, *mixture.heldout_tasks})
+    if unknown:
+        raise ValueError(f"instruct_eval.tasks: {unknown} are not tasks of the mixture")
     params = jax.device_put(params)  # once: host arrays would be copied in at every call
     rows = mixture.splits()  # the task files read once for every split
     out = {}
     for split in splits:
-        examples = mixture_examples(mixture, split, rows)
+        examples = mixture_examples(mixture, split, rows, tasks)
         if examples:
             out[split] = evaluate_examples(module, params, tokenizer, examples, **kw)
     return out

@@ -13,7 +13,7 @@ from functools import partial
 
 import ml_collections
 
-from fishjax.data import RawSplit, TaskSpec, TokenizedSplit, load_split, tokenize_split
+from fishjax.data import DataError, RawSplit, TaskSpec, TokenizedSplit, load_split, tokenize_split
 from fishjax.data.generation import DEFAULT_PROMPT_FORMAT
 from fishjax.data.instructions import Mixture
 from fishjax.data.mixture import concat_splits, mix_blocks, parse_mix
@@ -48,12 +48,17 @@ def load_raw_splits(config: ml_collections.ConfigDict, task: TaskSpec) -> dict[s
     """Train and eval splits as text; raises DataError on any bad file before training."""
     d = config.data
     if task.name == INSTRUCT_TASK:  # a mixture of instruction tasks: its own splits
-        return Mixture.from_config(d.get("instruct")).raw_splits(task.name)[0]
-    raw = {task.train_split: load_split(task, task.train_split, d.dir,
-                                        max_samples=d.max_train_samples, seed=config.seed)}
-    for split in task.eval_splits:
-        raw[split] = load_split(task, split, d.dir, max_samples=d.max_eval_samples,
-                                seed=config.seed)
+        raw = Mixture.from_config(d.get("instruct")).raw_splits(task.name)[0]
+        if d.row_split and VALIDATION in raw:
+            raise DataError("config.data.row_split holds rows out as `validation`, and the "
+                            "instruction mixture has validation rows of its own: set "
+                            "config.data.instruct.validation_per_task=0")
+    else:
+        raw = {task.train_split: load_split(task, task.train_split, d.dir,
+                                            max_samples=d.max_train_samples, seed=config.seed)}
+        for split in task.eval_splits:
+            raw[split] = load_split(task, split, d.dir, max_samples=d.max_eval_samples,
+                                    seed=config.seed)
     if d.get("mix"):  # other tasks' training rows after the main task's
         raw[task.train_split] = concat_splits(
             [raw[task.train_split], *mix_blocks(parse_mix(d.mix, task))], task.name,
@@ -74,7 +79,9 @@ def tokenize_task(config: ml_collections.ConfigDict, task: TaskSpec, raw: dict[s
                   prompt_format=(config.data.get("prompt_format") or DEFAULT_PROMPT_FORMAT)
                   if task.generative else None,
                   long_targets=config.data.get("long_targets") or "error")
-    evals = [*task.eval_splits, *([VALIDATION] if VALIDATION in raw else [])]
+    # The task's eval splits that have rows (a mixture may hold no validation rows), then
+    # a row split's held-out rows.
+    evals = [s for s in dict.fromkeys((*task.eval_splits, VALIDATION)) if s in raw]
     return TaskData(
         task=task,
         train=tok(raw[task.train_split]),

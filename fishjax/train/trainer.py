@@ -512,7 +512,8 @@ class Trainer:
                      _fmt_metrics(out["deployed_eval"]))
         if self.setup.artifacts:  # e.g. a sparse delta file
             out["artifacts"] = self.save_artifacts(kept) if is_main else None
-        if self.task.name == INSTRUCT_TASK and self.config.get("instruct_eval"):
+        evaluations = (self.config.get("instruct_eval") or {}).get("splits") or ()
+        if self.task.name == INSTRUCT_TASK and evaluations:  # none: the loss alone
             if kept is None:
                 kept = ckpt.restore_best(self.state.trainable)
                 kept = self.state.trainable if kept is None else kept
@@ -531,6 +532,7 @@ class Trainer:
         results = evaluate_mixture(
             self.model.module, params, load_tokenizer(self.model.model_dir),
             Mixture.from_config(d.instruct), splits=tuple(e.splits),
+            tasks=None if e.get("tasks") is None else tuple(e.tasks),
             prompt_format=d.get("prompt_format") or DEFAULT_PROMPT_FORMAT,
             max_length=d.max_length, max_new_tokens=e.max_new_tokens,
             batch_size=e.batch_size)

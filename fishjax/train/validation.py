@@ -86,6 +86,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 mixture.path(task)
         except DataError as e:
             raise ConfigError(str(e)) from None
+        named = (config.get("instruct_eval") or {}).get("tasks") or ()
+        unknown = sorted(set(named) - {*mixture.tasks, *mixture.heldout_tasks})
+        _require(not unknown, f"config.instruct_eval.tasks: {unknown} are not tasks of "
+                 "config.data.instruct")
     for entry in parse_mix(d.get("mix"), get_task(config.task)):
         _require(os.path.isdir(entry.dir), f"config.data.mix: {entry.task.name!r} folder "
                  f"{entry.dir!r} is not a directory")

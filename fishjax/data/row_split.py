@@ -7,8 +7,9 @@ indices into the training split as loaded (after `data.max_train_samples`, if se
 two classes, (y + 1) mod C for C classes (regression: not allowed). A generation task's
 flipped rows have their targets moved round by one, in row order (each takes the next
 flipped row's target, the last the first's): targets shuffled across examples, no row
-keeping its own (unless two targets are the same text), and the same every time. A source in multi-source
-selection is a named set of rows; its runs are row splits of one pooled training set.
+keeping its own (unless two targets are the same text), and the same every time. A source
+in multi-source selection is a named set of rows; its runs are row splits of one pooled
+training set.
 """
 
 from __future__ import annotations

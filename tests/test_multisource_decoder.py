@@ -182,3 +182,29 @@ def test_task_sources_are_checked_before_anything_runs(tiny_decoder_dir, tmp_pat
     with pytest.raises(ConfigError, match="instruct_eval.tasks"):
         SourceSelection(config, str(tmp_path / "d"))
     assert not os.path.exists(str(tmp_path / "d" / "settings.json"))
+
+
+def test_benchmark_steps_on_the_decoder_selection(decoder_selection):
+    """benchmarks/multisource/multisource_eval.py's steps with instruction tasks: true
+    fine-tunes scored by the target rows' loss, downstream arms by the target's test
+    ROUGE-L (the target-only arm is the target task's own rows), the table's columns."""
+    from benchmarks.multisource import multisource_eval as me
+    from fishjax.select_sources import SourceSelection
+
+    config, workdir, _ = decoder_selection
+    sel = SourceSelection(config, workdir)
+    check = me.first_order_check(sel, scales=(0.05,))
+    assert np.isfinite(check[0]["first_order_error"])
+    true = me.true_subsets(sel, 2)
+    assert true["n"] == 2 and "accuracy_spearman" not in true
+    assert all(r["true_loss"] > 0 and np.isfinite(r["estimated_loss"]) for r in true["runs"])
+    ranking = sel.estimate()["ranking"]
+    down = me.downstream(sel, ranking, seeds=(0,))
+    assert down["clean_target_task"][0]["sources"] == ["target"]
+    assert len(down["all"][0]["sources"]) == len(TASKS)
+    for runs in down.values():
+        assert 0.0 <= runs[0]["target_rouge"] <= 100.0 and runs[0]["target_loss"] > 0
+    table = me.report_table({"design": "ni_quick", "downstream": down, "true_subsets": true,
+                             "ranking": ranking, "first_order": check})
+    assert "target test ROUGE-L" in table and "| target task only (1) |" in table
+    assert "Spearman (loss)" in table and "AUROC of ensemble" in table

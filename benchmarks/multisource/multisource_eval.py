@@ -28,6 +28,13 @@ each resumable (its runs and files stay in `<out>/selection`):
    and on the 12 most gradient-similar; seeds 0, 1, 2; the dev main metric and the target
    loss.
 
+Design "ni" (`--design ni --out benchmarks/results/multisource_ni`): the paper's own
+setting, SmolLM2-135M choosing among 17 Natural Instructions tasks for an MC-TACO target
+(4 of them corrupted: targets shuffled; `configs/select_sources.py`), LoRA rank 8 on the
+attention and MLP projections; the target rows' loss is the mean negative log-likelihood
+per answer token, the downstream score the target task's test ROUGE-L (greedy answers)
+besides that loss. Run it with `--seeds 0,1 --keep_scan "" --true_subsets 20`.
+
 `<out>/report.json` holds every number; `--report --readme README.md` rewrites the README's
 `multisource-table` block from it (checked by tests/test_benchmark_multisource.py).
 """
@@ -50,7 +57,12 @@ from fishjax.core.tree import flatten_paths, unflatten_paths
 from fishjax.data import get_task
 from fishjax.data.metrics import auroc, spearman
 from fishjax.data.mixture import parse_mix
-from fishjax.select_sources import SourceSelection, run_name, true_vs_estimated
+from fishjax.select_sources import (
+    SourceSelection,
+    run_name,
+    target_metric,
+    true_vs_estimated,
+)
 from fishjax.selection import multisource as ms
 
 log = logging.getLogger("fishjax.benchmarks")
@@ -64,14 +76,40 @@ REFERENCE_TRAIN_ROWS = 80
 SEEDS = (0, 1, 2)
 ARMS = ("selected", "forward", "all", "random", "gradient_similarity", "clean_target_task")
 KEEP_SCAN = (0.3, 0.5, 0.7, 0.9)
+GLUE_MODEL, NI_MODEL = "minilm-l6", "smollm2-135m"
+
+
+def is_ni(design: str) -> bool:
+    """Whether the design's sources are instruction tasks (a decoder; kind "tasks")."""
+    return design.startswith("ni")
+
+
+def run_scores(sel: SourceSelection, run: dict) -> dict[str, float]:
+    """A fine-tune's scores: on the target rows, the loss and the task's accuracy (a
+    classifier's accuracy, a decoder's token accuracy); then the downstream score: GLUE's
+    dev main metric, or the target task's test ROUGE-L (runs with the generation
+    evaluation)."""
+    e = run["final_eval"]
+    generative = sel.task.generative
+    out = {"target_loss": target_metric(e, "loss"),
+           "target_accuracy": target_metric(e, sel.task.main_metric if generative
+                                            else "accuracy")}
+    if not generative:
+        out["dev"] = e[f"dev/{sel.task.main_metric}"]
+    elif run.get("instruct_eval"):
+        out["target_rouge"] = run["instruct_eval"]["test"]["rougeL"]
+    return out
 
 
 def make_config(args):
     """The design's config (`configs/select_sources.py:<design>`), its GLUE folders under
-    `--glue_dir`, and the command line's overrides."""
+    `--glue_dir` (its task folders under `--ni_dir`), and the command line's overrides."""
     config = ms_config.get_config(args.design)
-    config.model.name = args.model
-    if args.glue_dir:
+    config.model.name = args.model or (NI_MODEL if is_ni(args.design) else GLUE_MODEL)
+    if is_ni(args.design):
+        if args.ni_dir:
+            config.data.instruct.dir = args.ni_dir
+    elif args.glue_dir:
         config.data.dir = os.path.join(args.glue_dir, get_task(config.task).glue_folder)
         config.data.mix = tuple(
             f"{e.task.name}:{e.rows or 'all'}:{os.path.join(args.glue_dir, e.task.glue_folder)}"
@@ -139,8 +177,10 @@ class Job:
     seed: int | None = None
 
     def run(self, sel: SourceSelection) -> dict:
+        # The downstream runs (from the base) are the ones scored by generation.
         return sel.finetune(self.name, list(self.sources), self.epochs,
-                            from_meta=self.from_meta, seed=self.seed)
+                            from_meta=self.from_meta, seed=self.seed,
+                            instruct_eval=not self.from_meta)
 
 
 def true_subset_rows(sel: SourceSelection, n: int) -> np.ndarray:
@@ -162,8 +202,11 @@ def arms(sel: SourceSelection, ranking: dict, seed: int) -> dict[str, list[str]]
 
 
 def clean_target_task(sel: SourceSelection) -> list[str]:
-    """The oracle's choice: the target task's own sources without flipped labels."""
+    """The oracle's choice: the target task's own sources without flipped labels (with
+    instruction tasks as sources: the target task's own rows, the "target only" arm)."""
     pool = sel.pool()
+    if sel.s.kind == "tasks":
+        return [sel.s.target_task]
     own = sel.task.name + "-"
     return [n for n in pool.names if n not in pool.noisy
             and (sel.s.kind == "groups" or n.startswith(own))]
@@ -225,18 +268,22 @@ def true_subsets(sel: SourceSelection, n: int) -> dict:
         t1 = time.perf_counter()
         run = sel.finetune(f"true/{i}", names, sel.s.finetune_epochs, from_meta=True)
         true_s += run.get("train_s") or (time.perf_counter() - t1)
+        scores = run_scores(sel, run)
         runs.append({"sources": names, "noisy": sum(n in pool.noisy for n in names),
-                     "true_loss": run["final_eval"]["validation/loss"],
+                     "true_loss": scores["target_loss"],
                      "estimated_loss": float(est.target_loss[i]),
-                     "true_accuracy": run["final_eval"]["validation/accuracy"],
+                     "true_accuracy": scores["target_accuracy"],
                      "estimated_accuracy": float(est.target_accuracy[i])})
     stats = true_vs_estimated([r["true_loss"] for r in runs],
                               [r["estimated_loss"] for r in runs])
-    acc = true_vs_estimated([r["true_accuracy"] for r in runs],
-                            [r["estimated_accuracy"] for r in runs])
-    return {"runs": runs, **stats, "accuracy_spearman": acc["spearman"],
-            "accuracy_relative_rss": acc["relative_rss"], "estimate_s": estimate_s,
-            "true_s": true_s, "speedup": true_s / max(estimate_s, 1e-9)}
+    out = {"runs": runs, **stats, "estimate_s": estimate_s, "true_s": true_s,
+           "speedup": true_s / max(estimate_s, 1e-9)}
+    if not sel.task.generative:  # a decoder's token accuracy is not what f > 0 estimates
+        acc = true_vs_estimated([r["true_accuracy"] for r in runs],
+                                [r["estimated_accuracy"] for r in runs])
+        out.update({"accuracy_spearman": acc["spearman"],
+                    "accuracy_relative_rss": acc["relative_rss"]})
+    return out
 
 
 def downstream(sel: SourceSelection, ranking: dict, seeds=SEEDS) -> dict:
@@ -244,16 +291,13 @@ def downstream(sel: SourceSelection, ranking: dict, seeds=SEEDS) -> dict:
     pool = sel.pool()
     out: dict[str, list] = {arm: [] for arm in ARMS}
     epochs = sel.config.train.num_epochs
-    main = sel.task.main_metric
     for seed in seeds:
         for arm, names in arms(sel, ranking, seed).items():
-            run = sel.finetune(downstream_name(arm, names, seed), names, epochs,
-                               from_meta=False, seed=seed)
+            run = Job(downstream_name(arm, names, seed), tuple(names), epochs, False,
+                      seed).run(sel)
             out[arm].append({"seed": seed, "sources": names,
                              "noisy": sum(n in pool.noisy for n in names),
-                             "dev": run["final_eval"][f"dev/{main}"],
-                             "target_accuracy": run["final_eval"]["validation/accuracy"],
-                             "target_loss": run["final_eval"]["validation/loss"]})
+                             **run_scores(sel, run)})
     return out
 
 
@@ -261,39 +305,41 @@ def keep_scan(sel: SourceSelection, ranking: dict, fractions) -> list[dict]:
     """The ensemble's kept share scanned: each share's sources fine-tuned from the base
     (seed 0), scored on dev and on the target rows."""
     pool = sel.pool()
-    main = sel.task.main_metric
     out = []
     for f in fractions:
         names = keep_scan_sources(sel, ranking, f)
-        run = sel.finetune(keep_name(f, names), names, sel.config.train.num_epochs,
-                           from_meta=False, seed=0)
+        run = Job(keep_name(f, names), tuple(names), sel.config.train.num_epochs, False,
+                  0).run(sel)
         out.append({"keep_fraction": f, "sources": names,
-                    "noisy": sum(n in pool.noisy for n in names),
-                    "dev": run["final_eval"][f"dev/{main}"],
-                    "target_accuracy": run["final_eval"]["validation/accuracy"]})
+                    "noisy": sum(n in pool.noisy for n in names), **run_scores(sel, run)})
     return out
 
 
 def report_table(report: dict) -> str:
     """The README block: downstream means, the keep scan, then the estimator's checks."""
-    lines = ["| training sources | dev (mean ± std over seeds) | target accuracy | noisy kept "
+    ni = is_ni(report.get("design", ""))
+    score, accuracy = (("target test ROUGE-L", "target token accuracy") if ni
+                       else ("dev", "target accuracy"))
+    lines = [f"| training sources | {score} (mean ± std over seeds) | {accuracy} | noisy kept "
              "| target loss |", "|---|---|---|---|---|"]
     for arm in ARMS:
         runs = report.get("downstream", {}).get(arm) or []
         if not runs:
             continue
-        dev = 100 * np.asarray([r["dev"] for r in runs])
+        dev = np.asarray([r["target_rouge"] if ni else 100 * r["dev"] for r in runs])
         acc = [100 * r["target_accuracy"] for r in runs if "target_accuracy" in r]
+        if ni and arm == "clean_target_task":
+            arm = "target task only"
         noisy = np.mean([r["noisy"] for r in runs])  # the random arm differs by seed
         lines.append(f"| {arm} ({len(runs[0]['sources'])}) | {dev.mean():.1f} ± {dev.std():.1f} "
                      f"| {f'{np.mean(acc):.1f}' if acc else '-'} | {noisy:.3g} "
                      f"| {np.mean([r['target_loss'] for r in runs]):.3f} |")
     if report.get("keep_scan"):
-        lines += ["", "| ensemble keeps | sources | noisy kept | dev (seed 0) | target accuracy |",
-                  "|---|---|---|---|---|"]
+        lines += ["", f"| ensemble keeps | sources | noisy kept | {score} (seed 0) | "
+                  f"{accuracy} |", "|---|---|---|---|---|"]
         lines += [f"| {r['keep_fraction']:g} | {len(r['sources'])} | {r['noisy']} | "
-                  f"{100 * r['dev']:.1f} | {100 * r['target_accuracy']:.1f} |"
-                  for r in report["keep_scan"]]
+                  f"{r['target_rouge'] if ni else 100 * r['dev']:.1f} | "
+                  f"{100 * r['target_accuracy']:.1f} |" for r in report["keep_scan"]]
     t = report.get("true_subsets")
     lines += ["", "| check | value |", "|---|---|"]
     if t:
@@ -377,8 +423,10 @@ def parse_part(text: str) -> tuple[int, int] | None:
 def main(argv=None) -> dict:
     p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=None)
-    p.add_argument("--design", default="mrpc", choices=("mrpc", "sst2"))
-    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--design", default="mrpc", choices=ms_config.DESIGNS)
+    p.add_argument("--model", default=None,
+                   help=f"default: {GLUE_MODEL} (GLUE designs), {NI_MODEL} (ni designs)")
+    p.add_argument("--ni_dir", default=None, help="ni designs: the task folders' folder")
     p.add_argument("--noisy", type=int, default=8, help="mrpc design: flipped groups")
     p.add_argument("--true_subsets", type=int, default=30)
     p.add_argument("--seeds", type=lambda t: tuple(int(x) for x in t.split(",")),

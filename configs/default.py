@@ -174,6 +174,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Dense/LayerNorm/Embed layers only; fishjax/selection/capture.py). Same scores up to
     # rounding; which is faster depends on the machine (README, Speed).
     config.method.fisher.engine = "per_example"
+    # A decoder's per-example loss in the Fisher passes: "mean" over its target tokens (as
+    # training; each example's Fisher is its token sum weighted by 1/T^2) or "sum" (the
+    # log-likelihood of the whole answer: the token-sum Fisher). Causal LM tasks only.
+    config.method.fisher.token_reduction = "mean"
     # IRD (method `ird`): the rounds that pick the Fisher estimate's samples and entries
     # (fields, defaults and their meaning: fishjax/methods/ird/options.py)
     config.method.ird = ird_options.defaults()

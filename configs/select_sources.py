@@ -11,6 +11,14 @@ Design "sst2": 20 shards of SST-2 (8 clean, 6 with 20-100% of labels flipped), M
 data.dir and data.mix). LoRA as the reference configures it is the meta-initialisation and
 every fine-tune (fishjax/select_sources.py has the steps). Expected: README "Multi-source
 selection".
+Design "ni" (the paper's own setting): SmolLM2-135M, 17 Natural Instructions tasks as
+sources for an MC-TACO answer-generation target (its own remaining rows one of them; 4
+sources corrupted: targets shuffled), 40 rows each, 100 held-out target rows for the
+estimates, ROUGE-L on 50 test rows of the target at the end; reads
+`../shared/data/natural_instructions` (override data.instruct.dir). "ni_quick": the
+target, 2 sources and 1 corrupted source of 8 rows each (minutes on CPU).
+
+  python -m fishjax.select_sources --config=configs/select_sources.py:ni --workdir=/tmp/ni
 """
 
 import ml_collections

@@ -105,3 +105,60 @@ def test_draws_depend_on_the_row_not_its_batch_position(decoder):
     assert (other != labels).any()  # another draw
     seeded = np.asarray(sampled_labels(logits, {**batch, SAMPLE_FIELD: jnp.int32(0)}, 1))
     assert (seeded != labels).any()  # another seed
+
+
+def test_token_sum_fisher_weighs_each_example_by_its_target_count_squared(decoder):
+    """`token_reduction="sum"`: each example's loss is its answer's negative log-likelihood
+    (the mean times its target-token count T), so its Fisher term is T^2 times the mean's;
+    summed over examples, the token-sum Fisher is sum_i T_i^2 F_i."""
+    model, batches = decoder
+    mean = CausalLanguageModeling()
+    total = CausalLanguageModeling(token_reduction="sum")
+    apply = make_apply_fn(model.module, mean)
+    batch = batches[0]
+    outputs = apply(model.params, batch)
+    counts = np.sum(np.asarray(batch["labels"]) != IGNORE, axis=-1)
+    np.testing.assert_allclose(total.per_example_loss(outputs, batch),
+                               counts * np.asarray(mean.per_example_loss(outputs, batch)),
+                               rtol=1e-5)
+    one_row = [{k: v[:1] for k, v in batch.items()}]
+    passes = {name: flatten_paths(fisher_scores(make_loss_fn(model.module, obj), model.params,
+                                                one_row, eligible=ELIGIBLE,
+                                                progress=False).scores)
+              for name, obj in (("mean", mean), ("sum", total))}
+    for path, x in passes["mean"].items():
+        np.testing.assert_allclose(passes["sum"][path], counts[0] ** 2 * x, rtol=2e-4,
+                                   atol=1e-12)
+    with pytest.raises(ValueError, match="token_reduction"):
+        CausalLanguageModeling(token_reduction="max")
+
+
+def test_a_fish_run_with_token_sum_fisher_records_it_and_refuses_classifiers(
+        tiny_decoder_dir, tiny_model_dir, tmp_path):
+    """fisher.token_reduction="sum" reaches the Fisher pass of a decoder run (its mask
+    differs from the mean's and its file records the setting, so a resumed run with the
+    other setting does not take it) and is refused on a classification task."""
+    from benchmarks.common.tiny_model import make_tiny_config, make_tiny_decoder_config
+    from fishjax.artifacts.mask_file import load_mask
+    from fishjax.core.errors import ConfigError
+    from fishjax.train.trainer import Trainer
+    from fishjax.train.validation import validate_config
+
+    masks = {}
+    for reduction in ("mean", "sum"):
+        config = make_tiny_decoder_config(tiny_decoder_dir, str(tmp_path / "cache"))
+        config.method.name = "fish"
+        config.method.keep_ratio = 0.01
+        config.method.fisher.num_samples = 8
+        config.method.fisher.token_reduction = reduction
+        trainer = Trainer(config, str(tmp_path / reduction))
+        masks[reduction], meta = load_mask(str(tmp_path / reduction / "mask.safetensors"),
+                                           trainer.model.params)
+        assert meta.get("fisher_token_reduction") == (None if reduction == "mean" else "sum")
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree_util.tree_leaves(masks["mean"]), jax.tree_util.tree_leaves(masks["sum"]),
+        strict=True))
+    config = make_tiny_config(tiny_model_dir, str(tmp_path / "cache"))
+    config.method.fisher.token_reduction = "sum"
+    with pytest.raises(ConfigError, match="causal language-model tasks only"):
+        validate_config(config)

@@ -74,7 +74,7 @@ def test_long_targets_cut_are_counted_and_keep_one_prompt_token(caplog, tmp_path
 @pytest.mark.parametrize("rows, message", [
     ('{"prompt": "p"}\n', "rows.jsonl:1: a row needs string fields"),
     ('{"prompt": "p", "completion": "a"}\nnot json\n', "rows.jsonl:2: not a JSON object"),
-    ('{"prompt": "p", "completion": " "}\n', "rows.jsonl:1: empty 'completion'"),
+    ('{"prompt": "p", "completion": " "}\n', "rows.jsonl:1: empty answer"),
     ("\n\n", "rows.jsonl: no rows"),
 ])
 def test_bad_rows_are_one_line_errors(rows, message):
@@ -90,3 +90,11 @@ def test_the_bundled_sample_loads_and_a_chat_format_needs_a_template():
     tok.chat_template = None
     with pytest.raises(DataError, match="has no chat template"):
         tokenize_split(raw, tok, max_length=96, buckets=(96,), prompt_format="chat")
+
+
+def test_a_generation_split_reads_chat_rows_and_trains_on_the_first_answer():
+    raw = _split('{"messages": [{"role": "user", "content": "hi?"}, '
+                 '{"role": "assistant", "content": "yo"}]}\n'
+                 '{"prompt": "p", "completion": ["first", "second"]}\n')
+    assert raw.text_a == ["hi?", "p"] and raw.text_b == ["yo", "first"]
+    assert raw.fingerprint.startswith("sha256:") and raw.task == SPEC.name

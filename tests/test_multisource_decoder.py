@@ -208,3 +208,38 @@ def test_benchmark_steps_on_the_decoder_selection(decoder_selection):
                              "ranking": ranking, "first_order": check})
     assert "target test ROUGE-L" in table and "| target task only (1) |" in table
     assert "Spearman (loss)" in table and "AUROC of ensemble" in table
+
+
+NI_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                      "natural_instructions")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not os.path.isdir(NI_DIR), reason="../shared/data/natural_instructions absent")
+def test_ni_quick_selects_sources_with_smollm2(tmp_path):
+    """configs/select_sources.py:ni_quick on SmolLM2-135M and Natural Instructions: every
+    step runs, the meta-initialisation lowers the target rows' loss, the estimates are
+    finite and the final fine-tune is scored on the target's test rows."""
+    from configs.select_sources import NI_CORRUPTED, NI_TARGET, get_config
+    from fishjax.core.errors import ModelError
+    from fishjax.models.hub import resolve_model_dir
+    from fishjax.select_sources import read_selection_file, select_sources
+
+    try:
+        resolve_model_dir("smollm2-135m")
+    except ModelError as e:
+        pytest.skip(str(e))
+    config = get_config("ni_quick")
+    config.data.cache_dir = str(tmp_path / "cache")
+    config.train.eval_before_training = True
+    workdir = str(tmp_path / "run")
+    out = select_sources(config, workdir)
+    meta = json.load(open(os.path.join(workdir, "meta", "results.json")))
+    assert meta["final_eval"]["loss"] < meta["initial_eval"]["loss"]
+    pool = read_selection_file(os.path.join(workdir, "pool.json"))
+    assert pool["noisy"] == [NI_CORRUPTED[0]] and NI_TARGET in pool["sources"]
+    est = read_selection_file(os.path.join(workdir, "estimates.json"))
+    assert np.all(np.isfinite(est["target_loss"]))
+    final = out["final"]["instruct_eval"]["test"]
+    assert 0.0 <= final["rougeL"] <= 100.0 and final["answer_loglik"] < 0

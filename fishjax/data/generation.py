@@ -19,13 +19,13 @@ in `text_b` (its `labels` are unused zeros). Tokenizing one row:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fishjax.data.instructions import parse_jsonl as parse_examples
 from fishjax.data.raw_split import RawSplit
 from fishjax.data.tasks import DataError, TaskSpec
 
@@ -35,38 +35,17 @@ IGNORE_INDEX = -100  # the label of a position the loss ignores (Hugging Face's 
 PROMPT_FORMATS = ("chat", "plain")
 LONG_TARGETS = ("error", "cut")
 DEFAULT_PROMPT_FORMAT = "chat"  # what `config.data.prompt_format=None` means
-PROMPT_FIELD, TARGET_FIELD = "prompt", "completion"
 
 
 def parse_jsonl(spec: TaskSpec, split: str, data: bytes, source: str) -> RawSplit:
-    """Rows `{"prompt": str, "completion": str}`, one JSON object per line (blank lines
-    skipped); any other shape is a DataError naming the line."""
-    prompts: list[str] = []
-    targets: list[str] = []
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{source}: not UTF-8 ({e})") from None
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise DataError(f"{source}:{n}: not a JSON object ({e})") from None
-        if not isinstance(row, dict) or not all(
-                isinstance(row.get(k), str) for k in (PROMPT_FIELD, TARGET_FIELD)):
-            raise DataError(f"{source}:{n}: a row needs string fields {PROMPT_FIELD!r} and "
-                            f"{TARGET_FIELD!r}")
-        if not row[TARGET_FIELD].strip():
-            raise DataError(f"{source}:{n}: empty {TARGET_FIELD!r}")
-        prompts.append(row[PROMPT_FIELD])
-        targets.append(row[TARGET_FIELD])
-    if not prompts:
-        raise DataError(f"{source}: no rows")
+    """A generation split of JSONL rows: `{"prompt": str, "completion": str}` or a chat row
+    (`fishjax.data.instructions.parse_jsonl`: the one reader); a row with several
+    acceptable completions trains on the first. A bad row is a DataError naming its line."""
+    examples = parse_examples(data, source, spec.name)
     digest = hashlib.sha256(data).hexdigest()[:16]
-    return RawSplit(task=spec.name, split=split, text_a=prompts, text_b=targets,
-                    labels=np.zeros(len(prompts), np.int32), source=source,
+    return RawSplit(task=spec.name, split=split, text_a=[e.prompt for e in examples],
+                    text_b=[e.targets[0] for e in examples],
+                    labels=np.zeros(len(examples), np.int32), source=source,
                     fingerprint=f"sha256:{digest}")
 
 

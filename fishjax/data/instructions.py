@@ -142,33 +142,41 @@ def read_jsonl(path: str | Path, task: str | None = None) -> list[Example]:
     the task is named `task`, else by the file's stem."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: not found") from None
+    return parse_jsonl(data, str(path), task or path.stem)
+
+
+def parse_jsonl(data: bytes, source: str, task: str) -> list[Example]:
+    """Examples of JSONL bytes, one prompt/completion or chat row per line (blank lines
+    skipped; module docstring); a bad row is a DataError naming `source` and its line."""
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 ({e})") from None
-    name = task or path.stem
+        raise DataError(f"{source}: not UTF-8 ({e})") from None
     out = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"{path}:{n}"
+        where = f"{source}:{n}"
         try:
             row = json.loads(line)
         except ValueError as e:
             raise DataError(f"{where}: not a JSON object ({e})") from None
         if not isinstance(row, dict):
             raise DataError(f"{where}: not a JSON object")
-        if "prompt" in row and "completion" in row:
-            if not isinstance(row["prompt"], str):
-                raise DataError(f"{where}: 'prompt' must be a string")
+        if "prompt" in row or "completion" in row:
+            if not isinstance(row.get("prompt"), str) or "completion" not in row:
+                raise DataError(f"{where}: a row needs string fields 'prompt' and "
+                                "'completion' (or a chat row's 'messages')")
             prompt, answers = row["prompt"], _answers(row["completion"], where)
         else:
             prompt, answer = _conversation(row, where)
             answers = _answers(answer, where)
-        out.append(Example(name, prompt, answers, n - 1))
+        out.append(Example(task, prompt, answers, n - 1))
     if not out:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{source}: no rows")
     return out
 
 

@@ -70,6 +70,14 @@ class MethodContext:
     # dense params tree; only for selection rules that explicitly select on dev (IRD's
     # `final="best_dev"`). None where no dev set is at hand.
     dev_score: Callable[[PyTree], float] | None = None
+    # The loss whose per-example gradients the Fisher passes square (None: loss_fn); a
+    # decoder's with `method.fisher.token_reduction="sum"` sums each example's target-token
+    # losses instead of averaging them.
+    fisher_loss_fn: LossFn | None = None
+
+    @property
+    def fisher_loss(self) -> LossFn:
+        return self.loss_fn if self.fisher_loss_fn is None else self.fisher_loss_fn
 
 
 def _identity_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformation:

@@ -46,6 +46,7 @@ from fishjax.methods.base import (
     MethodSetup,
     register_artifact_reader,
 )
+from fishjax.objectives.causal_lm import TOKEN_REDUCTIONS
 from fishjax.params import sparse as sparse_lib
 from fishjax.params.masked import masked_updates
 from fishjax.params.masks import density, regex_mask
@@ -97,6 +98,16 @@ def validate_fisher(f: ml_collections.ConfigDict) -> None:
             f"fisher.batch_size={f.batch_size}, got {f.chunk_size!r}")
     require(f.engine in ENGINES, f"config.method.fisher.engine must be one of {ENGINES}, "
             f"got {f.engine!r}")
+    require(f.get("token_reduction", "mean") in TOKEN_REDUCTIONS,
+            f"config.method.fisher.token_reduction must be one of {TOKEN_REDUCTIONS}, got "
+            f"{f.get('token_reduction')!r}")
+
+
+def fisher_loss_settings(f: ml_collections.ConfigDict) -> dict[str, str]:
+    """What a selection records of the Fisher loss: nothing for the default (so masks
+    saved before the option existed stay valid), the token reduction otherwise."""
+    reduction = f.get("token_reduction", "mean")
+    return {} if reduction == "mean" else {"fisher_token_reduction": reduction}
 
 
 def validate_sparse(m: ml_collections.ConfigDict) -> None:
@@ -170,10 +181,10 @@ def fisher_pass_options(ctx: MethodContext) -> dict[str, Any]:
 def fisher_scores_from_config(ctx: MethodContext, params: PyTree, eligible: PyTree | str,
                               loss_fn: Callable[[PyTree, Batch], Any] | None = None
                               ) -> FisherPass:
-    """Diagonal Fisher of `params` (default loss: the task's) over `fisher.num_samples`
+    """Diagonal Fisher of `params` (default loss: the run's Fisher loss) over `fisher.num_samples`
     training examples in the trainer's epoch-0 order, `fisher.batch_size` per batch."""
     f = ctx.method.fisher
-    res = fisher_scores(loss_fn or ctx.loss_fn, params,
+    res = fisher_scores(loss_fn or ctx.fisher_loss, params,
                         ctx.train_batches(f.batch_size, seed=ctx.seed),
                         eligible=eligible, num_samples=f.num_samples, **fisher_pass_options(ctx))
     log.info("fisher: %d examples in %.1fs (%.2f ex/s)", res.num_examples, res.seconds,

@@ -6,7 +6,10 @@ target (the answer), `IGNORE` (-100, as Hugging Face) at prompt tokens, padding 
 position. The model outputs next-token logits [B, T, vocab].
 
 - Per-example loss: the mean cross-entropy over the example's target tokens (0 for an
-  example without any), so a long answer does not weigh more than a short one.
+  example without any), so a long answer does not weigh more than a short one; with
+  `token_reduction="sum"` their sum, minus the log-likelihood of the whole answer (the
+  Fisher passes' option `method.fisher.token_reduction`: the token-sum Fisher of a
+  sequence, sum_t E[g_t^2] in expectation, instead of that sum weighted by 1/T^2).
 - Metrics: token accuracy (the main metric: higher is better) and the target tokens counted.
 - Feature output (multi-source selection): f = logit(exp(l)), the log-odds of the geometric
   mean probability of the target tokens, where l is their mean log-likelihood. Exactly
@@ -74,6 +77,7 @@ def target_token_losses(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array
     return ce * mask, mask
 
 
+TOKEN_REDUCTIONS = ("mean", "sum")
 LOGLIK_CEILING = -1e-6  # the largest mean log-likelihood answer_log_odds takes (f <= 13.8)
 
 
@@ -91,6 +95,7 @@ class CausalLanguageModeling:
     vocab_size: int | None = None
     fisher_samples: int = 1  # expected Fisher: draws per example
     fisher_seed: int = 0
+    token_reduction: str = "mean"  # per-example loss over target tokens: "mean" or "sum"
     main_metric: str = "token_accuracy"
     input_fields: tuple[str, ...] = DECODER_INPUTS
     kind: str = dataclasses.field(default="causal_lm", init=False)
@@ -100,6 +105,9 @@ class CausalLanguageModeling:
     def __post_init__(self) -> None:
         if self.fisher_samples < 1:
             raise ValueError(f"fisher_samples must be >= 1, got {self.fisher_samples}")
+        if self.token_reduction not in TOKEN_REDUCTIONS:
+            raise ValueError(f"token_reduction must be one of {TOKEN_REDUCTIONS}, got "
+                             f"{self.token_reduction!r}")
 
     @property
     def head_size(self) -> int | None:
@@ -110,7 +118,10 @@ class CausalLanguageModeling:
         if SAMPLE_FIELD in batch:  # an expected-Fisher pass (module docstring)
             labels = sampled_labels(outputs, batch, self.fisher_seed)
         ce, mask = target_token_losses(outputs, labels)
-        return jnp.sum(ce, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+        total = jnp.sum(ce, axis=-1)
+        if self.token_reduction == "sum":
+            return total
+        return total / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
 
     def predictions(self, outputs: jax.Array) -> jax.Array:
         return jnp.argmax(outputs, axis=-1)

@@ -12,7 +12,17 @@ order. The functions here are the pure steps; `fishjax.select_sources` drives th
   `feature_output`, `fishjax.objectives.log_odds`; sigmoid(f) is the label's probability,
   so the loss is softplus(-f)). The reference differentiates the per-token logit of the
   label token's probability (shifted by 1e-3), averaged over the answer's tokens: the same
-  quantity for a one-token answer.
+  quantity for a one-token answer. A decoder's output (`fishjax.objectives.causal_lm`):
+  f = logit(exp(l)), l the mean log-likelihood of the reference answer's tokens, so that
+  softplus(-f) = -l exactly: the fit below sees each example's target log-likelihood, and
+  linearising f rather than l keeps the estimated loss bounded below (a linearised l could
+  rise past 0). The reference differentiates the mean over tokens of each token's own
+  log-odds, logit(p_t + 1e-3), instead: the two agree for a one-token answer and rank
+  alike when the answer's tokens move together; ours is the one whose loss is the
+  log-likelihood the fine-tunes maximise, so an estimated target loss compares with a
+  true one directly (the benchmark's Spearman). Corrupted sources of instruction tasks
+  have their targets shuffled across their rows (`fishjax.data.row_split`), and are
+  featurised with the targets they are trained with.
 - Features: per example, f* = f(phi*) and g~ = P^T grad f(phi*), P a seeded Rademacher
   matrix [d, p] with entries +-1/sqrt(p) (E[P P^T] = I: inner products are preserved in
   expectation, within O(1/sqrt(p)) for one draw), over the adapter's weights only by

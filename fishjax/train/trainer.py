@@ -15,6 +15,7 @@ Dropout keys are `fold_in(seed key, step)`, and the data order of epoch e is a f
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import math
@@ -111,7 +112,9 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
                    objective: Objective | None = None,
                    train_data: TokenizedSplit | None = None, workdir: str | None = None,
                    dev_score: Callable[[PyTree], float] | None = None,
-                   model_dir: str | None = None) -> MethodContext:
+                   model_dir: str | None = None,
+                   fisher_loss_fn: Callable[[PyTree, Any], jax.Array] | None = None
+                   ) -> MethodContext:
     """The `MethodContext` a run of `config` gives its method: the method's options, and
     the run's facts read from the trainer-owned sections (seed, batch size, learning
     rate, the base optimizer), so that method code never reads them itself."""
@@ -133,6 +136,7 @@ def method_context(config: ml_collections.ConfigDict, *, params: PyTree, loss_fn
         batch_size=config.train.batch_size,
         learning_rate=config.train.learning_rate,
         base_optimizer=lambda steps: make_optimizer(config.train, steps)[0],
+        fisher_loss_fn=fisher_loss_fn,
         rng=rng,
         workdir=workdir,
         dev_score=dev_score,
@@ -166,6 +170,9 @@ class Trainer:
                               f"model's {max_len} positions ({config.model.name})")
         self.data = tokenize_task(config, self.task, raw, load_tokenizer(self.model.model_dir))
         self.loss_fn = make_loss_fn(self.model.module, self.objective)
+        reduction = config.method.fisher.get("token_reduction", "mean")
+        fisher_loss_fn = None if reduction == "mean" else make_loss_fn(
+            self.model.module, dataclasses.replace(self.objective, token_reduction=reduction))
         self.apply_fn = make_apply_fn(self.model.module, self.objective)
         self._dense_eval_step = jax.jit(self._eval_outputs(lambda params, _: params))
 
@@ -174,7 +181,8 @@ class Trainer:
             train_batches=self._method_batches, train_data=self.data.train, task=self.task,
             objective=self.objective,
             model_config=self.model.config, rng=method_key, workdir=workdir,
-            dev_score=self.dev_score, model_dir=self.model.model_dir))
+            dev_score=self.dev_score, model_dir=self.model.model_dir,
+            fisher_loss_fn=fisher_loss_fn))
 
         t = config.train
         self.steps_per_epoch = num_batches(self.data.train, t.batch_size)

@@ -54,6 +54,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         get_task(config.task)
     except DataError as e:
         raise ConfigError(f"config.task: {e}") from None
+    reduction = (config.method.get("fisher") or {}).get("token_reduction", "mean")
+    _require(reduction == "mean" or get_task(config.task).generative,
+             f"config.method.fisher.token_reduction={reduction!r} applies to causal "
+             f"language-model tasks only; {config.task!r} has one output per example")
     _require(bool(config.model.name), "config.model.name is empty")
     _require(config.model.dtype in DTYPES,
              f"config.model.dtype must be one of {DTYPES}, got {config.model.dtype!r}")

@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 from fishjax.methods.base import register_method
-from fishjax.methods.common import MaskMethod, fisher_scores_from_config, validate_fisher
+from fishjax.methods.common import (
+    MaskMethod,
+    fisher_loss_settings,
+    fisher_scores_from_config,
+    validate_fisher,
+)
 from fishjax.selection.topk import top_k_mask
 
 
@@ -21,7 +26,7 @@ class Fish(MaskMethod):
         f = ctx.method.fisher
         # the batch size sets which examples the first num_samples are (bucketed batches)
         return {"fisher_mode": f.mode, "fisher_num_samples": f.num_samples,
-                "fisher_batch_size": f.batch_size}
+                "fisher_batch_size": f.batch_size, **fisher_loss_settings(f)}
 
     def select(self, ctx, eligible, k):
         res = fisher_scores_from_config(ctx, ctx.params, eligible)

@@ -16,6 +16,7 @@ from fishjax.core.tree import PyTree, union
 from fishjax.methods.base import MethodContext, register_method
 from fishjax.methods.common import (
     MaskMethod,
+    fisher_loss_settings,
     fisher_pass_options,
     require,
     training_stream,
@@ -49,13 +50,14 @@ class IRD(MaskMethod):
         options = dataclasses.asdict(IRDOptions.from_config(ctx.method.ird))
         return {"fisher_mode": ctx.method.fisher.mode,
                 "fisher_batch_size": ctx.method.fisher.batch_size,
+                **fisher_loss_settings(ctx.method.fisher),
                 "ird_options": json.dumps(options, sort_keys=True, default=list)}
 
     def select(self, ctx: MethodContext, eligible: PyTree, k: int) -> tuple[PyTree, dict]:
         m = ctx.method
         options = IRDOptions.from_config(m.ird)
         res = run_ird(
-            ctx.loss_fn, ctx.params, ctx.train_data, eligible=eligible, k=k,
+            ctx.fisher_loss, ctx.params, ctx.train_data, eligible=eligible, k=k,
             options=options, seed=ctx.seed, batch_size=m.fisher.batch_size,
             candidate_score=dev_trial(ctx, options.best_dev_steps)
             if options.final == "best_dev" else None,

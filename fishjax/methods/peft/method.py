@@ -33,6 +33,7 @@ from fishjax.methods.base import (
 from fishjax.methods.common import (
     artifact_metadata,
     check_regex,
+    fisher_loss_settings,
     fisher_scores_from_config,
     is_positive_int,
     load_or_select_mask,
@@ -140,7 +141,7 @@ def peft_fisher_scores(ctx: MethodContext, trainable: PyTree, frozen: PyTree,
                               HEAD_KEY: off(trainable[HEAD_KEY])}, "frozen": off(frozen)}
 
     def loss(prm, batch):
-        return ctx.loss_fn(combine(prm["trainable"], prm["frozen"]), batch)
+        return ctx.fisher_loss(combine(prm["trainable"], prm["frozen"]), batch)
 
     res = fisher_scores_from_config(ctx, params, eligible, loss_fn=loss)
     scores = jax.tree_util.tree_map(np.asarray, res.scores["trainable"][PEFT_KEY])
@@ -296,7 +297,8 @@ class PeftMethod:
                     else 0}
         if p.selection != "random":  # the Fisher pass decides the mask too
             f = ctx.method.fisher
-            settings.update(fisher_mode=f.mode, fisher_num_samples=f.num_samples)
+            settings.update(fisher_mode=f.mode, fisher_num_samples=f.num_samples,
+                            **fisher_loss_settings(f))
 
         def select():
             scores, sel_info = None, {}

@@ -17,6 +17,7 @@ from fishjax.methods.base import MethodContext, MethodSetup, register_method
 from fishjax.methods.common import (
     artifact_metadata,
     check_regex,
+    fisher_loss_settings,
     fisher_scores_from_config,
     load_or_select_mask,
     require,
@@ -87,7 +88,8 @@ class Sift:
              "head_regex": s.head_regex, "grad_source": s.grad_source,
              # what the selection read: its batches, or the Fisher pass's examples
              **({"fisher_mode": m.fisher.mode, "fisher_num_samples": m.fisher.num_samples,
-                 "fisher_batch_size": m.fisher.batch_size} if s.grad_source == "fisher" else
+                 "fisher_batch_size": m.fisher.batch_size, **fisher_loss_settings(m.fisher)}
+                if s.grad_source == "fisher" else
                 {"num_batches": 1 if s.grad_source == "first_batch" else int(s.num_batches),
                  "batch_size": ctx.batch_size})},
             select, keep_info=("grad_source", "selection_batches"))

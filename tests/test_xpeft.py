@@ -141,6 +141,26 @@ def test_hard_mask_has_exactly_k_and_mixes_the_mean(tiny, n, k):
         np.testing.assert_allclose(np.asarray(mixed[p]), want, rtol=1e-6, atol=1e-7)
     with pytest.raises(PeftError, match="K must be"):
         top_k_mask(scores, n + 1)
+    # Summed instead: weight 1 on each selected adapter, K times the mean's weights.
+    summed = np.asarray(mixing_weights(scores, "hard", k, "sum"))
+    np.testing.assert_array_equal(summed, mask.astype(np.float32))
+
+
+def test_summed_mixing_scales_the_straight_through_gradient_by_k(tiny):
+    """Hard, mixed by the sum: the forward weights are the mask, and the scores'
+    gradient is K times the mean's (the surrogate K softmax(S)); sigmoid by the sum: the
+    surrogate is sigmoid(S) itself. A soft profile has no summed form."""
+    scores = jax.random.normal(jax.random.PRNGKey(8), (3, 2, 6))
+    pull = jax.random.normal(jax.random.PRNGKey(9), (3, 2, 6))
+    grads = {m: np.asarray(jax.grad(lambda s, m=m: jnp.sum(
+        pull * mixing_weights(s, "hard", 2, m)))(scores)) for m in ("mean", "sum")}
+    np.testing.assert_allclose(grads["sum"], 2 * grads["mean"], rtol=1e-5, atol=1e-7)
+    g = np.asarray(jax.grad(lambda s: jnp.sum(pull * mixing_weights(s, "sigmoid", None,
+                                                                     "sum")))(scores))
+    s = jax.nn.sigmoid(scores)
+    np.testing.assert_allclose(g, np.asarray(pull * s * (1 - s)), rtol=1e-5, atol=1e-7)
+    with pytest.raises(PeftError, match="soft profile"):
+        mixing_weights(scores, "soft", None, "sum")
 
 
 @pytest.mark.parametrize("variant", ["hard", "sigmoid", "soft"])
@@ -249,17 +269,19 @@ def test_training_moves_only_scores_and_head(tiny_config, tmp_path, variant):
         assert np.all(profile.mask.sum(axis=-1) == 2)  # K = ceil(4 / 2)
 
 
-def test_reloaded_profile_gives_identical_logits(tiny_config, tmp_path):
-    config = _xpeft_config(tiny_config, "hard", n=6, score_learning_rate=0.1)
+@pytest.mark.parametrize("mixing", ["mean", "sum"])
+def test_reloaded_profile_gives_identical_logits(tiny_config, tmp_path, mixing):
+    config = _xpeft_config(tiny_config, "hard", n=6, score_learning_rate=0.1, mixing=mixing)
     workdir = str(tmp_path / "run")
     trainer = Trainer(config, workdir)
     trainer.run()
     kept = jax.device_get(trainer.state.trainable)
     frozen = trainer.setup.frozen
-    profile, _ = load_profile(os.path.join(workdir, PROFILE_FILE))
+    profile, meta = load_profile(os.path.join(workdir, PROFILE_FILE))
+    assert profile.mixing == meta["mixing"] == mixing
     batch = next(iter(trainer.epoch_batches(0)))
     trained = np.asarray(trainer.apply_fn(trainer.setup.dense_params(kept), batch))
-    weights = mixing_weights(jnp.asarray(kept["scores"]), "hard", 3)
+    weights = mixing_weights(jnp.asarray(kept["scores"]), "hard", 3, mixing)
     np.testing.assert_array_equal(np.asarray(profile.weights()), np.asarray(weights))
     reloaded = np.asarray(profile_outputs(trainer.apply_fn, frozen["base"], frozen["bank"],
                                          profile.weights(), profile.head, batch))
@@ -281,10 +303,14 @@ def test_bad_xpeft_options_are_refused(tiny_config):
     validate_config(config)
     for key, value, match in (("variant", "fuzzy", "variant"), ("k", 5, "exceeds"),
                               ("pool", "/no/bank.safetensors", "pool"),
-                              ("harden_at_end", True, "harden_at_end")):
+                              ("harden_at_end", True, "harden_at_end"),
+                              ("mixing", "max", "mixing must be one of")):
         bad = _xpeft_config(tiny_config.copy_and_resolve_references(), **{key: value})
         with pytest.raises(ConfigError, match=match):
             validate_config(bad)
+    soft_sum = _xpeft_config(tiny_config.copy_and_resolve_references(), "soft", mixing="sum")
+    with pytest.raises(ConfigError, match="mixing='sum' needs variant"):
+        validate_config(soft_sum)
 
 
 def test_trained_bank_from_adapter_runs(tiny_config, tmp_path):

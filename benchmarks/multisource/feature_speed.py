@@ -83,13 +83,14 @@ def measure(args) -> dict[str, Any]:
     on, off = split_tree(params, eligible)
     adapter_entries = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(on))
 
-    def mean_loss(on_params, b):
-        f = output({"trainable": on_params["trainable"], "frozen": off["frozen"]}, b)
+    def mean_loss(on_params, off_params, b):  # the frozen base an argument, not a constant
+        f = output({"trainable": on_params["trainable"], "frozen": off_params["frozen"]}, b)
         return jnp.mean(jax.nn.softplus(-f))
 
     grad = jax.jit(jax.grad(mean_loss))
     plain = {k: v for k, v in batch.items() if k != "example_ids"}
-    first, grad_s = median_seconds(lambda: jax.block_until_ready(grad(on, plain)), args.steps)
+    first, grad_s = median_seconds(lambda: jax.block_until_ready(grad(on, off, plain)),
+                                   args.steps)
     out: dict[str, Any] = {
         "model": args.model, "batch": n, "seq_len": args.seq_len, "rank": args.rank,
         "adapter_entries": adapter_entries, "p": args.p,

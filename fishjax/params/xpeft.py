@@ -12,6 +12,18 @@ up-projection), a score vector S[l, s] in R^N, turned into mixing weights w[l, s
 - `sigmoid`: the entries with S > 0 (sigmoid(S) > 1/2), w = their mean (0 if none);
   straight-through with sigmoid(S) normalised to sum 1.
 
+Mixing (`mixing`, hard and sigmoid profiles): "mean" (the weights above: the selected
+adapters' mean) or "sum" (weight 1 on each selected adapter; the straight-through
+surrogate scaled to match: K softmax(S) for hard, sigmoid(S) itself for sigmoid). The
+paper's retrievable text does not fix the normalisation. Measured on the random pool
+(`python -m benchmarks.xpeft.mixing_effect`, MiniLM, 32 adapters, the same masks both ways;
+Intel Xeon, 2026-12-04): the pooler output moves 27.9% with K=1 (both), 13.9% / 6.8% / 1.8%
+with K=2 / 4 / 16 by the mean (about 1/K: the adapters' effects average out) and 60% /
+108% / 199% by the sum (random adapters stack until they swamp the encoder). The default
+is the mean, which keeps the encoder's features at every K; the sum is there for trained
+banks, whose adapters need not cancel. A soft profile's softmax weights sum to 1 (a mean)
+and have no "sum" form.
+
 The adapter a slot runs is the weighted sum of the bank's adapters, weights applied to the
 kernels and biases alike (`mix`): the compute of one adapter, plus O(N d r) to mix. A hard
 profile is its bool mask (2 L N bits); a soft one its scores. All functions are pure and
@@ -34,6 +46,7 @@ from fishjax.models.architectures import ADAPTER_KEY
 from fishjax.params.peft import PeftSpec, peft_shapes
 
 VARIANTS = ("soft", "hard", "sigmoid")
+MIXINGS = ("mean", "sum")
 SIDES = ("down", "up")
 
 
@@ -143,9 +156,14 @@ def top_k_mask(scores: jax.Array, k: int) -> jax.Array:
     return jnp.sum(jax.nn.one_hot(idx, n, dtype=jnp.int32), axis=-2) > 0
 
 
-def mask_weights(mask: jax.Array) -> jax.Array:
-    """Mixing weights of a bool mask: the mean of the selected adapters (0 if none)."""
+def mask_weights(mask: jax.Array, mixing: str = "mean") -> jax.Array:
+    """Mixing weights of a bool mask: the mean of the selected adapters (0 if none), or
+    their sum (`mixing="sum"`: weight 1 each)."""
     m = mask.astype(jnp.float32)
+    if mixing == "sum":
+        return m
+    if mixing != "mean":
+        raise PeftError(f"X-PEFT mixing must be one of {MIXINGS}, got {mixing!r}")
     return m / jnp.maximum(jnp.sum(m, axis=-1, keepdims=True), 1.0)
 
 
@@ -158,18 +176,26 @@ def profile_mask(scores: jax.Array, variant: str, k: int | None) -> jax.Array:
     raise PeftError(f"a {variant!r} profile has no mask (only hard and sigmoid ones)")
 
 
-def mixing_weights(scores: jax.Array, variant: str, k: int | None = None) -> jax.Array:
+def mixing_weights(scores: jax.Array, variant: str, k: int | None = None,
+                   mixing: str = "mean") -> jax.Array:
     """Weights [..., N] from scores (see the module docstring); traceable."""
     if variant == "soft":
+        if mixing != "mean":
+            raise PeftError("a soft profile mixes by its softmax weights (a mean): "
+                            "mixing='sum' needs variant 'hard' or 'sigmoid'")
         return jax.nn.softmax(scores, axis=-1)
     if variant not in VARIANTS:
         raise PeftError(f"X-PEFT variant must be one of {VARIANTS}, got {variant!r}")
-    hard = mask_weights(jax.lax.stop_gradient(profile_mask(scores, variant, k)))
+    hard = mask_weights(jax.lax.stop_gradient(profile_mask(scores, variant, k)), mixing)
+    n = scores.shape[-1]
     if variant == "hard":
         soft = jax.nn.softmax(scores, axis=-1)
+        if mixing == "sum":
+            soft = soft * (default_k(n) if k is None else k)
     else:
-        s = jax.nn.sigmoid(scores)
-        soft = s / jnp.sum(s, axis=-1, keepdims=True)
+        soft = jax.nn.sigmoid(scores)
+        if mixing == "mean":
+            soft = soft / jnp.sum(soft, axis=-1, keepdims=True)
     return _straight_through(hard, soft)
 
 
@@ -198,10 +224,13 @@ class Profile:
     mask: np.ndarray | None = None  # bool [slots, 2, N]
     scores: np.ndarray | None = None  # float32 [slots, 2, N]
     k: int | None = None  # hard: adapters per (slot, side)
+    mixing: str = "mean"  # hard, sigmoid: the selected adapters' "mean" or "sum"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise PeftError(f"X-PEFT variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.mixing not in MIXINGS or (self.variant == "soft" and self.mixing != "mean"):
+            raise PeftError(f"a {self.variant} profile cannot mix by {self.mixing!r}")
         need = "scores" if self.variant == "soft" else "mask"
         if getattr(self, need) is None:
             raise PeftError(f"a {self.variant} profile needs its {need}")
@@ -214,10 +243,11 @@ class Profile:
         """Mixing weights [slots, 2, N]: exactly the forward weights of training."""
         if self.variant == "soft":
             return jax.nn.softmax(jnp.asarray(self.scores, jnp.float32), axis=-1)
-        return mask_weights(jnp.asarray(self.mask))
+        return mask_weights(jnp.asarray(self.mask), self.mixing)
 
 
-def profile_from_scores(scores: Any, head: PyTree, variant: str, k: int | None) -> Profile:
+def profile_from_scores(scores: Any, head: PyTree, variant: str, k: int | None,
+                        mixing: str = "mean") -> Profile:
     """The profile a trained (scores, head) pair ships: hard/sigmoid keep only the mask."""
     scores = np.asarray(jax.device_get(scores), np.float32)
     head = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x), np.float32), head)
@@ -226,7 +256,7 @@ def profile_from_scores(scores: Any, head: PyTree, variant: str, k: int | None) 
     n = scores.shape[-1]
     k = (default_k(n) if k is None else k) if variant == "hard" else None
     return Profile(variant, head, mask=np.asarray(profile_mask(jnp.asarray(scores), variant, k)),
-                   k=k)
+                   k=k, mixing=mixing)
 
 
 def profile_bytes(variant: str, shape: tuple[int, ...]) -> int:

@@ -34,6 +34,7 @@ from fishjax.methods.xpeft.profile_file import PROFILE_FILE, load_profile, save_
 from fishjax.models import ADAPTER_SITES, slot_width
 from fishjax.params.peft import PeftSpec, find_targets
 from fishjax.params.xpeft import (
+    MIXINGS,
     VARIANTS,
     bank_slots,
     check_bank,
@@ -78,6 +79,11 @@ def validate_xpeft(x: ml_collections.ConfigDict) -> None:
     require(isinstance(x.random_up_scale, int | float) and x.random_up_scale > 0,
             f"{p}.random_up_scale must be > 0, got {x.random_up_scale!r}")
     require(isinstance(x.harden_at_end, bool), f"{p}.harden_at_end must be True or False")
+    mixing = x.get("mixing", "mean")
+    require(mixing in MIXINGS, f"{p}.mixing must be one of {MIXINGS}, got {mixing!r}")
+    require(mixing == "mean" or (x.variant != "soft" and not x.harden_at_end),
+            f"{p}.mixing='sum' needs variant 'hard' or 'sigmoid' (a soft profile's softmax "
+            "weights are a mean)")
     require(not x.harden_at_end or x.variant == "soft",
             f"{p}.harden_at_end needs variant='soft' (it hardens the learned soft weights)")
 
@@ -127,10 +133,10 @@ register_artifact_reader("profile", read_profile)
 register_artifact_reader("profile_hard", read_profile, rank=1)
 
 
-def xpeft_combine(variant: str, k: int | None):
+def xpeft_combine(variant: str, k: int | None, mixing: str = "mean"):
     """`combine(trainable, frozen)`: the base, the bank mixed by the scores, the head."""
     def combine(trainable: PyTree, frozen: PyTree) -> PyTree:
-        weights = mixing_weights(trainable[SCORES_KEY], variant, k)
+        weights = mixing_weights(trainable[SCORES_KEY], variant, k, mixing)
         return merge_trees(frozen["base"], mix(frozen["bank"], weights), trainable[HEAD_KEY])
     return combine
 
@@ -162,6 +168,7 @@ class XPeft:
         head, base = split_head(ctx.params, ctx.method, required=ctx.family.fresh_head)
         bank = pool_bank(ctx, base)
         n, slots = bank.size, bank_slots(bank.adapters)
+        mixing = x.get("mixing", "mean")
         k = None
         if x.variant == "hard" or x.harden_at_end:
             k = default_k(n) if x.k is None else int(x.k)
@@ -174,7 +181,8 @@ class XPeft:
         head_entries = count_params(head)
         base_fp = base_fingerprint(base)
         info: dict[str, Any] = {
-            "xpeft_variant": x.variant, "pool": x.pool if x.pool != "random" else "random",
+            "xpeft_variant": x.variant, "xpeft_mixing": mixing,
+            "pool": x.pool if x.pool != "random" else "random",
             "pool_size": n, "k": k, "slots": len(slots), "bottleneck": bank.spec.size,
             "score_entries": int(scores.size), "head_entries": head_entries,
             "trainable_entries": int(scores.size) + head_entries,
@@ -190,7 +198,8 @@ class XPeft:
             def save(kept: PyTree, workdir: str) -> str:
                 return save_profile(
                     os.path.join(workdir, file),
-                    profile_from_scores(kept[SCORES_KEY], kept[HEAD_KEY], variant, k),
+                    profile_from_scores(kept[SCORES_KEY], kept[HEAD_KEY], variant, k,
+                                        mixing),
                     slots=slots, bank_fp=bank.fingerprint, base_fp=base_fp, metadata=meta)
             return save
 
@@ -207,7 +216,7 @@ class XPeft:
                  head_entries)
         hard = xpeft_combine("hard", k)
         return MethodSetup(
-            trainable=trainable, frozen=frozen, combine=xpeft_combine(x.variant, k),
+            trainable=trainable, frozen=frozen, combine=xpeft_combine(x.variant, k, mixing),
             wrap_optimizer=_scale_scores(ratio), no_decay=rf"^{SCORES_KEY}$",
             artifacts=artifacts, exportable=False, info=info,
             deployed=(lambda kept: hard(kept, frozen)) if x.harden_at_end else None)

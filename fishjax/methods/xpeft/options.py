@@ -31,6 +31,9 @@ def defaults() -> ml_collections.ConfigDict:
     block.variant = "hard"
     # Hard: adapters selected per layer and side (None: ceil(N / 2)).
     block.k = placeholder(int)
+    # Hard and sigmoid: the selected adapters' "mean" (weights 1/K) or "sum" (weights 1);
+    # soft profiles mix by their softmax (a mean). fishjax/params/xpeft.py has the why.
+    block.mixing = "mean"
     # Scores' peak learning rate (None: train.learning_rate; same schedule shape, no weight
     # decay) and their init U(+-score_init_scale), seeded by the run's seed.
     block.score_learning_rate = placeholder(float)

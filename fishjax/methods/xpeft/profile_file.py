@@ -54,7 +54,8 @@ def save_profile(path: str, profile: Profile, *, slots: tuple[str, ...], bank_fp
     tensors.update({f"head/{'/'.join(p)}": x.astype(np.float32)
                     for p, x in host_arrays(profile.head).items()})
     meta = {**(metadata or {}), "format_version": FORMAT_VERSION, "variant": profile.variant,
-            "k": profile.k, "shape": list(profile.shape), "slots": list(slots),
+            "k": profile.k, "mixing": profile.mixing, "shape": list(profile.shape),
+            "slots": list(slots),
             "bank_fingerprint": bank_fp, "base_fingerprint": base_fp,
             "selection_bytes": profile_bytes(profile.variant, profile.shape),
             "fishjax_version": __version__}
@@ -100,5 +101,7 @@ def load_profile(path: str, bank_fp: str | None = None, base_fp: str | None = No
         if k is not None and not np.all(mask.sum(axis=-1) == k):
             raise PeftError(f"{path!r}: the mask does not select exactly K={k} adapters per "
                             "(slot, side)")
-        profile = Profile(meta["variant"], unflatten_paths(head), mask=mask, k=k)
+        # files from before the setting mixed by the mean
+        profile = Profile(meta["variant"], unflatten_paths(head), mask=mask, k=k,
+                          mixing=meta.get("mixing", "mean"))
     return profile, meta

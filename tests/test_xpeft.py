@@ -315,17 +315,20 @@ def test_bad_xpeft_options_are_refused(tiny_config):
 
 def test_trained_bank_from_adapter_runs(tiny_config, tmp_path):
     """Two `adapter` runs (Pfeiffer) stacked into a bank file, then an xpeft run on it."""
-    paths = []
+    paths, scores = [], []
     for seed in (0, 1):
         c = tiny_config.copy_and_resolve_references()
         c.method.name, c.seed, c.train.num_steps = "adapter", seed, 2
         c.method.peft.adapter_variant, c.method.peft.adapter_size = "pfeiffer", 4
         c.method.head_regex = HEAD
-        train_and_evaluate(c, str(tmp_path / f"a{seed}"))
+        scores.append(train_and_evaluate(c, str(tmp_path / f"a{seed}"))["final_eval"])
         paths.append(str(tmp_path / f"a{seed}" / "peft.safetensors"))
-    bank = stack_peft_files(paths)
+    bank = stack_peft_files(paths, scores)
     assert bank.size == 2 and bank.spec.size == 4
     bank_path = save_bank(str(tmp_path / "bank.safetensors"), bank)
+    assert load_bank(bank_path).metadata["adapter_scores"] == scores  # what each one knows
+    with pytest.raises(PeftError, match="1 adapter scores for 2"):
+        stack_peft_files(paths, scores[:1])
     config = _xpeft_config(tiny_config, "hard", pool=bank_path)
     res = train_and_evaluate(config, str(tmp_path / "x"))
     assert res["method_summary"]["pool_size"] == 2

@@ -118,9 +118,10 @@ def main(argv=None) -> dict:
         atomic_write_json(manifest_path, manifest)
     for target in targets:
         for size in sizes:
-            files = [manifest["shards"][shard_id(s, i)]["peft_file"]
-                     for i in range(size // 2) for s in sources_for(target)]
-            bank = stack_peft_files(files)
+            shards = [manifest["shards"][shard_id(s, i)]
+                      for i in range(size // 2) for s in sources_for(target)]
+            files = [shard["peft_file"] for shard in shards]
+            bank = stack_peft_files(files, [shard["final_eval"] for shard in shards])
             path = save_bank(bank_path(args.out, target, size), bank)
             manifest["banks"][f"{target}-n{size}"] = {
                 "path": os.path.relpath(path), "size": bank.size, "sources": files,

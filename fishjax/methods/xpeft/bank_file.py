@@ -4,7 +4,10 @@ A safetensors file with one tensor per bank leaf (`bank/<path>`, leading axis N)
 metadata (key `fishjax_bank`): the adapters' `PeftSpec` (slots and bottleneck), N, a
 fingerprint of the bank (`bank_fingerprint`, which every profile records), the fingerprint
 of the base params the adapters were trained on (head excluded), the base model id and the
-sources (the PEFT files stacked, or the random pool's seed).
+sources (the PEFT files stacked, or the random pool's seed) and, when the stacking was
+given them, each adapter's scores on its own task (`adapter_scores`: one {metric: value}
+per adapter, in bank order; what the adapter knows, so a bank of untrained or failed
+adapters shows as such).
 
 `stack_peft_files` builds a bank from the `peft.safetensors` of finished `adapter` runs
 (same base, slots and bottleneck; their heads are dropped):
@@ -57,9 +60,11 @@ def bank_fingerprint(adapters: PyTree) -> str:
 
 
 def make_bank(adapters: PyTree, spec: PeftSpec, base_fp: str, *, base_model: str | None,
-              sources: list[str] | str) -> Bank:
+              sources: list[str] | str,
+              adapter_scores: list[dict[str, float] | None] | None = None) -> Bank:
     """A `Bank` with its metadata (fingerprints computed here)."""
-    return Bank(adapters=adapters, spec=spec, metadata={
+    extra = {} if adapter_scores is None else {"adapter_scores": list(adapter_scores)}
+    return Bank(adapters=adapters, spec=spec, metadata={**extra,
         "format_version": FORMAT_VERSION, "spec": spec.to_dict(), "size": bank_size(adapters),
         "bank_fingerprint": bank_fingerprint(adapters), "base_fingerprint": base_fp,
         "base_model": base_model, "sources": sources, "fishjax_version": __version__})
@@ -130,10 +135,14 @@ def load_bank(path: str) -> Bank:
     return Bank(adapters=adapters, spec=spec, metadata=meta)
 
 
-def stack_peft_files(paths: list[str]) -> Bank:
-    """A bank from the PEFT files of `adapter` runs on one base (heads dropped)."""
+def stack_peft_files(paths: list[str],
+                     scores: list[dict[str, float] | None] | None = None) -> Bank:
+    """A bank from the PEFT files of `adapter` runs on one base (heads dropped);
+    `scores`: each run's scores on its own task, recorded in the bank's metadata."""
     if not paths:
         raise PeftError("stacking a bank needs at least one PEFT file")
+    if scores is not None and len(scores) != len(paths):
+        raise PeftError(f"{len(scores)} adapter scores for {len(paths)} PEFT files")
     trees, spec, base_fp, base_model = [], None, None, None
     for path in paths:
         tree, _, s, meta = load_peft_file(path)
@@ -148,7 +157,7 @@ def stack_peft_files(paths: list[str]) -> Bank:
             raise PeftError(f"{path!r} was trained on another base model than {paths[0]!r}")
         trees.append(tree)
     return make_bank(stack_adapters(trees), spec, base_fp, base_model=base_model,
-                     sources=list(paths))
+                     sources=list(paths), adapter_scores=scores)
 
 
 def main(argv: list[str] | None = None) -> str:

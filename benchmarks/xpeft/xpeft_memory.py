@@ -10,7 +10,7 @@ Bytes per profile (the task head listed apart: every method stores it):
 - the profile file actually written (`fishjax.methods.xpeft.profile_file`, safetensors with its
   JSON header; minilm-l6 only).
 for `minilm-l6` (L = 6, d = 384, bottleneck 24; N = 8 and 32) and a BERT-base-shaped
-encoder (L = 12, d = 768, bottleneck 48, N = 100), counted from the parameter shapes.
+encoder (L = 12, d = 768, bottleneck 48, N = 32 and 100), counted from the parameter shapes.
 
 Serving on `minilm-l6` (random token ids, length `--seq`, batch `--batch`, fixed seed):
 examples/s of one batch whose examples belong to `--profiles` different X-PEFT profiles
@@ -49,7 +49,7 @@ from fishjax.params.peft import PeftSpec, entry_count, find_targets, init_peft
 from fishjax.params.xpeft import profile_bytes, profile_from_scores, random_bank
 
 HEAD = r"^classifier/"
-BERT_BASE_N = 100
+BERT_BASE_NS = (32, 100)
 
 
 def _abstract_params(config: EncoderConfig, num_labels: int = 2):
@@ -182,8 +182,9 @@ def main(argv=None) -> dict:
                                      **profile_file_sizes(model, model.config.hidden_size // 16,
                                                           n)}
              for n in (8, 32)}
-    sizes[f"bert-base-shaped N={BERT_BASE_N}"] = profile_sizes(
-        _abstract_params(EncoderConfig()), 48, BERT_BASE_N)
+    for n in BERT_BASE_NS:
+        sizes[f"bert-base-shaped N={n}"] = profile_sizes(_abstract_params(EncoderConfig()), 48,
+                                                         n)
     for name, s in sizes.items():
         print(f"{name}: adapter tuning {s['adapter_tuning_bytes']:,} B, X-PEFT hard "
               f"{s['xpeft_hard_bytes']:,} B ({s['adapter_vs_hard']:,.0f}x less), soft "

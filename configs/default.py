@@ -51,6 +51,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Dropout overrides; None keeps the values in the model's config.json.
     config.model.hidden_dropout = placeholder(float)
     config.model.attention_dropout = placeholder(float)
+    # Encoders: what the classifier reads: "pooler" (the Hugging Face head), "cls" (the
+    # [CLS] state, pooler skipped) or "mean" (the mean over the real tokens: what
+    # all-MiniLM-L6-v2 was trained for). Not "pooler": no Hugging Face export
+    # (train.export=False); the run's artefacts record it.
+    config.model.pooling = "pooler"
 
     config.data = ml_collections.ConfigDict()
     # Folder with the task's GLUE TSVs (train.tsv, dev.tsv, ...). None: the Hugging Face

@@ -170,7 +170,7 @@ def load(workdir: str) -> FinishedRun:
     objective = for_task(task)
     head_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)[0]  # as the trainer
     model = load_model(config.model.name, objective.head_size, key=head_key,
-                       dtype=config.model.dtype)
+                       dtype=config.model.dtype, pooling=config.model.get("pooling"))
     found = _from_artifact(results, model.params, config)
     export_dir = results.get("export_dir")
     if found is None and export_dir and os.path.isdir(export_dir):

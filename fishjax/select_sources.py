@@ -585,7 +585,7 @@ class SourceSelection:
         config.data.row_split = save_row_split(self.path("splits", "features.json"),
                                                pool.feature_split(self._num_rows()))
         model = load_model(config.model.name, self.objective.head_size, key=key,
-                           dtype=config.model.dtype)
+                           dtype=config.model.dtype, pooling=config.model.get("pooling"))
         data = tokenize_task(config, self.task, load_raw_splits(config, self.task),
                              load_tokenizer(model.model_dir))
         _, base = split_tree(model.params, config.method.head_regex or model.head_regex)

@@ -26,6 +26,10 @@ CASES = {
     "xpeft": ("xpeft", {"method.xpeft.variant": "soft", "method.xpeft.harden_at_end": True,
                         "method.xpeft.pool_size": 4}, "profile_hard.safetensors"),
     "full_best": ("full", {}, "best/"),
+    # a classifier reading the mean of the hidden states (config.model.pooling)
+    "lora_mean_pooling": ("lora", {"model.pooling": "mean"}, "peft.safetensors"),
+    "xpeft_mean_pooling": ("xpeft", {"model.pooling": "mean", "method.xpeft.pool_size": 4},
+                           "profile.safetensors"),
     # the quickstart's small workdir: the export and the logs, no checkpoints
     "full_export": ("full", {"train.export": True, "train.keep_checkpoints": False}, "export"),
 }

@@ -278,8 +278,10 @@ def _check_mask_matches(meta: dict, want: dict[str, Any], explicit: bool) -> Non
 def artifact_metadata(ctx: MethodContext, extra: dict[str, Any]) -> dict[str, Any]:
     """What a delta or PEFT file records about its run (base model, the objective's
     metadata, method, seed)."""
+    pooling = getattr(ctx.model_config, "pooling", "pooler")
     return {"base_model": ctx.model_name, **ctx.objective.metadata(),
-            "method": ctx.method.name, "task": ctx.task.name, "seed": ctx.seed, **extra}
+            "method": ctx.method.name, "task": ctx.task.name, "seed": ctx.seed,
+            **({} if pooling == "pooler" else {"pooling": pooling}), **extra}
 
 
 # -- training a mask -------------------------------------------------------------------------

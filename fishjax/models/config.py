@@ -17,6 +17,7 @@ from fishjax.core.errors import ModelError
 # (``roberta.`` prefix, padding-offset positions, two-layer classification head).
 _FAMILY = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta"}
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+POOLINGS = ("pooler", "cls", "mean")  # what an encoder's classifier reads
 _INT_FIELDS = (
     "vocab_size",
     "hidden_size",
@@ -49,6 +50,12 @@ class EncoderConfig:
     initializer_range: float = 0.02
     # Hugging Face falls back to hidden_dropout_prob for the head when this is None.
     classifier_dropout: float | None = None
+    # fishjax's option, not a Hugging Face field: what the classifier reads. "pooler" (the
+    # Hugging Face head: BERT's pooler, tanh(dense(h_[CLS])), RoBERTa's head on <s>), "cls"
+    # (BERT: h_[CLS] itself, the pooler skipped) or "mean" (the mean of the last hidden
+    # states over the real tokens in place of h_[CLS] / h_<s>; BERT: no pooler). A model
+    # trained for mean pooling (all-MiniLM-L6-v2) is read best by "mean".
+    pooling: str = "pooler"
 
     def __post_init__(self) -> None:
         if self.model_type not in ("bert", "roberta"):
@@ -76,6 +83,11 @@ class EncoderConfig:
         for name, rate in rates.items():
             if rate is not None and not 0.0 <= rate < 1.0:
                 raise ModelError(f"config field {name} must be in [0, 1), got {rate!r}")
+        if self.pooling not in POOLINGS:
+            raise ModelError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.model_type == "roberta" and self.pooling == "cls":
+            raise ModelError("pooling 'cls': RoBERTa's head reads <s> through its own dense "
+                             "layer (there is no pooler to skip); use 'pooler' or 'mean'")
         if not self.layer_norm_eps > 0 or not self.initializer_range > 0:
             raise ModelError("layer_norm_eps and initializer_range must be positive")
         if not 0 <= self.pad_token_id < self.vocab_size:
@@ -156,6 +168,7 @@ class EncoderConfig:
     def to_hf_dict(self) -> dict[str, Any]:
         """The fields as a Hugging Face config dict (``BertConfig``/``RobertaConfig`` keys)."""
         d = dataclasses.asdict(self)
+        del d["pooling"]  # fishjax's own; an export keeps the Hugging Face head ("pooler")
         d["position_embedding_type"] = "absolute"
         if self.model_type == "roberta":
             d.update(bos_token_id=0, eos_token_id=2)

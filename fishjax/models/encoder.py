@@ -260,12 +260,19 @@ class SequenceClassifier(nn.Module):
         )
         x = Encoder(cfg, self.dtype, name="encoder")(x, key_mask, deterministic=deterministic)
         first = x[:, 0]
+        if cfg.pooling == "mean":  # over the real tokens
+            weights = key_mask.astype(x.dtype)[..., None]
+            first = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
         if cfg.model_type == "roberta":
             logits = RobertaClassificationHead(cfg, self.num_labels, self.dtype, name="classifier")(
                 first, deterministic=deterministic
             )
         else:
-            pooled = Pooler(cfg, self.dtype, name="pooler")(first)
+            # The pooler always runs, so its params exist whatever the pooling (one tree
+            # per model; XLA drops the unused output).
+            pooled = Pooler(cfg, self.dtype, name="pooler")(x[:, 0])
+            if cfg.pooling != "pooler":
+                pooled = first
             pooled = nn.Dropout(_classifier_dropout(cfg))(pooled, deterministic=deterministic)
             logits = _dense(cfg, self.num_labels, self.dtype, "classifier")(pooled)
         return logits.astype(jnp.float32)

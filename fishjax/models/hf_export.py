@@ -40,6 +40,9 @@ def export_hf_folder(
     tokenizer_dir: str | os.PathLike | None = None,
 ) -> str:
     """Write ``out_dir`` atomically (replacing it if present); returns its absolute path."""
+    if config.pooling != "pooler":
+        raise ModelError(f"a classifier reading pooling={config.pooling!r} has no Hugging Face "
+                         "*ForSequenceClassification form (that head reads the pooler)")
     # Validate and convert everything before touching the disk.
     state = state_dict_from_params(params, config, num_labels)
     hf_config = hf_config_dict(config, num_labels, id2label=id2label, problem_type=problem_type)

@@ -209,6 +209,7 @@ def load_model(
     dtype: str | jnp.dtype = "float32",
     hidden_dropout: float | None = None,
     attention_dropout: float | None = None,
+    pooling: str | None = None,
 ) -> LoadedModel:
     """Resolve ``name`` (a short name, a local Hugging Face folder, an installed model
     package or a Hub id), read its config and weights through its registered family, and
@@ -216,7 +217,9 @@ def load_model(
     causal LM keeps its own output layer: None or its vocabulary size).
 
     ``dtype`` ('float32' or 'bfloat16') is the compute dtype; params stay float32. The dropout
-    overrides replace the config's hidden/attention dropout rates.
+    overrides replace the config's hidden/attention dropout rates. ``pooling`` (encoders:
+    "pooler", "cls" or "mean"; None: "pooler") is what the classifier reads
+    (``EncoderConfig.pooling``).
     """
     try:
         compute_dtype = _DTYPES[jnp.dtype(dtype).name]
@@ -231,6 +234,11 @@ def load_model(
         raise ModelError(f"{name}: a {family.name} model needs a head size (num_labels)")
     config = family.read_config(model_dir)
     config = family.with_dropout(config, hidden_dropout, attention_dropout)
+    if pooling not in (None, "pooler"):
+        if not hasattr(config, "pooling"):
+            raise ModelError(f"{name}: pooling={pooling!r} applies to encoder classifiers; a "
+                             f"{family.name} model has no pooling to choose")
+        config = dataclasses.replace(config, pooling=pooling)
     params, report = family.load_params(model_dir, config, head_size, key)
     module = family.build(config, head_size, compute_dtype)
     return LoadedModel(module, params, config, model_dir, os.fspath(name), report, family)

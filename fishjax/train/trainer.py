@@ -162,6 +162,7 @@ class Trainer:
             config.model.name, self.objective.head_size, key=head_key, dtype=config.model.dtype,
             hidden_dropout=config.model.hidden_dropout,
             attention_dropout=config.model.attention_dropout,
+            pooling=config.model.get("pooling"),
         )
         resolve_model_defaults(config, self.model.family)  # a direct Trainer(config) too
         max_len = self.model.config.max_sequence_length

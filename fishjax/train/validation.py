@@ -19,6 +19,7 @@ from fishjax.data import get_task
 from fishjax.data.instructions import Mixture
 from fishjax.data.mixture import parse_mix
 from fishjax.methods import get_method, method_options
+from fishjax.models.config import POOLINGS
 from fishjax.train.dropout import DROPOUT_PRNGS
 from fishjax.train.model_defaults import resolve_model_defaults
 from fishjax.train.task_data import INSTRUCT_TASK
@@ -61,6 +62,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(bool(config.model.name), "config.model.name is empty")
     _require(config.model.dtype in DTYPES,
              f"config.model.dtype must be one of {DTYPES}, got {config.model.dtype!r}")
+    pooling = config.model.get("pooling") or "pooler"
+    _require(pooling in POOLINGS, f"config.model.pooling must be one of {POOLINGS}, got "
+             f"{pooling!r}")
+    _require(pooling == "pooler" or not config.train.export,
+             f"config.model.pooling={pooling!r}: a Hugging Face *ForSequenceClassification "
+             "head reads the pooler, so this model has no Hugging Face export; set "
+             "config.train.export=False (the run's own files load with fishjax.load)")
     for name in ("hidden_dropout", "attention_dropout"):
         p = config.model[name]
         _require(p is None or 0.0 <= p < 1.0, f"config.model.{name} must be in [0, 1), got {p}")

@@ -357,7 +357,9 @@ class PeftMethod:
                                       base_fp=base_fingerprint(base))
 
         out = (Artifact("peft", save_file, apply_peft_file),)
-        if spec.kind != "adapter":
+        # The `peft` package's model reads the Hugging Face head (the pooler): no folder
+        # for a classifier that reads another pooling.
+        if spec.kind != "adapter" and getattr(ctx.model_config, "pooling", "pooler") == "pooler":
             out += (Artifact("peft_adapter", save_folder),)
         return out
 

@@ -181,6 +181,9 @@ def export_peft_folder(out_dir: str, tree: PyTree, head: PyTree, spec: PeftSpec,
       ...                    model.config, base_model="minilm-l6")
       # torch: PeftModel.from_pretrained(BertForSequenceClassification..., "/tmp/rte-lora")
     """
+    if getattr(config, "pooling", "pooler") != "pooler":
+        raise PeftError(f"a classifier reading pooling={config.pooling!r} has no PEFT-package "
+                        "form (its Hugging Face head reads the pooler)")
     state = peft_state_dict(tree, head, spec, config)
     adapter_config = peft_adapter_config(spec, head, config, base_model)
 

@@ -75,22 +75,26 @@ class ProfileServer:
         self._forward = jax.jit(jax.vmap(one, in_axes=(None, None, 0, 0, 0)))
 
     @classmethod
-    def from_files(cls, model_name: str, bank_file: str, **kwargs) -> ProfileServer:
-        """A server for `model_name` (alias, folder or hub id) and a bank file."""
+    def from_files(cls, model_name: str, bank_file: str, pooling: str | None = None,
+                   **kwargs) -> ProfileServer:
+        """A server for `model_name` (alias, folder or hub id) and a bank file; `pooling`:
+        what the classifier reads, as the profiles were trained (`config.model.pooling`)."""
         bank = load_bank(bank_file)
         objective = kwargs.get("objective") or SequenceClassification()
         # the head drawn here is never used: each profile brings its own
-        model = load_model(model_name, objective.head_size, key=jax.random.PRNGKey(0))
+        model = load_model(model_name, objective.head_size, key=jax.random.PRNGKey(0),
+                           pooling=pooling)
         return cls(model, bank, **kwargs)
 
     @classmethod
     def from_random_pool(cls, model_name: str, profile_file: str, **kwargs) -> ProfileServer:
         """A server for `model_name` and the random pool that `profile_file` (any profile
         trained on it) records: a run with `pool="random"` writes no bank file, its seed
-        draws the pool again."""
+        draws the pool again; the pooling is the profile's."""
         _, meta = load_profile(profile_file)
         objective = kwargs.get("objective") or SequenceClassification()
-        model = load_model(model_name, objective.head_size, key=jax.random.PRNGKey(0))
+        model = load_model(model_name, objective.head_size, key=jax.random.PRNGKey(0),
+                           pooling=meta.get("pooling"))
         head_regex = kwargs.get("head_regex") or model.head_regex
         _, base = split_tree(model.params, head_regex)
         return cls(model, rebuild_random_bank(meta, base), **kwargs)
@@ -103,7 +107,13 @@ class ProfileServer:
         """Adds (or replaces) a profile: a `Profile`, or a profile file checked against
         this server's bank and base."""
         if isinstance(profile, str):
-            profile, _ = load_profile(profile, self.bank.fingerprint, self.base_fingerprint)
+            path = profile
+            profile, meta = load_profile(path, self.bank.fingerprint, self.base_fingerprint)
+            pooling = getattr(self.model.config, "pooling", "pooler")
+            if meta.get("pooling", "pooler") != pooling:
+                raise PeftError(f"profile {path!r} was trained with pooling "
+                                f"{meta.get('pooling', 'pooler')!r}, this server's model "
+                                f"reads {pooling!r}")
         n, slots = self.bank.size, len(self.bank.spec.targets)
         if profile.shape != (slots, 2, n):
             raise PeftError(f"profile {name!r} has shape {profile.shape}, this bank needs "

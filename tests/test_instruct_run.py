@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import instruct
-from conftest import write_bigbench_task
+from conftest import need_smollm2_and_natural_instructions, write_bigbench_task
 from fishjax.data.generation import prompt_text
 from fishjax.data.instructions import Mixture
 from fishjax.models import load_model, load_tokenizer
@@ -109,23 +109,12 @@ def test_evaluation_parts_match_direct_computations(tiny_decoder_dir, tiny_tasks
     assert result["macro"]["answer_loglik"] == pytest.approx(float(np.mean(one)), rel=1e-5)
 
 
-NI_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                      "natural_instructions")
-
-
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.skipif(not os.path.isdir(NI_DIR), reason="../shared/data/natural_instructions absent")
 def test_quick_config_tunes_smollm2_on_natural_instructions(tmp_path):
     """configs/instruct.py:quick on the real model and data: the run finishes, scores every
     split, and training raises the answers' log-likelihood on the held-back rows."""
-    from fishjax.core.errors import ModelError
-    from fishjax.models.hub import resolve_model_dir
-
-    try:
-        resolve_model_dir("smollm2-135m")
-    except ModelError as e:
-        pytest.skip(str(e))
+    need_smollm2_and_natural_instructions()
     config = instruct.get_config("quick")
     config.data.cache_dir = str(tmp_path / "cache")
     config.method.fisher.num_samples = 16

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import write_bigbench_task
+from conftest import need_smollm2_and_natural_instructions, write_bigbench_task
 from fishjax.core.errors import ConfigError, DataError
 from fishjax.data.instructions import Example, Mixture, to_raw_split
 from fishjax.data.row_split import apply_row_split, make_row_split
@@ -210,26 +210,16 @@ def test_benchmark_steps_on_the_decoder_selection(decoder_selection):
     assert "Spearman (loss)" in table and "AUROC of ensemble" in table
 
 
-NI_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                      "natural_instructions")
-
-
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.skipif(not os.path.isdir(NI_DIR), reason="../shared/data/natural_instructions absent")
 def test_ni_quick_selects_sources_with_smollm2(tmp_path):
     """configs/select_sources.py:ni_quick on SmolLM2-135M and Natural Instructions: every
     step runs, the meta-initialisation lowers the target rows' loss, the estimates are
     finite and the final fine-tune is scored on the target's test rows."""
     from configs.select_sources import NI_CORRUPTED, NI_TARGET, get_config
-    from fishjax.core.errors import ModelError
-    from fishjax.models.hub import resolve_model_dir
     from fishjax.select_sources import read_selection_file, select_sources
 
-    try:
-        resolve_model_dir("smollm2-135m")
-    except ModelError as e:
-        pytest.skip(str(e))
+    need_smollm2_and_natural_instructions()
     config = get_config("ni_quick")
     config.data.cache_dir = str(tmp_path / "cache")
     config.train.eval_before_training = True

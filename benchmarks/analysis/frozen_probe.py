@@ -22,6 +22,7 @@ accuracy per L2), `l2`, plus `majority`, sizes, seconds and the machine.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -144,16 +145,24 @@ def probe(train: np.ndarray, y_train: np.ndarray, dev: np.ndarray, num_classes: 
 
 
 def _tokenized(task, split: str, glue_dir: str, tokenizer, max_length: int, max_samples,
-               seed: int):
+               seed: int, rows: np.ndarray | None = None):
     # quickstart (no GLUE folder) reads fishjax's bundled sample; GLUE tasks read their
     # folder under --glue_dir, never the hub.
     data_dir = os.path.join(glue_dir, task.glue_folder) if task.glue_folder else None
     raw = load_split(task, split, data_dir, max_samples=max_samples, seed=seed)
+    if rows is not None:
+        if rows.size and rows.max() >= len(raw):
+            raise ProbeError(f"{task.name}: train row {int(rows.max())} is past the "
+                             f"{len(raw)} rows of {raw.source}")
+        raw = raw.rows(rows)
     buckets = tuple(b for b in (32, 64, 128, 256, 512) if b < max_length) + (max_length,)
     return tokenize_split(raw, tokenizer, max_length=max_length, buckets=buckets)
 
 
-def run_task(model: LoadedModel, task_name: str, args) -> dict:
+def run_task(model: LoadedModel, task_name: str, args,
+             train_rows: np.ndarray | None = None) -> dict:
+    """The probes of one task; `train_rows` (indices into its training split, after
+    `args.max_train_samples`) fits them on those rows only."""
     task = get_task(task_name)
     if task.is_regression:
         raise ProbeError(f"{task.name} is a regression task; the probe is a classifier")
@@ -162,7 +171,8 @@ def run_task(model: LoadedModel, task_name: str, args) -> dict:
     splits, feats = {}, {}
     for role, split in (("train", task.train_split), ("dev", task.eval_splits[0])):
         ds = _tokenized(task, split, args.glue_dir, tokenizer, args.max_length,
-                        args.max_train_samples if role == "train" else None, args.seed)
+                        args.max_train_samples if role == "train" else None, args.seed,
+                        train_rows if role == "train" else None)
         splits[role] = ds
         feats[role] = sentence_features(
             model, index_batches(ds, np.arange(len(ds)), args.batch_size))
@@ -183,6 +193,18 @@ def run_task(model: LoadedModel, task_name: str, args) -> dict:
               f"train acc {100 * report['train_accuracy']:.1f}); majority "
               f"{100 * out['majority'][task.main_metric]:.1f}", flush=True)
     return out
+
+
+def probe_rows(task_name: str, glue_dir: str, train_rows: np.ndarray, max_length: int,
+               model: str = "minilm-l6", l2: str = DEFAULT_L2, folds: int = 5, seed: int = 0,
+               batch_size: int = 64) -> dict:
+    """`run_task` for one task, its probes fitted on `train_rows` of the training split."""
+    args = argparse.Namespace(glue_dir=glue_dir, max_length=max_length, batch_size=batch_size,
+                              max_train_samples=None, folds=folds, seed=seed,
+                              l2s=[float(v) for v in l2.split(",")])
+    task = get_task(task_name)
+    loaded = load_model(model, task.num_labels, key=jax.random.PRNGKey(seed))
+    return run_task(loaded, task.name, args, train_rows=np.asarray(train_rows, np.int64))
 
 
 def readme_table(result: dict) -> str:

@@ -17,7 +17,9 @@ METHOD_ORDER = ("full", "head_only", "bitfit", "random_mask", "fish", "ird", "si
                 "dora_fish_warmup", "dora_fish_random", "dora_fish_reversed",
                 "adapter_pfeiffer",
                 *(f"xpeft_{pool}_{variant}_n{n}" for pool in ("random", "trained")
-                  for n in (8, 32) for variant in ("soft", "hard")))
+                  for n in (8, 32) for variant in ("soft", "hard")),
+                "xpeft_soft", "xpeft_hard_k1", "xpeft_hard_k2_mean", "xpeft_hard_k2_sum",
+                "xpeft_hard_k4_mean", "xpeft_hard_k4_sum")
 
 
 def cell_id(task: str, method: str, seed: int) -> str:

@@ -117,6 +117,7 @@ from fishjax.core.io import (
 )
 from fishjax.core.progress import logs_above, progress_bar
 from fishjax.data import get_task
+from fishjax.data.row_split import load_row_split
 from fishjax.methods import available_methods
 from fishjax.train.trainer import train_and_evaluate
 
@@ -159,6 +160,13 @@ XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # at the PEFT init, as the FISH-Tuning paper does (and as their recorded cells ran); the
 # library's default became the Fisher after a warm-up, run here as `<m>_warmup`.
 AT_INIT = "method.peft.fisher_after_warmup=False"
+XPEFT_MIXING_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "xpeft_soft": ("xpeft", ("method.xpeft.variant=soft",)),
+    "xpeft_hard_k1": ("xpeft", ("method.xpeft.variant=hard", "method.xpeft.k=1")),
+    **{f"xpeft_hard_k{k}_{mixing}": ("xpeft", ("method.xpeft.variant=hard", f"method.xpeft.k={k}",
+                                               f"method.xpeft.mixing={mixing}"))
+       for k in (2, 4) for mixing in ("mean", "sum")},
+}
 METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     **{m: (m, (AT_INIT,)) for m in ("lora_fish", "adapter_fish", "dora_fish")},
     **{f"{m}_{sel}": (m, (AT_INIT, f"method.peft.selection={sel}"))
@@ -174,6 +182,10 @@ METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         f"method.xpeft.pool_size={n}" if pool == "random" else
         f"method.xpeft.pool={XPEFT_BANKS.replace('{n}', str(n))}"))
        for pool in ("random", "trained") for variant in ("soft", "hard") for n in (8, 32)},
+    # X-PEFT over the pool that --set method.xpeft.pool names (benchmarks/xpeft/xpeft_eval.py):
+    # soft, or hard with K adapters per layer mixed by their mean or their sum (K = 1: one
+    # adapter, the two are the same).
+    **XPEFT_MIXING_VARIANTS,
 }
 # Peak learning rate per method (--method_lr); see the docstring's protocol.
 DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"
@@ -206,6 +218,19 @@ def apply_override(config, assignment: str) -> None:
     if leaf not in node:
         raise SystemExit(f"--set {key}: the config has no such field")
     node[leaf] = parse_value(value)
+
+
+def parse_row_splits(text: str) -> dict[str, str]:
+    """`task=PATH,...` -> {task name: row split file}; '' -> {}."""
+    out: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        task, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"--row_split expects task=PATH,..., got {item!r}")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--row_split {item}: {path} does not exist")
+        out[get_task(task).name] = path
+    return out
 
 
 def parse_train_subset(text: str) -> dict[str, int]:
@@ -318,6 +343,9 @@ def cell_config(task: str, method: str, seed: int, args):
         config.data.dir, _ = ensure_train_subset(task, config.data.dir, subsets[task],
                                                  getattr(args, "subset_seed", 0),
                                                  _cache_root(config))
+    row_splits = parse_row_splits(getattr(args, "row_split", "") or "")
+    if task in row_splits:
+        config.data.row_split = row_splits[task]
     return config
 
 
@@ -474,6 +502,8 @@ def check_readme(readme_path: str, results_path: str) -> list[str]:
 
 
 def _train_rows(config, task: str) -> int | None:
+    if config.data.row_split:
+        return len(load_row_split(config.data.row_split).train)
     spec = get_task(task)
     path = os.path.join(config.data.dir or "", f"{spec.train_split}.tsv")
     if config.data.dir and os.path.isfile(path):
@@ -578,6 +608,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train_subset", default=DEFAULT_TRAIN_SUBSET,
                    help="fixed training subsets, task=N,... ('none': whole training sets)")
     p.add_argument("--subset_seed", type=int, default=0, help="seed of --train_subset rows")
+    p.add_argument("--row_split", default="",
+                   help="task=PATH,...: a fishjax.data.row_split file per task (the rows each "
+                   "cell trains on; with --select_on=validation also its validation rows, "
+                   "replacing the carved split); indices into the training split as loaded")
     p.add_argument("--select_on", choices=("dev_last", "validation"), default="dev_last",
                    help="dev_last: the fixed-rate protocol; validation: learning rates chosen "
                    "on a held-out split of the training set "
@@ -633,6 +667,11 @@ def validation_cell_config(task: str, method: str, lr: float, seed: int, args):
     validation rows (which it evaluates as the `validation` split)."""
     config = cell_config(task, method, seed, args)
     config.train.learning_rate = lr
+    if config.data.row_split:  # --row_split: the file names the validation rows
+        if load_row_split(config.data.row_split).validation is None:
+            raise SystemExit(f"--select_on=validation: --row_split {task}="
+                             f"{config.data.row_split} holds no `validation` rows")
+        return config
     n = _train_rows(config, task)
     if n is None:
         raise SystemExit(f"--select_on=validation: the size of {task}'s training split is "
@@ -712,6 +751,7 @@ def main(argv=None) -> dict:
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     parse_train_subset(args.train_subset)  # fail early on a malformed flag
+    parse_row_splits(args.row_split)
     results_path = os.path.join(args.out, "results.json")
     if args.compare:
         cmp = compare_results(read_json(results_path), read_json(args.compare))

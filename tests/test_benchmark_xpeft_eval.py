@@ -1,0 +1,125 @@
+"""benchmarks/xpeft/xpeft_eval.py: disjoint profile / validation / bank rows, banks that record
+their adapters' scores, profile grids on the profile rows through glue.py --row_split, and a
+report built from the files only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.grid import glue
+from benchmarks.xpeft import xpeft_eval
+from fishjax.data.row_split import load_row_split, make_row_split, save_row_split
+from fishjax.methods.xpeft.bank_file import load_bank
+
+
+def test_partition_is_disjoint_seeded_and_sized():
+    parts = xpeft_eval.partition(100, profile=20, validation=10, shards=3, shard_rows=15)
+    sets = [set(parts["profile"]), set(parts["validation"]), *map(set, parts["shards"])]
+    assert [len(s) for s in sets] == [20, 10, 15, 15, 15]
+    assert sum(len(s) for s in sets) == len(set().union(*sets))  # pairwise disjoint
+    # the profile rows are the ones load_split(max_samples=20, seed=0) keeps
+    want = np.sort(np.random.default_rng(0).choice(100, 20, replace=False))
+    np.testing.assert_array_equal(parts["profile"], want)
+    again = xpeft_eval.partition(100, profile=20, validation=10, shards=3, shard_rows=15)
+    for a, b in zip(parts["shards"], again["shards"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    even = xpeft_eval.partition(100, profile=20, validation=10, shards=3, shard_rows=None)
+    assert [len(s) for s in even["shards"]] == [23, 23, 23]  # the 70 rows left, cut evenly
+    with pytest.raises(SystemExit, match="do not fit"):
+        xpeft_eval.partition(100, profile=20, validation=10, shards=3, shard_rows=30)
+
+
+def test_glue_row_split_flag_routes_rows_and_needs_validation_rows(tmp_path):
+    with_val = save_row_split(str(tmp_path / "a.json"), make_row_split([0, 1, 2],
+                                                                       validation=[3, 4]))
+    without = save_row_split(str(tmp_path / "b.json"), make_row_split([0, 1, 2]))
+    args = glue.parse_args(["--tasks", "sst2", "--train_subset", "none",
+                            "--row_split", f"sst2={with_val}"])
+    config = glue.cell_config("sst2", "head_only", 0, args)
+    assert config.data.row_split == with_val
+    assert glue._train_rows(config, "sst2") == 3
+    assert glue.validation_cell_config("sst2", "head_only", 1e-2, 0, args).data.row_split \
+        == with_val
+    args = glue.parse_args(["--tasks", "sst2", "--train_subset", "none",
+                            "--row_split", f"sst2={without}"])
+    with pytest.raises(SystemExit, match="holds no `validation` rows"):
+        glue.validation_cell_config("sst2", "head_only", 1e-2, 0, args)
+    with pytest.raises(SystemExit, match="does not exist"):
+        glue.parse_row_splits(f"sst2={tmp_path}/missing.json")
+    with pytest.raises(SystemExit, match="task=PATH"):
+        glue.parse_row_splits("sst2")
+
+
+def _glue_dir(tmp_path):
+    sst2 = tmp_path / "glue" / "SST-2"
+    sst2.mkdir(parents=True)
+    words = ("good", "bad")
+    rows = [f"the film is {words[i % 2]} number {i} .\t{1 - i % 2}\n" for i in range(60)]
+    (sst2 / "train.tsv").write_text("sentence\tlabel\n" + "".join(rows))
+    (sst2 / "dev.tsv").write_text("sentence\tlabel\n" + "".join(rows[:10]))
+    mrpc = tmp_path / "glue" / "MRPC"
+    mrpc.mkdir()
+    head = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    pairs = [f"{k % 2}\t{k}\t{k}\tfirst {k} .\t{'first' if k % 2 else 'second'} {k} .\n"
+             for k in range(50)]
+    (mrpc / "train.tsv").write_text(head + "".join(pairs))
+    (mrpc / "dev.tsv").write_text(head + "".join(pairs[:10]))
+    return str(tmp_path / "glue")
+
+
+@pytest.mark.slow
+def test_xpeft_eval_end_to_end_on_a_tiny_encoder(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(xpeft_eval, "TASKS", {
+        "sst2": {"profile": 12, "validation": 8, "shards": 2, "shard_rows": 10},
+        "mrpc": {"profile": 12, "validation": 8, "shards": 2, "shard_rows": None}})
+    monkeypatch.setattr(xpeft_eval, "PROFILE_METHODS", ("head_only", "xpeft_hard_k2_sum"))
+    monkeypatch.setattr(xpeft_eval, "LEAVE_OUT_METHODS", ("xpeft_soft",))
+    monkeypatch.setattr(xpeft_eval, "SEEDS", "0,1")
+    monkeypatch.setattr(xpeft_eval, "LR_GRID", "head_only=1e-2/3e-2,xpeft_hard_k2_sum=1e-2,"
+                        "xpeft_soft=1e-2")
+    out = str(tmp_path / "out")
+    argv = ["--glue_dir", _glue_dir(tmp_path), "--model", tiny_model_dir, "--out", out,
+            "--compilation_cache", "", "--set", f"data.cache_dir={tmp_path}/cache",
+            "--set", "train.num_steps=2", "--set", "train.batch_size=8",
+            "--set", "data.max_length=32", "--set", "data.buckets=(16, 32)"]
+    manifest = xpeft_eval.main(argv)
+    # rows: profile, validation and shards disjoint; the reference holds every shard row
+    for task in ("sst2", "mrpc"):
+        paths = xpeft_eval.split_paths(out, task)
+        prof = load_row_split(paths["profile"])
+        shard_rows = [set(load_row_split(p).train) for p in paths["shards"]]
+        assert not set(prof.train) & set(prof.validation)
+        assert not (set(prof.train) | set(prof.validation)) & set().union(*shard_rows)
+        assert set(load_row_split(paths["reference"]).train) == set().union(*shard_rows)
+        assert 0.0 <= manifest["probe"][task] <= 1.0
+    assert manifest["rows"]["mrpc"]["shard_rows"] == [15, 15]  # (50 - 12 - 8) / 2
+    # the banks: every shard (tasks interleaved), and the other task's shards only
+    bank = load_bank(manifest["banks"]["all"]["path"])
+    assert bank.size == 4
+    names = [p.split("/")[-2] for p in bank.metadata["sources"]]
+    assert names == ["sst2-shard0", "mrpc-shard0", "sst2-shard1", "mrpc-shard1"]
+    assert [s["accuracy"] for s in bank.metadata["adapter_scores"]] == [
+        manifest["adapters"][n]["dev"]["accuracy"] for n in names]
+    assert manifest["banks"]["without-sst2"]["adapters"] == ["mrpc-shard0", "mrpc-shard1"]
+    for name, a in manifest["adapters"].items():
+        if "shard" in name:
+            ref = manifest["adapters"][name.split("-")[0] + "-reference"]["score"]
+            assert a["of_reference"] == pytest.approx(a["score"] / ref)
+    # the profile grids trained on the profile rows, rates chosen on validation
+    in_bank = json.load(open(f"{out}/in_bank/results.json"))
+    for cell in in_bank["cells"].values():
+        assert cell["status"] == "ok", cell.get("error")
+        assert cell["train_examples"] == 12 and "validation/accuracy" in cell["final"]
+    assert set(in_bank["selection"]["sst2"]) == {"head_only", "xpeft_hard_k2_sum"}
+    leave = json.load(open(f"{out}/leave_out/results.json"))
+    for cell in leave["cells"].values():
+        config = json.load(open(f"{cell['workdir']}/config.json"))
+        assert config["method"]["xpeft"]["pool"].endswith(f"without-{cell['task']}.safetensors")
+    # the report: from the files only, one row per grid method
+    rep = xpeft_eval.main(["--out", out, "--report"])
+    table = xpeft_eval.readme_table(rep)
+    assert "| head_only |" in table and "| xpeft_soft (bank without the task) |" in table
+    assert rep["tasks"]["sst2"]["head_converged"] in (True, False)

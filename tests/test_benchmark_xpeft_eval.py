@@ -5,6 +5,8 @@ report built from the files only."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -108,6 +110,11 @@ def test_xpeft_eval_end_to_end_on_a_tiny_encoder(tiny_model_dir, tmp_path, monke
         if "shard" in name:
             ref = manifest["adapters"][name.split("-")[0] + "-reference"]["score"]
             assert a["of_reference"] == pytest.approx(a["score"] / ref)
+    # a clone holds the banks, not the adapters' run folders: nothing is retrained
+    assert xpeft_eval.banks_intact(manifest)
+    shutil.rmtree(f"{out}/adapters")
+    xpeft_eval.main([*argv, "--step", "bank"])
+    assert not os.path.exists(f"{out}/adapters")
     # the profile grids trained on the profile rows, rates chosen on validation
     in_bank = json.load(open(f"{out}/in_bank/results.json"))
     for cell in in_bank["cells"].values():

@@ -141,7 +141,7 @@ def run_cell(cell: dict[str, Any], workroot: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     workdir = os.path.join(workroot, cell["id"])
     if cell["method"] == "zero_shot":
-        config = make_config([])
+        config = make_config(cell["overrides"])  # [] in this grid: ni10 as it is
         model = load_model(config.model.name, None, key=jax.random.PRNGKey(0))
         e = config.instruct_eval
         scores = evaluate_mixture(
@@ -207,7 +207,8 @@ def load_cells(out: str) -> dict[str, dict[str, Any]]:
     return cells
 
 
-def _score(cell: dict[str, Any]) -> tuple[float, float]:
+def validation_score(cell: dict[str, Any]) -> tuple[float, float]:
+    """A cell's validation macro (ROUGE-L, then the answer log-likelihood to break ties)."""
     v = cell["macro"]["validation"]
     return v["rougeL"], v["answer_loglik"]
 
@@ -218,7 +219,7 @@ def chosen_lr(method: str, cells: dict[str, dict[str, Any]]) -> float | None:
     grid = [cells.get(cell_id(method, cell_budget(method), lr, 0)) for lr in METHODS[method]]
     if any(c is None for c in grid):
         return None
-    return max(grid, key=_score)["lr"]
+    return max(grid, key=validation_score)["lr"]
 
 
 def planned(phase: str, cells: dict[str, dict[str, Any]], seeds: int, out: str,
@@ -247,11 +248,13 @@ def planned(phase: str, cells: dict[str, dict[str, Any]], seeds: int, out: str,
 PHASES = ("zero_shot", "lr", "seeds", "budget")
 
 
-def run_one(cell: dict[str, Any], args: argparse.Namespace) -> None:
-    """Runs `cell` in a fresh process and writes its record."""
+def run_one(cell: dict[str, Any], args: argparse.Namespace,
+            module: str = "benchmarks.instruct.instruct_grid") -> None:
+    """Runs `cell` in a fresh process (`python -m module --cell_json ...`) and writes its
+    record."""
     print(f"[{time.strftime('%H:%M:%S')}] cell {cell['id']}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    proc = cli.run_module("benchmarks.instruct.instruct_grid",
+    proc = cli.run_module(module,
                           ["--cell_json", json.dumps(cell), "--workroot", args.workroot,
                            "--out", args.out],
                           capture_output=True, text=True, check=False)

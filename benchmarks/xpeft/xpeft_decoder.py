@@ -1,0 +1,287 @@
+"""X-PEFT on a decoder: a bank of adapters trained on Natural Instructions tasks, profiles
+for tasks the bank never saw, scored by ROUGE-L.
+
+  LD_PRELOAD=libtcmalloc_minimal.so.4 \\
+      python -m benchmarks.xpeft.xpeft_decoder --out benchmarks/results/xpeft_decoder
+  python -m benchmarks.xpeft.xpeft_decoder --out benchmarks/results/xpeft_decoder --report \\
+      --readme README.md
+
+Model: SmolLM2-135M-Instruct (`configs/instruct.py`: the chat template, the Definition as
+the instruction, sequence length 224, batch 8, one epoch, splits with `split_seed` 0).
+1. Bank: one Pfeiffer adapter (`adapter`, `adapter_variant=pfeiffer`: after each MLP,
+   bottleneck 576 / 16 = 36, 1.26M entries) per task of `BANK_TASKS` (the instruction grid's
+   10 trained tasks), each trained on its task alone (`BANK_ROWS` rows, `BANK_LR`), scored
+   by greedy generation on its own validation and test rows. The bank file
+   (`<out>/bank.safetensors`) stacks them in `BANK_TASKS` order, with each adapter's
+   validation and test macro scores as its `adapter_scores`.
+2. Profiles: each task of `PROFILE_TASKS` (held-out tasks of the instruction grid: never
+   in the bank, never trained on there) alone, 60 training, 10 validation and 30 test rows.
+   Methods: `zero_shot` (the untuned model); `adapter`, a fresh Pfeiffer adapter (what
+   X-PEFT claims to match); X-PEFT over the bank (`xpeft_soft`; `xpeft_hard_k2_mean` and
+   `xpeft_hard_k2_sum`: the top 2 of 10 adapters per slot, their mean or their sum). A
+   decoder has no task head: a profile is its 2 x 30 x 10 scores alone (75 bytes hard).
+   Learning rates (`PROFILE_LRS`, seed 0) chosen by validation ROUGE-L (the answer
+   log-likelihood breaks ties), then seed 1 at the chosen rate.
+The bank adapters' PEFT files stay in their workdirs under `--workroot` and the bank file
+(50 MB) beside the cells, neither committed; each X-PEFT cell records the fingerprint of
+the bank it mixed, and the report refuses cells that mixed different banks (a bank
+retrained on another machine is not the one earlier profiles learned).
+Each cell runs in a fresh process (its peak memory is its own) and is written to
+`<out>/cell_results/<id>.json` (benchmarks/instruct/instruct_grid.py's record: command,
+macro and per-task scores, wall time, optimizer state, peak memory); a rerun skips finished
+cells. `--report` rebuilds `<out>/report.json` and the README table from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from benchmarks.common import cli, readme_blocks
+from benchmarks.instruct import instruct_grid as ig
+from configs import instruct
+from fishjax.core.io import atomic_write_json
+from fishjax.methods.peft.peft_file import PEFT_FILE
+from fishjax.methods.xpeft.bank_file import load_bank, save_bank, stack_peft_files
+
+README_BLOCK = "xpeft-decoder"
+BANK_TASKS = instruct.NI10_TASKS
+BANK_ROWS = 100  # training rows per bank adapter
+BANK_LR = 1e-3
+# A sibling of bank tasks (013 ~ 004/010: MC-TACO answers), a sibling format (009 ~ 003:
+# MC-TACO questions) and an unseen one (021: grammatical / logical yes-no).
+PROFILE_TASKS = (
+    "subtask013_mctaco_answer_generation_absolute_timepoint",
+    "subtask009_mctaco_question_generation_event_ordering",
+    "subtask021_mctaco_grammatical_logical",
+)
+PROFILE_ROWS = 60
+ADAPTER = ("method.name=adapter", "method.peft.adapter_variant=pfeiffer")
+# method -> (its config overrides, learning rates tried on seed 0)
+PROFILE_METHODS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "adapter": (ADAPTER, (3e-4, 1e-3)),
+    "xpeft_soft": (("method.name=xpeft", "method.xpeft.variant=soft"), (1e-2, 3e-2)),
+    **{f"xpeft_hard_k2_{mixing}": (("method.name=xpeft", "method.xpeft.variant=hard",
+                                    "method.xpeft.k=2", f"method.xpeft.mixing={mixing}"),
+                                   (1e-2, 3e-2)) for mixing in ("mean", "sum")},
+}
+SEEDS = (0, 1)
+GRID_VERSION = 1
+
+
+def task_overrides(task: str, train_rows: int) -> list[str]:
+    """`configs/instruct.py:ni10` narrowed to one task, scored on its own rows."""
+    return [f"data.instruct.tasks={json.dumps([task])}", "data.instruct.heldout_tasks=[]",
+            f"data.instruct.train_per_task={train_rows}",
+            f"method.fisher.num_samples={train_rows}",
+            'instruct_eval.splits=["validation", "test"]']
+
+
+def short(task: str) -> str:
+    return task.split("_")[0]
+
+
+def bank_cell(task: str, out: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    cid = f"bank-{short(task)}"
+    return {"id": cid, "method": "adapter", "budget": None, "lr": BANK_LR, "seed": 0,
+            "phase": "bank", "task": task,
+            "overrides": [*ADAPTER, f"train.learning_rate={BANK_LR}", "seed=0",
+                          *task_overrides(task, BANK_ROWS), *extra],
+            "command": command(out, cid, extra)}
+
+
+def profile_cell(task: str, method: str, lr: float | None, seed: int, out: str,
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    cid = "-".join([short(task), method, *([f"lr{lr:.0e}"] if lr is not None else []),
+                    f"s{seed}"])
+    ov = task_overrides(task, PROFILE_ROWS)
+    if method != "zero_shot":
+        ov = [*PROFILE_METHODS[method][0], f"train.learning_rate={lr}", f"seed={seed}", *ov]
+        if method.startswith("xpeft"):
+            ov.append(f"method.xpeft.pool={bank_path(out)}")
+    return {"id": cid, "method": method, "budget": None, "lr": lr, "seed": seed,
+            "phase": "profile", "task": task, "overrides": [*ov, *extra],
+            "command": command(out, cid, extra)}
+
+
+def command(out: str, cid: str, extra: tuple[str, ...]) -> str:
+    sets = "".join(f" --set '{x}'" for x in extra)
+    return f"python -m benchmarks.xpeft.xpeft_decoder --out {out}{sets} --only {cid}"
+
+
+def bank_path(out: str) -> str:
+    return os.path.join(out, "bank.safetensors")
+
+
+def load_cells(out: str) -> dict[str, dict[str, Any]]:
+    cells = ig.load_cells(out)
+    for cid, c in cells.items():
+        if c.get("xpeft_decoder_version") != GRID_VERSION:
+            raise SystemExit(f"{out}/cell_results/{cid}.json: not a cell of this grid "
+                             f"(version {c.get('xpeft_decoder_version')}, this is "
+                             f"{GRID_VERSION}): move it aside")
+    return cells
+
+
+def chosen_lr(task: str, method: str, cells: dict[str, dict[str, Any]]) -> float | None:
+    """The rate of the best seed-0 validation cell once every rate has one."""
+    tried = [cells.get(profile_cell(task, method, lr, 0, "")["id"])
+             for lr in PROFILE_METHODS[method][1]]
+    if any(c is None for c in tried):
+        return None
+    return max(tried, key=ig.validation_score)["lr"]
+
+
+def planned(cells: dict[str, dict[str, Any]], out: str, extra: tuple[str, ...] = ()
+            ) -> list[dict[str, Any]]:
+    """The cells that can be defined now: the bank, then per profile task the zero-shot
+    cell, every rate on seed 0, the chosen rate on the other seeds."""
+    todo = [bank_cell(t, out, extra) for t in BANK_TASKS]
+    if any(c["id"] not in cells for c in todo):
+        return todo
+    for task in PROFILE_TASKS:
+        todo.append(profile_cell(task, "zero_shot", None, 0, out, extra))
+        for m, (_, lrs) in PROFILE_METHODS.items():
+            todo += [profile_cell(task, m, lr, SEEDS[0], out, extra) for lr in lrs]
+            lr = chosen_lr(task, m, cells)
+            if lr is not None:
+                todo += [profile_cell(task, m, lr, s, out, extra) for s in SEEDS[1:]]
+    return todo
+
+
+def build_bank(out: str, workroot: str, cells: dict[str, dict[str, Any]]) -> str:
+    """Stacks the bank adapters' PEFT files (kept in their workdirs) with their scores."""
+    ids = [bank_cell(t, out)["id"] for t in BANK_TASKS]
+    files = [os.path.join(workroot, cid, PEFT_FILE) for cid in ids]
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise SystemExit(f"bank: {missing[0]} is gone (the bank cells' workdirs under "
+                         f"--workroot hold the adapters): move their cell files aside to "
+                         "retrain them")
+    scores = [{f"{split}_{k}": v for split in ("validation", "test")
+               for k, v in cells[cid]["macro"][split].items()} for cid in ids]
+    return save_bank(bank_path(out), stack_peft_files(files, scores))
+
+
+def run_cell(cell: dict[str, Any], workroot: str) -> dict[str, Any]:
+    """instruct_grid's cell record, tagged with this grid's version, the task and (X-PEFT)
+    the fingerprint of the bank it mixed."""
+    record = ig.run_cell(cell, workroot)
+    extra = {}
+    if cell["method"].startswith("xpeft"):
+        extra["bank_fingerprint"] = load_bank(bank_path_of(cell)).fingerprint
+    return {**record, **extra, "task": cell["task"], "xpeft_decoder_version": GRID_VERSION}
+
+
+def bank_path_of(cell: dict[str, Any]) -> str:
+    return next(o.split("=", 1)[1] for o in cell["overrides"]
+                if o.startswith("method.xpeft.pool="))
+
+
+def check_one_bank(cells: dict[str, dict[str, Any]]) -> str | None:
+    """The fingerprint every X-PEFT cell mixed; an error if they mixed different banks
+    (a bank rebuilt on another machine is not the one the earlier profiles learned)."""
+    prints = {c["id"]: c["bank_fingerprint"] for c in cells.values() if "bank_fingerprint" in c}
+    if len(set(prints.values())) > 1:
+        raise SystemExit("X-PEFT cells mixed different banks: " + ", ".join(
+            f"{k}: {v[:12]}" for k, v in sorted(prints.items())))
+    return next(iter(prints.values()), None)
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    while True:
+        cells = load_cells(args.out)
+        todo = [c for c in planned(cells, args.out, tuple(args.set)) if c["id"] not in cells
+                and (not args.only or c["id"] == args.only)]
+        if not todo:
+            break
+        if todo[0]["phase"] == "profile" and not os.path.exists(bank_path(args.out)):
+            print(f"bank: {build_bank(args.out, args.workroot, cells)}", flush=True)
+        ig.run_one(todo[0], args, module="benchmarks.xpeft.xpeft_decoder")
+        if args.only:
+            break
+
+
+def report(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The bank adapters' own scores; per profile task and method the chosen rate, every
+    rate's validation ROUGE-L and the test scores over the seeds at that rate."""
+    rep: dict[str, Any] = {"bank": {}, "profiles": {},
+                           "bank_fingerprint": check_one_bank(cells)}
+    for t in BANK_TASKS:
+        c = cells.get(bank_cell(t, "")["id"])
+        if c:
+            rep["bank"][t] = {s: c["macro"][s] for s in ("validation", "test")}
+    for t in PROFILE_TASKS:
+        rows: dict[str, Any] = {}
+        zero = cells.get(profile_cell(t, "zero_shot", None, 0, "")["id"])
+        if zero:
+            rows["zero_shot"] = {"lr": None, "validation_by_lr": {},
+                                 "test": [zero["macro"]["test"]]}
+        for m, (_, lrs) in PROFILE_METHODS.items():
+            tried = {lr: cells.get(profile_cell(t, m, lr, 0, "")["id"]) for lr in lrs}
+            lr = chosen_lr(t, m, cells)
+            runs = [cells[cid] for s in SEEDS if lr is not None
+                    for cid in [profile_cell(t, m, lr, s, "")["id"]] if cid in cells]
+            rows[m] = {"lr": lr, "validation_by_lr": {
+                f"{k:.0e}": c["macro"]["validation"]["rougeL"] for k, c in tried.items() if c},
+                "test": [c["macro"]["test"] for c in runs],
+                "trainable_entries": runs[0]["trainable_entries"] if runs else None}
+        rep["profiles"][t] = rows
+    return rep
+
+
+def table(rep: dict[str, Any]) -> str:
+    """Rows: profile methods; per profile task: test ROUGE-L (mean over seeds, n) and the
+    chosen rate with every rate's validation ROUGE-L."""
+    tasks = list(rep["profiles"])
+    head = []
+    for t in tasks:
+        head += [f"{short(t)} test ROUGE-L", f"{short(t)} lr (validation ROUGE-L)"]
+    lines = ["| profile | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for m in ("zero_shot", *PROFILE_METHODS):
+        row = [m]
+        for t in tasks:
+            e = rep["profiles"][t].get(m)
+            scores = [s["rougeL"] for s in (e or {}).get("test", [])]
+            row.append(f"{sum(scores) / len(scores):.1f} (n={len(scores)})" if scores else "–")
+            if not e or e["lr"] is None:
+                row.append("–" if m == "zero_shot" else ", ".join(
+                    f"{k}: {v:.1f}" for k, v in (e or {}).get("validation_by_lr", {}).items())
+                    or "–")
+            else:
+                row.append(f"{e['lr']:.0e} (" + ", ".join(
+                    f"{k}: {v:.1f}" for k, v in e["validation_by_lr"].items()) + ")")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--out", default="benchmarks/results/xpeft_decoder")
+    parser.add_argument("--workroot", default="/tmp/fishjax-xpeft-decoder",
+                        help="the cells' workdirs (the bank adapters' PEFT files stay here)")
+    parser.add_argument("--only", default=None, help="run only this cell id")
+    parser.add_argument("--set", action="append", default=[],
+                        help="config override key=value (JSON value) added to every cell")
+    parser.add_argument("--report", action="store_true",
+                        help="rebuild report.json and the README table; run nothing")
+    parser.add_argument("--cell_json", help=argparse.SUPPRESS)
+    cli.add_readme(parser, README_BLOCK)
+    args = parser.parse_args(argv)
+    if args.cell_json:
+        cli.print_child_result(run_cell(json.loads(args.cell_json), args.workroot))
+        return
+    if not args.report:
+        run_grid(args)
+    rep = report(load_cells(args.out))
+    atomic_write_json(os.path.join(args.out, "report.json"), rep)
+    if args.readme:
+        readme_blocks.write(args.readme, README_BLOCK, os.path.join(args.out, "report.json"),
+                            table(rep))
+    print(table(rep))
+
+
+if __name__ == "__main__":
+    main()

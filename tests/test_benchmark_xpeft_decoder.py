@@ -1,0 +1,109 @@
+"""benchmarks/xpeft/xpeft_decoder.py: the bank before any profile, each task alone, rates
+chosen on validation, one bank for every X-PEFT cell, and (slow) the whole grid on a tiny
+decoder."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from benchmarks.instruct import instruct_grid as ig
+from benchmarks.xpeft import xpeft_decoder as xd
+from conftest import write_bigbench_task
+from fishjax.methods.xpeft.bank_file import load_bank
+
+
+def fake(cell: dict, val: float, test: float = 40.0, **extra) -> dict:
+    macro = {"rougeL": test, "exact_match": 0.0, "answer_loglik": -1.0}
+    return {**cell, "grid_version": ig.GRID_VERSION, "xpeft_decoder_version": xd.GRID_VERSION,
+            "macro": {"validation": {**macro, "rougeL": val}, "test": macro},
+            "trainable_entries": 600, **extra}
+
+
+def test_the_bank_comes_first_and_each_cell_trains_one_task():
+    todo = xd.planned({}, "o")
+    assert [c["id"] for c in todo] == [f"bank-{xd.short(t)}" for t in xd.BANK_TASKS]
+    config = ig.make_config(todo[0]["overrides"])
+    assert list(config.data.instruct.tasks) == [xd.BANK_TASKS[0]]
+    assert list(config.data.instruct.heldout_tasks) == []
+    assert config.data.instruct.train_per_task == xd.BANK_ROWS
+    assert (config.method.name, config.method.peft.adapter_variant) == ("adapter", "pfeiffer")
+    assert list(config.instruct_eval.splits) == ["validation", "test"]
+    cells = {c["id"]: fake(c, 10.0) for c in todo}
+    todo = xd.planned(cells, "o", ("model.name=\"m\"",))
+    task = xd.PROFILE_TASKS[0]
+    xp = next(c for c in todo if c["method"] == "xpeft_hard_k2_sum" and c["task"] == task)
+    config = ig.make_config(xp["overrides"])
+    assert config.method.xpeft.pool == xd.bank_path("o") and config.method.xpeft.k == 2
+    assert config.method.xpeft.mixing == "sum" and config.model.name == "m"
+    assert list(config.data.instruct.tasks) == [task]
+    assert "--set 'model.name=\"m\"'" in xp["command"]
+    # no second seed before the rate is chosen; then only at the chosen rate
+    assert all(c["seed"] == 0 for c in todo)
+    for lr, val in zip(xd.PROFILE_METHODS["adapter"][1], (30.0, 20.0), strict=True):
+        c = xd.profile_cell(task, "adapter", lr, 0, "o")
+        cells[c["id"]] = fake(c, val)
+    seeds = [c for c in xd.planned(cells, "o") if c["method"] == "adapter" and c["seed"] == 1]
+    assert [(c["task"], c["lr"]) for c in seeds] == [(task, xd.PROFILE_METHODS["adapter"][1][0])]
+
+
+def test_report_table_and_one_bank(tmp_path):
+    task = xd.PROFILE_TASKS[0]
+    cells = {}
+    for t in xd.BANK_TASKS:
+        c = xd.bank_cell(t, "o")
+        cells[c["id"]] = fake(c, 50.0)
+    lo, hi = xd.PROFILE_METHODS["xpeft_soft"][1]
+    for lr, seed, val, test in ((lo, 0, 20.0, 30.0), (hi, 0, 25.0, 35.0), (hi, 1, 0.0, 45.0)):
+        c = xd.profile_cell(task, "xpeft_soft", lr, seed, "o")
+        cells[c["id"]] = fake(c, val, test, bank_fingerprint="f" * 64)
+    z = xd.profile_cell(task, "zero_shot", None, 0, "o")
+    cells[z["id"]] = fake(z, 5.0, 10.0)
+    rep = xd.report(cells)
+    soft = rep["profiles"][task]["xpeft_soft"]
+    assert soft["lr"] == hi and [s["rougeL"] for s in soft["test"]] == [35.0, 45.0]
+    assert rep["bank_fingerprint"] == "f" * 64 and len(rep["bank"]) == len(xd.BANK_TASKS)
+    text = xd.table(rep)
+    assert f"| xpeft_soft | 40.0 (n=2) | {hi:.0e} ({lo:.0e}: 20.0, {hi:.0e}: 25.0) |" in text
+    assert "| zero_shot | 10.0 (n=1) | – |" in text
+    other = xd.profile_cell(task, "xpeft_soft", lo, 1, "o")
+    cells[other["id"]] = fake(other, 1.0, bank_fingerprint="e" * 64)
+    with pytest.raises(SystemExit, match="different banks"):
+        xd.report(cells)
+
+
+@pytest.mark.slow
+def test_the_grid_runs_on_a_tiny_decoder(tiny_decoder_dir, tmp_path, monkeypatch):
+    names = ("banka", "bankb", "profc")
+    for name in names:
+        write_bigbench_task(tmp_path / "ni", name, n=24, prefix=f"Definition: Task {name}.")
+    monkeypatch.setattr(xd, "BANK_TASKS", names[:2])
+    monkeypatch.setattr(xd, "PROFILE_TASKS", names[2:])
+    monkeypatch.setattr(xd, "BANK_ROWS", 8)
+    monkeypatch.setattr(xd, "PROFILE_ROWS", 8)
+    monkeypatch.setattr(xd, "PROFILE_METHODS", {
+        "adapter": (xd.ADAPTER, (1e-3,)),
+        "xpeft_hard_k2_sum": (xd.PROFILE_METHODS["xpeft_hard_k2_sum"][0], (1e-2,))})
+    out = str(tmp_path / "out")
+    sets = [f'model.name="{tiny_decoder_dir}"', f'data.instruct.dir="{tmp_path}/ni"',
+            f'data.cache_dir="{tmp_path}/cache"', "data.max_length=96",
+            "data.buckets=[64, 96]", "data.instruct.validation_per_task=4",
+            "data.instruct.test_per_task=4", "instruct_eval.max_new_tokens=4"]
+    argv = ["--out", out, "--workroot", str(tmp_path / "work"),
+            *[x for s in sets for x in ("--set", s)]]
+    xd.main(argv)
+    cells = xd.load_cells(out)
+    assert set(cells) == {"bank-banka", "bank-bankb", "profc-zero_shot-s0",
+                          "profc-adapter-lr1e-03-s0", "profc-adapter-lr1e-03-s1",
+                          "profc-xpeft_hard_k2_sum-lr1e-02-s0",
+                          "profc-xpeft_hard_k2_sum-lr1e-02-s1"}
+    bank = load_bank(xd.bank_path(out))
+    assert bank.size == 2
+    assert [s["validation_rougeL"] for s in bank.metadata["adapter_scores"]] == [
+        cells[f"bank-{xd.short(t)}"]["macro"]["validation"]["rougeL"] for t in names[:2]]
+    xp = [c for c in cells.values() if c["method"] == "xpeft_hard_k2_sum"]
+    assert {c["bank_fingerprint"] for c in xp} == {bank.fingerprint}
+    rep = json.load(open(os.path.join(out, "report.json")))
+    assert rep["profiles"]["profc"]["adapter"]["lr"] == 1e-3

@@ -18,6 +18,9 @@ METHOD_ORDER = ("full", "head_only", "bitfit", "random_mask", "fish", "ird", "si
                 "adapter_pfeiffer",
                 *(f"xpeft_{pool}_{variant}_n{n}" for pool in ("random", "trained")
                   for n in (8, 32) for variant in ("soft", "hard")),
+                "fish_reference",
+                *(f"{m}_b{p}" for m in ("fish", "random_mask", "ird", "sift")
+                  for p in ("0.1", "2", "5")),
                 "xpeft_soft", "xpeft_hard_k1", "xpeft_hard_k2_mean", "xpeft_hard_k2_sum",
                 "xpeft_hard_k4_mean", "xpeft_hard_k4_sum")
 

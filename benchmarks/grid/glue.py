@@ -108,6 +108,7 @@ from benchmarks.grid.cells import (
     score_of,
     trainable_fraction,
 )
+from configs import fish_reference as fish_reference_configs
 from configs import glue as glue_configs
 from fishjax.core.io import (
     atomic_write_bytes,
@@ -160,6 +161,24 @@ XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # at the PEFT init, as the FISH-Tuning paper does (and as their recorded cells ran); the
 # library's default became the Fisher after a warm-up, run here as `<m>_warmup`.
 AT_INIT = "method.peft.fisher_after_warmup=False"
+# minilm-l6 with a 2-way head: all parameters, the attention q/k/v/o kernels and biases
+# (SIFT's GLUE rule) and the classifier; `<m>_b<percent>` trains that share of all parameters.
+MINILM_PARAMS, MINILM_ATTENTION, MINILM_HEAD = 22_713_986, 6 * 4 * (384 * 384 + 384), 770
+CURVE_BUDGETS = (0.1, 2.0, 5.0)  # percent; 0.5 is the grid's own budget
+
+
+def sift_rate(percent: float) -> float:
+    """SIFT's per-tensor rate whose attention entries + the head make `percent`% of all
+    parameters (0.5% -> 0.0318, METHOD_OVERRIDES)."""
+    return (percent / 100 * MINILM_PARAMS - MINILM_HEAD) / MINILM_ATTENTION
+
+
+BUDGET_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    **{f"{m}_b{p:g}": (m, (f"method.keep_ratio={p / 100}",))
+       for m in ("fish", "random_mask", "ird") for p in CURVE_BUDGETS},
+    **{f"sift_b{p:g}": ("sift", (f"method.sift.rate={sift_rate(p):.6f}",))
+       for p in CURVE_BUDGETS},
+}
 XPEFT_MIXING_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "xpeft_soft": ("xpeft", ("method.xpeft.variant=soft",)),
     "xpeft_hard_k1": ("xpeft", ("method.xpeft.variant=hard", "method.xpeft.k=1")),
@@ -182,11 +201,18 @@ METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         f"method.xpeft.pool_size={n}" if pool == "random" else
         f"method.xpeft.pool={XPEFT_BANKS.replace('{n}', str(n))}"))
        for pool in ("random", "trained") for variant in ("soft", "hard") for n in (8, 32)},
+    # The budget curves: the mask methods at other fractions of all parameters (head in
+    # the budget, as the 0.5% cells), SIFT at the rate giving the same count.
+    **BUDGET_VARIANTS,
+    # FISH with the reference's recipe: its config is configs/fish_reference.py (CONFIG_OF).
+    "fish_reference": ("fish", ()),
     # X-PEFT over the pool that --set method.xpeft.pool names (benchmarks/xpeft/xpeft_eval.py):
     # soft, or hard with K adapters per layer mixed by their mean or their sum (K = 1: one
     # adapter, the two are the same).
     **XPEFT_MIXING_VARIANTS,
 }
+# Grid methods whose base config is not configs/glue.py's (their whole recipe).
+CONFIG_OF = {"fish_reference": fish_reference_configs.get_config}
 # Peak learning rate per method (--method_lr); see the docstring's protocol.
 DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"
                      "lora=5e-4,lora_fish=5e-4,dora=5e-4,dora_fish=5e-4,adapter=1e-3,"
@@ -323,14 +349,15 @@ def cell_overrides(method: str, args) -> list[str]:
 
 
 def cell_config(task: str, method: str, seed: int, args):
-    config = glue_configs.get_config(task)
+    config = CONFIG_OF.get(method, glue_configs.get_config)(task)
     config.seed = seed
     config.method.name = base_method(method)
     config.model.name = args.model
     if args.glue_dir:
         config.data.dir = os.path.join(args.glue_dir, get_task(task).glue_folder)
     lrs = dict(item.split("=") for item in args.method_lr.split(",") if item)
-    lr = lrs.get(method, lrs.get(base_method(method)))
+    # a method with its own config keeps that config's rate unless --method_lr names it
+    lr = lrs.get(method) if method in CONFIG_OF else lrs.get(method, lrs.get(base_method(method)))
     if lr is not None:
         config.train.learning_rate = float(lr)
     for assignment in cell_overrides(method, args):  # `{task}`: the cell's task

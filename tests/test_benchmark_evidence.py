@@ -1,0 +1,103 @@
+"""benchmarks/grid/evidence.py and the grid methods it adds to glue.py: budget variants at the
+right counts, the FISH reference recipe as a grid method, budget cells at the rate their 0.5%
+method chose, and the report (tables, claims, the log-x curve) from results files only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import pytest
+
+from benchmarks.grid import evidence, glue
+from benchmarks.grid import validation_protocol as vp
+
+
+def test_budget_variants_train_their_share_of_the_parameters():
+    args = glue.parse_args(["--tasks", "sst2", "--train_subset", "none"])
+    assert glue.cell_config("sst2", "fish_b2", 0, args).method.keep_ratio == 0.02
+    assert glue.cell_config("sst2", "random_mask_b0.1", 0, args).method.keep_ratio == 0.001
+    sift = glue.cell_config("sst2", "sift_b5", 0, args).method.sift
+    entries = sift.rate * glue.MINILM_ATTENTION + glue.MINILM_HEAD
+    assert entries == pytest.approx(0.05 * glue.MINILM_PARAMS, rel=1e-5)
+    assert sift.head_regex == "^classifier/"  # METHOD_OVERRIDES["sift"] still applies
+    assert glue.sift_rate(0.5) == pytest.approx(0.0318, abs=1e-4)  # the grid's own rate
+
+
+def test_fish_reference_is_the_reference_recipe_not_the_grid_rate():
+    args = glue.parse_args(["--tasks", "mrpc", "--train_subset", "none"])
+    config = glue.cell_config("mrpc", "fish_reference", 0, args)
+    t = config.train
+    assert (t.learning_rate, t.batch_size, t.num_epochs, t.warmup_ratio) == (5e-5, 16, 7.0, 0.0)
+    assert config.method.name == "fish" and config.method.fisher.mode == "empirical"
+    assert config.method.budget_rounding == "floor"
+    named = glue.parse_args(["--tasks", "mrpc", "--method_lr", "fish_reference=1e-4"])
+    assert glue.cell_config("mrpc", "fish_reference", 0, named).train.learning_rate == 1e-4
+
+
+def _args(out):
+    return argparse.Namespace(out=out, model="minilm-l6", glue_dir="g", set=["a=1"])
+
+
+def _selection(task, method, lr, dev):
+    return {"chosen_lr": lr, "validation_by_lr": {vp.lr_id(lr): 0.8}, "dev_scores": dev,
+            "majority_dev": 0.5, "at_majority": False}
+
+
+def _cell(task, method, lr, seed, dev, entries):
+    return {"status": "ok", "task": task, "method": method, "seed": seed, "learning_rate": lr,
+            "main_metric": "accuracy", "final": {"accuracy": dev}, "trainable_entries": entries,
+            "total_params": glue.MINILM_PARAMS}
+
+
+def test_budget_cells_wait_for_and_inherit_the_main_rates(tmp_path):
+    out = str(tmp_path)
+    assert evidence.inherited_rates(out) is None
+    sel = {"sst2": {m: _selection("sst2", m, 6e-4, [0.8]) for m in evidence.CURVE_METHODS}}
+    sel["sst2"]["ird"]["chosen_lr"] = None  # not chosen yet
+    os.makedirs(f"{out}/main")
+    json.dump({"cells": {}, "selection": sel}, open(f"{out}/main/results.json", "w"))
+    assert evidence.inherited_rates(out) is None
+    sel["sst2"]["ird"]["chosen_lr"] = 2e-3
+    json.dump({"cells": {}, "selection": sel}, open(f"{out}/main/results.json", "w"))
+    grid = vp.parse_lr_grid(evidence.inherited_rates(out))
+    assert grid["fish_b0.1"] == (6e-4,) and grid["ird_b5"] == (2e-3,)
+    argv = evidence.part_argv("budget", _args(out), evidence.inherited_rates(out))
+    assert argv[argv.index("--seeds") + 1] == evidence.BUDGET_SEEDS
+    assert argv[argv.index("--out") + 1] == f"{out}/budget" and argv[-2:] == ["--set", "a=1"]
+    ref = evidence.part_argv("reference", _args(out))
+    assert ref[ref.index("--lr_grid") + 1] == "fish_reference=5e-5"
+
+
+def test_report_claims_and_curve_from_the_results_files(tmp_path):
+    out = str(tmp_path)
+    main_cells, main_sel = {}, {"sst2": {}, "mrpc": {}}
+    devs = {"full": 0.90, "fish": 0.86, "random_mask": 0.80, "ird": 0.85, "sift": 0.88,
+            "lora": 0.87, "lora_fish_warmup": 0.88}
+    for m, d in devs.items():
+        for task in ("sst2", "mrpc"):
+            main_sel[task][m] = _selection(task, m, 6e-4, [d, d + 0.02])
+            for s in (0, 1):
+                main_cells[vp.cell_id(task, m, 6e-4, s)] = _cell(task, m, 6e-4, s, d, 113_570)
+    budget_cells, budget_sel = {}, {"sst2": {}}
+    for name in evidence.budget_methods():
+        budget_sel["sst2"][name] = _selection("sst2", name, 6e-4, [0.7])
+        budget_cells[vp.cell_id("sst2", name, 6e-4, 0)] = _cell("sst2", name, 6e-4, 0, 0.7,
+                                                                 22_714)
+    for part, cells, sel in (("main", main_cells, main_sel), ("budget", budget_cells,
+                                                               budget_sel)):
+        os.makedirs(f"{out}/{part}")
+        json.dump({"cells": cells, "selection": sel}, open(f"{out}/{part}/results.json", "w"))
+    rep = evidence.main(["--out", out, "--report"])
+    fish_vs_random = next(c for c in rep["claims"] if c["a"] == "fish" and c["task"] == "sst2")
+    assert fish_vs_random["difference"] == pytest.approx(6.0)
+    fish = [p for p in rep["curve"] if p["method"] == "fish"]
+    assert [p["percent"] for p in fish] == [0.5, 0.1, 2.0, 5.0]
+    assert fish[0]["fraction"] == pytest.approx(113_570 / glue.MINILM_PARAMS)
+    assert fish[0]["dev_mean"] == pytest.approx(0.87)
+    assert os.path.getsize(f"{out}/budget_curve.png") > 0
+    text = evidence.readme_text(rep)
+    assert "SST-2 (4,000 rows) and MRPC (28 cells)" in text
+    assert "| FISH vs random mask at equal count | sst2 | fish 87.0 ± 1.0 |" in text
+    assert json.load(open(f"{out}/report.json")) == json.loads(json.dumps(rep))

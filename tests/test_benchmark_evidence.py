@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.grid import evidence, glue
 from benchmarks.grid import validation_protocol as vp
+from configs import fish_reference
 
 
 def test_budget_variants_train_their_share_of_the_parameters():
@@ -32,8 +33,11 @@ def test_fish_reference_is_the_reference_recipe_not_the_grid_rate():
     assert (t.learning_rate, t.batch_size, t.num_epochs, t.warmup_ratio) == (5e-5, 16, 7.0, 0.0)
     assert config.method.name == "fish" and config.method.fisher.mode == "empirical"
     assert config.method.budget_rounding == "floor"
-    named = glue.parse_args(["--tasks", "mrpc", "--method_lr", "fish_reference=1e-4"])
-    assert glue.cell_config("mrpc", "fish_reference", 0, named).train.learning_rate == 1e-4
+    # every field configs/fish_reference.py sets, and only those, as recorded overrides
+    reference = fish_reference.get_config("mrpc")
+    assert config.to_dict() == {**reference.to_dict(), "seed": 0,
+                                "model": config.model.to_dict(), "data": config.data.to_dict()}
+    assert "train.learning_rate=5e-05" in glue.cell_overrides("fish_reference", args)
 
 
 def _args(out):

@@ -161,6 +161,22 @@ XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # at the PEFT init, as the FISH-Tuning paper does (and as their recorded cells ran); the
 # library's default became the Fisher after a warm-up, run here as `<m>_warmup`.
 AT_INIT = "method.peft.fisher_after_warmup=False"
+def _flat(node, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if hasattr(value, "items"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def recipe_overrides(recipe, base, task: str = "rte") -> tuple[str, ...]:
+    """The `key=value` assignments that turn config `base(task)` into `recipe(task)`."""
+    want, have = _flat(recipe(task)), _flat(base(task))
+    return tuple(f"{k}={want[k]!r}" for k in sorted(want) if want[k] != have.get(k))
+
+
 # minilm-l6 with a 2-way head: all parameters, the attention q/k/v/o kernels and biases
 # (SIFT's GLUE rule) and the classifier; `<m>_b<percent>` trains that share of all parameters.
 MINILM_PARAMS, MINILM_ATTENTION, MINILM_HEAD = 22_713_986, 6 * 4 * (384 * 384 + 384), 770
@@ -204,15 +220,15 @@ METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # The budget curves: the mask methods at other fractions of all parameters (head in
     # the budget, as the 0.5% cells), SIFT at the rate giving the same count.
     **BUDGET_VARIANTS,
-    # FISH with the reference's recipe: its config is configs/fish_reference.py (CONFIG_OF).
-    "fish_reference": ("fish", ()),
+    # FISH with the reference's recipe: what configs/fish_reference.py changes from
+    # configs/glue.py, as overrides (so a merged cell is still recognised by them).
+    "fish_reference": ("fish", recipe_overrides(fish_reference_configs.get_config,
+                                                glue_configs.get_config)),
     # X-PEFT over the pool that --set method.xpeft.pool names (benchmarks/xpeft/xpeft_eval.py):
     # soft, or hard with K adapters per layer mixed by their mean or their sum (K = 1: one
     # adapter, the two are the same).
     **XPEFT_MIXING_VARIANTS,
 }
-# Grid methods whose base config is not configs/glue.py's (their whole recipe).
-CONFIG_OF = {"fish_reference": fish_reference_configs.get_config}
 # Peak learning rate per method (--method_lr); see the docstring's protocol.
 DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"
                      "lora=5e-4,lora_fish=5e-4,dora=5e-4,dora_fish=5e-4,adapter=1e-3,"
@@ -349,15 +365,14 @@ def cell_overrides(method: str, args) -> list[str]:
 
 
 def cell_config(task: str, method: str, seed: int, args):
-    config = CONFIG_OF.get(method, glue_configs.get_config)(task)
+    config = glue_configs.get_config(task)
     config.seed = seed
     config.method.name = base_method(method)
     config.model.name = args.model
     if args.glue_dir:
         config.data.dir = os.path.join(args.glue_dir, get_task(task).glue_folder)
     lrs = dict(item.split("=") for item in args.method_lr.split(",") if item)
-    # a method with its own config keeps that config's rate unless --method_lr names it
-    lr = lrs.get(method) if method in CONFIG_OF else lrs.get(method, lrs.get(base_method(method)))
+    lr = lrs.get(method, lrs.get(base_method(method)))
     if lr is not None:
         config.train.learning_rate = float(lr)
     for assignment in cell_overrides(method, args):  # `{task}`: the cell's task

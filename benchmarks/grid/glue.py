@@ -66,7 +66,13 @@ Fisher scoring make the real run longer. It has not been run here; its scores wo
 comparable with the 3-epoch table.
 
 Methods may also be `METHOD_VARIANTS` names (`lora_fish_random`, `adapter_fish_reversed`,
-...): a registered method with fixed overrides, recorded under the variant's name. On a GPU,
+...): a registered method with fixed overrides, recorded under the variant's name. Among
+them: `<m>_b<percent>` (fish, random_mask, ird, sift at 0.1%, 2% or 5% of all parameters,
+SIFT's rate matched to the count), `fish_reference` (configs/fish_reference.py's recipe as
+overrides) and `xpeft_soft` / `xpeft_hard_k<K>[_mean|_sum]` (X-PEFT over the pool given by
+`--set method.xpeft.pool=...`; `{task}` in a --set value is the cell's task).
+`--row_split task=PATH,...` trains each cell of that task on a `fishjax.data.row_split` file's
+rows (with `--select_on=validation`, the file's validation rows replace the carved split). On a GPU,
 split a grid over several processes with their own `--out` and merge them with
 `benchmarks/grid/merge_results.py`; each cell records its `device`.
 

@@ -127,6 +127,7 @@ from fishjax.data import get_task
 from fishjax.data.row_split import load_row_split
 from fishjax.methods import available_methods
 from fishjax.train.trainer import train_and_evaluate
+from fishjax.train.workdir import flatten_config
 
 log = logging.getLogger("fishjax.benchmarks")
 
@@ -167,19 +168,10 @@ XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # at the PEFT init, as the FISH-Tuning paper does (and as their recorded cells ran); the
 # library's default became the Fisher after a warm-up, run here as `<m>_warmup`.
 AT_INIT = "method.peft.fisher_after_warmup=False"
-def _flat(node, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if hasattr(value, "items"):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def recipe_overrides(recipe, base, task: str = "rte") -> tuple[str, ...]:
     """The `key=value` assignments that turn config `base(task)` into `recipe(task)`."""
-    want, have = _flat(recipe(task)), _flat(base(task))
+    want = flatten_config(recipe(task).to_dict())
+    have = flatten_config(base(task).to_dict())
     return tuple(f"{k}={want[k]!r}" for k in sorted(want) if want[k] != have.get(k))
 
 

@@ -63,12 +63,13 @@ def config_json(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict (a config's `to_dict()`) as {dotted field: value}."""
     if not isinstance(d, dict):
         return {prefix: d}
     out: dict[str, Any] = {}
     for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        out.update(flatten_config(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
 
 
@@ -76,7 +77,7 @@ def differing_fields(old: dict, new: dict, ignore: Sequence[str] = ()
                      ) -> list[tuple[str, Any, Any]]:
     """(field, old value, new value) of every field that differs and is not neutral (nor
     in a section of `ignore`)."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten_config(old), flatten_config(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not is_result_neutral(k, ignore)
             and not (k not in a and (b[k] in (None, [])  # a field added since, left off

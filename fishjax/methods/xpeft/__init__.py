@@ -24,6 +24,10 @@ available to us: EVERY DEFAULT BELOW IS OURS.
   (K = `xpeft.k`, default ceil(N/2)), the mean of the selected adapters, gradients to S by
   a straight-through estimator through softmax(S). `"sigmoid"`: the adapters with S > 0,
   their mean, straight-through through sigmoid(S) (a variable count).
+  `xpeft.mixing` (hard, sigmoid): the selected adapters' "mean" (default) or "sum"; the
+  paper's available text does not fix it; fishjax/params/xpeft.py has the measurement
+  behind the default (the mean keeps a random bank's effect at about 1/K of one adapter's,
+  the sum stacks it) and the experiment compares both (benchmarks/xpeft/xpeft_eval.py).
   `harden_at_end=True` (soft only): train soft, then ship the top K of the learned
   weights as a hard profile; the run's `deployed_eval` is that hard profile's dev score.
 - Scores start at U(+-`score_init_scale`) (0.01; seeded by the run), train with the

@@ -75,8 +75,8 @@ def _glue_dir(tmp_path):
 @pytest.mark.slow
 def test_xpeft_eval_end_to_end_on_a_tiny_encoder(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(xpeft_eval, "TASKS", {
-        "sst2": {"profile": 12, "validation": 8, "shards": 2, "shard_rows": 10},
-        "mrpc": {"profile": 12, "validation": 8, "shards": 2, "shard_rows": None}})
+        "sst2": {"profile": 12, "validation": 8, "shards": 2, "shard_rows": 10, "epochs": 1},
+        "mrpc": {"profile": 12, "validation": 8, "shards": 2, "shard_rows": None, "epochs": 1}})
     monkeypatch.setattr(xpeft_eval, "PROFILE_METHODS", ("head_only", "xpeft_hard_k2_sum"))
     monkeypatch.setattr(xpeft_eval, "LEAVE_OUT_METHODS", ("xpeft_soft",))
     monkeypatch.setattr(xpeft_eval, "SEEDS", "0,1")
@@ -111,10 +111,23 @@ def test_xpeft_eval_end_to_end_on_a_tiny_encoder(tiny_model_dir, tmp_path, monke
             ref = manifest["adapters"][name.split("-")[0] + "-reference"]["score"]
             assert a["of_reference"] == pytest.approx(a["score"] / ref)
     # a clone holds the banks, not the adapters' run folders: nothing is retrained
-    assert xpeft_eval.banks_intact(manifest)
+    args = xpeft_eval.parse_args(argv)
+    assert xpeft_eval.banks_intact(manifest, out, args)
     shutil.rmtree(f"{out}/adapters")
     xpeft_eval.main([*argv, "--step", "bank"])
     assert not os.path.exists(f"{out}/adapters")
+    # another design (here: the SST-2 shards' rows) retrains, and the profile grids that
+    # ran on the old banks refuse to go on
+    monkeypatch.setitem(xpeft_eval.TASKS["sst2"], "shard_rows", 8)
+    xpeft_eval.main([*argv, "--step", "rows"])
+    assert not xpeft_eval.banks_intact(manifest, out, args)
+    retrained = xpeft_eval.main([*argv, "--step", "bank"])
+    changed = [n for n, a in retrained["adapters"].items()
+               if a["key"] != manifest["adapters"][n]["key"]]
+    assert sorted(changed) == ["sst2-reference", "sst2-shard0", "sst2-shard1"]
+    assert retrained["banks"]["all"]["fingerprint"] != manifest["banks"]["all"]["fingerprint"]
+    with pytest.raises(SystemExit, match="ran on other banks"):
+        xpeft_eval.main([*argv, "--step", "in_bank"])
     # the profile grids trained on the profile rows, rates chosen on validation
     in_bank = json.load(open(f"{out}/in_bank/results.json"))
     for cell in in_bank["cells"].values():

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from typing import Any
 
@@ -67,10 +68,10 @@ log = logging.getLogger("fishjax.benchmarks")
 DEFAULT_OUT = "benchmarks/results/xpeft_eval"
 README_BLOCK = "xpeft-eval"
 # Rows per task: the profile's training and validation rows, the bank's shards (None: the
-# rest of the training split, cut evenly).
+# rest of the training split, cut evenly), and the bank adapters' epochs.
 TASKS: dict[str, dict[str, Any]] = {
-    "sst2": {"profile": 1000, "validation": 500, "shards": 4, "shard_rows": 2000},
-    "mrpc": {"profile": 800, "validation": 400, "shards": 4, "shard_rows": None},
+    "sst2": {"profile": 1000, "validation": 500, "shards": 4, "shard_rows": 2000, "epochs": 3},
+    "mrpc": {"profile": 800, "validation": 400, "shards": 4, "shard_rows": None, "epochs": 3},
 }
 SHARD_METHOD = "adapter_pfeiffer"
 POOLING = "model.pooling=mean"
@@ -117,7 +118,8 @@ def write_splits(out: str, task: str, glue_dir: str) -> dict[str, Any]:
     """The task's row split files (profile with validation rows, each shard, all shards)."""
     spec = get_task(task)
     n = len(load_split(spec, spec.train_split, os.path.join(glue_dir, spec.glue_folder)))
-    parts = partition(n, **TASKS[task])
+    parts = partition(n, **{k: TASKS[task][k] for k in ("profile", "validation", "shards",
+                                                          "shard_rows")})
     paths = split_paths(out, task)
     save_row_split(paths["profile"], make_row_split(parts["profile"],
                                                     validation=parts["validation"]))
@@ -143,49 +145,60 @@ def _grid_args(args) -> Any:
                             "--train_subset", "none", *_sets(args)])
 
 
+def adapter_key(task: str, row_split: str, args) -> dict[str, Any]:
+    """What an adapter run depends on beyond the code: its rows, epochs and overrides."""
+    return {"row_split_sha256": file_sha256(row_split), "epochs": TASKS[task]["epochs"],
+            "model": args.model, "sets": list(args.set)}
+
+
 def train_adapter(task: str, row_split: str, workdir: str, args) -> dict[str, Any]:
-    """An `adapter_pfeiffer` run on `row_split`'s rows (skipped when finished); its record."""
+    """An `adapter_pfeiffer` run on `row_split`'s rows in a fresh `workdir`; its record."""
     config = glue.cell_config(task, SHARD_METHOD, 0, _grid_args(args))
     config.data.row_split = row_split
-    peft_file = os.path.join(workdir, PEFT_FILE)
+    config.train.num_epochs = float(TASKS[task]["epochs"])
+    shutil.rmtree(workdir, ignore_errors=True)  # a run of other rows or settings
     t0 = time.perf_counter()
-    results = os.path.join(workdir, "results.json")
-    res = read_json(results) if os.path.exists(results) and os.path.exists(peft_file) \
-        else train_and_evaluate(config, workdir)
-    spec = get_task(task)
-    return {"task": task, "row_split": row_split, "peft_file": peft_file,
-            "peft_sha256": file_sha256(peft_file), "dev": res["final_eval"],
-            "score": float(res["final_eval"][spec.main_metric]),
-            "wall_s": time.perf_counter() - t0}
+    res = train_and_evaluate(config, workdir)
+    peft_file = os.path.join(workdir, PEFT_FILE)
+    return {"task": task, "row_split": row_split, "key": adapter_key(task, row_split, args),
+            "peft_file": peft_file, "peft_sha256": file_sha256(peft_file),
+            "dev": res["final_eval"], "steps": res["total_steps"],
+            "score": float(res["final_eval"][get_task(task).main_metric]),
+            "wall_s": time.perf_counter() - t0, "machine": machine()}
 
 
-def shard_names() -> list[str]:
-    """Every bank shard, tasks interleaved (shard 0 of each task, then shard 1, ...)."""
-    return [f"{t}-shard{i}" for i in range(max(c["shards"] for c in TASKS.values()))
+def bank_todo(out: str) -> list[tuple[str, str, str]]:
+    """(task, adapter name, row split file) of every bank adapter: the shards, tasks
+    interleaved, then each task's reference."""
+    todo = [(t, f"{t}-shard{i}", split_paths(out, t)["shards"][i])
+            for i in range(max(c["shards"] for c in TASKS.values()))
             for t in TASKS if i < TASKS[t]["shards"]]
+    return todo + [(t, f"{t}-reference", split_paths(out, t)["reference"]) for t in TASKS]
 
 
-def banks_intact(manifest: dict[str, Any]) -> bool:
-    """Whether every bank the manifest lists is on disk with its recorded fingerprint (the
-    profile cells already run used those banks: they are committed, not retrained)."""
-    banks = manifest.get("banks") or {}
+def banks_intact(manifest: dict[str, Any], out: str, args) -> bool:
+    """Whether the banks the manifest lists are on disk with their recorded fingerprints and
+    every adapter was trained as the design now says (rows, epochs, overrides): then a
+    clone reuses them (the profile cells ran on exactly those) instead of retraining."""
+    banks, adapters = manifest.get("banks") or {}, manifest.get("adapters") or {}
     return bool(banks) and all(
+        name in adapters and adapters[name].get("key") == adapter_key(task, split, args)
+        for task, name, split in bank_todo(out)) and all(
         os.path.exists(b["path"]) and load_bank(b["path"]).fingerprint == b["fingerprint"]
         for b in banks.values())
 
 
 def build_bank(out: str, manifest: dict[str, Any], args) -> None:
     """Step 3: shard and reference adapters, then the banks; `manifest` updated in place."""
-    if banks_intact(manifest):  # a clone of the committed results: the banks are the data
+    if banks_intact(manifest, out, args):  # e.g. a clone of the committed results
         return
     adapters = manifest.setdefault("adapters", {})
     path = os.path.join(out, "manifest.json")
-    shards = shard_names()
-    todo = [(n.split("-")[0], n, split_paths(out, n.split("-")[0])["shards"][
-        int(n.rsplit("shard", 1)[1])]) for n in shards]
-    todo += [(t, f"{t}-reference", split_paths(out, t)["reference"]) for t in TASKS]
+    todo = bank_todo(out)
     for n, (task, name, split) in enumerate(todo):
-        if name in adapters and os.path.exists(adapters[name]["peft_file"]):
+        done = adapters.get(name)
+        if done and done.get("key") == adapter_key(task, split, args) \
+                and os.path.exists(done["peft_file"]):
             continue
         log.info("[%d/%d] adapter %s", n + 1, len(todo), name)
         adapters[name] = train_adapter(task, split, os.path.join(out, "adapters", name), args)
@@ -199,6 +212,7 @@ def build_bank(out: str, manifest: dict[str, Any], args) -> None:
             a["gain_of_reference"] = (a["score"] - majority) / (ref - majority) \
                 if ref > majority else None
             a["meets_goal"] = a["of_reference"] >= BANK_GOAL
+    shards = [name for _, name, _ in todo if "-shard" in name]
     banks = {"all": shards, **{f"without-{t}": [s for s in shards if not s.startswith(t + "-")]
                                for t in TASKS}}
     manifest["banks"] = {}
@@ -225,6 +239,19 @@ def profile_grid_argv(args, grid: str, methods: tuple[str, ...], report: bool = 
             "--train_subset", "none", *_sets(args), "--set", f"method.xpeft.pool={pool}",
             "--out", os.path.join(args.out, grid),
             *(["--report"] if report else [])]
+
+
+def pin_banks(out: str, grid: str, manifest: dict[str, Any]) -> None:
+    """Records the banks' fingerprints beside a profile grid's first cell; refuses to go on
+    with a grid whose cells ran on other banks (a rebuilt bank is not the one they mixed)."""
+    path = os.path.join(out, grid, "banks.json")
+    now = {k: b["fingerprint"] for k, b in manifest["banks"].items()}
+    if os.path.exists(path):
+        if read_json(path) != now:
+            raise SystemExit(f"{path}: the cells of {out}/{grid} ran on other banks than "
+                             f"{out}/manifest.json lists: move {out}/{grid} aside to rerun them")
+        return
+    atomic_write_json(path, now)
 
 
 # -- 5. report ---------------------------------------------------------------------------
@@ -294,7 +321,7 @@ def readme_table(rep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=cli.GLUE_DIR)
     p.add_argument("--model", default="minilm-l6")
@@ -307,7 +334,11 @@ def main(argv=None) -> dict:
     p.add_argument("--compilation_cache", default=glue.DEFAULT_COMPILATION_CACHE)
     cli.add_readme(p, README_BLOCK, report="only rebuild report.json (and --readme) from "
                    "the files under --out")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("fishjax").setLevel(logging.INFO)
     manifest_path = os.path.join(args.out, "manifest.json")
@@ -351,10 +382,10 @@ def main(argv=None) -> dict:
             atomic_write_json(manifest_path, manifest)
     if "bank" in run:
         build_bank(args.out, manifest, args)
-    if "in_bank" in run:
-        glue.main(profile_grid_argv(args, "in_bank", PROFILE_METHODS))
-    if "leave_out" in run:
-        glue.main(profile_grid_argv(args, "leave_out", LEAVE_OUT_METHODS))
+    for grid, methods in (("in_bank", PROFILE_METHODS), ("leave_out", LEAVE_OUT_METHODS)):
+        if grid in run:
+            pin_banks(args.out, grid, manifest)
+            glue.main(profile_grid_argv(args, grid, methods))
     return manifest
 
 

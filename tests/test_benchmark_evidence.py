@@ -13,6 +13,7 @@ import pytest
 from benchmarks.grid import evidence, glue
 from benchmarks.grid import validation_protocol as vp
 from configs import fish_reference
+from fishjax.data.row_split import make_row_split, save_row_split
 
 
 def test_budget_variants_train_their_share_of_the_parameters():
@@ -105,3 +106,19 @@ def test_report_claims_and_curve_from_the_results_files(tmp_path):
     assert "SST-2 (4,000 rows) and MRPC (28 cells)" in text
     assert "| FISH vs random mask at equal count | sst2 | fish 87.0 ± 1.0 |" in text
     assert json.load(open(f"{out}/report.json")) == json.loads(json.dumps(rep))
+
+
+def test_validation_grid_refuses_cells_run_another_way(tmp_path):
+    out = str(tmp_path / "out")
+    split = save_row_split(str(tmp_path / "s.json"), make_row_split([0, 1], validation=[2]))
+    cell = {"status": "ok", "task": "rte", "method": "full", "seed": 0, "learning_rate": 1e-4,
+            "main_metric": "accuracy", "overrides": ["train.num_epochs=1"],
+            "row_split": {"path": split, "sha256": "0" * 64}}
+    os.makedirs(out)
+    json.dump({"cells": {"rte-full-lr0.0001-s0": cell}}, open(f"{out}/results.json", "w"))
+    argv = ["--select_on", "validation", "--tasks", "rte", "--methods", "full", "--out", out,
+            "--train_subset", "none", "--row_split", f"rte={split}", "--estimate"]
+    with pytest.raises(SystemExit, match="ran with overrides"):
+        glue.main(argv)
+    with pytest.raises(SystemExit, match="other rows"):
+        glue.main([*argv, "--set", "train.num_epochs=1"])

@@ -143,3 +143,20 @@ def test_xpeft_eval_end_to_end_on_a_tiny_encoder(tiny_model_dir, tmp_path, monke
     table = xpeft_eval.readme_table(rep)
     assert "| head_only |" in table and "| xpeft_soft (bank without the task) |" in table
     assert rep["tasks"]["sst2"]["head_converged"] in (True, False)
+
+
+def test_profile_grids_are_pinned_to_their_banks(tmp_path):
+    out = str(tmp_path)
+    with pytest.raises(SystemExit, match="run --step bank first"):
+        xpeft_eval.pin_banks(out, "in_bank", {})
+    manifest = {"banks": {"all": {"fingerprint": "a" * 64}}}
+    os.makedirs(f"{out}/in_bank")
+    (tmp_path / "in_bank" / "results.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no banks.json"):  # cells from before the pin
+        xpeft_eval.pin_banks(out, "in_bank", manifest)
+    os.remove(f"{out}/in_bank/results.json")
+    xpeft_eval.pin_banks(out, "in_bank", manifest)
+    xpeft_eval.pin_banks(out, "in_bank", manifest)  # the same banks: goes on
+    manifest["banks"]["all"]["fingerprint"] = "b" * 64
+    with pytest.raises(SystemExit, match="ran on other banks"):
+        xpeft_eval.pin_banks(out, "in_bank", manifest)

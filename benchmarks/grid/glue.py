@@ -120,6 +120,7 @@ from fishjax.core.io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    file_sha256,
     read_json,
 )
 from fishjax.core.progress import logs_above, progress_bar
@@ -163,7 +164,9 @@ XPEFT_BANKS = "benchmarks/results/xpeft_banks/{task}-n{n}.safetensors"
 # budget as `<m>`, entries picked at random or by the lowest Fisher scores) and its
 # warm-up variant. They always get these overrides (also with --no_method_overrides: they
 # define the method), before --set, and the base method's learning rate unless
-# --method_lr names them.
+# --method_lr names them; a variant whose overrides set train.learning_rate
+# (`fish_reference`) keeps that rate in the fixed-rate protocol, and with
+# --select_on=validation runs its LR_GRIDS entry (the recipe's rate alone).
 # The grid's `lora_fish`, `adapter_fish`, `dora_fish` and their baselines score the Fisher
 # at the PEFT init, as the FISH-Tuning paper does (and as their recorded cells ran); the
 # library's default became the Fisher after a warm-up, run here as `<m>_warmup`.
@@ -440,6 +443,8 @@ def run_cell(task: str, method: str, seed: int, args, config=None, cid: str | No
         "overrides": cell_overrides(method, args),
         "train_subset": read_json(subset_manifest) if config.data.dir
         and os.path.exists(subset_manifest) else None,
+        "row_split": None if not config.data.row_split else {
+            "path": config.data.row_split, "sha256": file_sha256(config.data.row_split)},
         "quick": bool(getattr(args, "quick", False)),
         "device": device_label(),
         "workdir": workdir,
@@ -630,6 +635,25 @@ def _warn_mismatched(cells: dict[str, dict], grid, args) -> None:
                         "results.json to rerun)", cell_id(*g), c.get("overrides"), want)
 
 
+def _refuse_changed(cells: dict[str, dict], tasks, methods, args) -> None:
+    """--select_on=validation resumes only cells run as this command would run them: the
+    same overrides and the same row split file (its content)."""
+    for cid, c in cells.items():
+        if c.get("status") != "ok" or c.get("task") not in tasks or c.get("method") \
+                not in methods:
+            continue
+        want = cell_overrides(c["method"], args)
+        if list(c.get("overrides", [])) != want:
+            raise SystemExit(f"{cid} in {args.out} ran with overrides {c.get('overrides')}, "
+                             f"this command has {want}: use another --out, or remove the "
+                             "cell from results.json to rerun it")
+        split = cell_config(c["task"], c["method"], c["seed"], args).data.row_split
+        have = (c.get("row_split") or {}).get("sha256")
+        if split and have is not None and have != file_sha256(split):
+            raise SystemExit(f"{cid} in {args.out} trained on other rows than {split} holds "
+                             "now: use another --out")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--glue_dir", default=None, help="folder with one subfolder per GLUE task")
@@ -730,6 +754,8 @@ def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dic
         return vp.grid_of(m, base_method(m), grids)
 
     cells = state["cells"]
+    if not args.report:
+        _refuse_changed(cells, tasks, methods, args)
     if args.estimate or not args.report:
         planned = vp.todo(tasks, methods, seeds, rates_of, cells)
         unchosen = [(t, m) for t in tasks for m in methods if vp.choose_lr(

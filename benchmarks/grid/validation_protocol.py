@@ -42,6 +42,8 @@ LR_GRIDS: dict[str, tuple[float, ...]] = {
     **{m: (2e-4, 6e-4, 2e-3) for m in ("fish", "random_mask", "bitfit", "ird", "sift",
                                        "lora", "lora_fish", "dora", "dora_fish")},
     **{m: (3e-4, 1e-3, 3e-3) for m in ("adapter", "adapter_fish", "xpeft", "head_only")},
+    # a recipe with its own rate (configs/fish_reference.py): that rate only
+    "fish_reference": (5e-5,),
 }
 FRACTION, CAP, SPLIT_SEED = 0.1, 500, 0
 

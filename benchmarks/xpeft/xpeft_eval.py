@@ -247,7 +247,12 @@ def pin_banks(out: str, grid: str, manifest: dict[str, Any]) -> None:
     """Records the banks' fingerprints beside a profile grid's first cell; refuses to go on
     with a grid whose cells ran on other banks (a rebuilt bank is not the one they mixed)."""
     path = os.path.join(out, grid, "banks.json")
+    if not manifest.get("banks"):
+        raise SystemExit(f"{grid}: no bank in {out}/manifest.json yet: run --step bank first")
     now = {k: b["fingerprint"] for k, b in manifest["banks"].items()}
+    if not os.path.exists(path) and os.path.exists(os.path.join(out, grid, "results.json")):
+        raise SystemExit(f"{out}/{grid} holds cells but no banks.json: which banks they "
+                         f"mixed is unknown; move {out}/{grid} aside to rerun them")
     if os.path.exists(path):
         if read_json(path) != now:
             raise SystemExit(f"{path}: the cells of {out}/{grid} ran on other banks than "
@@ -373,14 +378,17 @@ def main(argv=None) -> dict:
     if "probe" in run:
         manifest.setdefault("probe", {})
         for task in TASKS:
-            if task in manifest["probe"]:
-                continue
+            split = split_paths(args.out, task)["profile"]
+            key = {"profile_sha256": file_sha256(split), "model": args.model}
+            if task in manifest["probe"] and manifest.get("probe_key", {}).get(task) == key:
+                continue  # fitted on these very rows
             config = glue.cell_config(task, SHARD_METHOD, 0, _grid_args(args))
-            prof = np.asarray(read_json(split_paths(args.out, task)["profile"])["train"])
+            prof = np.asarray(read_json(split)["train"])
             res = frozen_probe.probe_rows(task, args.glue_dir, prof, config.data.max_length,
                                           model=args.model)
             manifest["probe"][task] = float(res["mean"]["dev"][get_task(task).main_metric])
             manifest.setdefault("probe_detail", {})[task] = res
+            manifest.setdefault("probe_key", {})[task] = key
             atomic_write_json(manifest_path, manifest)
     if "bank" in run:
         build_bank(args.out, manifest, args)

@@ -107,3 +107,9 @@ def test_the_grid_runs_on_a_tiny_decoder(tiny_decoder_dir, tmp_path, monkeypatch
     assert {c["bank_fingerprint"] for c in xp} == {bank.fingerprint}
     rep = json.load(open(os.path.join(out, "report.json")))
     assert rep["profiles"]["profc"]["adapter"]["lr"] == 1e-3
+    assert json.load(open(os.path.join(out, "bank.json")))["fingerprint"] == bank.fingerprint
+    # resumed only as planned: other overrides are refused, the same ones run nothing
+    with pytest.raises(SystemExit, match="ran with overrides"):
+        xd.main([*argv, "--set", "train.warmup_ratio=0.2"])
+    xd.main(argv)
+    assert xd.load_cells(out) == cells

@@ -20,10 +20,11 @@ the instruction, sequence length 224, batch 8, one epoch, splits with `split_see
    X-PEFT claims to match); X-PEFT over the bank (`xpeft_soft`; `xpeft_hard_k2_mean` and
    `xpeft_hard_k2_sum`: the top 2 of 10 adapters per slot, their mean or their sum). A
    decoder has no task head: a profile is its 2 x 30 x 10 scores alone (75 bytes hard).
-   Learning rates (`PROFILE_LRS`, seed 0) chosen by validation ROUGE-L (the answer
+   Learning rates (`PROFILE_METHODS`, seed 0) chosen by validation ROUGE-L (the answer
    log-likelihood breaks ties), then seed 1 at the chosen rate.
 The bank adapters' PEFT files stay in their workdirs under `--workroot` and the bank file
-(50 MB) beside the cells, neither committed; each X-PEFT cell records the fingerprint of
+(50 MB) beside the cells, neither committed (`bank.json` records which adapter files it
+stacks, and a change of bank cells rebuilds it); each X-PEFT cell records the fingerprint of
 the bank it mixed, and the report refuses cells that mixed different banks (a bank
 retrained on another machine is not the one earlier profiles learned).
 Each cell runs in a fresh process (its peak memory is its own) and is written to
@@ -42,7 +43,7 @@ from typing import Any
 from benchmarks.common import cli, readme_blocks
 from benchmarks.instruct import instruct_grid as ig
 from configs import instruct
-from fishjax.core.io import atomic_write_json
+from fishjax.core.io import atomic_write_json, file_sha256, read_json
 from fishjax.methods.peft.peft_file import PEFT_FILE
 from fishjax.methods.xpeft.bank_file import load_bank, save_bank, stack_peft_files
 
@@ -152,27 +153,41 @@ def planned(cells: dict[str, dict[str, Any]], out: str, extra: tuple[str, ...] =
 
 
 def build_bank(out: str, workroot: str, cells: dict[str, dict[str, Any]]) -> str:
-    """Stacks the bank adapters' PEFT files (kept in their workdirs) with their scores."""
+    """The bank file: the bank adapters' PEFT files (kept in their workdirs, checked against
+    the sha256 their cells recorded) stacked with their scores; rebuilt when the bank cells
+    change, `<out>/bank.json` says from which."""
     ids = [bank_cell(t, out)["id"] for t in BANK_TASKS]
+    shas = [cells[cid]["peft_sha256"] for cid in ids]
+    meta_path = os.path.join(out, "bank.json")
+    if os.path.exists(bank_path(out)) and os.path.exists(meta_path) \
+            and read_json(meta_path).get("peft_sha256") == shas:
+        return bank_path(out)
     files = [os.path.join(workroot, cid, PEFT_FILE) for cid in ids]
-    missing = [f for f in files if not os.path.exists(f)]
-    if missing:
-        raise SystemExit(f"bank: {missing[0]} is gone (the bank cells' workdirs under "
-                         f"--workroot hold the adapters): move their cell files aside to "
-                         "retrain them")
+    for cid, f, sha in zip(ids, files, shas, strict=True):
+        if not os.path.exists(f) or file_sha256(f) != sha:
+            raise SystemExit(f"bank: {f} is gone or is not the adapter cell {cid} scored (the "
+                             "bank cells' workdirs under --workroot hold the adapters): move "
+                             "their cell files aside to retrain them")
     scores = [{f"{split}_{k}": v for split in ("validation", "test")
                for k, v in cells[cid]["macro"][split].items()} for cid in ids]
-    return save_bank(bank_path(out), stack_peft_files(files, scores))
+    bank = stack_peft_files(files, scores)
+    path = save_bank(bank_path(out), bank)
+    atomic_write_json(meta_path, {"cells": ids, "peft_sha256": shas,
+                                  "fingerprint": bank.fingerprint})
+    return path
 
 
 def run_cell(cell: dict[str, Any], workroot: str) -> dict[str, Any]:
     """instruct_grid's cell record, tagged with this grid's version, the task and (X-PEFT)
     the fingerprint of the bank it mixed."""
     record = ig.run_cell(cell, workroot)
-    extra = {}
+    extra: dict[str, Any] = {}
     if cell["method"].startswith("xpeft"):
         extra["bank_fingerprint"] = load_bank(bank_path_of(cell)).fingerprint
-    return {**record, **extra, "task": cell["task"], "xpeft_decoder_version": GRID_VERSION}
+    if cell["phase"] == "bank":
+        extra["peft_sha256"] = file_sha256(os.path.join(workroot, cell["id"], PEFT_FILE))
+    return {**record, **extra, "task": cell["task"], "overrides": cell["overrides"],
+            "xpeft_decoder_version": GRID_VERSION}
 
 
 def bank_path_of(cell: dict[str, Any]) -> str:
@@ -193,12 +208,21 @@ def check_one_bank(cells: dict[str, dict[str, Any]]) -> str | None:
 def run_grid(args: argparse.Namespace) -> None:
     while True:
         cells = load_cells(args.out)
-        todo = [c for c in planned(cells, args.out, tuple(args.set)) if c["id"] not in cells
+        plan = planned(cells, args.out, tuple(args.set))
+        for c in plan:  # a finished cell is resumed only if it ran as planned now
+            if c["id"] in cells and cells[c["id"]].get("overrides") != c["overrides"]:
+                raise SystemExit(f"{args.out}/cell_results/{c['id']}.json ran with overrides "
+                                 f"{cells[c['id']].get('overrides')}, this command plans "
+                                 f"{c['overrides']}: use another --out")
+        todo = [c for c in plan if c["id"] not in cells
                 and (not args.only or c["id"] == args.only)]
         if not todo:
             break
-        if todo[0]["phase"] == "profile" and not os.path.exists(bank_path(args.out)):
-            print(f"bank: {build_bank(args.out, args.workroot, cells)}", flush=True)
+        if todo[0]["phase"] == "profile":
+            bank = load_bank(build_bank(args.out, args.workroot, cells)).fingerprint
+            if check_one_bank(cells) not in (None, bank):
+                raise SystemExit(f"{bank_path(args.out)} ({bank[:12]}) is not the bank the "
+                                 "finished X-PEFT cells mixed: move them aside to rerun them")
         ig.run_one(todo[0], args, module="benchmarks.xpeft.xpeft_decoder")
         if args.only:
             break

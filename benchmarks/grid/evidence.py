@@ -41,7 +41,7 @@ from benchmarks.common import cli, readme_blocks
 from benchmarks.grid import glue
 from benchmarks.grid import validation_protocol as vp
 from benchmarks.grid.cells import trainable_fraction
-from fishjax.core.io import atomic_write_json, read_json
+from fishjax.core.io import atomic_write, atomic_write_json, read_json
 
 log = logging.getLogger("fishjax.benchmarks")
 
@@ -208,9 +208,7 @@ def plot(rep: dict[str, Any], path: str) -> None:
     ax.set_ylabel("SST-2 dev accuracy x 100")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 
 

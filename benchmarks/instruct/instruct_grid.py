@@ -53,6 +53,7 @@ import jax
 from benchmarks.common import cli, readme_blocks
 from benchmarks.common.machine import machine
 from configs import instruct
+from fishjax.core.io import atomic_write
 from fishjax.data.instructions import Mixture
 from fishjax.models import load_model, load_tokenizer
 from fishjax.train.instruct_eval import INSTRUCT_EVAL_FILE, evaluate_mixture
@@ -386,9 +387,7 @@ def plot(rep: dict[str, Any], path: str) -> None:
     ax.set_ylabel("test ROUGE-L (10 NI tasks)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 
 

@@ -130,8 +130,7 @@ def write_splits(out: str, task: str, glue_dir: str) -> dict[str, Any]:
     save_row_split(paths["reference"], make_row_split(np.concatenate(parts["shards"])))
     return {"train_rows": n, "profile_rows": len(parts["profile"]),
             "validation_rows": len(parts["validation"]),
-            "shard_rows": [len(s) for s in parts["shards"]], "paths": paths,
-            "profile_train": parts["profile"]}
+            "shard_rows": [len(s) for s in parts["shards"]], "paths": paths}
 
 
 # -- 2. probe, 3. bank ------------------------------------------------------------------
@@ -368,9 +367,7 @@ def main(argv=None) -> dict:
         manifest["rows"] = {}
         manifest["majority"] = {}
         for task in TASKS:
-            rows = write_splits(args.out, task, args.glue_dir)
-            rows.pop("profile_train")
-            manifest["rows"][task] = rows
+            manifest["rows"][task] = write_splits(args.out, task, args.glue_dir)
             config = glue.cell_config(task, SHARD_METHOD, 0, _grid_args(args))
             manifest["majority"][task] = vp.majority_score(task, config.data.dir)
         manifest["machine"] = machine()

@@ -344,7 +344,8 @@ def table(rep: dict[str, Any]) -> str:
         if m not in rep["methods"]:
             continue
         r = rep["methods"][m]
-        tried = ", ".join(f"{lr}: {v['rougeL']:.1f}" for lr, v in r["validation_by_lr"].items())
+        tried = ", ".join(f"{lr}: {v['rougeL']:.1f}" for lr, v in sorted(  # by rate: the
+            r["validation_by_lr"].items(), key=lambda kv: float(kv[0])))  # JSON sorts text
         if "test" not in r:
             lines.append(f"| {m} | | ({tried}) | (pending) | | | | | | | | |")
             continue

@@ -15,7 +15,7 @@ def test_bert_base_shaped_sizes_are_the_arithmetic():
     assert s["layers"] == 12
     assert s["adapter_tuning_bytes"] == 4 * 12 * (2 * 768 * 48 + 48 + 768) == 3_578_112
     assert s["xpeft_hard_bytes"] == math.ceil(2 * 12 * 100 / 8) == 300
-    assert s["xpeft_soft_bytes"] == 4 * 2 * 12 * 100
+    assert s["xpeft_soft_bytes"] == 2 * 2 * 12 * 100
     assert s["head_bytes"] == 4 * (768 * 2 + 2)
 
 

@@ -194,6 +194,14 @@ def test_bit_packing_round_trip_and_exact_size(shape):
         unpack_mask(bits[:-1], shape)
 
 
+def test_soft_scores_beyond_float16_are_refused(tiny, tmp_path):
+    _, _, head, _, spec = tiny
+    scores = np.zeros((len(spec.targets), 2, 4), np.float32)
+    scores[0, 0, 1] = 1e5
+    with pytest.raises(PeftError, match="do not fit float16"):
+        profile_from_scores(scores, head, "soft", None)
+
+
 def test_profile_file_round_trip_binds_bank_and_base(tiny, tmp_path):
     _, params, head, base, spec = tiny
     n = 32
@@ -204,10 +212,15 @@ def test_profile_file_round_trip_binds_bank_and_base(tiny, tmp_path):
         path = save_profile(str(tmp_path / f"{variant}.safetensors"), profile,
                             slots=spec.targets, bank_fp="b" * 64, base_fp=base_fp)
         loaded, meta = load_profile(path, "b" * 64, base_fp)
+        shipped = scores.astype(jnp.float16).astype(jnp.float32) if variant == "soft" else scores
         np.testing.assert_array_equal(np.asarray(loaded.weights()),
-                                      np.asarray(mixing_weights(scores, variant, k)))
+                                      np.asarray(mixing_weights(shipped, variant, k)))
+        np.testing.assert_allclose(np.asarray(loaded.weights()),
+                                   np.asarray(mixing_weights(scores, variant, k)), rtol=2e-3)
         for p, x in flatten_paths(head).items():
             np.testing.assert_array_equal(flatten_paths(loaded.head)[p], np.asarray(x))
+        if variant == "soft":  # float16 scores: 2 bytes each
+            assert meta["selection_bytes"] == 2 * 2 * len(spec.targets) * n
         if variant != "soft":  # a mask: exactly ceil(2 L N / 8) bytes
             assert meta["selection_bytes"] == math.ceil(2 * len(spec.targets) * n / 8) == 16
     with pytest.raises(PeftError, match="another adapter bank"):

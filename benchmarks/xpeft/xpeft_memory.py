@@ -6,7 +6,7 @@
 Bytes per profile (the task head listed apart: every method stores it):
 - adapter tuning: the adapter tree at X-PEFT's slots (Pfeiffer, after every FFN;
   2 d r + r + d entries per layer) in float32;
-- X-PEFT hard: the mask, ceil(2 L N / 8) bytes; soft: the 2 L N scores in float32;
+- X-PEFT hard: the mask, ceil(2 L N / 8) bytes; soft: the 2 L N scores in float16;
 - the profile file actually written (`fishjax.methods.xpeft.profile_file`, safetensors with its
   JSON header; minilm-l6 only).
 for `minilm-l6` (L = 6, d = 384, bottleneck 24; N = 8 and 32) and a BERT-base-shaped

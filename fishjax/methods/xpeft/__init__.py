@@ -34,7 +34,7 @@ available to us: EVERY DEFAULT BELOW IS OURS.
   trainer's AdamW schedule scaled to `score_learning_rate` (default: the run's learning
   rate) and no weight decay.
 - Artefacts: `<workdir>/profile.safetensors` (`fishjax.methods.xpeft.profile_file`): a hard
-  profile's mask bit-packed in ceil(2 L N / 8) bytes, a soft one's scores as float32, and
+  profile's mask bit-packed in ceil(2 L N / 8) bytes, a soft one's scores as float16, and
   the head, bound to the bank's and the base's fingerprints. Adapters are not part of the
   base architecture: no Hugging Face export. Serving many profiles from one base and bank:
   `fishjax.methods.xpeft.serve`.

@@ -2,7 +2,8 @@
 
 - a hard (or sigmoid) profile: its bool mask [slots, 2, N] bit-packed, exactly
   ceil(2 L N / 8) bytes (`mask_bits`, uint8, row-major, `np.packbits` order);
-- a soft profile: its scores [slots, 2, N] as float32 (`scores`);
+- a soft profile: its scores [slots, 2, N] as float16 (`scores`; files written before
+  float16 hold float32, read alike);
 - the task head (`head/<path>`, float32), stored and counted apart from the selection.
 
 JSON metadata (key `fishjax_profile`): variant, K, the mask's shape and the slots in row
@@ -21,7 +22,7 @@ from fishjax.core.errors import PeftError
 from fishjax.core.safetensors_io import read_tagged, write_tagged
 from fishjax.core.tree import host_arrays, unflatten_paths
 from fishjax.core.version import __version__
-from fishjax.params.xpeft import Profile, profile_bytes
+from fishjax.params.xpeft import Profile, profile_bytes, soft_scores_f16
 
 META_KEY = "fishjax_profile"
 FORMAT_VERSION = 1
@@ -48,7 +49,7 @@ def save_profile(path: str, profile: Profile, *, slots: tuple[str, ...], bank_fp
     if len(slots) != profile.shape[0]:
         raise PeftError(f"{len(slots)} slots for a profile of {profile.shape[0]} rows")
     if profile.variant == "soft":
-        tensors = {"scores": np.asarray(profile.scores, np.float32)}
+        tensors = {"scores": soft_scores_f16(profile.scores)}
     else:
         tensors = {"mask_bits": pack_mask(profile.mask)}
     tensors.update({f"head/{'/'.join(p)}": x.astype(np.float32)

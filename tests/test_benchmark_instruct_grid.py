@@ -93,3 +93,31 @@ def test_readme_block_matches_the_committed_report():
     assert json.loads(json.dumps(grid.report(grid.load_cells(out)))) == rep
     assert readme_blocks.read(os.path.join(repo, "README.md"), grid.README_BLOCK,
                               "benchmarks/results/instruct/report.json") == grid.table(rep)
+
+
+def test_a_stop_file_stops_the_grid_between_cells(tmp_path, monkeypatch):
+    """`touch <workroot>/STOP` while a cell runs: that cell is recorded, no other starts;
+    a new grid run clears the request."""
+    started = []
+
+    def fake_run_module(module, argv, **kwargs):
+        cell = json.loads(argv[argv.index("--cell_json") + 1])
+        started.append(cell["id"])
+        (tmp_path / "work" / "STOP").touch()  # asked to stop while this cell runs
+        record = {**fake_cell("zero_shot", None, None, 0, 10.0, entries=0), **cell}
+
+        class Proc:
+            stdout = grid.cli.RESULT + json.dumps(record)
+            stderr = ""
+        return Proc()
+
+    monkeypatch.setattr(grid.cli, "run_module", fake_run_module)
+    args = grid.argparse.Namespace(out=str(tmp_path / "out"), workroot=str(tmp_path / "work"),
+                                   phase="all", only=None, seeds=2, jobs=1,
+                                   train_per_task=grid.TRAIN_PER_TASK)
+    grid.run_grid(args)
+    assert len(started) == 1 and (tmp_path / "out" / "cell_results" /
+                                  f"{started[0]}.json").exists()
+    grid.run_grid(args)  # a new run clears the request and goes on
+    assert len(started) == 2 and started[1] != started[0]
+

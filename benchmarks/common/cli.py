@@ -98,6 +98,24 @@ def run_module(module: str, args: list[str], *, env: dict[str, str] | None = Non
     return subprocess.run(module_cmd(module, *args), env=module_env(env), **kwargs)
 
 
+def stop_file(workroot: str) -> str:
+    """The file that asks a running grid to stop between cells (`touch` it): the cell in
+    progress finishes and is recorded, no new one starts. A grid clears it when it starts."""
+    return os.path.join(workroot, "STOP")
+
+
+def clear_stop_file(workroot: str) -> None:
+    """Removes a stop request left from an earlier run (starting a grid means run it)."""
+    path = stop_file(workroot)
+    if os.path.exists(path):
+        os.remove(path)
+        print(f"removed the stop request {path} left from an earlier run", file=sys.stderr)
+
+
+def stop_requested(workroot: str) -> bool:
+    return os.path.exists(stop_file(workroot))
+
+
 RESULT = "RESULT"  # a child's result: one stdout line, this prefix then JSON
 
 

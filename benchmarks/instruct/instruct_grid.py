@@ -25,8 +25,9 @@ memory is its own) with its workdir under `--workroot`, and is written to
 macro scores and per-task test scores, wall time, optimizer-state bytes, trainable
 entries and peak memory. A rerun skips finished cells, so an interrupted grid continues
 where it stopped; a cell record written by another grid definition is an error.
-`--report` rebuilds `<out>/report.json`, the plot and (`--readme`) the README table from
-the cell files only.
+`touch <workroot>/STOP` stops a running grid between cells (the running cell finishes and
+is recorded). `--report` rebuilds `<out>/report.json`, the plot and (`--readme`) the README
+table from the cell files only.
 
 What this setting changes from the papers it checks (each method's own design note lists
 its deviations from the method): SIFT (Song et al., ICML 2024) instruction-tunes LLaMA-7B
@@ -253,6 +254,10 @@ def run_one(cell: dict[str, Any], args: argparse.Namespace,
             module: str = "benchmarks.instruct.instruct_grid") -> None:
     """Runs `cell` in a fresh process (`python -m module --cell_json ...`) and writes its
     record."""
+    if cli.stop_requested(args.workroot):
+        print(f"stop requested ({cli.stop_file(args.workroot)}): not starting {cell['id']}",
+              file=sys.stderr, flush=True)
+        return
     print(f"[{time.strftime('%H:%M:%S')}] cell {cell['id']}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     proc = cli.run_module(module,
@@ -271,7 +276,11 @@ def run_one(cell: dict[str, Any], args: argparse.Namespace,
 def run_grid(args: argparse.Namespace) -> None:
     """Every pending cell, phase by phase; `--jobs` cells of a phase at once."""
     phases = PHASES if args.phase == "all" else (args.phase,)
+    os.makedirs(args.workroot, exist_ok=True)
+    cli.clear_stop_file(args.workroot)
     for phase in phases:
+        if cli.stop_requested(args.workroot):
+            return
         cells = load_cells(args.out)
         todo = [c for c in planned(phase, cells, args.seeds, args.out, args.train_per_task)
                 if c["id"] not in cells and (not args.only or c["id"] == args.only)]

@@ -79,6 +79,26 @@ def test_report_and_table_from_cell_files(tmp_path):
         grid.load_cells(str(tmp_path))
 
 
+def test_claims_compare_test_means_and_say_when_one_fails():
+    def row(mean, std=0.0, seeds=(0,), state=8):
+        return {"test": {"rougeL": [mean, std]}, "seeds": list(seeds),
+                "optimizer_state_bytes": state}
+    rows = {"zero_shot": row(20.0), "full": row(47.0, 1.0, (0, 1), state=1000),
+            "sift": row(44.5, state=40), "fish": row(46.0), "random_mask": row(46.5),
+            "lora": row(40.0), "lora_fish": {"lr": None}}  # pending: no claim
+    got = {c["claim"]: c for c in grid.claims(rows)}
+    assert got["every tuned method beats zero-shot (the weakest shown)"]["a"] == "lora"
+    assert not got["SIFT within 2 points of full fine-tuning"]["holds"]  # -2.5
+    assert got["FISH within 2 points of full fine-tuning"]["difference"] == pytest.approx(-1.0)
+    assert not got["FISH >= random mask at equal count"]["holds"]
+    assert "LoRA-FISH >= LoRA at equal count" not in got
+    state = got["SIFT's optimizer state <= 3% of full fine-tuning's"]
+    assert state["share"] == pytest.approx(0.04) and not state["holds"]
+    text = grid.claims_table(list(got.values()))
+    assert ("| SIFT within 2 points of full fine-tuning | sift 44.5 (1 seed) | full 47.0 ± 1.0 "
+            "(2 seeds) | -2.5 | >= -2 | does not hold |") in text
+
+
 def test_readme_block_matches_the_committed_report():
     """The README's instruct-table is what `table` makes of the committed report, and the
     report is what `report` makes of the committed cells."""

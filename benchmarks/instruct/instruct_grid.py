@@ -340,7 +340,47 @@ def report(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
              for c in cells.values() if c["method"] in CURVE_METHODS and c["seed"] == 0
              and c["lr"] == chosen_lr(c["method"], cells)]
     curve.sort(key=lambda r: (r["method"], r["fraction"]))
-    return {"methods": rows, "curve": curve, "cells": len(cells)}
+    return {"methods": rows, "curve": curve, "cells": len(cells), "claims": claims(rows)}
+
+
+# (claim, A, B, the least A - B in test ROUGE-L points for it to hold; None: A - B > 0); the issue's
+# expectations on this scale, checked rather than assumed.
+SCORE_CLAIMS = (
+    ("SIFT within 2 points of full fine-tuning", "sift", "full", -2.0),
+    ("FISH within 2 points of full fine-tuning", "fish", "full", -2.0),
+    ("FISH >= random mask at equal count", "fish", "random_mask", 0.0),
+    ("LoRA-FISH >= LoRA at equal count", "lora_fish", "lora", 0.0),
+)
+STATE_GOAL = 0.03  # SIFT's optimizer state <= 3% of full fine-tuning's
+
+
+def claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each claim whose methods have test scores: both sides (mean, std, seeds), A - B, and
+    whether it holds on the means. "every tuned method beats zero-shot" compares the
+    weakest tuned method with zero-shot."""
+    scored = {m: r for m, r in rows.items() if "test" in r}
+    pairs = list(SCORE_CLAIMS)
+    tuned = [m for m in METHODS if m in scored]
+    if tuned and "zero_shot" in scored:
+        weakest = min(tuned, key=lambda m: scored[m]["test"]["rougeL"][0])
+        pairs.insert(0, ("every tuned method beats zero-shot (the weakest shown)", weakest,
+                         "zero_shot", None))
+    out = []
+    for claim, a, b, least in pairs:
+        if a not in scored or b not in scored:
+            continue
+        (am, ast), (bm, bst) = scored[a]["test"]["rougeL"], scored[b]["test"]["rougeL"]
+        out.append({"claim": claim, "a": a, "b": b, "a_mean": am, "a_std": ast,
+                    "a_seeds": len(scored[a]["seeds"]), "b_mean": bm, "b_std": bst,
+                    "b_seeds": len(scored[b]["seeds"]), "difference": am - bm,
+                    "goal": "> 0" if least is None else f">= {least:g}",
+                    "holds": am - bm > 0 if least is None else am - bm >= least})
+    if "sift" in scored and scored.get("full", {}).get("optimizer_state_bytes"):
+        share = scored["sift"]["optimizer_state_bytes"] / scored["full"]["optimizer_state_bytes"]
+        out.append({"claim": "SIFT's optimizer state <= 3% of full fine-tuning's",
+                    "a": "sift", "b": "full", "share": share, "goal": f"<= {STATE_GOAL:.0%}",
+                    "holds": share <= STATE_GOAL})
+    return out
 
 
 def table(rep: dict[str, Any]) -> str:
@@ -373,6 +413,29 @@ def table(rep: dict[str, Any]) -> str:
             f"{f('heldout', 'rougeL')} | {f('heldout', 'exact_match')} | "
             f"{state / 2**20:.1f} MiB{share} | {r['peak_rss_mib'] / 1024:.1f} GiB | "
             f"{r['wall_s'] / 60:.0f} min |")
+    return "\n".join(lines) + "\n" + claims_table(rep.get("claims", []))
+
+
+def claims_table(rows: list[dict[str, Any]]) -> str:
+    """The claims under the table: test ROUGE-L mean ± std (seeds), A - B, the verdict."""
+    if not rows:
+        return ""
+
+    def side(c, x):
+        if c[x + "_seeds"] == 1:
+            return f"{c[x]} {c[x + '_mean']:.1f} (1 seed)"
+        return f"{c[x]} {c[x + '_mean']:.1f} ± {c[x + '_std']:.1f} ({c[x + '_seeds']} seeds)"
+    lines = ["", "Claims (test ROUGE-L on the 10 trained tasks, mean ± std over seeds at "
+             "each method's chosen rate; verdicts on the means):", "",
+             "| claim | A | B | A - B | goal | verdict |", "|---|---|---|---|---|---|"]
+    for c in rows:
+        verdict = "holds" if c["holds"] else "does not hold"
+        if "share" in c:
+            lines.append(f"| {c['claim']} | {c['a']} | {c['b']} | {c['share']:.2%} of B | "
+                         f"{c['goal']} | {verdict} |")
+        else:
+            lines.append(f"| {c['claim']} | {side(c, 'a')} | {side(c, 'b')} | "
+                         f"{c['difference']:+.1f} | {c['goal']} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -160,3 +160,22 @@ def test_profile_grids_are_pinned_to_their_banks(tmp_path):
     manifest["banks"]["all"]["fingerprint"] = "b" * 64
     with pytest.raises(SystemExit, match="ran on other banks"):
         xpeft_eval.pin_banks(out, "in_bank", manifest)
+
+
+def test_claim_picks_the_variant_on_validation_and_checks_both_margins():
+    def sel(dev, val):
+        return {"dev_scores": dev, "validation_by_lr": {"1e-02": val, "3e-02": None}}
+    entry = {"in_bank": {"head_only": sel([0.76, 0.76], 0.79),
+                         "adapter_pfeiffer": sel([0.785, 0.795], 0.80),
+                         # the best dev, but not the best on validation: not picked
+                         "xpeft_soft": sel([0.90], 0.70),
+                         "xpeft_hard_k2_sum": sel([0.785, 0.785], 0.82)},
+             "leave_out": {"xpeft_soft": sel([0.77], 0.78)}}
+    got = xpeft_eval.claim(entry, "in_bank")
+    assert got["variant"] == "xpeft_hard_k2_sum" and got["validation"] == 0.82
+    assert got["within_adapter"] and not got["over_head"] and not got["holds"]  # +2.5 < +3
+    entry["in_bank"]["head_only"] = sel([0.75], 0.79)
+    assert xpeft_eval.claim(entry, "in_bank")["holds"]
+    left = xpeft_eval.claim(entry, "leave_out")  # against the in-bank grid's baselines
+    assert left["adapter_dev"] == pytest.approx(0.79) and not left["within_adapter"]
+    assert xpeft_eval.claim({"in_bank": {"head_only": sel([0.7], 0.7)}}, "in_bank") is None

@@ -100,11 +100,17 @@ def test_report_claims_and_curve_from_the_results_files(tmp_path):
     fish = [p for p in rep["curve"] if p["method"] == "fish"]
     assert [p["percent"] for p in fish] == [0.5, 0.1, 2.0, 5.0]
     assert fish[0]["fraction"] == pytest.approx(113_570 / glue.MINILM_PARAMS)
-    assert fish[0]["dev_mean"] == pytest.approx(0.87)
+    assert fish[0]["dev_mean"] == pytest.approx(0.86)  # seed 0 only, as the other points
+    assert fish[0]["seeds"] == 1
     assert os.path.getsize(f"{out}/budget_curve.png") > 0
     text = evidence.readme_text(rep)
-    assert "SST-2 (4,000 rows) and MRPC (28 cells)" in text
-    assert "| FISH vs random mask at equal count | sst2 | fish 87.0 ± 1.0 |" in text
+    assert "SST-2 (4,500 rows, 10% of them validation) and MRPC (28 cells)" in text
+    assert ("| FISH beats a random mask at equal count | sst2 | fish 87.0 ± 1.0 | random_mask "
+            "81.0 ± 1.0 | +6.0 | > 0 | holds |") in text
+    # SIFT 89 vs full 91: -2 points, 1 past the 1-point line, one seed std (1.0) away
+    assert "| -2.0 | >= -1 | does not hold (within seed spread) |" in text
+    # LoRA-FISH 89 vs LoRA 88, std 1: holds, but the line is within one std of the difference
+    assert "| +1.0 | >= 0 | holds (within seed spread) |" in text
     assert json.load(open(f"{out}/report.json")) == json.loads(json.dumps(rep))
 
 
@@ -122,3 +128,67 @@ def test_validation_grid_refuses_cells_run_another_way(tmp_path):
         glue.main(argv)
     with pytest.raises(SystemExit, match="other rows"):
         glue.main([*argv, "--set", "train.num_epochs=1"])
+
+
+def test_readme_block_matches_the_committed_report():
+    """The README's evidence block is what `readme_text` makes of the committed report, and
+    the report what `report` makes of the committed parts."""
+    from benchmarks.common import readme_blocks
+    from fishjax.core.io import read_json
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = os.path.join(repo, "benchmarks", "results", "evidence")
+    rep = read_json(os.path.join(out, "report.json"))
+    assert json.loads(json.dumps(evidence.report(out))) == rep
+    assert readme_blocks.read(os.path.join(repo, "README.md"), evidence.README_BLOCK,
+                              "benchmarks/results/evidence/report.json") == \
+        evidence.readme_text(rep)
+
+
+def test_validation_grid_refuses_another_model_or_carved_split(tmp_path):
+    rte = tmp_path / "glue" / "RTE"
+    rte.mkdir(parents=True)
+    rows = "".join(f"{i}\tA {i} .\tB {i} .\t{('entailment', 'not_entailment')[i % 2]}\n"
+                   for i in range(40))
+    for split in ("train", "dev"):
+        (rte / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + rows)
+    out = str(tmp_path / "out")
+    cell = {"status": "ok", "task": "rte", "method": "full", "seed": 0, "learning_rate": 1e-4,
+            "main_metric": "accuracy", "overrides": [], "model": "other-model",
+            "row_split": {"path": "x", "sha256": "0" * 64}}
+    os.makedirs(out)
+    json.dump({"cells": {"rte-full-lr0.0001-s0": cell}}, open(f"{out}/results.json", "w"))
+    argv = ["--select_on", "validation", "--tasks", "rte", "--methods", "full", "--out", out,
+            "--glue_dir", str(tmp_path / "glue"), "--train_subset", "none", "--estimate"]
+    with pytest.raises(SystemExit, match="ran on model 'other-model'"):
+        glue.main(argv)
+    cell["model"] = "minilm-l6"  # the carved validation split (made now) has other rows
+    json.dump({"cells": {"rte-full-lr0.0001-s0": cell}}, open(f"{out}/results.json", "w"))
+    with pytest.raises(SystemExit, match="other rows"):
+        glue.main(argv)
+
+
+def test_a_glue_cell_records_the_command_that_resumes_its_grid():
+    args = glue.parse_args(["--tasks", "rte", "--methods", "fish", "--set", "a=b c"])
+    assert glue.grid_command(args) == ("python -m benchmarks.grid.glue --tasks rte --methods "
+                                       "fish --set 'a=b c'")
+
+
+def test_a_stop_file_stops_a_glue_grid_between_cells(tmp_path, monkeypatch):
+    out, ran = str(tmp_path / "out"), []
+
+    def fake_run_cell(task, method, seed, args, *rest):
+        ran.append(seed)
+        open(os.path.join(out, "STOP"), "w").close()  # asked to stop while this cell runs
+        return {"status": "ok", "task": task, "method": method, "seed": seed,
+                "main_metric": "accuracy", "final": {"accuracy": 0.5},
+                "trainable_entries": 10, "total_params": 10, "overrides": []}
+
+    monkeypatch.setattr(glue, "run_cell", fake_run_cell)
+    argv = ["--tasks", "rte", "--methods", "full", "--seeds", "0,1,2", "--out", out,
+            "--train_subset", "none", "--compilation_cache", ""]
+    glue.main(argv)
+    assert ran == [0] and list(json.load(open(f"{out}/results.json"))["cells"]) == \
+        [glue.cell_id("rte", "full", 0)]
+    glue.main(argv)  # a new run clears the request and goes on
+    assert ran == [0, 1]

@@ -33,8 +33,10 @@ def score_of(cell: dict) -> float | None:
     """The reported score of a cell: its final dev main metric (no dev-set model picking)."""
     final = cell.get("final") or {}
     key = cell["main_metric"]
-    if key not in final:  # MNLI: metrics are prefixed by the eval split
-        key = next((k for k in final if k.endswith("/" + cell["main_metric"])), None)
+    if key not in final:  # prefixed by the eval split (MNLI; the validation protocol's
+        # dev/ beside validation/): the first dev split's, never the validation rows'
+        key = next((k for k in final if k.endswith("/" + cell["main_metric"])
+                    and not k.startswith("validation/")), None)
     return None if key is None else float(final[key])
 
 

@@ -9,10 +9,11 @@ held-out rows chose, 3 seeds, budget curves, RTE as the hard case, the FISH refe
 
 Four parts, each a `benchmarks/grid/glue.py --select_on=validation` grid in its own folder
 under `--out` (resumable: a rerun skips finished cells), run in this order:
-- `main`: SST-2 (the fixed 4,000-row subset, `--train_subset sst2=4000`, length 64) and
-  MRPC (length 128) x `METHODS` x seeds 0, 1, 2. Every rate of the method's grid
-  (`validation_protocol.LR_GRIDS`, 3 values) on seed 0, the rate best on the validation
-  rows (a seeded 10% of the training rows, at most 500, never trained on) on seeds 1, 2.
+- `main`: SST-2 (the fixed 4,500-row subset, `--train_subset sst2=4500`: 4,050 training and
+  450 validation rows; length 64) and MRPC (length 128) x `METHODS` x seeds 0, 1, 2. Every
+  rate of the method's grid (`validation_protocol.LR_GRIDS`, 3 values) on seed 0, the rate
+  best on the validation rows (a seeded 10% of the training rows, at most 500, never
+  trained on) on seeds 1, 2.
 - `budget`: SST-2 x fish, random_mask, ird and sift at 0.1%, 2% and 5% of all parameters
   (`<method>_b<percent>`, glue.py's BUDGET_VARIANTS; 0.5% is `main`'s), seeds
   `BUDGET_SEEDS`, each at the rate its 0.5% method chose on SST-2 in `main` (so it waits
@@ -26,7 +27,9 @@ under `--out` (resumable: a rerun skips finished cells), run in this order:
 `--report` rebuilds `<out>/report.json` (each part's selection: chosen rate, validation
 score of every tried rate, dev scores over the seeds, majority-class marks), the budget
 curve `<out>/budget_curve.png` (dev vs trainable fraction, log x axis) and, with
-`--readme`, the README's `evidence` block, from the parts' results.json files only.
+`--readme`, the README's `evidence` block, from the parts' results.json files only: the
+claims with verdicts (`CLAIMS`) and the curve at `BUDGET_SEEDS` on every point.
+`touch <out>/STOP` stops the run between cells (the running cell finishes and is written).
 """
 
 from __future__ import annotations
@@ -52,11 +55,13 @@ METHODS = ("full", "fish", "random_mask", "ird", "sift", "bitfit", "lora",
 CURVE_METHODS = ("fish", "random_mask", "ird", "sift")
 BUDGET_SEEDS = "0"
 SEEDS = "0,1,2"
-# The claims the reading checks: (claim, method A, method B), A's dev minus B's.
-CLAIMS = (("FISH vs random mask at equal count", "fish", "random_mask"),
-          ("IRD vs FISH", "ird", "fish"),
-          ("SIFT vs full fine-tuning", "sift", "full"),
-          ("LoRA-FISH (warm-up) vs LoRA", "lora_fish_warmup", "lora"))
+SST2_ROWS = 4500  # 10% of them (450) are the validation rows: 4,050 trained
+# The claims the reading checks: (claim, method A, method B, the least A - B in dev points
+# for it to hold; None: A - B > 0). A's dev minus B's, means over the seeds.
+CLAIMS = (("FISH beats a random mask at equal count", "fish", "random_mask", None),
+          ("IRD beats FISH", "ird", "fish", None),
+          ("SIFT within 1 point of full fine-tuning", "sift", "full", -1.0),
+          ("LoRA-FISH (warm-up) >= LoRA", "lora_fish_warmup", "lora", 0.0))
 
 
 def budget_methods() -> list[str]:
@@ -76,7 +81,8 @@ def part_argv(part: str, args, lr_grid: str = "") -> list[str]:
     return ["--select_on", "validation", "--model", args.model,
             *(["--glue_dir", args.glue_dir] if args.glue_dir else []),
             "--tasks", tasks, "--methods", methods, "--seeds", seeds,
-            "--train_subset", "sst2=4000", "--out", os.path.join(args.out, part),
+            "--train_subset", f"sst2={SST2_ROWS}", "--out", os.path.join(args.out, part),
+            "--stop_dir", args.out,
             *(["--lr_grid", lr_grid] if lr_grid else []),
             *[x for s in args.set for x in ("--set", s)]]
 
@@ -96,7 +102,13 @@ def inherited_rates(out: str) -> str | None:
 
 
 def run(args) -> None:
+    if not args.estimate:
+        os.makedirs(args.out, exist_ok=True)
+        cli.clear_stop_file(args.out)
     for part in ("main", "budget", "rte", "reference"):
+        if cli.stop_requested(args.out):  # `touch <out>/STOP`: also between a part's cells
+            log.warning("stop requested (%s)", cli.stop_file(args.out))
+            return
         grid = ""
         if part == "budget":
             grid = inherited_rates(args.out)
@@ -122,8 +134,10 @@ def _part(out: str, part: str) -> dict[str, Any]:
 
 
 def curve_points(main: dict, budget: dict) -> list[dict[str, Any]]:
-    """(method, percent, trainable fraction, dev mean and std over the chosen-rate seeds)
-    for the curve methods on SST-2: 0.5% from `main`, the others from `budget`."""
+    """(method, percent, trainable fraction, dev mean and std over `BUDGET_SEEDS` at the
+    chosen rate) for the curve methods on SST-2: 0.5% from `main` (its other seeds left
+    out, so every point has the same seeds), the others from `budget`."""
+    seeds = {int(s) for s in BUDGET_SEEDS.split(",")}
     points = []
     for m in CURVE_METHODS:
         for percent, state, name in [(0.5, main, m), *((p, budget, f"{m}_b{p:g}")
@@ -133,27 +147,36 @@ def curve_points(main: dict, budget: dict) -> list[dict[str, Any]]:
                 continue
             cells = [c for c in state["cells"].values() if c.get("task") == "sst2"
                      and c.get("method") == name and c.get("status") == "ok"
-                     and c.get("learning_rate") == sel["chosen_lr"]]
-            fraction = trainable_fraction(cells[0], state["cells"]) if cells else None
-            points.append({"method": m, "percent": percent, "fraction": fraction,
-                           "dev_mean": float(np.mean(sel["dev_scores"])),
-                           "dev_std": float(np.std(sel["dev_scores"])),
-                           "seeds": len(sel["dev_scores"]), "lr": sel["chosen_lr"]})
+                     and c.get("learning_rate") == sel["chosen_lr"] and c["seed"] in seeds]
+            devs = [d for d in (vp.score_of(c) for c in cells) if d is not None]
+            if not devs:
+                continue
+            points.append({"method": m, "percent": percent,
+                           "fraction": trainable_fraction(cells[0], state["cells"]),
+                           "dev_mean": float(np.mean(devs)), "dev_std": float(np.std(devs)),
+                           "seeds": len(devs), "lr": sel["chosen_lr"]})
     return points
 
 
 def claims(main: dict) -> list[dict[str, Any]]:
     """Each claim per task: both methods' dev mean ± std and A minus B (x 100)."""
     rows = []
-    for claim, a, b in CLAIMS:
+    for claim, a, b, least in CLAIMS:
         for task, sel in main.get("selection", {}).items():
             sa, sb = (sel.get(a) or {}).get("dev_scores"), (sel.get(b) or {}).get("dev_scores")
             if not sa or not sb:
                 continue
+            diff = 100 * float(np.mean(sa) - np.mean(sb))
+            spread = 100 * max(float(np.std(sa)), float(np.std(sb)))
+            margin = diff - (least or 0.0)  # how far the means are past the claim's line
             rows.append({"claim": claim, "task": task, "a": a, "b": b,
                          "a_mean": 100 * float(np.mean(sa)), "a_std": 100 * float(np.std(sa)),
                          "b_mean": 100 * float(np.mean(sb)), "b_std": 100 * float(np.std(sb)),
-                         "difference": 100 * float(np.mean(sa) - np.mean(sb))})
+                         "seeds": min(len(sa), len(sb)), "difference": diff,
+                         "goal": "> 0" if least is None else f">= {least:g}",
+                         "holds": diff > 0 if least is None else diff >= least,
+                         # the line lies within one seed std of the means' difference
+                         "within_spread": abs(margin) <= spread + 1e-9})
     return rows
 
 
@@ -169,7 +192,8 @@ def report(out: str) -> dict[str, Any]:
 def readme_text(rep: dict[str, Any]) -> str:
     """The README block: main, RTE and reference tables, the budget table, the claims."""
     out = []
-    for part, title in (("main", "SST-2 (4,000 rows) and MRPC"), ("rte", "RTE (hard case)"),
+    for part, title in (("main", f"SST-2 ({SST2_ROWS:,} rows, 10% of them validation) and "
+                                 "MRPC"), ("rte", "RTE (hard case)"),
                         ("reference", "FISH reference recipe, MRPC"),
                         ("budget", "Budget curve cells, SST-2")):
         sel = rep["parts"][part]["selection"]
@@ -180,13 +204,26 @@ def readme_text(rep: dict[str, Any]) -> str:
         out.append(f"{title} ({rep['parts'][part]['cells']} cells):\n\n"
                    + vp.markdown_table(sel, tasks, methods))
     if rep["claims"]:
-        lines = ["| claim | task | A: dev | B: dev | A - B |", "|---|---|---|---|---|"]
+        lines = ["| claim | task | A: dev | B: dev | A - B | goal | verdict |",
+                 "|---|---|---|---|---|---|---|"]
         lines += [f"| {c['claim']} | {c['task']} | {c['a']} {c['a_mean']:.1f} ± "
                   f"{c['a_std']:.1f} | {c['b']} {c['b_mean']:.1f} ± {c['b_std']:.1f} | "
-                  f"{c['difference']:+.1f} |" for c in rep["claims"]]
-        out.append("Claims (dev x 100, mean ± std over seeds at each method's chosen rate):"
-                   "\n\n" + "\n".join(lines) + "\n")
+                  f"{c['difference']:+.1f} | {c['goal']} | {verdict(c)} |"
+                  for c in rep["claims"]]
+        out.append("Claims (dev x 100, mean ± std over seeds at each method's chosen rate; "
+                   "the verdict on the means, \"within seed spread\" when the claim's line "
+                   "lies within one std of the difference):\n\n" + "\n".join(lines) + "\n")
+    if rep["curve"]:
+        out.append(f"Budget curve (SST-2 dev, seeds {BUDGET_SEEDS} at every point, log x): "
+                   "![budget curve](benchmarks/results/evidence/budget_curve.png)\n")
     return "\n".join(out) or "(no cells yet)\n"
+
+
+def verdict(claim: dict[str, Any]) -> str:
+    text = "holds" if claim["holds"] else "does not hold"
+    if claim["seeds"] < 2:
+        return text + " (1 seed)"
+    return text + (" (within seed spread)" if claim["within_spread"] else "")
 
 
 def plot(rep: dict[str, Any], path: str) -> None:
@@ -229,6 +266,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("fishjax").setLevel(logging.INFO)
+    cli.check_readme(args.readme, README_BLOCK, os.path.join(args.out, "report.json"))
     if not args.report:
         run(args)
         if args.estimate:

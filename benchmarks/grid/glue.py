@@ -95,7 +95,9 @@ import hashlib
 import logging
 import math
 import os
+import shlex
 import shutil
+import sys
 import time
 import traceback
 from typing import Any
@@ -404,6 +406,12 @@ def device_label() -> str:
     return backend if kind == backend else f"{backend}: {kind}"
 
 
+def grid_command(args) -> str | None:
+    """The command line that runs (and resumes) the grid a cell belongs to."""
+    argv = getattr(args, "argv", None)
+    return None if argv is None else shlex.join(["python", "-m", "benchmarks.grid.glue", *argv])
+
+
 def run_cell(task: str, method: str, seed: int, args, config=None, cid: str | None = None
              ) -> dict:
     """Runs one cell (default: its glue.py config and id) and returns its record."""
@@ -446,6 +454,8 @@ def run_cell(task: str, method: str, seed: int, args, config=None, cid: str | No
         "row_split": None if not config.data.row_split else {
             "path": config.data.row_split, "sha256": file_sha256(config.data.row_split)},
         "quick": bool(getattr(args, "quick", False)),
+        "model": args.model,
+        "command": grid_command(args),
         "device": device_label(),
         "workdir": workdir,
     }
@@ -637,7 +647,8 @@ def _warn_mismatched(cells: dict[str, dict], grid, args) -> None:
 
 def _refuse_changed(cells: dict[str, dict], tasks, methods, args) -> None:
     """--select_on=validation resumes only cells run as this command would run them: the
-    same overrides and the same row split file (its content)."""
+    same overrides, model and row split (the file's content: --row_split's or the carved
+    validation split's)."""
     for cid, c in cells.items():
         if c.get("status") != "ok" or c.get("task") not in tasks or c.get("method") \
                 not in methods:
@@ -647,7 +658,11 @@ def _refuse_changed(cells: dict[str, dict], tasks, methods, args) -> None:
             raise SystemExit(f"{cid} in {args.out} ran with overrides {c.get('overrides')}, "
                              f"this command has {want}: use another --out, or remove the "
                              "cell from results.json to rerun it")
-        split = cell_config(c["task"], c["method"], c["seed"], args).data.row_split
+        if c.get("model") not in (None, args.model):
+            raise SystemExit(f"{cid} in {args.out} ran on model {c['model']!r}, this command "
+                             f"on {args.model!r}: use another --out")
+        split = validation_cell_config(c["task"], c["method"], c["learning_rate"], c["seed"],
+                                       args).data.row_split
         have = (c.get("row_split") or {}).get("sha256")
         if split and have is not None and have != file_sha256(split):
             raise SystemExit(f"{cid} in {args.out} trained on other rows than {split} holds "
@@ -705,12 +720,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--estimate_from", default=None,
                    help="a results.json whose finished cells calibrate the estimate (default: "
                    "<out>/results.json), e.g. a grid run on the same machine")
+    p.add_argument("--stop_dir", default=None,
+                   help="`touch <stop_dir>/STOP` stops the grid between cells (default --out; "
+                   "cleared when a grid starts)")
     p.add_argument("--keep_checkpoints", action="store_true",
                    help="keep each cell's checkpoints and export (deleted by default)")
     p.add_argument("--compilation_cache", default=DEFAULT_COMPILATION_CACHE,
                    help="JAX's persistent compilation cache folder, shared by the cells (every "
                    "cell compiles the same programs); '' turns it off")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # each cell records its command
     args.derive_table = args.report and args.tasks is None and args.methods is None
     if args.quick:
         args.tasks = args.tasks or "rte"
@@ -769,7 +788,7 @@ def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dic
     majority = {t: vp.majority_score(t, cell_config(t, methods[0], seeds[0], args).data.dir)
                 for t in tasks}
     failed: set[str] = set()  # this run's crashed cells: not retried until the next run
-    while not args.report:
+    while not args.report and not stop_requested(args):
         todo = [g for g in vp.todo(tasks, methods, seeds, rates_of, cells)
                 if vp.cell_id(*g) not in failed]
         if not todo:
@@ -798,6 +817,18 @@ def run_validation_grid(args, tasks, methods, seeds, state, results_path) -> dic
     cli.write_json(args.json, state)
     print(table)
     return state
+
+
+def _stop_dir(args) -> str:
+    return getattr(args, "stop_dir", None) or args.out
+
+
+def stop_requested(args) -> bool:
+    """`touch <stop_dir>/STOP`: the running cell finishes and is written, no other starts."""
+    if cli.stop_requested(_stop_dir(args)):
+        log.warning("stop requested (%s): no further cells", cli.stop_file(_stop_dir(args)))
+        return True
+    return False
 
 
 def use_compilation_cache(path: str) -> None:
@@ -836,6 +867,9 @@ def main(argv=None) -> dict:
             raise SystemExit(1)
         return read_json(results_path)
     cli.check_readme(args.readme, README_BLOCK, results_path)  # before the grid, not after
+    if not args.report and not args.estimate:
+        os.makedirs(_stop_dir(args), exist_ok=True)
+        cli.clear_stop_file(_stop_dir(args))
     state = read_json(results_path) if os.path.exists(results_path) else {"cells": {}}
     if args.report and not os.path.exists(results_path):
         raise SystemExit(f"--report: {results_path} does not exist")
@@ -865,6 +899,8 @@ def main(argv=None) -> dict:
     bar = progress_bar(len(todo), "grid", "cell")  # on a terminal only
     with bar, logs_above(bar):
         for i, (t, m, s) in enumerate(todo):
+            if stop_requested(args):
+                break
             cid = cell_id(t, m, s)
             log.info("[%d/%d] %s", i + 1, len(todo), cid)
             try:

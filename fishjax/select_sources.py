@@ -21,10 +21,15 @@ steps 5 and 6 are computed again on every run):
    `sources.rows_per_source` of its training rows; `sources.target_rows` of the
    `sources.target_task`'s rows held out as the target examples (the rest of that task is
    a source like the others); the `sources.corrupted` tasks' targets shuffled across their
-   rows (`fishjax.data.row_split`). The runs before the final fine-tune skip the
+   rows (`fishjax.data.row_split`: every corrupted row takes the next one's target, all
+   corrupted rows of a run in one rotation, so at a boundary between two corrupted tasks a
+   row takes the other task's target). The runs before the final fine-tune skip the
    mixture's generation evaluation (`instruct_eval`): they are scored on the target rows.
 2. `meta/`: the meta-initialisation phi*: `config.method` (LoRA) trained by the ordinary
    trainer on every source for `sources.meta_epochs` (a row split, `fishjax.data.row_split`).
+   Every run validates on the target rows; `sources.checkpoint` says whether it keeps its
+   best evaluation's params ("best": each epoch evaluated) or its last ("last": evaluated
+   once, at the end).
 3. `features.safetensors`: for every source and target example, f* (log-odds of its label
    as trained, flipped for noisy rows, at phi*) and g~ = P^T grad f (the LoRA tree, and the
    head with `sources.features_with_head`; P seeded by `sources.seed`, dimension
@@ -109,6 +114,9 @@ def read_selection_file(path: str) -> Any:
 KINDS = ("groups", "shards", "tasks")
 RULES = ("ensemble", "ridge", "forward", "forward_greedy", "gradient_similarity")
 SCORE_METRICS = ("loss", "accuracy")
+# config.sources.checkpoint: a run keeps its best evaluation's params or its last ones
+CHECKPOINTS = ("best", "last")
+LAST_ONLY = 2**31 - 1  # eval_every_steps of a "last" run: it evaluates only at its end
 # config.sources fields read only by the estimates and rankings (step 5 on): a workdir's
 # trained parts (pool, meta-initialisation, features, calibration) serve any values of them.
 ESTIMATE_SETTINGS = ("C", "offsets", "solver_iters", "num_subsets", "rule", "keep_fraction",
@@ -319,6 +327,8 @@ def validate_sources(config: ml_collections.ConfigDict) -> None:
     need(s.rule in RULES, f"rule must be one of {RULES}, got {s.rule!r}")
     need(s.score_metric in SCORE_METRICS, f"score_metric must be one of {SCORE_METRICS}, "
          f"got {s.score_metric!r}")
+    need(s.get("checkpoint", "best") in CHECKPOINTS, f"checkpoint must be one of "
+         f"{CHECKPOINTS}, got {s.get('checkpoint')!r}")
     for name in ("meta_epochs", "finetune_epochs"):
         need(s[name] > 0, f"{name} must be > 0, got {s[name]}")
     for name in ("offsets", "final_finetune", "features_with_head"):
@@ -375,6 +385,8 @@ def _run_config(config: ml_collections.ConfigDict, rows_file: str, epochs: float
     c.train.num_epochs = float(epochs)
     c.train.num_steps = None
     c.train.export = False
+    if c.sources.get("checkpoint", "best") == "last":  # one evaluation, at the end
+        c.train.eval_every_steps = LAST_ONLY
     c.method.peft.init_from = init_from
     if seed is not None:
         c.seed = seed

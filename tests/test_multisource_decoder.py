@@ -122,6 +122,12 @@ def test_select_sources_runs_on_a_decoder_with_instruction_tasks(decoder_selecti
     # The runs before the final one skip generation; the final one scores the target's
     # test rows only.
     assert not os.path.exists(os.path.join(workdir, "meta", "instruct_eval.json"))
+    # sources.checkpoint="last" (the ni designs): the runs evaluate once, at their end, so
+    # phi* is the last step's adapter, not one picked on the target rows
+    from fishjax.select_sources import LAST_ONLY
+    meta_config = json.load(open(os.path.join(workdir, "meta", "config.json")))
+    assert config.sources.checkpoint == "last"
+    assert meta_config["train"]["eval_every_steps"] == LAST_ONLY
     final = json.load(open(os.path.join(out["final"]["workdir"], "instruct_eval.json")))
     assert set(final) == {"test"} and set(final["test"]["tasks"]) == {"target"}
     assert len(final["test"]["predictions"]) == 4
@@ -174,6 +180,10 @@ def test_task_sources_are_checked_before_anything_runs(tiny_decoder_dir, tmp_pat
     with pytest.raises(ConfigError, match="target_task='nope' must be one of"):
         SourceSelection(config, str(tmp_path / "b"))
     config.sources.target_task = "target"
+    config.sources.checkpoint = "best_on_test"
+    with pytest.raises(ConfigError, match="checkpoint must be one of"):
+        SourceSelection(config, str(tmp_path / "b2"))
+    config.sources.checkpoint = "last"
     config.data.instruct.validation_per_task = 2
     with pytest.raises(ConfigError, match="validation_per_task=0"):
         SourceSelection(config, str(tmp_path / "c"))

@@ -121,10 +121,12 @@ def make_config(args):
     return config
 
 
-def first_order_check(sel: SourceSelection, scales=CHECK_SCALES,
+def first_order_check(sel: SourceSelection, scales=None,
                       train_rows: int = REFERENCE_TRAIN_ROWS) -> list[dict]:
     """Errors of the first- and zeroth-order outputs at phi* + Delta (step 2), Delta along
-    the fitted direction of all sources with |Delta| = c |phi*|, two ways:
+    the fitted direction of all sources with |Delta| = c |phi*|, at each of `scales`
+    (default: `CHECK_SCALES` and the calibrated c the estimates use, its row marked
+    `calibrated`), two ways:
     ours, on the target rows: mean |f* + g~ theta - f(phi* + Delta)| / mean |f(phi* + Delta)|;
     the reference's (its fast_estimate_eval_approximation.py), on `train_rows` seeded source
     rows: mean over rows of (|f* + g~ theta - f_new| / max(|f_new|, |f*|))^2."""
@@ -141,8 +143,9 @@ def first_order_check(sel: SourceSelection, scales=CHECK_SCALES,
     train = src.rows(np.sort(np.random.default_rng(sel.s.seed).choice(
         src.ids, min(train_rows, len(src.ids)), replace=False)))
     base_delta = flatten_paths(projection.lift(theta))
+    calibrated = float(sel.calibration()["scale"])
     out = []
-    for c in scales:
+    for c in sorted({*CHECK_SCALES, calibrated} if scales is None else set(scales)):
         moved = {**parts.params, "trainable": unflatten_paths({
             p[1:]: x + c * base_delta.get(p, 0.0) for p, x in
             flatten_paths({"trainable": parts.params["trainable"]}).items()})}
@@ -161,7 +164,7 @@ def first_order_check(sel: SourceSelection, scales=CHECK_SCALES,
                         (np.abs(t_first - t_new) / denom) ** 2)),
                     "reference_zeroth_order_error": float(np.mean(
                         (np.abs(train.f - t_new) / denom) ** 2)),
-                    "reference_rows": int(len(train.ids))})
+                    "reference_rows": int(len(train.ids)), "calibrated": c == calibrated})
         log.info("first-order check c=%g: %s", c, out[-1])
     return out
 
@@ -236,9 +239,10 @@ def jobs(sel: SourceSelection, ranking: dict, args) -> list[Job]:
     return out
 
 
-# Arms whose sources follow the estimates (and so the estimate settings): their run names
-# carry a digest of the sources, so a changed setting trains anew instead of reusing a run.
-SELECTED_ARMS = ("selected", "forward")
+# Arms whose sources follow the estimates or the kept count (and so the estimate settings):
+# their run names carry a digest of the sources, so a changed setting trains anew instead
+# of reusing a run.
+SELECTED_ARMS = ("selected", "forward", "random", "gradient_similarity")
 
 
 def downstream_name(arm: str, names, seed: int) -> str:
@@ -368,14 +372,67 @@ def report_table(report: dict) -> str:
                 lines.append(f"| noisy sources ({what}): AUROC of the ensemble / of the true "
                              f"effects | {effects[f'{label}_auroc_ensemble']:.3f} / "
                              f"{effects[f'{label}_auroc_true_effect']:.3f} |")
+    lines += _first_order_lines(report)
+    rows = goals(report)
+    if rows:
+        lines += ["", "| goal | measured | verdict |", "|---|---|---|"]
+        lines += [f"| {g['goal']} | {g['measured']} | {'met' if g['met'] else 'not met'} |"
+                  for g in rows]
+    return "\n".join(lines) + "\n"
+
+
+# The issue's goals: Spearman of estimated vs true subset losses, the chosen rule's AUROC
+# at finding the noisy sources, the selected arm vs all sources (points of the downstream
+# score), and features + 1,000 estimates against one real fine-tune.
+GOAL_SPEARMAN, GOAL_AUROC, GOAL_GAIN = 0.7, 0.9, 1.0
+
+
+def goals(report: dict) -> list[dict]:
+    """Each goal the report has the figures for: what was measured and whether it is met."""
+    out = []
+    t = report.get("true_subsets") or {}
+    if "spearman" in t:
+        out.append({"goal": f"Spearman, estimated vs true target loss >= {GOAL_SPEARMAN}",
+                    "measured": f"{t['spearman']:.3f} ({t['n']} subsets)",
+                    "met": t["spearman"] >= GOAL_SPEARMAN})
+    rule = (report.get("settings") or {}).get("rule", "ensemble")
+    r = (report.get("ranking") or {}).get(rule) or {}
+    if "noisy_auroc" in r:
+        out.append({"goal": f"AUROC of {rule} at finding the noisy sources >= {GOAL_AUROC}",
+                    "measured": f"{r['noisy_auroc']:.3f}", "met": r["noisy_auroc"] >= GOAL_AUROC})
+    down = report.get("downstream") or {}
+    if down.get("selected") and down.get("all"):
+        ni = is_ni(report.get("design", ""))
+
+        def score(run):
+            return run["target_rouge"] if ni else 100 * run["dev"]
+        sel = float(np.mean([score(x) for x in down["selected"]]))
+        every = float(np.mean([score(x) for x in down["all"]]))
+        out.append({"goal": f"selected >= all sources + {GOAL_GAIN:g} point "
+                            f"({'target test ROUGE-L' if ni else 'dev'})",
+                    "measured": f"{sel:.1f} vs {every:.1f} ({sel - every:+.1f})",
+                    "met": sel - every >= GOAL_GAIN})
+    if "features_s" in report and t.get("n"):
+        cost = report["features_s"] + report["estimate_s"]
+        one = t["true_s"] / t["n"]
+        out.append({"goal": "features + 1,000 estimates < one real fine-tune (mean of the "
+                            "true fine-tunes)",
+                    "measured": f"{cost:.0f} s vs {one:.0f} s ({cost / one:.2f}x)",
+                    "met": cost < one})
+    return out
+
+
+def _first_order_lines(report: dict) -> list[str]:
+    lines = []
     for row in report.get("first_order") or []:
         ref = (f"; reference's mean squared relative error on {row['reference_rows']} "
                f"training rows {row['reference_first_order_error']:.4f} "
                f"({row['reference_zeroth_order_error']:.4f})"
                if "reference_first_order_error" in row else "")
-        lines.append(f"| first-order error at c={row['c']:g} (without the gradient term) | "
+        c = f"{row['c']:.3g}" + (", the calibrated c" if row.get("calibrated") else "")
+        lines.append(f"| first-order error at c={c} (without the gradient term) | "
                      f"{row['first_order_error']:.4f} ({row['zeroth_order_error']:.4f}){ref} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def source_effects(report: dict) -> dict | None:

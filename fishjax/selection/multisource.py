@@ -65,7 +65,9 @@ order. The functions here are the pure steps; `fishjax.select_sources` drives th
   are given (groups of the target task or shards of several tasks, `fishjax.select_sources`).
   Meta-initialisation as the reference's: LoRA r16, alpha 128 on q/k/v, AdamW 3e-4, weight
   decay 1e-4, 20 epochs (it uses the 18th epoch's checkpoint, picked on test accuracy; ours
-  is the last, no picking); ours keeps fishjax's warm-up and linear decay.
+  keeps the epoch best on the target rows with `sources.checkpoint="best"`, the GLUE
+  designs' setting, or the last one with "last", the Natural Instructions design's); ours
+  keeps fishjax's warm-up and linear decay.
 """
 
 from __future__ import annotations

@@ -264,6 +264,10 @@ def test_estimate_uses_finished_cells_then_a_fallback_rate():
     assert glue.estimate_cell_s("sst2", "full", 5, 32, cells) == (50.0,
                                                                   "same method, other tasks")
     assert glue.estimate_cell_s("rte", "sift", 1, 32, cells)[1] == "same task, other methods"
+    # a step timed on another task counts in proportion to the sequence lengths
+    rte_length = glue.recorded_length({"task": "rte"})
+    assert glue.estimate_cell_s("sst2", "full", 5, 32, cells, rte_length // 2)[0] == \
+        pytest.approx(25.0)
     sec, basis = glue.estimate_cell_s("sst2", "sift", 10, 32, {})
     assert basis == "fallback rate"
     assert sec == glue.FALLBACK_CELL_OVERHEAD_S + 320 / glue.FALLBACK_EX_PER_S

@@ -11,8 +11,9 @@ recorded in `<out>/results.json` (written atomically after every cell) and skipp
 rerun; a cell that crashes is recorded with its error and the grid goes on (rerun to retry
 it). Before it starts, the grid prints its expected wall time: per cell, the mean seconds
 per step of finished cells of the same task and method (else the same method on other
-tasks, else the same task), times the cell's steps; with no finished cell at all,
-`FALLBACK_EX_PER_S` training examples/s plus `FALLBACK_CELL_OVERHEAD_S` per cell (a rough
+tasks, scaled by the ratio of sequence lengths, else the same task), times the cell's
+steps; with no finished cell at all, `FALLBACK_EX_PER_S` training examples/s plus
+`FALLBACK_CELL_OVERHEAD_S` per cell (a rough
 CPU figure: MiniLM-L6 on 2 cores trains at ~9-14 examples/s at length <= 128).
 
 Outputs in `<out>`: `results.json` ({"cells": {cell_id: {...}}}: status, final and best dev
@@ -443,6 +444,7 @@ def run_cell(task: str, method: str, seed: int, args, config=None, cid: str | No
         "method_summary": summary,
         "total_steps": res["total_steps"],
         "batch_size": config.train.batch_size,
+        "max_length": config.data.max_length,
         "wall_s": time.perf_counter() - t0,
         "train_s": res["train_s"],
         "setup_s": res["setup_s"],
@@ -582,9 +584,20 @@ def planned_steps(config, task: str) -> int | None:
     return min(steps, t.stop_after_steps) if t.stop_after_steps else steps
 
 
+def recorded_length(cell: dict) -> int | None:
+    """A finished cell's sequence length: its record's, else its task's config default."""
+    if cell.get("max_length"):
+        return int(cell["max_length"])
+    try:
+        return int(glue_configs.get_config(cell["task"]).data.max_length)
+    except (KeyError, ValueError):
+        return None
+
+
 def estimate_cell_s(task: str, method: str, steps: int | None, batch: int,
-                    cells: dict[str, dict]) -> tuple[float, str]:
-    """(seconds, basis) for one cell; see the module doc."""
+                    cells: dict[str, dict], length: int | None = None) -> tuple[float, str]:
+    """(seconds, basis) for one cell; see the module doc. With `length` (the cell's
+    sequence length), a step timed on another task counts in proportion to the lengths."""
     ok = [c for c in cells.values() if c.get("status") == "ok" and c.get("wall_s")
           and c.get("total_steps")]
     pools = (("same task and method", [c for c in ok if (c["task"], c["method"]) ==
@@ -593,13 +606,19 @@ def estimate_cell_s(task: str, method: str, steps: int | None, batch: int,
              ("same task, other methods", [c for c in ok if c["task"] == task]))
     for basis, pool in pools:
         if pool:
-            per_step = float(np.mean([c["wall_s"] / c["total_steps"] for c in pool]))
+            per_step = float(np.mean([c["wall_s"] / c["total_steps"] * _length_ratio(
+                length, c, task) for c in pool]))
             if steps is None:
                 return float(np.mean([c["wall_s"] for c in pool])), basis
             return per_step * steps, basis
     if steps is None:
         return float("nan"), "unknown size"
     return FALLBACK_CELL_OVERHEAD_S + steps * batch / FALLBACK_EX_PER_S, "fallback rate"
+
+
+def _length_ratio(length: int | None, cell: dict, task: str) -> float:
+    have = recorded_length(cell)
+    return length / have if length and have and cell["task"] != task else 1.0
 
 
 def _fmt_s(s: float) -> str:
@@ -616,7 +635,7 @@ def estimate_grid(todo: list[tuple[str, str, int]], cells: dict[str, dict], args
     for t, m, s in todo:
         config = cell_config(t, m, s, args)
         sec, basis = estimate_cell_s(t, m, planned_steps(config, t), config.train.batch_size,
-                                     cells)
+                                     cells, config.data.max_length)
         per_task[t] = per_task.get(t, 0.0) + sec
         bases[basis] = bases.get(basis, 0) + 1
     return {"total_s": float(sum(per_task.values())), "per_task_s": per_task, "bases": bases}

@@ -40,6 +40,7 @@ slot. Steps, each resumable (files under `--out`):
    grid `<out>/leave_out` (`LEAVE_OUT_METHODS`): the bank holds only the other tasks'
    adapters (a task not in the bank).
 5. `--report`: `<out>/report.json` and (`--readme`) the README table from the files above.
+`touch <out>/STOP` stops a run between adapters or profile cells.
 """
 
 from __future__ import annotations
@@ -204,6 +205,8 @@ def build_bank(out: str, manifest: dict[str, Any], args) -> None:
         if done and done.get("key") == adapter_key(task, split, args) \
                 and os.path.exists(done["peft_file"]):
             continue
+        if cli.stop_requested(out):
+            raise SystemExit(f"stop requested ({cli.stop_file(out)}): the bank is not done")
         log.info("[%d/%d] adapter %s", n + 1, len(todo), name)
         adapters[name] = train_adapter(task, split, os.path.join(out, "adapters", name), args)
         atomic_write_json(path, manifest)
@@ -241,7 +244,7 @@ def profile_grid_argv(args, grid: str, methods: tuple[str, ...], report: bool = 
             "--tasks", ",".join(TASKS), "--methods", ",".join(methods), "--seeds", SEEDS,
             "--select_on", "validation", "--lr_grid", LR_GRID, "--row_split", row_splits,
             "--train_subset", "none", *_sets(args), "--set", f"method.xpeft.pool={pool}",
-            "--out", os.path.join(args.out, grid),
+            "--out", os.path.join(args.out, grid), "--stop_dir", args.out,
             *(["--report"] if report else [])]
 
 
@@ -432,6 +435,8 @@ def main(argv=None) -> dict:
         print(table)
         return rep
     glue.use_compilation_cache(args.compilation_cache)
+    os.makedirs(args.out, exist_ok=True)
+    cli.clear_stop_file(args.out)  # `touch <out>/STOP`: stop between adapters or cells
     manifest = read_json(manifest_path) if os.path.exists(manifest_path) else {}
     steps = ("rows", "probe", "bank", "in_bank", "leave_out")
     run = steps if args.step == "all" else (args.step,)
@@ -462,7 +467,7 @@ def main(argv=None) -> dict:
     if "bank" in run:
         build_bank(args.out, manifest, args)
     for grid, methods in (("in_bank", PROFILE_METHODS), ("leave_out", LEAVE_OUT_METHODS)):
-        if grid in run:
+        if grid in run and not cli.stop_requested(args.out):
             pin_banks(args.out, grid, manifest)
             glue.main(profile_grid_argv(args, grid, methods))
     return manifest

@@ -453,6 +453,7 @@ class SourceSelection:
         self._check_settings()
         self.task = get_task(config.task)
         self.objective = for_task(self.task)
+        self._projection_memo: ms.Projection | None = None
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
@@ -472,6 +473,8 @@ class SourceSelection:
             if "sources" in have:  # files from before ESTIMATE_SETTINGS: compare the rest
                 have["sources"] = {k: v for k, v in have["sources"].items()
                                    if k not in ESTIMATE_SETTINGS}
+                # files from before sources.checkpoint: their runs kept the best evaluation
+                have["sources"].setdefault("checkpoint", "best")
             diff = sorted(k for k in want if have.get(k) != want[k])
             if diff and self._trained_anything():
                 raise ConfigError(f"{self.workdir} was made with other settings ({diff}); use "
@@ -615,10 +618,15 @@ class SourceSelection:
             chunk_size=parse_chunk_size(config.method.fisher.chunk_size))
 
     def _projection(self, trainable: dict) -> ms.Projection:
-        """P for the featured leaves (paths as the gradient tree has them)."""
-        return ms.make_projection({"trainable": featured(trainable, self.s.features_with_head)},
-                                  self.s.project_dim, jax.random.PRNGKey(self.s.seed),
-                                  int(self.s.max_projection_mb) << 20)
+        """P for the featured leaves (paths as the gradient tree has them); made once per
+        selection (it depends only on the leaves' shapes and the settings, and held whole
+        it is up to `max_projection_mb`: the steps share one)."""
+        if self._projection_memo is None:
+            self._projection_memo = ms.make_projection(
+                {"trainable": featured(trainable, self.s.features_with_head)},
+                self.s.project_dim, jax.random.PRNGKey(self.s.seed),
+                int(self.s.max_projection_mb) << 20)
+        return self._projection_memo
 
     def features(self) -> tuple[ms.Features, ms.Features, float, ms.Projection]:
         """(source features, target features, |phi*|, the projection)."""

@@ -105,7 +105,9 @@ def stop_file(workroot: str) -> str:
 
 
 def clear_stop_file(workroot: str) -> None:
-    """Removes a stop request left from an earlier run (starting a grid means run it)."""
+    """Makes `workroot` and removes a stop request left from an earlier run there
+    (starting a grid means run it)."""
+    os.makedirs(workroot, exist_ok=True)
     path = stop_file(workroot)
     if os.path.exists(path):
         os.remove(path)

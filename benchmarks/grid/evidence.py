@@ -103,7 +103,6 @@ def inherited_rates(out: str) -> str | None:
 
 def run(args) -> None:
     if not args.estimate:
-        os.makedirs(args.out, exist_ok=True)
         cli.clear_stop_file(args.out)
     for part in ("main", "budget", "rte", "reference"):
         if cli.stop_requested(args.out):  # `touch <out>/STOP`: also between a part's cells

@@ -887,7 +887,6 @@ def main(argv=None) -> dict:
         return read_json(results_path)
     cli.check_readme(args.readme, README_BLOCK, results_path)  # before the grid, not after
     if not args.report and not args.estimate:
-        os.makedirs(_stop_dir(args), exist_ok=True)
         cli.clear_stop_file(_stop_dir(args))
     state = read_json(results_path) if os.path.exists(results_path) else {"cells": {}}
     if args.report and not os.path.exists(results_path):

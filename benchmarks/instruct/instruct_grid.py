@@ -276,7 +276,6 @@ def run_one(cell: dict[str, Any], args: argparse.Namespace,
 def run_grid(args: argparse.Namespace) -> None:
     """Every pending cell, phase by phase; `--jobs` cells of a phase at once."""
     phases = PHASES if args.phase == "all" else (args.phase,)
-    os.makedirs(args.workroot, exist_ok=True)
     cli.clear_stop_file(args.workroot)
     for phase in phases:
         if cli.stop_requested(args.workroot):

@@ -206,7 +206,6 @@ def check_one_bank(cells: dict[str, dict[str, Any]]) -> str | None:
 
 
 def run_grid(args: argparse.Namespace) -> None:
-    os.makedirs(args.workroot, exist_ok=True)
     cli.clear_stop_file(args.workroot)
     while not cli.stop_requested(args.workroot):  # `touch <workroot>/STOP`: stop between cells
         cells = load_cells(args.out)

@@ -435,7 +435,6 @@ def main(argv=None) -> dict:
         print(table)
         return rep
     glue.use_compilation_cache(args.compilation_cache)
-    os.makedirs(args.out, exist_ok=True)
     cli.clear_stop_file(args.out)  # `touch <out>/STOP`: stop between adapters or cells
     manifest = read_json(manifest_path) if os.path.exists(manifest_path) else {}
     steps = ("rows", "probe", "bank", "in_bank", "leave_out")

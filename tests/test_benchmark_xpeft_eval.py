@@ -179,3 +179,16 @@ def test_claim_picks_the_variant_on_validation_and_checks_both_margins():
     left = xpeft_eval.claim(entry, "leave_out")  # against the in-bank grid's baselines
     assert left["adapter_dev"] == pytest.approx(0.79) and not left["within_adapter"]
     assert xpeft_eval.claim({"in_bank": {"head_only": sel([0.7], 0.7)}}, "in_bank") is None
+
+
+def test_readme_block_matches_the_committed_report():
+    """The README's xpeft-eval block is what readme_table makes of the committed report."""
+    from benchmarks.common import readme_blocks
+    from fishjax.core.io import read_json
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(repo, xpeft_eval.DEFAULT_OUT, "report.json")
+    table = xpeft_eval.readme_table(read_json(source))
+    assert "converged probe" in table
+    assert readme_blocks.check(os.path.join(repo, "README.md"), xpeft_eval.README_BLOCK,
+                               source, table) == []

@@ -327,7 +327,7 @@ def _mean_std(scores: list[float]) -> str:
 def readme_table(rep: dict[str, Any]) -> str:
     """Rows: the probe, then each profile method (in-bank grid, then leave-out grid);
     per task: dev mean ± std at the chosen rate and the rate (validation score per rate)."""
-    tasks = list(rep["tasks"])
+    tasks = sorted(rep["tasks"])  # report.json is written with sorted keys
     header = []
     for t in tasks:
         header += [f"{t} dev ({get_task(t).main_metric})", f"{t} lr (validation by lr)"]
@@ -370,7 +370,7 @@ def checks_text(rep: dict[str, Any]) -> str:
     """Under the table: the bank's adapters against their reference, the head against the
     probe, and the claim per task and grid with its verdict."""
     lines = []
-    for t, e in rep["tasks"].items():
+    for t, e in sorted(rep["tasks"].items()):
         shards = {k: v for k, v in e["adapters"].items() if "-shard" in k}
         if shards and all("of_reference" in v for v in shards.values()):
             ref = e["adapters"].get(f"{t}-reference", {}).get("score")

@@ -176,6 +176,9 @@ def test_claim_picks_the_variant_on_validation_and_checks_both_margins():
     assert got["within_adapter"] and not got["over_head"] and not got["holds"]  # +2.5 < +3
     entry["in_bank"]["head_only"] = sel([0.75], 0.79)
     assert xpeft_eval.claim(entry, "in_bank")["holds"]
+    assert xpeft_eval.claim(entry, "in_bank")["over_probe"] is None  # no probe yet
+    entry["probe_mean"] = 0.77  # the probe above the head: +1.5 over it is not +3
+    assert xpeft_eval.claim(entry, "in_bank")["over_probe"] is False
     left = xpeft_eval.claim(entry, "leave_out")  # against the in-bank grid's baselines
     assert left["adapter_dev"] == pytest.approx(0.79) and not left["within_adapter"]
     assert xpeft_eval.claim({"in_bank": {"head_only": sel([0.7], 0.7)}}, "in_bank") is None

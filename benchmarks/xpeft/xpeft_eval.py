@@ -311,10 +311,14 @@ def claim(entry: dict[str, Any], grid: str) -> dict[str, Any] | None:
     best = max(xpeft, key=xpeft.get)
     x = float(np.mean(sel[best]["dev_scores"]))
     a, h = float(np.mean(adapter)), float(np.mean(head))
+    probe = entry.get("probe_mean")
     return {"grid": grid, "variant": best, "validation": xpeft[best], "xpeft_dev": x,
             "seeds": len(sel[best]["dev_scores"]), "adapter_dev": a, "head_dev": h,
             "within_adapter": x - a >= -ADAPTER_TOLERANCE,
             "over_head": x - h >= HEAD_MARGIN,
+            # The stricter floor: a head that is short of the converged probe (it lacks the
+            # probe's cross-validated L2) would flatter the margin; the probe does not.
+            "over_probe": None if probe is None else x - probe >= HEAD_MARGIN,
             "holds": x - a >= -ADAPTER_TOLERANCE and x - h >= HEAD_MARGIN}
 
 
@@ -398,7 +402,11 @@ def checks_text(rep: dict[str, Any]) -> str:
                 f"and head_only {100 * c['head_dev']:.1f} "
                 f"({100 * (c['xpeft_dev'] - c['head_dev']):+.1f}; >= +"
                 f"{100 * HEAD_MARGIN:.0f}: {'yes' if c['over_head'] else 'no'}): the claim "
-                + ("holds." if c["holds"] else "does not hold."))
+                + ("holds" if c["holds"] else "does not hold")
+                + ("" if c.get("over_probe") is None else
+                   f"; against the converged probe {100 * e['probe_mean']:.1f} "
+                   f"({100 * (c['xpeft_dev'] - e['probe_mean']):+.1f}): "
+                   + ("also >= +3." if c["over_probe"] else "not >= +3.")))
     return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
 

@@ -299,7 +299,8 @@ def report(out: str) -> dict[str, Any]:
 def claim(entry: dict[str, Any], grid: str) -> dict[str, Any] | None:
     """The issue's test for one grid: the X-PEFT variant with the best validation score
     (chosen on the validation rows, never on dev) against the fresh adapter (within
-    `ADAPTER_TOLERANCE`) and head_only (at least `HEAD_MARGIN` better), dev means."""
+    `ADAPTER_TOLERANCE`) and head_only (at least `HEAD_MARGIN` better), dev means; also
+    whether it clears the converged probe by `HEAD_MARGIN` (reported beside the verdict)."""
     sel, base = entry.get(grid) or {}, entry.get("in_bank") or {}
     xpeft = {m: max(v for v in e["validation_by_lr"].values() if v is not None)
              for m, e in sel.items() if m.startswith("xpeft") and e["dev_scores"]

@@ -73,6 +73,11 @@ def test_budget_cells_wait_for_and_inherit_the_main_rates(tmp_path):
     assert argv[argv.index("--out") + 1] == f"{out}/budget" and argv[-2:] == ["--set", "a=1"]
     ref = evidence.part_argv("reference", _args(out))
     assert ref[ref.index("--lr_grid") + 1] == "fish_reference=5e-5"
+    # every part's cells read the encoder by mean pooling, the reference recipe's too
+    for part in ("main", "rte", "reference"):
+        cfg = glue.cell_config("mrpc", "fish_reference" if part == "reference" else "fish", 0,
+                               glue.parse_args(evidence.part_argv(part, _args(out))[:-2]))
+        assert cfg.model.pooling == "mean", part
 
 
 def test_report_claims_and_curve_from_the_results_files(tmp_path):

@@ -77,7 +77,6 @@ TASKS: dict[str, dict[str, Any]] = {
     "mrpc": {"profile": 800, "validation": 400, "shards": 4, "shard_rows": None, "epochs": 10},
 }
 SHARD_METHOD = "adapter_pfeiffer"
-POOLING = "model.pooling=mean"
 PROBE_TOLERANCE = 0.01  # head_only within 1 point of the converged probe
 # The issue's claim: X-PEFT within 1 point of a fresh adapter and >= head_only + 3 points.
 ADAPTER_TOLERANCE, HEAD_MARGIN = 0.01, 0.03
@@ -142,7 +141,7 @@ def write_splits(out: str, task: str, glue_dir: str) -> dict[str, Any]:
 
 def _sets(args) -> list[str]:
     """The config assignments of every run: mean pooling, no export, then `--set`."""
-    return [x for a in (POOLING, "train.export=False", *args.set) for x in ("--set", a)]
+    return [x for a in (glue.MEAN_POOLING, "train.export=False", *args.set) for x in ("--set", a)]
 
 
 def _grid_args(args) -> Any:

@@ -68,6 +68,22 @@ def test_report_table_and_one_bank(tmp_path):
     text = xd.table(rep)
     assert f"| xpeft_soft | 40.0 (n=2) | {hi:.0e} ({lo:.0e}: 20.0, {hi:.0e}: 25.0) |" in text
     assert "| zero_shot | 10.0 (n=1) | – |" in text
+    assert rep["claims"] == []  # no fresh adapter yet
+    alo, ahi = xd.PROFILE_METHODS["adapter"][1]
+    for lr, seed, val, test in ((alo, 0, 30.0, 41.5), (ahi, 0, 10.0, 99.0), (alo, 1, 0.0, 41.5)):
+        c = xd.profile_cell(task, "adapter", lr, seed, "o")
+        cells[c["id"]] = fake(c, val, test)
+    zero = {t: 35.0 for t in xd.BANK_TASKS}  # the bank cells test at 40
+    zero[xd.BANK_TASKS[0]] = 55.0  # the untuned model beats this bank adapter
+    rep = xd.report(cells, zero)
+    assert rep["bank"][xd.BANK_TASKS[1]]["zero_shot_test_rougeL"] == 35.0
+    (got,) = rep["claims"]  # the adapter at its chosen rate: 41.5, not the 99 of another
+    assert got["variant"] == "xpeft_soft" and got["adapter_test"] == 41.5
+    assert not got["within_adapter"] and got["over_zero_shot"] and not got["holds"]
+    text = xd.table(rep)
+    assert f"({len(xd.BANK_TASKS) - 1} of {len(xd.BANK_TASKS)} above it)" in text
+    assert "test 40.0 (n=2) vs fresh adapter 41.5 (-1.5; within 1: no)" in text
+    assert "zero-shot 10.0 (+30.0; >= +3: yes): the claim does not hold." in text
     other = xd.profile_cell(task, "xpeft_soft", lo, 1, "o")
     cells[other["id"]] = fake(other, 1.0, bank_fingerprint="e" * 64)
     with pytest.raises(SystemExit, match="different banks"):

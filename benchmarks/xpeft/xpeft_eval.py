@@ -406,7 +406,8 @@ def checks_text(rep: dict[str, Any]) -> str:
                 + ("" if c.get("over_probe") is None else
                    f"; against the converged probe {100 * e['probe_mean']:.1f} "
                    f"({100 * (c['xpeft_dev'] - e['probe_mean']):+.1f}): "
-                   + ("also >= +3." if c["over_probe"] else "not >= +3.")))
+                   + ("also" if c["over_probe"] else "not")
+                   + f" >= +{100 * HEAD_MARGIN:.0f}."))
     return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
 

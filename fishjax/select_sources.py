@@ -573,6 +573,8 @@ class SourceSelection:
         res = finished_results(config, workdir) or train_and_evaluate(config, workdir)
         return {"name": name, "sources": sources, "workdir": workdir,
                 "final_eval": res["final_eval"], "train_s": res["train_s"],
+                # over every run of the workdir (None: from before that was recorded)
+                "train_s_total": res.get("train_s_total"),
                 "instruct_eval": res.get("instruct_eval"),
                 "peft_file": os.path.join(workdir, PEFT_FILE)}
 

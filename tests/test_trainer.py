@@ -120,6 +120,10 @@ def test_resume_matches_uninterrupted_run(tiny_config, tmp_path, prng):
     assert resumed["finished"] and resumed["step"] == full["step"]
 
     assert resumed["final_eval"] == full["final_eval"]
+    # The resumed run's cost covers both runs; its own share is the second run's only.
+    assert full["train_s_total"] == pytest.approx(full["train_s"])
+    assert part["train_s_total"] == pytest.approx(part["train_s"])
+    assert resumed["train_s_total"] > resumed["train_s"] + 0.5 * part["train_s"]
     a = _latest_state(full_dir, None)
     b = _latest_state(resumed_dir, None)
     leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)

@@ -269,12 +269,16 @@ def true_subsets(sel: SourceSelection, n: int) -> dict:
                               scale * phi_norm, c=sel.s.C, offsets=sel.s.offsets,
                               iters=sel.s.solver_iters)
     estimate_s = time.perf_counter() - t0
-    runs, true_s = [], 0.0
+    runs, true_s, untimed = [], 0.0, 0
     for i, row in enumerate(subsets):
         names = [pool.names[j] for j in np.flatnonzero(row)]
         t1 = time.perf_counter()
         run = sel.finetune(f"true/{i}", names, sel.s.finetune_epochs, from_meta=True)
-        true_s += run.get("train_s") or (time.perf_counter() - t1)
+        # A run resumed across sessions: its whole training time (train_s is the last
+        # process's share); runs from before that was recorded count their last share only.
+        total = run.get("train_s_total")
+        untimed += total is None
+        true_s += total or run.get("train_s") or (time.perf_counter() - t1)
         scores = run_scores(sel, run)
         runs.append({"sources": names, "noisy": sum(n in pool.noisy for n in names),
                      "true_loss": scores["target_loss"],
@@ -284,6 +288,7 @@ def true_subsets(sel: SourceSelection, n: int) -> dict:
     stats = true_vs_estimated([r["true_loss"] for r in runs],
                               [r["estimated_loss"] for r in runs])
     out = {"runs": runs, **stats, "estimate_s": estimate_s, "true_s": true_s,
+           "runs_without_total_time": untimed,
            "speedup": true_s / max(estimate_s, 1e-9)}
     if not sel.task.generative:  # a decoder's token accuracy is not what f > 0 estimates
         acc = true_vs_estimated([r["true_accuracy"] for r in runs],

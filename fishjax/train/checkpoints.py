@@ -5,6 +5,8 @@
   with the same workdir restores the newest and continues with identical results.
 - `<workdir>/best/<step>`: only the trainable params of the best evaluation so far, with
   its score in `<workdir>/best/best.json`.
+- `<workdir>/train_time.json`: the training seconds spent up to each kept checkpoint, over
+  every run of the workdir, so a resumed run can report what the whole training cost.
 
 Each step folder also holds an integrity record: the sha256 of the saved tree
 (`fishjax.core.tree.tree_sha256`), checked when it is restored. A damaged newest
@@ -37,6 +39,7 @@ from fishjax.core.tree import all_finite, tree_sha256
 log = logging.getLogger("fishjax")
 KEEP_LATEST = 2
 FOLDERS = ("checkpoints", "best")
+TRAIN_TIME_FILE = "train_time.json"
 ORBAX_TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's <step>.orbax-checkpoint-tmp-<time>/
 
 
@@ -140,14 +143,41 @@ class Checkpoints:
         self._latest = _manager(self._latest_dir, keep)
         self._best = _manager(self._best_dir, 1)
         self._best_json = os.path.join(self._best_dir, "best.json")
+        self._train_time_json = os.path.join(self.workdir, TRAIN_TIME_FILE)
 
     def latest_step(self) -> int | None:
         return self._latest.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
+    def save(self, step: int, state: Any, train_s: float | None = None) -> None:
+        """Saves `state` as step `step`; `train_s`: the training seconds it took to get
+        here, over all runs (None: unknown), kept for `train_s_at`."""
         if self._latest.latest_step() == step:
             return
         _save(self._latest, step, state)
+        if jax.process_index() == 0:
+            kept = {str(s) for s in self._latest.all_steps()}
+            times = {k: v for k, v in self._train_times().items() if k in kept}
+            times[str(step)] = train_s
+            atomic_write_json(self._train_time_json, times)
+
+    def _train_times(self) -> dict[str, float | None]:
+        if not os.path.exists(self._train_time_json):
+            return {}
+        try:
+            times = read_json(self._train_time_json)
+        except ValueError:
+            times = None
+        if not isinstance(times, dict):  # only a clock: warn, never stop the run for it
+            log.warning("%s is not a JSON object of step: seconds; the training time of "
+                        "this workdir's earlier runs is unknown", self._train_time_json)
+            return {}
+        return times
+
+    def train_s_at(self, step: int) -> float | None:
+        """The training seconds, over all runs, up to the checkpoint of `step` (None:
+        not recorded, e.g. a workdir from before the record existed)."""
+        value = self._train_times().get(str(step))
+        return float(value) if isinstance(value, (int, float)) else None
 
     def restore_latest(self, like: Any) -> Any | None:
         """The newest usable saved state, placed like `like` (a state or its abstract

@@ -356,6 +356,9 @@ class Trainer:
             self.state = restored
             log.info("resumed from step %d", int(restored.step))
         step = int(self.state.step)
+        # The clock of the whole training over every run of this workdir (None: an earlier
+        # run's share is unknown): what a resumed run's cost is reported as.
+        self._clock = (t0, 0.0 if restored is None else ckpt.train_s_at(step))
         if is_main:
             # Rows a killed run wrote past the restored step are written again below; a
             # fresh start (no checkpoint) drops them all.
@@ -400,6 +403,7 @@ class Trainer:
             "method_summary": summary,
             "setup_s": setup_s,
             "train_s": train_s,
+            "train_s_total": None if self._clock[1] is None else self._clock[1] + train_s,
             # the optimizer's state (moments, masks): what a method's memory claim is about
             "optimizer_state_bytes": tree_bytes(self.state.opt_state),
         }
@@ -490,10 +494,15 @@ class Trainer:
                     log.info("eval step %d: %s%s", step, _fmt_metrics(last_eval),
                              " (best so far)" if improved else "")
                 if do_save:
-                    ckpt.save(step, self.state)
+                    ckpt.save(step, self.state, self._train_s_total())
                 if step >= stop_at:
                     break
         return step, last_eval
+
+    def _train_s_total(self) -> float | None:
+        """Seconds of `run` so far plus those of the earlier runs this one resumed."""
+        t0, before = self._clock
+        return None if before is None else before + time.perf_counter() - t0
 
     def _finish(self, ckpt: Checkpoints, is_main: bool) -> dict[str, Any]:
         """Export and artefacts of a finished run, from the best evaluation's params."""

@@ -197,3 +197,37 @@ def test_a_stop_file_stops_a_glue_grid_between_cells(tmp_path, monkeypatch):
         [glue.cell_id("rte", "full", 0)]
     glue.main(argv)  # a new run clears the request and goes on
     assert ran == [0, 1]
+
+
+def test_xpeft_part_waits_for_and_runs_the_leave_out_variant(tmp_path):
+    path = str(tmp_path / "leave_out.json")
+    assert evidence.xpeft_choice(path) is None  # the X-PEFT experiment has not run
+    val = {"xpeft_soft": (0.80, 0.70), "xpeft_hard_k2_mean": (0.82, 0.71),
+           "xpeft_hard_k2_sum": (0.84, 0.60)}
+    sel = {task: {m: {"chosen_lr": 0.01, "validation_by_lr": {"0.01": v[i], "0.03": 0.99}}
+                  for m, v in val.items()} for i, task in enumerate(("sst2", "mrpc"))}
+    sel["mrpc"]["xpeft_soft"]["chosen_lr"] = None  # one variant not chosen yet on one task
+    json.dump({"selection": sel}, open(path, "w"))
+    assert evidence.xpeft_choice(path) is None
+    sel["mrpc"]["xpeft_soft"]["chosen_lr"] = 0.01
+    json.dump({"selection": sel}, open(path, "w"))
+    # the means at the chosen rate (the 0.03 scores were not chosen): k2_mean 0.765 is best
+    assert evidence.xpeft_choice(path) == "xpeft_leaveout_hard_k2_mean"
+    argv = evidence.part_argv("xpeft", _args(str(tmp_path)), "xpeft_leaveout_hard_k2_mean")
+    assert argv[argv.index("--methods") + 1] == "xpeft_leaveout_hard_k2_mean"
+    assert argv[argv.index("--lr_grid") + 1] == "xpeft_leaveout_hard_k2_mean=3e-3/1e-2/3e-2"
+    cfg = glue.cell_config("mrpc", "xpeft_leaveout_hard_k2_mean", 0,
+                           glue.parse_args(argv[:-2]))
+    x = cfg.method.xpeft
+    assert (cfg.method.name, x.variant, x.k, x.mixing) == ("xpeft", "hard", 2, "mean")
+    assert x.pool == "benchmarks/results/xpeft_eval/banks/without-mrpc.safetensors"
+    assert cfg.model.pooling == "mean"
+
+
+def test_xpeft_claim_reads_the_xpeft_part_against_main_adapter():
+    main = {"selection": {"sst2": {"adapter": _selection("sst2", "adapter", 1e-3, [0.85, 0.87])}}}
+    xpeft = {"selection": {"sst2": {"xpeft_leaveout_soft": _selection(
+        "sst2", "xpeft_leaveout_soft", 1e-2, [0.855, 0.855])}}}
+    rows = evidence.claims(evidence.claim_selection(main, xpeft))
+    assert [(r["a"], r["b"], r["holds"]) for r in rows] == [("xpeft", "adapter", True)]
+    assert rows[0]["difference"] == pytest.approx(-0.5)

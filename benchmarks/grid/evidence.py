@@ -7,7 +7,7 @@ held-out rows chose, 3 seeds, budget curves, RTE as the hard case, the FISH refe
   python -m benchmarks.grid.evidence --out=benchmarks/results/evidence --report \\
       --readme README.md
 
-Four parts, each a `benchmarks/grid/glue.py --select_on=validation` grid in its own folder
+Five parts, each a `benchmarks/grid/glue.py --select_on=validation` grid in its own folder
 under `--out` (resumable: a rerun skips finished cells), run in this order:
 - `main`: SST-2 (the fixed 4,500-row subset, `--train_subset sst2=4500`: 4,050 training and
   450 validation rows; length 64) and MRPC (length 128) x `METHODS` x seeds 0, 1, 2. Every
@@ -20,6 +20,12 @@ under `--out` (resumable: a rerun skips finished cells), run in this order:
   for that choice).
 - `rte`: RTE, the hard case (a frozen MiniLM's best linear read-out is below the majority
   class; README, X-PEFT), x full, fish, sift, seeds 0, 1, 2.
+- `xpeft`: SST-2 and MRPC (main's rows) x X-PEFT over a bank without the task (the other
+  task's four shard adapters, `glue.XPEFT_LEAVE_OUT_BANK`; no bank adapter saw the cell's
+  task), in the mixing variant `xpeft_choice` reads off the X-PEFT experiment's
+  leave-out grid (best validation score at seed 0, mean over its two tasks), seeds 0, 1,
+  2, rates `XPEFT_LR_GRID` (the head's; the scores train at 1e-2); it waits for that
+  choice.
 - `reference`: MRPC x `fish_reference` (configs/fish_reference.py: lr 5e-5, batch 16, 7
   epochs, no warmup or weight decay, empirical Fisher over 1,024 rows, budget rounded
   down), its own rate only, seeds 0, 1, 2; like every part it trains without the
@@ -47,6 +53,7 @@ from benchmarks.common import cli, readme_blocks
 from benchmarks.grid import glue
 from benchmarks.grid import validation_protocol as vp
 from benchmarks.grid.cells import trainable_fraction
+from benchmarks.xpeft import xpeft_eval
 from fishjax.core.io import atomic_write, atomic_write_json, read_json
 
 log = logging.getLogger("fishjax.benchmarks")
@@ -59,28 +66,58 @@ CURVE_METHODS = ("fish", "random_mask", "ird", "sift")
 BUDGET_SEEDS = "0"
 SEEDS = "0,1,2"
 SST2_ROWS = 4500  # 10% of them (450) are the validation rows: 4,050 trained
+PARTS = ("main", "budget", "rte", "xpeft", "reference")
+# X-PEFT's part: the leave-out grid whose variant it runs, and its rates (the head's, as in
+# that experiment: only the head and the adapter scores train).
+XPEFT_LEAVE_OUT = os.path.join(xpeft_eval.DEFAULT_OUT, "leave_out", "results.json")
+XPEFT_LR_GRID = "3e-3/1e-2/3e-2"
 # The claims the reading checks: (claim, method A, method B, the least A - B in dev points
 # for it to hold; None: A - B > 0). A's dev minus B's, means over the seeds.
 CLAIMS = (("FISH beats a random mask at equal count", "fish", "random_mask", None),
           ("IRD beats FISH", "ird", "fish", None),
           ("SIFT within 1 point of full fine-tuning", "sift", "full", -1.0),
-          ("LoRA-FISH (warm-up) >= LoRA", "lora_fish_warmup", "lora", 0.0))
+          ("LoRA-FISH (warm-up) >= LoRA", "lora_fish_warmup", "lora", 0.0),
+          # `xpeft`: the xpeft part's method, whichever variant it ran
+          ("X-PEFT (bank without the task) within 1 point of an adapter", "xpeft", "adapter",
+           -1.0))
 
 
 def budget_methods() -> list[str]:
     return [f"{m}_b{p:g}" for m in CURVE_METHODS for p in glue.CURVE_BUDGETS]
 
 
+def xpeft_choice(leave_out: str = XPEFT_LEAVE_OUT) -> str | None:
+    """The grid method of the `xpeft` part: the leave-out variant of the X-PEFT experiment
+    with the best validation score at its chosen rate (seed 0), mean over its tasks (ties:
+    the first in `xpeft_eval.LEAVE_OUT_METHODS`), as its `xpeft_leaveout_*` name; None until
+    every variant is chosen on every task of that grid."""
+    if not os.path.exists(leave_out):
+        return None
+    selection = read_json(leave_out).get("selection", {})
+    means = {}
+    for m in xpeft_eval.LEAVE_OUT_METHODS:
+        scores = [(sel.get(m) or {}).get("validation_by_lr", {}).get(
+            vp.lr_id((sel.get(m) or {}).get("chosen_lr") or 0.0)) for sel in selection.values()]
+        if len(scores) < len(xpeft_eval.TASKS) or None in scores:
+            return None
+        means[m] = float(np.mean(scores))
+    best = max(xpeft_eval.LEAVE_OUT_METHODS, key=lambda m: (means[m], -list(means).index(m)))
+    return best.replace("xpeft_", "xpeft_leaveout_", 1)
+
+
 def part_argv(part: str, args, lr_grid: str = "") -> list[str]:
-    """The glue.py command line of one part."""
+    """The glue.py command line of one part (`xpeft`: `lr_grid` is the variant's name)."""
     tasks, methods, seeds = {
         "main": ("sst2,mrpc", ",".join(METHODS), SEEDS),
         "budget": ("sst2", ",".join(budget_methods()), BUDGET_SEEDS),
         "rte": ("rte", "full,fish,sift", SEEDS),
+        "xpeft": ("sst2,mrpc", lr_grid, SEEDS),
         "reference": ("mrpc", "fish_reference", SEEDS),
     }[part]
     if part == "reference":
         lr_grid = "fish_reference=5e-5"
+    elif part == "xpeft":
+        lr_grid = f"{methods}={XPEFT_LR_GRID}"
     return ["--select_on", "validation", "--model", args.model,
             *(["--glue_dir", args.glue_dir] if args.glue_dir else []),
             "--tasks", tasks, "--methods", methods, "--seeds", seeds,
@@ -107,7 +144,7 @@ def inherited_rates(out: str) -> str | None:
 def run(args) -> None:
     if not args.estimate:
         cli.clear_stop_file(args.out)
-    for part in ("main", "budget", "rte", "reference"):
+    for part in PARTS:
         if cli.stop_requested(args.out):  # `touch <out>/STOP`: also between a part's cells
             log.warning("stop requested (%s)", cli.stop_file(args.out))
             return
@@ -121,6 +158,14 @@ def run(args) -> None:
                     log.warning("budget: waiting for main's SST-2 rates of %s",
                                 ", ".join(CURVE_METHODS))
                     continue
+        elif part == "xpeft":
+            grid = xpeft_choice()
+            if grid is None:
+                if not args.estimate:
+                    log.warning("xpeft: waiting for the X-PEFT experiment's leave-out grid "
+                                "(%s) to choose its variant", XPEFT_LEAVE_OUT)
+                    continue
+                grid = "xpeft_leaveout_soft"  # any variant costs about the same
         log.info("part %s", part)
         est = ["--estimate", *(["--estimate_from", args.estimate_from]
                                if args.estimate_from else [])] if args.estimate else []
@@ -160,11 +205,20 @@ def curve_points(main: dict, budget: dict) -> list[dict[str, Any]]:
     return points
 
 
-def claims(main: dict) -> list[dict[str, Any]]:
+def claim_selection(main: dict, xpeft: dict) -> dict[str, dict]:
+    """Main's selection per task, with the xpeft part's method added as `xpeft`."""
+    out = {task: dict(sel) for task, sel in main.get("selection", {}).items()}
+    for task, sel in xpeft.get("selection", {}).items():
+        for entry in sel.values():  # one method: the variant the part ran
+            out.setdefault(task, {})["xpeft"] = entry
+    return out
+
+
+def claims(selection: dict[str, dict]) -> list[dict[str, Any]]:
     """Each claim per task: both methods' dev mean ± std and A minus B (x 100)."""
     rows = []
     for claim, a, b, least in CLAIMS:
-        for task, sel in main.get("selection", {}).items():
+        for task, sel in selection.items():
             sa, sb = (sel.get(a) or {}).get("dev_scores"), (sel.get(b) or {}).get("dev_scores")
             if not sa or not sb:
                 continue
@@ -183,12 +237,12 @@ def claims(main: dict) -> list[dict[str, Any]]:
 
 
 def report(out: str) -> dict[str, Any]:
-    parts = {p: _part(out, p) for p in ("main", "budget", "rte", "reference")}
+    parts = {p: _part(out, p) for p in PARTS}
     return {"parts": {p: {"selection": s.get("selection", {}),
                           "cells": sum(c.get("status") == "ok" for c in s["cells"].values())}
                       for p, s in parts.items()},
             "curve": curve_points(parts["main"], parts["budget"]),
-            "claims": claims(parts["main"])}
+            "claims": claims(claim_selection(parts["main"], parts["xpeft"]))}
 
 
 def readme_text(rep: dict[str, Any]) -> str:
@@ -196,6 +250,7 @@ def readme_text(rep: dict[str, Any]) -> str:
     out = []
     for part, title in (("main", f"SST-2 ({SST2_ROWS:,} rows, 10% of them validation) and "
                                  "MRPC"), ("rte", "RTE (hard case)"),
+                        ("xpeft", "X-PEFT over a bank without the task, main's rows"),
                         ("reference", "FISH reference recipe, MRPC"),
                         ("budget", "Budget curve cells, SST-2")):
         sel = rep["parts"][part]["selection"]

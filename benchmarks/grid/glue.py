@@ -206,6 +206,14 @@ XPEFT_MIXING_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                                f"method.xpeft.mixing={mixing}"))
        for k in (2, 4) for mixing in ("mean", "sum")},
 }
+# X-PEFT on a task its bank does not hold: the bank of benchmarks/xpeft/xpeft_eval.py without
+# the cell's task's adapters (`{task}` is the cell's task), per mixing variant; the encoder
+# evidence's X-PEFT rows (benchmarks/grid/evidence.py).
+XPEFT_LEAVE_OUT_BANK = "benchmarks/results/xpeft_eval/banks/without-{task}.safetensors"
+XPEFT_LEAVE_OUT_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    name.replace("xpeft_", "xpeft_leaveout_", 1): (
+        base, (*overrides, f"method.xpeft.pool={XPEFT_LEAVE_OUT_BANK}"))
+    for name, (base, overrides) in XPEFT_MIXING_VARIANTS.items()}
 METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     **{m: (m, (AT_INIT,)) for m in ("lora_fish", "adapter_fish", "dora_fish")},
     **{f"{m}_{sel}": (m, (AT_INIT, f"method.peft.selection={sel}"))
@@ -232,6 +240,7 @@ METHOD_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # soft, or hard with K adapters per layer mixed by their mean or their sum (K = 1: one
     # adapter, the two are the same).
     **XPEFT_MIXING_VARIANTS,
+    **XPEFT_LEAVE_OUT_VARIANTS,
 }
 # Peak learning rate per method (--method_lr); see the docstring's protocol.
 DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,sift=5e-4,"

@@ -69,10 +69,19 @@ def test_readme_blocks_match_the_committed_reports():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     readme = os.path.join(repo, "README.md")
     found = readme_blocks.blocks(readme, me.README_BLOCK)
-    assert len(found) == 3  # the SST-2 design, MRPC by loss (default) and by accuracy
+    # the SST-2 design, MRPC by loss (default) and by accuracy, Natural Instructions once
+    # its run has written a report: every committed report has its block
+    reports = [f"benchmarks/results/{r}.json" for r in (
+        "multisource_sst2/report", "multisource/report", "multisource/report_by_accuracy",
+        "multisource_ni/report")]
+    assert sorted(b.source for b in found) == sorted(
+        r for r in reports if os.path.exists(os.path.join(repo, r)))
+    assert len(found) >= 3
     for block in found:
-        table = me.report_table(read_json(readme_blocks.source_path(readme, block)))
-        assert "selected (12)" in table and "Spearman" in table
+        report = read_json(readme_blocks.source_path(readme, block))
+        table = me.report_table(report)
+        if "downstream" in report and "true_subsets" in report:  # else: a run under way
+            assert "selected (" in table and "Spearman" in table
         assert readme_blocks.check(readme, me.README_BLOCK, block.source, table) == [], \
             block.source
 

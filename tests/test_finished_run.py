@@ -63,8 +63,11 @@ def test_load_predicts_as_the_run_scored(case, tiny_model_dir, tmp_path):
     if not config.train.keep_checkpoints:
         assert not os.path.exists(os.path.join(workdir, "checkpoints"))
         assert not os.path.exists(os.path.join(workdir, "best"))
+        assert not os.path.exists(os.path.join(workdir, "train_time.json"))
+        assert results["train_s_total"] is not None  # the per-checkpoint record's total stays
         assert train_and_evaluate(config, workdir) == results  # reported, not retrained
         assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+        assert not os.path.exists(os.path.join(workdir, "train_time.json"))
 
     run = fishjax.load(workdir)
     assert run.method == method and run.base == config.model.name

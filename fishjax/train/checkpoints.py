@@ -57,9 +57,10 @@ def remove_partial_saves(workdir: str) -> list[str]:
 
 
 def remove_checkpoints(workdir: str) -> list[str]:
-    """Deletes a finished run's `checkpoints/` and `best/` (train.keep_checkpoints=False);
-    returns what it deleted. Each folder is first renamed to a hidden temporary name, so a
-    kill half-way leaves no half-deleted checkpoint, only litter the next run removes."""
+    """Deletes a finished run's `checkpoints/`, `best/` and the training times recorded per
+    checkpoint (train.keep_checkpoints=False; results.json keeps the total); returns what it
+    deleted. Each folder is first renamed to a hidden temporary name, so a kill half-way
+    leaves no half-deleted checkpoint, only litter the next run removes."""
     removed = []
     for name in FOLDERS:
         path = os.path.join(workdir, name)
@@ -69,6 +70,10 @@ def remove_checkpoints(workdir: str) -> list[str]:
             os.rename(path, doomed)
             shutil.rmtree(doomed)
             removed.append(path)
+    times = os.path.join(workdir, TRAIN_TIME_FILE)
+    if os.path.exists(times):
+        os.remove(times)
+        removed.append(times)
     return removed
 
 

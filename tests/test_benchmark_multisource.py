@@ -27,10 +27,19 @@ def test_eval_steps_and_readme_block(tiny_selection, tmp_path):
     assert check[0]["mean_abs_change"] < check[1]["mean_abs_change"]  # a larger step moves f
     true = me.true_subsets(sel, 2)
     assert true["n"] == 2 and len(true["runs"]) == 2 and true["true_s"] > 0
+    noise = me.true_noise(sel, true, subsets=1)
+    assert len(noise["losses"]) == 1 and len(noise["losses"][0]) == 1 + len(me.NOISE_SEEDS)
+    assert noise["losses"][0][0] == true["runs"][0]["true_loss"]  # seed 0 is the true run
+    assert len(set(noise["losses"][0])) == len(noise["losses"][0])  # other data orders
+    assert noise["ratio"] == pytest.approx(noise["within_std"] / noise["across_std"])
     args = SimpleNamespace(true_subsets=2, seeds=(0,), keep_scan=(0.5,))
     names = [j.name for j in me.jobs(sel, sel.estimate()["ranking"], args)]
-    assert names[:2] == ["true/0", "true/1"] and names[-1].startswith("keep/0.5-")
-    assert [n.split("-")[0] for n in names[2:-1]] == [f"downstream/{a}" for a in me.ARMS]
+    noise_names = [f"true_seed/{i}-s{s}" for i in range(me.NOISE_SUBSETS)
+                   for s in (1, 2)]
+    assert names[:2 + len(noise_names)] == ["true/0", "true/1", *noise_names]
+    assert names[-1].startswith("keep/0.5-")
+    assert [n.split("-")[0] for n in names[2 + len(noise_names):-1]] == [
+        f"downstream/{a}" for a in me.ARMS]
     assert all(np.isfinite(r["true_loss"]) and np.isfinite(r["estimated_loss"])
                for r in true["runs"])
     ranking = sel.estimate()["ranking"]
@@ -40,11 +49,13 @@ def test_eval_steps_and_readme_block(tiny_selection, tmp_path):
     assert len(down["clean_target_task"][0]["sources"]) == 3  # 4 groups, 1 noisy
     scan = me.keep_scan(sel, ranking, (0.5,))
     assert len(scan) == 1 and scan[0]["sources"] == ranking["ensemble"]["kept"]
-    report = {"first_order": check, "true_subsets": true, "downstream": down,
+    report = {"first_order": check, "true_subsets": true, "true_noise": noise,
+              "downstream": down,
               "ranking": ranking, "keep_scan": scan}
     table = me.report_table(report)
     assert "| selected (2) |" in table and "AUROC of ensemble" in table
     assert "Spearman (accuracy)" in table and "| 0.5 | 2 |" in table
+    assert "seed-to-seed std of one subset (1 subsets x 3 seeds)" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"x\n<!-- {me.README_BLOCK}:begin report.json -->\n"
                       f"<!-- {me.README_BLOCK}:end -->\n")

@@ -24,6 +24,9 @@ each resumable (its runs and files stay in `<out>/selection`):
    calibration ones), each fine-tuned for real from phi* (1 epoch): the relative RSS and
    Spearman correlation of the estimated against the true target loss, and the wall time
    of both routes (the estimator's call for all of them; the sum of the fine-tunes).
+   Their own noise (`true_noise`): the first 2 of these subsets fine-tuned again at 2 more
+   seeds (data order), the seed-to-seed std of the true loss beside its std over subsets
+   (a ranking is only as good as that spread lets it be).
 4. Noisy sources: each ranking's AUROC at telling the 8 noisy groups from the 12 clean
    ones (scores from step 1), and how many noisy groups each keeps.
 5. Downstream: the base model fine-tuned once (LoRA, the task config's 3 epochs) on the 12
@@ -233,6 +236,7 @@ def jobs(sel: SourceSelection, ranking: dict, args) -> list[Job]:
     out = [Job(f"true/{i}", tuple(pool.names[j] for j in np.flatnonzero(row)),
                sel.s.finetune_epochs, True)
            for i, row in enumerate(true_subset_rows(sel, args.true_subsets))]
+    out += noise_jobs(sel, args.true_subsets)
     epochs = sel.config.train.num_epochs
     for seed in args.seeds:
         out += [Job(downstream_name(arm, names, seed), tuple(names), epochs, False, seed)
@@ -296,6 +300,37 @@ def true_subsets(sel: SourceSelection, n: int) -> dict:
         out.update({"accuracy_spearman": acc["spearman"],
                     "accuracy_relative_rss": acc["relative_rss"]})
     return out
+
+
+# The true fine-tunes' own noise: the first NOISE_SUBSETS true subsets fine-tuned again at
+# NOISE_SEEDS more seeds (offsets from the config's seed, which the true fine-tunes use).
+NOISE_SUBSETS, NOISE_SEEDS = 2, (1, 2)
+
+
+def noise_jobs(sel: SourceSelection, n_true: int, subsets: int = NOISE_SUBSETS) -> list[Job]:
+    """The true subsets 0 .. `subsets`-1 again, from phi*, at each of the other seeds."""
+    pool = sel.pool()
+    rows = true_subset_rows(sel, n_true)[:subsets]
+    return [Job(f"true_seed/{i}-s{sel.config.seed + k}",
+                tuple(pool.names[j] for j in np.flatnonzero(row)), sel.s.finetune_epochs,
+                True, sel.config.seed + k)
+            for i, row in enumerate(rows) for k in NOISE_SEEDS]
+
+
+def true_noise(sel: SourceSelection, true: dict, subsets: int = NOISE_SUBSETS) -> dict:
+    """How much of the true target losses' spread over subsets is the fine-tune's own
+    noise: the first `subsets` true subsets fine-tuned again at other seeds (data order),
+    their pooled seed-to-seed std beside the std over all true subsets. A ranking of the
+    subsets can only be as good as that spread lets it: at a ratio near 1 the true scores
+    are mostly noise."""
+    losses = [[r["true_loss"]] for r in true["runs"][:subsets]]
+    for job in noise_jobs(sel, true["n"], subsets):
+        i = int(job.name.split("/")[1].split("-")[0])
+        losses[i].append(run_scores(sel, job.run(sel))["target_loss"])
+    within = float(np.sqrt(np.mean([np.var(x, ddof=1) for x in losses])))
+    across = float(np.std([r["true_loss"] for r in true["runs"]], ddof=1))
+    return {"subsets": subsets, "seeds": 1 + len(NOISE_SEEDS), "losses": losses,
+            "within_std": within, "across_std": across, "ratio": within / across}
 
 
 def downstream(sel: SourceSelection, ranking: dict, seeds=SEEDS) -> dict:
@@ -362,6 +397,12 @@ def report_table(report: dict) -> str:
             lines.append(f"| ... Spearman (accuracy) | {t['accuracy_spearman']:.3f} |")
         lines.append(f"| ... estimate route / true route | {t['estimate_s']:.1f} s / "
                      f"{t['true_s']:.0f} s ({t['speedup']:.0f}x) |")
+        noise = report.get("true_noise")
+        if noise:
+            lines.append(f"| ... true target loss: seed-to-seed std of one subset "
+                         f"({noise['subsets']} subsets x {noise['seeds']} seeds) / std over "
+                         f"the {t['n']} subsets | {noise['within_std']:.4f} / "
+                         f"{noise['across_std']:.4f} ({noise['ratio']:.2f}) |")
         if "features_s" in report:
             lines.append(f"| features + 1,000 estimates / one real fine-tune (mean of "
                          f"{t['n']}) | {report['features_s'] + report['estimate_s']:.1f} s / "
@@ -505,7 +546,7 @@ def main(argv=None) -> dict:
                    "reuses every finished one and writes the report")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--skip", default="", help="comma list of steps to skip: "
-                   "first_order,true_subsets,downstream,keep_scan")
+                   "first_order,true_subsets,true_noise,downstream,keep_scan")
     cli.add_readme(p, README_BLOCK, report="only rewrite --readme from <out>/report.json")
     p.add_argument("--compilation_cache", default=glue.DEFAULT_COMPILATION_CACHE)
     args = p.parse_args(argv)
@@ -539,9 +580,12 @@ def main(argv=None) -> dict:
         atomic_write_json(report_path, report)
         steps = (("first_order", lambda: first_order_check(sel)),
                  ("true_subsets", lambda: true_subsets(sel, args.true_subsets)),
+                 ("true_noise", lambda: true_noise(sel, report["true_subsets"])),
                  ("downstream", lambda: downstream(sel, result["ranking"], args.seeds)),
                  ("keep_scan", lambda: keep_scan(sel, result["ranking"], args.keep_scan)))
         for name, step in steps:
+            if name == "true_noise" and "true_subsets" not in report:
+                continue  # it re-runs some of the true subsets
             if name not in skip:
                 report[name] = step()
                 atomic_write_json(report_path, report)

@@ -14,6 +14,13 @@ from benchmarks.grid import evidence, glue
 from benchmarks.grid import validation_protocol as vp
 from configs import fish_reference
 from fishjax.data.row_split import make_row_split, save_row_split
+from fishjax.train.validation import validate_config
+
+
+def _validate(cfg, data_dir) -> None:
+    """The trainer's config check on a grid cell's config (the data folder made real)."""
+    cfg.data.dir = str(data_dir)
+    validate_config(cfg)
 
 
 def test_budget_variants_train_their_share_of_the_parameters():
@@ -73,11 +80,13 @@ def test_budget_cells_wait_for_and_inherit_the_main_rates(tmp_path):
     assert argv[argv.index("--out") + 1] == f"{out}/budget" and argv[-2:] == ["--set", "a=1"]
     ref = evidence.part_argv("reference", _args(out))
     assert ref[ref.index("--lr_grid") + 1] == "fish_reference=5e-5"
-    # every part's cells read the encoder by mean pooling, the reference recipe's too
+    # every part's cells read the encoder by mean pooling, the reference recipe's too, in a
+    # config the trainer accepts (a mean-pooled head has no Hugging Face export)
     for part in ("main", "rte", "reference"):
         cfg = glue.cell_config("mrpc", "fish_reference" if part == "reference" else "fish", 0,
                                glue.parse_args(evidence.part_argv(part, _args(out))[:-2]))
-        assert cfg.model.pooling == "mean", part
+        assert cfg.model.pooling == "mean" and not cfg.train.export, part
+        _validate(cfg, tmp_path)
 
 
 def test_report_claims_and_curve_from_the_results_files(tmp_path):
@@ -222,6 +231,7 @@ def test_xpeft_part_waits_for_and_runs_the_leave_out_variant(tmp_path):
     assert (cfg.method.name, x.variant, x.k, x.mixing) == ("xpeft", "hard", 2, "mean")
     assert x.pool == "benchmarks/results/xpeft_eval/banks/without-mrpc.safetensors"
     assert cfg.model.pooling == "mean"
+    _validate(cfg, tmp_path)
 
 
 def test_xpeft_claim_reads_the_xpeft_part_against_main_adapter():

@@ -124,7 +124,7 @@ def part_argv(part: str, args, lr_grid: str = "") -> list[str]:
             "--train_subset", f"sst2={SST2_ROWS}", "--out", os.path.join(args.out, part),
             "--stop_dir", args.out,
             *(["--lr_grid", lr_grid] if lr_grid else []),
-            *[x for s in (glue.MEAN_POOLING, *args.set) for x in ("--set", s)]]
+            *[x for s in (*glue.MEAN_POOLING, *args.set) for x in ("--set", s)]]
 
 
 def inherited_rates(out: str) -> str | None:

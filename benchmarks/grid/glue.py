@@ -249,8 +249,10 @@ DEFAULT_METHOD_LR = ("full=1e-4,fish=5e-4,random_mask=5e-4,bitfit=5e-4,ird=5e-4,
 FALLBACK_CELL_OVERHEAD_S = 90.0
 # The encoder read as all-MiniLM-L6-v2 was trained to be read (its pooler is not: a
 # converged probe on the pooler output is 12 points below one on the token mean on
-# SST-2, benchmarks/results/xpeft_eval/manifest.json): the later grids' `--set`.
-MEAN_POOLING = "model.pooling=mean"
+# SST-2, benchmarks/results/xpeft_eval/manifest.json): the later grids' `--set`s. A head on
+# the token mean has no Hugging Face *ForSequenceClassification export (that head reads the
+# pooler), so the cells export nothing (the config check refuses the pair otherwise).
+MEAN_POOLING = ("model.pooling=mean", "train.export=False")
 DEFAULT_COMPILATION_CACHE = "~/.cache/fishjax/jax-compilation-cache"
 # README blocks (benchmarks/common/readme_blocks.py):
 # `<!-- glue-table:begin <results.json> -->`.

@@ -141,7 +141,7 @@ def write_splits(out: str, task: str, glue_dir: str) -> dict[str, Any]:
 
 def _sets(args) -> list[str]:
     """The config assignments of every run: mean pooling, no export, then `--set`."""
-    return [x for a in (glue.MEAN_POOLING, "train.export=False", *args.set) for x in ("--set", a)]
+    return [x for a in (*glue.MEAN_POOLING, *args.set) for x in ("--set", a)]
 
 
 def _grid_args(args) -> Any:

@@ -241,3 +241,30 @@ def test_xpeft_claim_reads_the_xpeft_part_against_main_adapter():
     rows = evidence.claims(evidence.claim_selection(main, xpeft))
     assert [(r["a"], r["b"], r["holds"]) for r in rows] == [("xpeft", "adapter", True)]
     assert rows[0]["difference"] == pytest.approx(-0.5)
+
+
+@pytest.mark.slow
+def test_every_main_method_trains_a_cell_with_the_grids_settings(tiny_model_dir, tmp_path):
+    """Each method of `main`, one budget variant and the reference recipe run one 2-step
+    cell on the tiny encoder through the validation protocol, read by the grid's mean
+    pooling: a setting the trainer refuses fails here, not hours into the grid."""
+    d = tmp_path / "glue" / "RTE"
+    d.mkdir(parents=True)
+    header = "index\tsentence1\tsentence2\tlabel\n"
+    rows = [f"{i}\tthe movie is {'great' if i % 2 else 'bad'} .\tit is good .\t"
+            f"{'entailment' if i % 2 else 'not_entailment'}\n" for i in range(60)]
+    (d / "train.tsv").write_text(header + "".join(rows))
+    (d / "dev.tsv").write_text(header + "".join(rows[:8]))
+    methods = [*evidence.METHODS, "fish_b2", "fish_reference"]
+    state = glue.main([
+        "--select_on", "validation", "--glue_dir", str(tmp_path / "glue"), "--tasks", "rte",
+        "--methods", ",".join(methods), "--seeds", "0", "--model", tiny_model_dir,
+        "--out", str(tmp_path / "out"), "--train_subset", "none", "--compilation_cache", "",
+        "--lr_grid", ",".join(f"{m}=1e-3" for m in methods),
+        *[x for s in glue.MEAN_POOLING for x in ("--set", s)],
+        "--set", f"data.cache_dir={tmp_path}/cache", "--set", "train.num_steps=2",
+        "--set", "train.batch_size=8", "--set", "data.max_length=32",
+        "--set", "data.buckets=(16, 32)"])
+    cells = state["cells"]
+    assert {c["method"] for c in cells.values()} == set(methods)
+    assert {k: c.get("error") for k, c in cells.items() if c["status"] != "ok"} == {}

@@ -268,3 +268,26 @@ def test_every_main_method_trains_a_cell_with_the_grids_settings(tiny_model_dir,
     cells = state["cells"]
     assert {c["method"] for c in cells.values()} == set(methods)
     assert {k: c.get("error") for k, c in cells.items() if c["status"] != "ok"} == {}
+
+
+def test_sst2_main_and_the_budget_curve_run_before_mrpc(tmp_path, monkeypatch):
+    out, calls = str(tmp_path), []
+
+    def fake_glue_main(argv):
+        part = os.path.basename(argv[argv.index("--out") + 1])
+        calls.append((part, argv[argv.index("--tasks") + 1]))
+        if part == "main":  # the SST-2 rates the budget part waits for
+            sel = {"sst2": {m: _selection("sst2", m, 6e-4, [0.8])
+                            for m in evidence.CURVE_METHODS}}
+            os.makedirs(f"{out}/main", exist_ok=True)
+            json.dump({"cells": {}, "selection": sel}, open(f"{out}/main/results.json", "w"))
+
+    monkeypatch.setattr(glue, "main", fake_glue_main)
+    monkeypatch.setattr(evidence, "xpeft_choice", lambda: "xpeft_leaveout_soft")
+    args = argparse.Namespace(**vars(_args(out)), estimate=False, estimate_from=None)
+    evidence.run(args)
+    assert calls == [("main", "sst2"), ("budget", "sst2"), ("main", "sst2,mrpc"),
+                     ("rte", "rte"), ("xpeft", "sst2,mrpc"), ("reference", "mrpc")]
+    calls.clear()
+    evidence.run(argparse.Namespace(**vars(args) | {"estimate": True}))
+    assert sorted(c[0] for c in calls) == sorted(evidence.PARTS)  # each part counted once

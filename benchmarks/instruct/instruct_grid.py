@@ -52,7 +52,7 @@ from typing import Any
 import jax
 
 from benchmarks.common import cli, readme_blocks
-from benchmarks.common.machine import machine
+from benchmarks.common.machine import machine, peak_rss_mib
 from configs import instruct
 from fishjax.core.io import atomic_write
 from fishjax.data.instructions import Mixture
@@ -128,14 +128,6 @@ def make_config(overrides_: list[str]):
 
 
 # -- one cell, in its own process ------------------------------------------------------------
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_cell(cell: dict[str, Any], workroot: str) -> dict[str, Any]:

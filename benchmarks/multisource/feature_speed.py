@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import cli
-from benchmarks.common.machine import machine
-from benchmarks.speed.decoder import make_batch, peak_rss_mib
+from benchmarks.common.machine import machine, peak_rss_mib
+from benchmarks.speed.decoder import make_batch
 from configs.select_sources import get_config
 from fishjax.core.tree import split_tree
 from fishjax.methods.peft.method import peft_combine

@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from benchmarks.common import cli
-from benchmarks.common.machine import machine
+from benchmarks.common.machine import machine, peak_rss_mib
 from configs import smollm2_chat
 from fishjax.core.tree import flatten_paths
 from fishjax.models import load_model
@@ -204,17 +204,6 @@ def method_memory(name: str, model_name: str) -> dict[str, float]:
                         flatten_paths(trainer.state.trainable).values())
     return {"optimizer_state_bytes": opt_bytes, "trainable_entries": trainable,
             "peak_rss_mib": peak_rss_mib()}
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM). Not `getrusage`'s ru_maxrss: Linux
-    keeps that across fork and exec, so a child started by a large parent reports the
-    parent's peak."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 # The libraries preloaded for each allocator ("system": glibc's malloc, nothing preloaded).

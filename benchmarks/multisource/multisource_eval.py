@@ -194,7 +194,9 @@ class Job:
                            instruct_eval=not self.from_meta)
         # The NI run's one process stood at 22 GB resident (of 24) after ~28 fine-tunes
         # (2026-12-05). Each fine-tune compiles its own steps: their executables are freed
-        # here, and the resident memory logged after each run shows whether it still grows.
+        # here, and the resident memory is logged after each run, to tell growth from run
+        # to run from one run's peak (after the 17-source arm 18 GB stayed resident with
+        # the caches freed: the allocator keeps freed pages for the next run).
         jax.clear_caches()
         gc.collect()
         log.info("%s: resident memory %.0f MiB after the fine-tune", self.name, rss_mib())

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from benchmarks.common.tiny_model import write_tiny_rte
 from benchmarks.grid import evidence, glue
 from benchmarks.grid import validation_protocol as vp
 from configs import fish_reference
@@ -248,16 +249,10 @@ def test_every_main_method_trains_a_cell_with_the_grids_settings(tiny_model_dir,
     """Each method of `main`, one budget variant and the reference recipe run one 2-step
     cell on the tiny encoder through the validation protocol, read by the grid's mean
     pooling: a setting the trainer refuses fails here, not hours into the grid."""
-    d = tmp_path / "glue" / "RTE"
-    d.mkdir(parents=True)
-    header = "index\tsentence1\tsentence2\tlabel\n"
-    rows = [f"{i}\tthe movie is {'great' if i % 2 else 'bad'} .\tit is good .\t"
-            f"{'entailment' if i % 2 else 'not_entailment'}\n" for i in range(60)]
-    (d / "train.tsv").write_text(header + "".join(rows))
-    (d / "dev.tsv").write_text(header + "".join(rows[:8]))
+    glue_dir = write_tiny_rte(str(tmp_path), 60)
     methods = [*evidence.METHODS, "fish_b2", "fish_reference"]
     state = glue.main([
-        "--select_on", "validation", "--glue_dir", str(tmp_path / "glue"), "--tasks", "rte",
+        "--select_on", "validation", "--glue_dir", glue_dir, "--tasks", "rte",
         "--methods", ",".join(methods), "--seeds", "0", "--model", tiny_model_dir,
         "--out", str(tmp_path / "out"), "--train_subset", "none", "--compilation_cache", "",
         "--lr_grid", ",".join(f"{m}=1e-3" for m in methods),

@@ -9,20 +9,14 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.common.tiny_model import write_tiny_rte
 from benchmarks.grid import glue
 from benchmarks.grid import validation_protocol as vp
 from fishjax.data.row_split import load_row_split
 
 
 def _rte_folder(tmp_path, n=40):
-    d = tmp_path / "glue" / "RTE"
-    d.mkdir(parents=True)
-    header = "index\tsentence1\tsentence2\tlabel\n"
-    rows = [f"{i}\tthe movie is {'great' if i % 2 else 'bad'} .\tit is good .\t"
-            f"{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(n)]
-    (d / "train.tsv").write_text(header + "".join(rows))
-    (d / "dev.tsv").write_text(header + "".join(rows[:9]))
-    return str(tmp_path / "glue")
+    return write_tiny_rte(str(tmp_path), n)
 
 
 @pytest.mark.slow

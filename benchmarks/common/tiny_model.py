@@ -80,6 +80,20 @@ TINY_CHAT_TEMPLATE = (
 TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
+def write_tiny_rte(root: str, rows: int = 40, dev_rows: int = 9) -> str:
+    """A GLUE folder under `root` with a tiny RTE (`rows` training pairs, the first
+    `dev_rows` of them as dev); returns the folder to pass as `--glue_dir`."""
+    folder = os.path.join(root, "glue", "RTE")
+    os.makedirs(folder)
+    header = "index\tsentence1\tsentence2\tlabel\n"
+    lines = [f"{i}\tthe movie is {'great' if i % 2 else 'bad'} .\tit is good .\t"
+             f"{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(rows)]
+    for name, part in (("train.tsv", lines), ("dev.tsv", lines[:dev_rows])):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(header + "".join(part))
+    return os.path.dirname(folder)
+
+
 def tiny_byte_tokenizer():
     """A byte-level BPE tokenizer without merges (one token per byte) and ChatML's special
     tokens: every text encodes, with no training and no files."""

@@ -129,3 +129,16 @@ def test_the_grid_runs_on_a_tiny_decoder(tiny_decoder_dir, tmp_path, monkeypatch
         xd.main([*argv, "--set", "train.warmup_ratio=0.2"])
     xd.main(argv)
     assert xd.load_cells(out) == cells
+
+
+def test_readme_block_matches_the_committed_report():
+    """The README's xpeft-decoder block is what `table` makes of the committed report."""
+    from benchmarks.common import readme_blocks
+    from fishjax.core.io import read_json
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(repo, "benchmarks/results/xpeft_decoder/report.json")
+    if not os.path.exists(source):
+        pytest.skip("the decoder grid has no committed report yet")
+    assert readme_blocks.check(os.path.join(repo, "README.md"), xd.README_BLOCK,
+                               source, xd.table(read_json(source))) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -129,6 +130,16 @@ def test_the_grid_runs_on_a_tiny_decoder(tiny_decoder_dir, tmp_path, monkeypatch
         xd.main([*argv, "--set", "train.warmup_ratio=0.2"])
     xd.main(argv)
     assert xd.load_cells(out) == cells
+    # a later session: the workdirs are gone, the bank rebuilds from the kept adapters
+    shutil.rmtree(tmp_path / "work")
+    os.remove(xd.bank_path(out))
+    assert load_bank(xd.build_bank(out, cells)).fingerprint == bank.fingerprint
+    os.remove(xd.bank_path(out))
+    with open(xd.adapter_path(out, "bank-banka"), "r+b") as f:
+        f.seek(-4, os.SEEK_END)
+        f.write(b"\0\0\0\1")
+    with pytest.raises(SystemExit, match="bank-banka"):
+        xd.build_bank(out, cells)
 
 
 def test_readme_block_matches_the_committed_report():

@@ -30,11 +30,13 @@ the instruction, sequence length 224, batch 8, one epoch, splits with `split_see
    the fresh adapter (within `ADAPTER_TOLERANCE` ROUGE-L points: the claim) and against
    the untuned model (at least `FLOOR_MARGIN` better: a decoder's floor, as the head is an
    encoder's), test means over the seeds.
-The bank adapters' PEFT files stay in their workdirs under `--workroot` and the bank file
-(50 MB) beside the cells, neither committed (`bank.json` records which adapter files it
-stacks, and a change of bank cells rebuilds it); each X-PEFT cell records the fingerprint of
-the bank it mixed, and the report refuses cells that mixed different banks (a bank
-retrained on another machine is not the one earlier profiles learned).
+The bank adapters' PEFT files are copied from their workdirs under `--workroot` to
+`<out>/adapters/` (5 MB each, committed: the grid spans sessions and a workdir does not
+survive one); the bank file stacked from them (50 MB) is not committed (`bank.json`
+records which adapter files it stacks, and a change of bank cells rebuilds it); each
+X-PEFT cell records the fingerprint of the bank it mixed, and the report refuses cells
+that mixed different banks (a bank retrained on another machine is not the one earlier
+profiles learned).
 Each cell runs in a fresh process (its peak memory is its own) and is written to
 `<out>/cell_results/<id>.json` (benchmarks/instruct/instruct_grid.py's record: command,
 macro and per-task scores, wall time, optimizer state, peak memory); a rerun skips finished
@@ -46,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from typing import Any
 
 from benchmarks.common import cli, readme_blocks
@@ -165,8 +168,28 @@ def planned(cells: dict[str, dict[str, Any]], out: str, extra: tuple[str, ...] =
     return todo
 
 
-def build_bank(out: str, workroot: str, cells: dict[str, dict[str, Any]]) -> str:
-    """The bank file: the bank adapters' PEFT files (kept in their workdirs, checked against
+def adapter_path(out: str, cid: str) -> str:
+    return os.path.join(out, "adapters", f"{cid}.safetensors")
+
+
+def keep_adapters(out: str, workroot: str, cells: dict[str, dict[str, Any]]) -> None:
+    """Copy each finished bank cell's PEFT file from its workdir to `<out>/adapters/`
+    (committed: the grid spans sessions and the workdirs do not survive one), checked
+    against the sha256 its cell recorded."""
+    for t in BANK_TASKS:
+        cid = bank_cell(t, out)["id"]
+        kept, trained = adapter_path(out, cid), os.path.join(workroot, cid, PEFT_FILE)
+        if cid not in cells or os.path.exists(kept) or not os.path.exists(trained):
+            continue
+        if file_sha256(trained) != cells[cid]["peft_sha256"]:
+            raise SystemExit(f"bank: {trained} is not the adapter cell {cid} scored")
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        shutil.copyfile(trained, kept + ".tmp")
+        os.replace(kept + ".tmp", kept)
+
+
+def build_bank(out: str, cells: dict[str, dict[str, Any]]) -> str:
+    """The bank file: the bank adapters' kept PEFT files (`keep_adapters`, checked against
     the sha256 their cells recorded) stacked with their scores; rebuilt when the bank cells
     change, `<out>/bank.json` says from which."""
     ids = [bank_cell(t, out)["id"] for t in BANK_TASKS]
@@ -175,12 +198,11 @@ def build_bank(out: str, workroot: str, cells: dict[str, dict[str, Any]]) -> str
     if os.path.exists(bank_path(out)) and os.path.exists(meta_path) \
             and read_json(meta_path).get("peft_sha256") == shas:
         return bank_path(out)
-    files = [os.path.join(workroot, cid, PEFT_FILE) for cid in ids]
+    files = [adapter_path(out, cid) for cid in ids]
     for cid, f, sha in zip(ids, files, shas, strict=True):
         if not os.path.exists(f) or file_sha256(f) != sha:
-            raise SystemExit(f"bank: {f} is gone or is not the adapter cell {cid} scored (the "
-                             "bank cells' workdirs under --workroot hold the adapters): move "
-                             "their cell files aside to retrain them")
+            raise SystemExit(f"bank: {f} is gone or is not the adapter cell {cid} scored: "
+                             "move its cell file aside to retrain it")
     scores = [{f"{split}_{k}": v for split in ("validation", "test")
                for k, v in cells[cid]["macro"][split].items()} for cid in ids]
     bank = stack_peft_files(files, scores)
@@ -222,6 +244,7 @@ def run_grid(args: argparse.Namespace) -> None:
     cli.clear_stop_file(args.workroot)
     while not cli.stop_requested(args.workroot):  # `touch <workroot>/STOP`: stop between cells
         cells = load_cells(args.out)
+        keep_adapters(args.out, args.workroot, cells)
         plan = planned(cells, args.out, tuple(args.set))
         for c in plan:  # a finished cell is resumed only if it ran as planned now
             if c["id"] in cells and cells[c["id"]].get("overrides") != c["overrides"]:
@@ -233,7 +256,7 @@ def run_grid(args: argparse.Namespace) -> None:
         if not todo:
             break
         if todo[0]["phase"] == "profile":
-            bank = load_bank(build_bank(args.out, args.workroot, cells)).fingerprint
+            bank = load_bank(build_bank(args.out, cells)).fingerprint
             if check_one_bank(cells) not in (None, bank):
                 raise SystemExit(f"{bank_path(args.out)} ({bank[:12]}) is not the bank the "
                                  "finished X-PEFT cells mixed: move them aside to rerun them")

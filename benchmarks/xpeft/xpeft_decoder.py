@@ -357,9 +357,8 @@ def table(rep: dict[str, Any]) -> str:
     """Rows: profile methods; per profile task: test ROUGE-L (mean over seeds, n) and the
     chosen rate with every rate's validation ROUGE-L."""
     # PROFILE_TASKS order: report.json is written with sorted keys
-    tasks = sorted(rep["profiles"], key=lambda t: (t not in PROFILE_TASKS,
-                                                   PROFILE_TASKS.index(t) if t in PROFILE_TASKS
-                                                   else 0, t))
+    tasks = [t for t in PROFILE_TASKS if t in rep["profiles"]] + sorted(
+        set(rep["profiles"]) - set(PROFILE_TASKS))
     head = []
     for t in tasks:
         head += [f"{short(t)} test ROUGE-L", f"{short(t)} lr (validation ROUGE-L)"]

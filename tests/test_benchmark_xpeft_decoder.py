@@ -16,8 +16,8 @@ from conftest import write_bigbench_task
 from fishjax.methods.xpeft.bank_file import load_bank
 
 
-def fake(cell: dict, val: float, test: float = 40.0, **extra) -> dict:
-    macro = {"rougeL": test, "exact_match": 0.0, "answer_loglik": -1.0}
+def fake(cell: dict, val: float, test: float = 40.0, ll: float = -1.0, **extra) -> dict:
+    macro = {"rougeL": test, "exact_match": 0.0, "answer_loglik": ll}
     return {**cell, "grid_version": ig.GRID_VERSION, "xpeft_decoder_version": xd.GRID_VERSION,
             "macro": {"validation": {**macro, "rougeL": val}, "test": macro},
             "trainable_entries": 600, **extra}
@@ -59,9 +59,9 @@ def test_report_table_and_one_bank(tmp_path):
     lo, hi = xd.PROFILE_METHODS["xpeft_soft"][1]
     for lr, seed, val, test in ((lo, 0, 20.0, 30.0), (hi, 0, 25.0, 35.0), (hi, 1, 0.0, 45.0)):
         c = xd.profile_cell(task, "xpeft_soft", lr, seed, "o")
-        cells[c["id"]] = fake(c, val, test, bank_fingerprint="f" * 64)
+        cells[c["id"]] = fake(c, val, test, -2.0 - seed, bank_fingerprint="f" * 64)
     z = xd.profile_cell(task, "zero_shot", None, 0, "o")
-    cells[z["id"]] = fake(z, 5.0, 10.0)
+    cells[z["id"]] = fake(z, 5.0, 10.0, -4.0)
     rep = xd.report(cells)
     soft = rep["profiles"][task]["xpeft_soft"]
     assert soft["lr"] == hi and [s["rougeL"] for s in soft["test"]] == [35.0, 45.0]
@@ -84,7 +84,10 @@ def test_report_table_and_one_bank(tmp_path):
     text = xd.table(rep)
     assert f"({len(xd.BANK_TASKS) - 1} of {len(xd.BANK_TASKS)} above it)" in text
     assert "test 40.0 (n=2) vs fresh adapter 41.5 (-1.5; within 1: no)" in text
-    assert "zero-shot 10.0 (+30.0; >= +3: yes): the claim does not hold." in text
+    # the log-likelihood share: X-PEFT -2.5 (seeds 0, 1), the adapter -1.0, zero-shot -4.0
+    assert got["loglik_share"] == pytest.approx(0.5)
+    assert ("zero-shot 10.0 (+30.0; >= +3: yes): the claim does not hold; test answer "
+            "log-likelihood -2.50 vs -1.00 and -4.00: 50% of the adapter's gain.") in text
     other = xd.profile_cell(task, "xpeft_soft", lo, 1, "o")
     cells[other["id"]] = fake(other, 1.0, bank_fingerprint="e" * 64)
     with pytest.raises(SystemExit, match="different banks"):

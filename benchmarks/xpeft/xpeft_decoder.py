@@ -29,7 +29,9 @@ the instruction, sequence length 224, batch 8, one epoch, splits with `split_see
 3. The verdict per profile task (`claims`): the X-PEFT variant best on validation against
    the fresh adapter (within `ADAPTER_TOLERANCE` ROUGE-L points: the claim) and against
    the untuned model (at least `FLOOR_MARGIN` better: a decoder's floor, as the head is an
-   encoder's), test means over the seeds.
+   encoder's), test means over the seeds; with the share of the adapter's gain in test
+   answer log-likelihood over the untuned model that the variant reaches (`loglik_share`:
+   what the mix learns of the task, apart from what greedy decoding makes of it).
 The bank adapters' PEFT files are copied from their workdirs under `--workroot` to
 `<out>/adapters/` (5 MB each, committed: the grid spans sessions and a workdir does not
 survive one); the bank file stacked from them (50 MB) is not committed (`bank.json`
@@ -307,9 +309,17 @@ def report(cells: dict[str, dict[str, Any]],
     return rep
 
 
-def _mean_rouge(entry: dict[str, Any] | None) -> float | None:
-    scores = [s["rougeL"] for s in (entry or {}).get("test", [])]
+def _mean_test(entry: dict[str, Any] | None, metric: str = "rougeL") -> float | None:
+    scores = [s[metric] for s in (entry or {}).get("test", [])]
     return sum(scores) / len(scores) if scores else None
+
+
+def loglik_share(x: float, adapter: float, zero: float) -> float | None:
+    """The share of the fresh adapter's gain in test answer log-likelihood over the untuned
+    model that X-PEFT reaches (None where the adapter gains nothing): how much of the
+    task's likelihood the mixed bank learns, apart from whether greedy generation turns it
+    into ROUGE-L."""
+    return (x - zero) / (adapter - zero) if adapter > zero else None
 
 
 def claim(task: str, rows: dict[str, Any]) -> dict[str, Any] | None:
@@ -318,13 +328,17 @@ def claim(task: str, rows: dict[str, Any]) -> dict[str, Any] | None:
     test scores."""
     xpeft = {m: e["validation_by_lr"][f"{e['lr']:.0e}"] for m, e in rows.items()
              if m.startswith("xpeft") and e["lr"] is not None and e["test"]}
-    adapter, zero = _mean_rouge(rows.get("adapter")), _mean_rouge(rows.get("zero_shot"))
+    adapter, zero = _mean_test(rows.get("adapter")), _mean_test(rows.get("zero_shot"))
     if not xpeft or adapter is None or zero is None:
         return None
     best = max(xpeft, key=xpeft.get)
-    x = _mean_rouge(rows[best])
+    x = _mean_test(rows[best])
+    lls = [_mean_test(rows[m], "answer_loglik") for m in (best, "adapter", "zero_shot")]
     return {"task": task, "variant": best, "validation": xpeft[best], "xpeft_test": x,
             "seeds": len(rows[best]["test"]), "adapter_test": adapter, "zero_shot_test": zero,
+            "test_answer_loglik": dict(zip(("xpeft", "adapter", "zero_shot"), lls,
+                                           strict=True)),
+            "loglik_share": loglik_share(*lls),
             "within_adapter": x - adapter >= -ADAPTER_TOLERANCE,
             "over_zero_shot": x - zero >= FLOOR_MARGIN,
             "holds": x - adapter >= -ADAPTER_TOLERANCE and x - zero >= FLOOR_MARGIN}
@@ -349,8 +363,16 @@ def checks_text(rep: dict[str, Any]) -> str:
             f"within {ADAPTER_TOLERANCE:g}: {'yes' if c['within_adapter'] else 'no'}) and "
             f"zero-shot {c['zero_shot_test']:.1f} ({c['xpeft_test'] - c['zero_shot_test']:+.1f};"
             f" >= +{FLOOR_MARGIN:g}: {'yes' if c['over_zero_shot'] else 'no'}): the claim "
-            + ("holds." if c["holds"] else "does not hold."))
+            + ("holds" if c["holds"] else "does not hold") + _loglik_text(c) + ".")
     return ("\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+def _loglik_text(c: dict[str, Any]) -> str:
+    if c.get("loglik_share") is None:  # reports written before the share was recorded
+        return ""
+    ll = c["test_answer_loglik"]
+    return (f"; test answer log-likelihood {ll['xpeft']:.2f} vs {ll['adapter']:.2f} and "
+            f"{ll['zero_shot']:.2f}: {100 * c['loglik_share']:.0f}% of the adapter's gain")
 
 
 def table(rep: dict[str, Any]) -> str:

@@ -59,7 +59,10 @@ def test_report_table_and_one_bank(tmp_path):
     lo, hi = xd.PROFILE_METHODS["xpeft_soft"][1]
     for lr, seed, val, test in ((lo, 0, 20.0, 30.0), (hi, 0, 25.0, 35.0), (hi, 1, 0.0, 45.0)):
         c = xd.profile_cell(task, "xpeft_soft", lr, seed, "o")
-        cells[c["id"]] = fake(c, val, test, -2.0 - seed, bank_fingerprint="f" * 64)
+        use = [0.0] * len(xd.BANK_TASKS)
+        use[1], use[2] = 0.5 + 0.1 * seed, 0.5 - 0.1 * seed
+        cells[c["id"]] = fake(c, val, test, -2.0 - seed, bank_fingerprint="f" * 64,
+                              bank_use=use)
     z = xd.profile_cell(task, "zero_shot", None, 0, "o")
     cells[z["id"]] = fake(z, 5.0, 10.0, -4.0)
     rep = xd.report(cells)
@@ -87,7 +90,9 @@ def test_report_table_and_one_bank(tmp_path):
     # the log-likelihood share: X-PEFT -2.5 (seeds 0, 1), the adapter -1.0, zero-shot -4.0
     assert got["loglik_share"] == pytest.approx(0.5)
     assert ("zero-shot 10.0 (+30.0; >= +3: yes): the claim does not hold; test answer "
-            "log-likelihood -2.50 vs -1.00 and -4.00: 50% of the adapter's gain.") in text
+            "log-likelihood -2.50 vs -1.00 and -4.00: 50% of the adapter's gain; its mix "
+            f"draws most on {xd.short(xd.BANK_TASKS[1])} (0.55), "
+            f"{xd.short(xd.BANK_TASKS[2])} (0.45) (even: 0.10).") in text
     other = xd.profile_cell(task, "xpeft_soft", lo, 1, "o")
     cells[other["id"]] = fake(other, 1.0, bank_fingerprint="e" * 64)
     with pytest.raises(SystemExit, match="different banks"):
@@ -125,6 +130,8 @@ def test_the_grid_runs_on_a_tiny_decoder(tiny_decoder_dir, tmp_path, monkeypatch
         cells[f"bank-{xd.short(t)}"]["macro"]["validation"]["rougeL"] for t in names[:2]]
     xp = [c for c in cells.values() if c["method"] == "xpeft_hard_k2_sum"]
     assert {c["bank_fingerprint"] for c in xp} == {bank.fingerprint}
+    for c in xp:  # K = 2 of 2 adapters: each slot mixes both, an even share
+        assert c["bank_use"] == pytest.approx([0.5, 0.5])
     rep = json.load(open(os.path.join(out, "report.json")))
     assert rep["profiles"]["profc"]["adapter"]["lr"] == 1e-3
     assert json.load(open(os.path.join(out, "bank.json")))["fingerprint"] == bank.fingerprint

@@ -53,12 +53,15 @@ import os
 import shutil
 from typing import Any
 
+import numpy as np
+
 from benchmarks.common import cli, readme_blocks
 from benchmarks.instruct import instruct_grid as ig
 from configs import instruct
 from fishjax.core.io import atomic_write_json, file_sha256, read_json
 from fishjax.methods.peft.peft_file import PEFT_FILE
 from fishjax.methods.xpeft.bank_file import load_bank, save_bank, stack_peft_files
+from fishjax.methods.xpeft.profile_file import PROFILE_FILE, load_profile
 
 README_BLOCK = "xpeft-decoder"
 BANK_TASKS = instruct.NI10_TASKS
@@ -221,10 +224,21 @@ def run_cell(cell: dict[str, Any], workroot: str) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if cell["method"].startswith("xpeft"):
         extra["bank_fingerprint"] = load_bank(bank_path_of(cell)).fingerprint
+        extra["bank_use"] = bank_use(os.path.join(workroot, cell["id"], PROFILE_FILE),
+                                     extra["bank_fingerprint"])
     if cell["phase"] == "bank":
         extra["peft_sha256"] = file_sha256(os.path.join(workroot, cell["id"], PEFT_FILE))
     return {**record, **extra, "task": cell["task"], "overrides": cell["overrides"],
             "xpeft_decoder_version": GRID_VERSION}
+
+
+def bank_use(profile_path: str, bank_fp: str) -> list[float]:
+    """Each bank adapter's share of a profile's mixing weight over all slots and sides, in
+    bank order (`BANK_TASKS`); 1 / N each would be no preference: which skills the profile
+    draws on."""
+    profile, _ = load_profile(profile_path, bank_fp)
+    weight = np.asarray(profile.weights(), np.float64).sum(axis=(0, 1))
+    return (weight / weight.sum()).tolist()
 
 
 def bank_path_of(cell: dict[str, Any]) -> str:
@@ -304,6 +318,8 @@ def report(cells: dict[str, dict[str, Any]],
                 f"{k:.0e}": c["macro"]["validation"]["rougeL"] for k, c in tried.items() if c},
                 "test": [c["macro"]["test"] for c in runs],
                 "trainable_entries": runs[0]["trainable_entries"] if runs else None}
+            if runs and all("bank_use" in c for c in runs):
+                rows[m]["bank_use"] = [c["bank_use"] for c in runs]
         rep["profiles"][t] = rows
     rep["claims"] = [c for t in PROFILE_TASKS if (c := claim(t, rep["profiles"][t]))]
     return rep
@@ -334,11 +350,15 @@ def claim(task: str, rows: dict[str, Any]) -> dict[str, Any] | None:
     best = max(xpeft, key=xpeft.get)
     x = _mean_test(rows[best])
     lls = [_mean_test(rows[m], "answer_loglik") for m in (best, "adapter", "zero_shot")]
+    uses = rows[best].get("bank_use") or []
     return {"task": task, "variant": best, "validation": xpeft[best], "xpeft_test": x,
             "seeds": len(rows[best]["test"]), "adapter_test": adapter, "zero_shot_test": zero,
             "test_answer_loglik": dict(zip(("xpeft", "adapter", "zero_shot"), lls,
                                            strict=True)),
             "loglik_share": loglik_share(*lls),
+            # the variant's mean share of mixing weight per bank task, over its seeds
+            "bank_use": dict(zip(BANK_TASKS, np.mean(uses, axis=0).tolist(), strict=True))
+            if uses else None,
             "within_adapter": x - adapter >= -ADAPTER_TOLERANCE,
             "over_zero_shot": x - zero >= FLOOR_MARGIN,
             "holds": x - adapter >= -ADAPTER_TOLERANCE and x - zero >= FLOOR_MARGIN}
@@ -368,11 +388,21 @@ def checks_text(rep: dict[str, Any]) -> str:
 
 
 def _loglik_text(c: dict[str, Any]) -> str:
-    if c.get("loglik_share") is None:  # reports written before the share was recorded
-        return ""
-    ll = c["test_answer_loglik"]
-    return (f"; test answer log-likelihood {ll['xpeft']:.2f} vs {ll['adapter']:.2f} and "
-            f"{ll['zero_shot']:.2f}: {100 * c['loglik_share']:.0f}% of the adapter's gain")
+    text = ""
+    if c.get("loglik_share") is not None:
+        ll = c["test_answer_loglik"]
+        text += (f"; test answer log-likelihood {ll['xpeft']:.2f} vs {ll['adapter']:.2f} and "
+                 f"{ll['zero_shot']:.2f}: {100 * c['loglik_share']:.0f}% of the adapter's gain")
+    if c.get("bank_use"):
+        top = sorted(c["bank_use"].items(), key=lambda kv: -kv[1])[:2]
+        text += ("; its mix draws most on " + ", ".join(f"{short(t)} ({u:.2f})" for t, u in top)
+                 + f" (even: {1 / len(c['bank_use']):.2f})")
+    return text
+
+
+def _by_rate(scores: dict[str, float]) -> list[tuple[str, float]]:
+    """Validation scores by ascending rate (report.json sorts "1e-03" before "3e-04")."""
+    return sorted(scores.items(), key=lambda kv: float(kv[0]))
 
 
 def table(rep: dict[str, Any]) -> str:
@@ -391,13 +421,12 @@ def table(rep: dict[str, Any]) -> str:
             e = rep["profiles"][t].get(m)
             scores = [s["rougeL"] for s in (e or {}).get("test", [])]
             row.append(f"{sum(scores) / len(scores):.1f} (n={len(scores)})" if scores else "–")
+            tried = ", ".join(f"{k}: {v:.1f}" for k, v in _by_rate((e or {}).get(
+                "validation_by_lr", {})))
             if not e or e["lr"] is None:
-                row.append("–" if m == "zero_shot" else ", ".join(
-                    f"{k}: {v:.1f}" for k, v in (e or {}).get("validation_by_lr", {}).items())
-                    or "–")
+                row.append("–" if m == "zero_shot" else tried or "–")
             else:
-                row.append(f"{e['lr']:.0e} (" + ", ".join(
-                    f"{k}: {v:.1f}" for k, v in e["validation_by_lr"].items()) + ")")
+                row.append(f"{e['lr']:.0e} ({tried})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n" + checks_text(rep)
 

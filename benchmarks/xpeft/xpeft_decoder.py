@@ -419,8 +419,8 @@ def table(rep: dict[str, Any]) -> str:
         row = [m]
         for t in tasks:
             e = rep["profiles"][t].get(m)
-            scores = [s["rougeL"] for s in (e or {}).get("test", [])]
-            row.append(f"{sum(scores) / len(scores):.1f} (n={len(scores)})" if scores else "–")
+            mean = _mean_test(e)
+            row.append("–" if mean is None else f"{mean:.1f} (n={len(e['test'])})")
             tried = ", ".join(f"{k}: {v:.1f}" for k, v in _by_rate((e or {}).get(
                 "validation_by_lr", {})))
             if not e or e["lr"] is None:

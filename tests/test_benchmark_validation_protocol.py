@@ -73,6 +73,24 @@ def test_todo_orders_rates_first_then_the_chosen_rate():
     assert summary["rte"]["fish"]["chosen_lr"] == 1e-3
 
 
+def test_table_sorts_rates_by_value_and_marks_a_choice_at_the_grid_edge():
+    def entry(chosen, scores):
+        return {"chosen_lr": chosen, "validation_by_lr": scores, "dev_scores": [0.8],
+                "majority_dev": 0.5, "at_majority": False}
+
+    summary = {"sst2": {
+        "top": entry(1e-4, {"0.0001": 0.9, "3e-05": 0.8, "5e-05": 0.85}),
+        "mid": entry(5e-5, {"0.0001": 0.8, "3e-05": 0.8, "5e-05": 0.9}),
+        "low": entry(3e-5, {"0.0001": 0.7, "3e-05": 0.9, "5e-05": 0.8}),
+        "partial": entry(1e-4, {"0.0001": 0.9, "3e-05": None, "5e-05": 0.8})}}
+    rows = vp.markdown_table(summary, ["sst2"], list(summary["sst2"])).splitlines()[2:]
+    assert "| 0.0001 (grid top) (3e-05: 80.0, 5e-05: 85.0, 0.0001: 90.0) |" in rows[0]
+    assert "| 5e-05 (3e-05: 80.0" in rows[1]
+    assert "| 3e-05 (grid bottom) (" in rows[2]
+    # not every rate ran: no mark yet
+    assert "| 0.0001 (3e-05: –, 5e-05: 80.0, 0.0001: 90.0) |" in rows[3]
+
+
 def test_majority_rows_are_marked_and_bad_grids_refused():
     summary = {"rte": {"fish": {"chosen_lr": 5e-4, "validation_by_lr": {"0.0005": 0.5},
                                 "dev_scores": [0.527, 0.527], "majority_dev": 0.527,

@@ -175,6 +175,14 @@ def selection_summary(cells: dict[str, dict], tasks, methods, seeds, rates_of) -
     return out
 
 
+def _edge_mark(chosen: str, by_lr: list[tuple[str, float | None]]) -> str:
+    """' (grid top)' / ' (grid bottom)' when every rate ran and the chosen one is the
+    largest / smallest tried: the best rate may lie outside the grid."""
+    if len(by_lr) < 2 or any(v is None for _, v in by_lr):
+        return ""
+    return {by_lr[-1][0]: " (grid top)", by_lr[0][0]: " (grid bottom)"}.get(chosen, "")
+
+
 def markdown_table(summary: dict, tasks: list[str], methods: list[str]) -> str:
     """Rows: methods; per task: dev 100 x mean ± std (n) at the chosen rate, the rate, and
     every tried rate's validation score."""
@@ -190,9 +198,11 @@ def markdown_table(summary: dict, tasks: list[str], methods: list[str]) -> str:
             text = f"{np.mean(dev):.1f} ± {np.std(dev):.1f} (n={len(dev)})" if dev else "–"
             if e["at_majority"]:
                 text += " = majority"
+            by_lr = sorted(e["validation_by_lr"].items(), key=lambda kv: float(kv[0]))
             tried = ", ".join(f"{k}: {'–' if v is None else f'{100 * v:.1f}'}"
-                              for k, v in e["validation_by_lr"].items())
+                              for k, v in by_lr)
             chosen = "–" if e["chosen_lr"] is None else lr_id(e["chosen_lr"])
+            chosen += _edge_mark(chosen, by_lr)
             row += [text, f"{chosen} ({tried})"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -91,6 +91,38 @@ def test_table_sorts_rates_by_value_and_marks_a_choice_at_the_grid_edge():
     assert "| 0.0001 (3e-05: –, 5e-05: 80.0, 0.0001: 90.0) |" in rows[3]
 
 
+def test_a_best_rate_at_the_grid_edge_extends_the_grid_before_other_seeds():
+    def ok(lr, val, seed=0):
+        return {vp.cell_id("sst2", "fish", lr, seed): {
+            "status": "ok", "task": "sst2", "method": "fish", "seed": seed,
+            "main_metric": "accuracy", "final": {"validation/accuracy": val,
+                                                 "dev/accuracy": 0.8}}}
+
+    grid = {"fish": (6e-4, 2e-4, 2e-3)}  # any order: tried sorted
+    assert vp.next_rate((2e-4, 6e-4, 2e-3), True) == 6e-3
+    assert vp.next_rate((2e-4, 6e-4, 2e-3), False) == 6e-5
+    cells = {**ok(2e-4, 0.80), **ok(6e-4, 0.85), **ok(2e-3, 0.88)}
+    # the top rate wins: one more rate above it on seed 0, no other seed yet
+    assert vp.todo(["sst2"], ["fish"], [0, 1], grid.get, cells) == [("sst2", "fish", 6e-3, 0)]
+    assert vp.choose_lr(cells, "sst2", "fish", grid["fish"], 0)[0] is None
+    cells.update(ok(6e-3, 0.86))  # past the optimum: 2e-3 chosen, seed 1 runs there
+    assert vp.choose_lr(cells, "sst2", "fish", grid["fish"], 0) == (2e-3, {
+        "0.0002": 0.80, "0.0006": 0.85, "0.002": 0.88, "0.006": 0.86})
+    assert vp.todo(["sst2"], ["fish"], [0, 1], grid.get, cells) == [("sst2", "fish", 2e-3, 1)]
+    # still rising: at most MAX_EXTENSIONS rates are added, then the edge is chosen
+    cells.update({**ok(6e-3, 0.90), **ok(2e-2, 0.91)})
+    chosen, tried = vp.choose_lr(cells, "sst2", "fish", grid["fish"], 0)
+    assert (chosen, len(tried)) == (2e-2, 3 + vp.MAX_EXTENSIONS)
+    # the bottom edge extends downward; a tie at an edge extends nothing
+    low = {**ok(2e-4, 0.9), **ok(6e-4, 0.8), **ok(2e-3, 0.7)}
+    assert vp.todo(["sst2"], ["fish"], [0], grid.get, low) == [("sst2", "fish", 6e-5, 0)]
+    tie = {**ok(2e-4, 0.5), **ok(6e-4, 0.5), **ok(2e-3, 0.5)}
+    assert vp.choose_lr(tie, "sst2", "fish", grid["fish"], 0)[0] == 2e-4
+    # a one-rate recipe is never extended
+    one = ok(2e-4, 0.9)
+    assert vp.choose_lr(one, "sst2", "fish", (2e-4,), 0) == (2e-4, {"0.0002": 0.9})
+
+
 def test_majority_rows_are_marked_and_bad_grids_refused():
     summary = {"rte": {"fish": {"chosen_lr": 5e-4, "validation_by_lr": {"0.0005": 0.5},
                                 "dev_scores": [0.527, 0.527], "majority_dev": 0.527,

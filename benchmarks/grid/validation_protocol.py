@@ -13,8 +13,12 @@ Protocol (the default `--select_on=dev_last` protocol of glue.py stays as it was
 - Learning rates: each method's `LR_GRIDS` entry (or `--lr_grid method=a/b/c,...`), three
   values spanning 3-10x around the usual choice for the method (full fine-tuning: 3e-5
   to 1e-4). The first seed runs
-  every value; the value with the best final validation main metric (ties: the smaller
-  rate) is then run with the other seeds. The reported score is dev's final main metric
+  every value; when the best is an edge of the grid, strictly better than its neighbour,
+  one more rate a grid step past that edge runs on the first seed, at most
+  `MAX_EXTENSIONS` times (`tried_rates`; a rate at the edge says the optimum may lie
+  outside the grid, and the sparse methods' optimum often lies above the usual choice).
+  The value with the best final validation main metric (ties: the smaller rate) is then
+  run with the other seeds. The reported score is dev's final main metric
   at the chosen rate, mean ± std over the seeds; every tried rate's validation score is in
   `results.json` (`selection`) and in the table.
 - A row whose every dev score equals the majority-class score (predicting the commonest
@@ -46,6 +50,7 @@ LR_GRIDS: dict[str, tuple[float, ...]] = {
     "fish_reference": (5e-5,),
 }
 FRACTION, CAP, SPLIT_SEED = 0.1, 500, 0
+MAX_EXTENSIONS = 2  # rates added past a grid edge that scores best (`tried_rates`)
 
 
 def lr_id(lr: float) -> str:
@@ -110,17 +115,58 @@ def validation_score(cell: dict) -> float | None:
     return None if key not in final else float(final[key])
 
 
-def choose_lr(cells: dict[str, dict], task: str, method: str, rates: tuple[float, ...],
-              seed: int) -> tuple[float | None, dict[str, float | None]]:
-    """(chosen rate or None while a tried rate is unfinished, {rate: validation score})."""
-    tried = {}
+def _seed_scores(cells: dict[str, dict], task: str, method: str, rates: tuple[float, ...],
+                 seed: int) -> dict[str, float | None]:
+    """{rate: validation score of the seed's cell, None while it is unfinished}."""
+    out = {}
     for lr in rates:
         c = cells.get(cell_id(task, method, lr, seed), {})
-        tried[lr_id(lr)] = validation_score(c) if c.get("status") == "ok" else None
+        out[lr_id(lr)] = validation_score(c) if c.get("status") == "ok" else None
+    return out
+
+
+def _best(rates: tuple[float, ...], scores: dict[str, float | None]) -> float:
+    return max(rates, key=lambda lr: (scores[lr_id(lr)], -lr))  # ties: the smaller rate
+
+
+def next_rate(rates: tuple[float, ...], upward: bool) -> float:
+    """One step past the sorted grid's edge, the step its geometric mean one, rounded to one
+    significant digit (2e-4, 6e-4, 2e-3 -> 6e-3 up, 6e-5 down)."""
+    step = (rates[-1] / rates[0]) ** (1 / (len(rates) - 1))
+    return float(f"{(rates[-1] * step if upward else rates[0] / step):.0e}")
+
+
+def tried_rates(cells: dict[str, dict], task: str, method: str, rates: tuple[float, ...],
+                seed: int) -> tuple[float, ...]:
+    """The grid's rates, sorted, plus one rate past an edge each time the finished grid's
+    best is that edge, strictly better than its neighbour (at most `MAX_EXTENSIONS`): a
+    best rate at the edge of the grid says the optimum may lie outside it."""
+    rates = tuple(sorted(rates))
+    for _ in range(MAX_EXTENSIONS if len(rates) > 1 else 0):
+        scores = _seed_scores(cells, task, method, rates, seed)
+        if any(v is None for v in scores.values()):
+            break
+        best, v = _best(rates, scores), [scores[lr_id(lr)] for lr in rates]
+        # strictly better than its neighbour: a tie (e.g. every rate at the majority class)
+        # says nothing about the rates past the edge
+        if best == rates[-1] and v[-1] > v[-2]:
+            rates = rates + (next_rate(rates, True),)
+        elif best == rates[0] and v[0] > v[1]:
+            rates = (next_rate(rates, False),) + rates
+        else:
+            break
+    return rates
+
+
+def choose_lr(cells: dict[str, dict], task: str, method: str, rates: tuple[float, ...],
+              seed: int) -> tuple[float | None, dict[str, float | None]]:
+    """(chosen rate or None while a tried rate is unfinished, {rate: validation score}) over
+    `tried_rates`: the grid and its extensions."""
+    tried = _seed_scores(cells, task, method, tried_rates(cells, task, method, rates, seed),
+                         seed)
     if any(v is None for v in tried.values()):
         return None, tried
-    best = max(rates, key=lambda lr: (tried[lr_id(lr)], -lr))
-    return best, tried
+    return _best(tuple(float(k) for k in tried), tried), tried
 
 
 def todo(tasks: list[str], methods: list[str], seeds: list[int], rates_of,
@@ -132,7 +178,7 @@ def todo(tasks: list[str], methods: list[str], seeds: list[int], rates_of,
     for t in tasks:
         for m in methods:
             rates = rates_of(m)
-            out += [(t, m, lr, first) for lr in rates
+            out += [(t, m, lr, first) for lr in tried_rates(cells, t, m, rates, first)
                     if cells.get(cell_id(t, m, lr, first), {}).get("status") != "ok"]
     for t in tasks:
         for m in methods:

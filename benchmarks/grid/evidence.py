@@ -15,8 +15,8 @@ are in after about 6 of the grid's 21 CPU hours.
 - `main`: SST-2 (the fixed 4,500-row subset, `--train_subset sst2=4500`: 4,050 training and
   450 validation rows; length 64) and MRPC (length 128) x `METHODS` x seeds 0, 1, 2. Every
   rate of the method's grid (`validation_protocol.LR_GRIDS`, 3 values, extended past an
-  edge that scores best, at most twice) on seed 0, the rate best on the validation rows (a seeded 10% of the training rows, at most 500, never
-  trained on) on seeds 1, 2.
+  edge that scores best, at most twice) on seed 0, the rate best on the validation rows
+  (a seeded 10% of the training rows, at most 500, never trained on) on seeds 1, 2.
 - `budget`: SST-2 x fish, random_mask, ird and sift at 0.1%, 2% and 5% of all parameters
   (`<method>_b<percent>`, glue.py's BUDGET_VARIANTS; 0.5% is `main`'s), seeds
   `BUDGET_SEEDS`, each at the rate its 0.5% method chose on SST-2 in `main` (so it waits

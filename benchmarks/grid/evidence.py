@@ -79,6 +79,9 @@ STAGES = (("main", "sst2"), ("budget", None), ("main", None), ("rte", None),
 # that experiment: only the head and the adapter scores train).
 XPEFT_LEAVE_OUT = os.path.join(xpeft_eval.DEFAULT_OUT, "leave_out", "results.json")
 XPEFT_LR_GRID = "3e-3/1e-2/3e-2"
+WAITS_FOR = {"budget": "main's SST-2 rates of " + ", ".join(CURVE_METHODS),
+             "xpeft": f"the X-PEFT experiment's leave-out grid ({XPEFT_LEAVE_OUT}) to choose "
+                      "its variant"}
 # The claims the reading checks: (claim, method A, method B, the least A - B in dev points
 # for it to hold; None: A - B > 0). A's dev minus B's, means over the seeds.
 CLAIMS = (("FISH beats a random mask at equal count", "fish", "random_mask", None),
@@ -113,26 +116,35 @@ def xpeft_choice(leave_out: str = XPEFT_LEAVE_OUT) -> str | None:
     return best.replace("xpeft_", "xpeft_leaveout_", 1)
 
 
-def part_argv(part: str, args, lr_grid: str = "", tasks: str | None = None) -> list[str]:
-    """The glue.py command line of one part (`xpeft`: `lr_grid` is the variant's name;
-    `tasks`: a share of the part's tasks, None: all of them)."""
-    own_tasks, methods, seeds = {
+def part_plan(part: str, lr_grid: str = "") -> tuple[str, str, str, str]:
+    """(tasks, methods, seeds, --lr_grid) of one part, comma lists (`xpeft`: `lr_grid` is
+    the variant's name; `budget`: the inherited rates)."""
+    tasks, methods, seeds = {
         "main": ("sst2,mrpc", ",".join(METHODS), SEEDS),
         "budget": ("sst2", ",".join(budget_methods()), BUDGET_SEEDS),
         "rte": ("rte", "full,fish,sift", SEEDS),
         "xpeft": ("sst2,mrpc", lr_grid, SEEDS),
         "reference": ("mrpc", "fish_reference", SEEDS),
     }[part]
-    tasks = tasks or own_tasks
     if part == "reference":
         lr_grid = "fish_reference=5e-5"
     elif part == "xpeft":
         lr_grid = f"{methods}={XPEFT_LR_GRID}"
+    return tasks, methods, seeds, lr_grid
+
+
+def part_argv(part: str, args, lr_grid: str = "", tasks: str | None = None,
+              methods: str | None = None, out: str | None = None,
+              stop_dir: str | None = None) -> list[str]:
+    """The glue.py command line of one part (`xpeft`: `lr_grid` is the variant's name;
+    `tasks`, `methods`: a share of the part's, None: all of them; `out`, `stop_dir`: another
+    folder than `<args.out>/<part>` and `args.out`, for a share run apart)."""
+    own_tasks, own_methods, seeds, lr_grid = part_plan(part, lr_grid)
     return ["--select_on", "validation", "--model", args.model,
             *(["--glue_dir", args.glue_dir] if args.glue_dir else []),
-            "--tasks", tasks, "--methods", methods, "--seeds", seeds,
-            "--train_subset", f"sst2={SST2_ROWS}", "--out", os.path.join(args.out, part),
-            "--stop_dir", args.out,
+            "--tasks", tasks or own_tasks, "--methods", methods or own_methods,
+            "--seeds", seeds, "--train_subset", f"sst2={SST2_ROWS}",
+            "--out", out or os.path.join(args.out, part), "--stop_dir", stop_dir or args.out,
             *(["--lr_grid", lr_grid] if lr_grid else []),
             *[x for s in (*glue.MEAN_POOLING, *args.set) for x in ("--set", s)]]
 
@@ -151,6 +163,16 @@ def inherited_rates(out: str) -> str | None:
                     for p in glue.CURVE_BUDGETS)
 
 
+def part_grid(part: str, out: str) -> str | None:
+    """The `--lr_grid` a part runs with ("" for its own), None while it waits: `budget` for
+    main's SST-2 rates, `xpeft` for the X-PEFT experiment's choice of variant."""
+    if part == "budget":
+        return inherited_rates(out)
+    if part == "xpeft":
+        return xpeft_choice()
+    return ""
+
+
 def run(args) -> None:
     if not args.estimate:
         cli.clear_stop_file(args.out)
@@ -160,24 +182,13 @@ def run(args) -> None:
         if cli.stop_requested(args.out):  # `touch <out>/STOP`: also between a part's cells
             log.warning("stop requested (%s)", cli.stop_file(args.out))
             return
-        grid = ""
-        if part == "budget":
-            grid = inherited_rates(args.out)
-            if grid is None:
-                if args.estimate:  # any rate costs the same
-                    grid = ",".join(f"{m}=1e-3" for m in budget_methods())
-                else:
-                    log.warning("budget: waiting for main's SST-2 rates of %s",
-                                ", ".join(CURVE_METHODS))
-                    continue
-        elif part == "xpeft":
-            grid = xpeft_choice()
-            if grid is None:
-                if not args.estimate:
-                    log.warning("xpeft: waiting for the X-PEFT experiment's leave-out grid "
-                                "(%s) to choose its variant", XPEFT_LEAVE_OUT)
-                    continue
-                grid = "xpeft_leaveout_soft"  # any variant costs about the same
+        grid = part_grid(part, args.out)
+        if grid is None and args.estimate:  # any rate or variant costs about the same
+            grid = (",".join(f"{m}=1e-3" for m in budget_methods()) if part == "budget"
+                    else "xpeft_leaveout_soft")
+        elif grid is None:
+            log.warning("%s: waiting for %s", part, WAITS_FOR[part])
+            continue
         log.info("part %s%s", part, f" ({tasks})" if tasks else "")
         est = ["--estimate", *(["--estimate_from", args.estimate_from]
                                if args.estimate_from else [])] if args.estimate else []
@@ -187,7 +198,7 @@ def run(args) -> None:
 # -- the report ------------------------------------------------------------------------------
 
 
-def _part(out: str, part: str) -> dict[str, Any]:
+def part_state(out: str, part: str) -> dict[str, Any]:
     path = os.path.join(out, part, "results.json")
     return read_json(path) if os.path.exists(path) else {"cells": {}, "selection": {}}
 
@@ -249,7 +260,7 @@ def claims(selection: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def report(out: str) -> dict[str, Any]:
-    parts = {p: _part(out, p) for p in PARTS}
+    parts = {p: part_state(out, p) for p in PARTS}
     return {"parts": {p: {"selection": s.get("selection", {}),
                           "cells": sum(c.get("status") == "ok" for c in s["cells"].values())}
                       for p, s in parts.items()},

@@ -1,0 +1,223 @@
+"""The encoder evidence grid (`benchmarks/grid/evidence.py`) as parallel processes, for a
+machine with more cores or an accelerator; its cells are merged into the same folders.
+
+  python -m benchmarks.grid.evidence_parallel --glue_dir=../shared/data/glue \\
+      --out=benchmarks/results/evidence --work=/tmp/evidence_shares --deadline_s=420
+  python -m benchmarks.grid.evidence --out=benchmarks/results/evidence --report \\
+      --readme README.md
+
+A share is one part's glue.py command cut down to one task and one method, run in its own
+folder under `--work`: it starts from the part's finished cells of that task and method
+(so they are skipped) and from the part's validation-split files (written first in
+`<out>/<part>/splits/`, so every share trains and chooses on the rows the part names).
+Within a share the protocol is evidence's: every rate on seed 0 (and the extensions past
+an edge), then seeds 1 and 2 at the chosen rate. Only shares with cells left start, at
+most `--jobs` at once. `--deadline_s` after the start, `<work>/STOP` is touched: each
+process finishes its running cell and ends (`touch <work>/STOP` does the same by hand);
+`--kill_s` after the start, the shares still running are ended (their running cells lost).
+Then each share's finished cells are merged into `<out>/<part>/results.json` (a cell that
+differs from one already there is an error and nothing is written), their `row_split`
+pointed back at the part's split file (same sha256) and `merged_from` recorded, and the
+part's selection and `results.md` rebuilt by `glue.py --report`. The parts wait as in
+evidence.py: `budget` for main's SST-2 rates, `xpeft` for its variant (`--parts` picks).
+Rerunning resumes; each cell records its `device`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import NamedTuple
+
+from benchmarks.common import cli
+from benchmarks.grid import evidence, glue
+from benchmarks.grid import validation_protocol as vp
+from fishjax.core.io import atomic_write_json, file_sha256, read_json
+
+log = logging.getLogger("fishjax.benchmarks")
+
+# Recorded differently by a share and by the part for one and the same cell.
+_PER_RUN = ("workdir", "merged_from", "command", "row_split", "wall_s", "setup_s", "train_s",
+            "fisher_s", "device")
+
+
+class Share(NamedTuple):
+    part: str
+    task: str
+    method: str
+    lr_grid: str  # the part's --lr_grid ("" for its own grids)
+
+    @property
+    def name(self) -> str:
+        return f"{self.part}-{self.task}-{self.method}"
+
+
+def _part_args(args: argparse.Namespace, share: Share, out: str | None = None,
+               stop_dir: str | None = None) -> list[str]:
+    return evidence.part_argv(share.part, args, share.lr_grid, share.task, share.method,
+                              out, stop_dir)
+
+
+def _cells_left(cells: dict[str, dict], share: Share) -> int:
+    _, _, seeds, lr_grid = evidence.part_plan(share.part, share.lr_grid)
+    grids = vp.parse_lr_grid(lr_grid)
+    rates_of = lambda m: vp.grid_of(m, glue.base_method(m), grids)  # noqa: E731
+    seed_list = [int(s) for s in seeds.split(",")]
+    planned = vp.todo([share.task], [share.method], seed_list, rates_of, cells)
+    chosen = vp.choose_lr(cells, share.task, share.method, rates_of(share.method),
+                          seed_list[0])[0]
+    return len(planned) + (0 if chosen is not None else len(seed_list) - 1)
+
+
+def plan(args: argparse.Namespace) -> list[Share]:
+    """The shares of `args.parts` with cells left, in evidence's run order."""
+    shares = []
+    for part in args.parts.split(","):
+        if part not in evidence.PARTS:
+            raise SystemExit(f"--parts: unknown part {part!r} (one of {evidence.PARTS})")
+        grid = evidence.part_grid(part, args.out)
+        if grid is None:
+            log.warning("%s: waiting for %s", part, evidence.WAITS_FOR[part])
+            continue
+        tasks, methods, _, _ = evidence.part_plan(part, grid)
+        cells = evidence.part_state(args.out, part)["cells"]
+        for task in tasks.split(","):
+            for method in methods.split(","):
+                share = Share(part, task, method, grid)
+                if _cells_left(cells, share):
+                    shares.append(share)
+    return shares
+
+
+def prepare(args: argparse.Namespace, share: Share) -> str:
+    """The share's folder: the part's split file of its task and its finished cells."""
+    gargs = glue.parse_args(_part_args(args, share))
+    seed = int(evidence.part_plan(share.part, share.lr_grid)[2].split(",")[0])
+    split = glue.validation_cell_config(share.task, share.method, 1e-3, seed,
+                                        gargs).data.row_split  # written now if missing
+    folder = os.path.join(args.work, share.name)
+    os.makedirs(os.path.join(folder, "splits"), exist_ok=True)
+    shutil.copyfile(split, os.path.join(folder, "splits", os.path.basename(split)))
+    cells = {cid: c for cid, c in evidence.part_state(args.out, share.part)["cells"].items()
+             if c.get("task") == share.task and c.get("method") == share.method}
+    atomic_write_json(os.path.join(folder, "results.json"), {"cells": cells})
+    return folder
+
+
+def launch(args: argparse.Namespace, shares: list[Share]) -> dict[str, int]:
+    """Runs every share's glue.py (at most `args.jobs` at once) until done or the deadline;
+    returns each share's exit code."""
+    cli.clear_stop_file(args.work)
+    start, waiting, running, codes = time.monotonic(), list(shares), {}, {}
+    while waiting or running:
+        if time.monotonic() - start > args.deadline_s and not cli.stop_requested(args.work):
+            log.warning("deadline (%ds): no new cells", args.deadline_s)
+            open(cli.stop_file(args.work), "w").close()
+        while waiting and len(running) < args.jobs and not cli.stop_requested(args.work):
+            share = waiting.pop(0)
+            folder = prepare(args, share)
+            with open(os.path.join(args.work, share.name + ".log"), "ab") as logf:
+                running[share.name] = subprocess.Popen(
+                    cli.module_cmd("benchmarks.grid.glue",
+                                   *_part_args(args, share, folder, args.work)),
+                    stdout=logf, stderr=subprocess.STDOUT, env=cli.module_env())
+            log.info("started %s (%d waiting)", share.name, len(waiting))
+        if cli.stop_requested(args.work):
+            waiting.clear()
+        if time.monotonic() - start > args.kill_s and running:
+            # a hard end (a lent machine's time): the running cells are lost, every
+            # finished one is in its share's results.json already
+            log.warning("kill time (%ds): stopping %d shares", args.kill_s, len(running))
+            for proc in running.values():
+                proc.terminate()
+            for proc in running.values():
+                proc.wait()
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                codes[name] = proc.returncode
+                del running[name]
+                log.info("%s ended (exit %d), %d running", name, proc.returncode, len(running))
+        time.sleep(args.poll_s)
+    return codes
+
+
+def merge(out: str, part: str, folders: list[str]) -> int:
+    """Merges the finished cells of the share `folders` into `<out>/<part>/results.json`;
+    returns how many were new (see the module doc)."""
+    part_out = os.path.join(out, part)
+    path = os.path.join(part_out, "results.json")
+    state = read_json(path) if os.path.exists(path) else {"cells": {}}
+    cells, new = dict(state["cells"]), 0
+    strip = lambda c: {k: v for k, v in c.items() if k not in _PER_RUN}  # noqa: E731
+    for folder in folders:
+        for cid, cell in read_json(os.path.join(folder, "results.json"))["cells"].items():
+            if cell.get("status") != "ok":
+                continue
+            have = cells.get(cid)
+            if have is not None and have.get("status") == "ok":
+                if strip(have) != strip(cell):
+                    raise SystemExit(f"cell {cid}: {folder} has a different finished result "
+                                     f"than {path}; nothing written")
+                continue
+            split = cell.get("row_split") or {}
+            if split:
+                ours = os.path.join(part_out, "splits", os.path.basename(split["path"]))
+                if not os.path.exists(ours) or file_sha256(ours) != split.get("sha256"):
+                    raise SystemExit(f"cell {cid} in {folder} trained on other rows than "
+                                     f"{ours}; nothing written")
+                split = {**split, "path": ours}
+            cells[cid] = {**cell, "row_split": split,
+                          "merged_from": os.path.join(folder, "results.json")}
+            new += 1
+    atomic_write_json(path, {**state, "cells": cells})
+    return new
+
+
+def main(argv=None) -> dict[str, int]:
+    p = cli.parser(__doc__)
+    p.add_argument("--glue_dir", default=None)
+    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--out", default=evidence.DEFAULT_OUT)
+    p.add_argument("--work", default="/tmp/evidence_shares",
+                   help="the shares' folders and logs (resumable)")
+    p.add_argument("--parts", default="main,rte,xpeft,reference,budget",
+                   help="comma list of evidence parts")
+    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="shares running at once (default: cores - 1)")
+    p.add_argument("--deadline_s", type=float, default=float("inf"),
+                   help="seconds after which no new cell starts")
+    p.add_argument("--kill_s", type=float, default=float("inf"),
+                   help="seconds after which running shares are ended (their running cells "
+                   "are lost), then the finished cells merged")
+    p.add_argument("--poll_s", type=float, default=5.0)
+    p.add_argument("--set", action="append", default=[],
+                   help="config override key=value for every cell")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("fishjax").setLevel(logging.INFO)
+    shares = plan(args)
+    log.info("%d shares with cells left: %s", len(shares), ", ".join(s.name for s in shares))
+    codes = launch(args, shares)
+    merged = {}
+    for part in dict.fromkeys(s.part for s in shares):
+        folders = [os.path.join(args.work, s.name) for s in shares if s.part == part
+                   and os.path.exists(os.path.join(args.work, s.name, "results.json"))]
+        merged[part] = merge(args.out, part, folders)
+        glue.main(evidence.part_argv(part, args, shares[[s.part for s in shares].index(part)]
+                                     .lr_grid) + ["--report"])
+        log.info("%s: %d new cells merged into %s", part, merged[part],
+                 os.path.join(args.out, part))
+    failed = {n: c for n, c in codes.items() if c not in (0, -signal.SIGTERM)}  # not ended
+    if failed:  # by --kill_s: a crash
+        raise SystemExit(f"shares that exited with an error (see {args.work}/<share>.log, "
+                         f"their finished cells are merged): {failed}")
+    return merged
+
+
+if __name__ == "__main__":
+    main()

@@ -190,8 +190,12 @@ def run(args) -> None:
             log.warning("%s: waiting for %s", part, WAITS_FOR[part])
             continue
         log.info("part %s%s", part, f" ({tasks})" if tasks else "")
-        est = ["--estimate", *(["--estimate_from", args.estimate_from]
-                               if args.estimate_from else [])] if args.estimate else []
+        basis = args.estimate_from
+        if part == "budget" and not basis and os.path.exists(main_results := os.path.join(
+                args.out, "main", "results.json")):
+            basis = main_results  # its own cells are none yet: time them by main's SST-2
+        est = ["--estimate", *(["--estimate_from", basis] if basis else [])] \
+            if args.estimate else []
         glue.main(part_argv(part, args, grid, tasks) + est)
 
 

@@ -100,6 +100,8 @@ def test_report_claims_and_curve_from_the_results_files(tmp_path):
             main_sel[task][m] = _selection(task, m, 6e-4, [d, d + 0.02])
             for s in (0, 1):
                 main_cells[vp.cell_id(task, m, 6e-4, s)] = _cell(task, m, 6e-4, s, d, 113_570)
+                if task == "mrpc":  # finished on a lent GPU (evidence_parallel.py)
+                    main_cells[vp.cell_id(task, m, 6e-4, s)]["device"] = "gpu: H100"
     budget_cells, budget_sel = {}, {"sst2": {}}
     for name in evidence.budget_methods():
         budget_sel["sst2"][name] = _selection("sst2", name, 6e-4, [0.7])
@@ -119,7 +121,8 @@ def test_report_claims_and_curve_from_the_results_files(tmp_path):
     assert fish[0]["seeds"] == 1
     assert os.path.getsize(f"{out}/budget_curve.png") > 0
     text = evidence.readme_text(rep)
-    assert "SST-2 (4,500 rows, 10% of them validation) and MRPC (28 cells)" in text
+    assert ("SST-2 (4,500 rows, 10% of them validation) and MRPC (28 cells; sst2 on cpu (14); "
+            "mrpc on gpu: H100 (14))") in text
     assert ("| FISH beats a random mask at equal count | sst2 | fish 87.0 ± 1.0 | random_mask "
             "81.0 ± 1.0 | +6.0 | > 0 | holds |") in text
     # SIFT 89 vs full 91: -2 points, 1 past the 1-point line, one seed std (1.0) away

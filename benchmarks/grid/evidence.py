@@ -266,10 +266,27 @@ def claims(selection: dict[str, dict]) -> list[dict[str, Any]]:
 def report(out: str) -> dict[str, Any]:
     parts = {p: part_state(out, p) for p in PARTS}
     return {"parts": {p: {"selection": s.get("selection", {}),
-                          "cells": sum(c.get("status") == "ok" for c in s["cells"].values())}
+                          "cells": sum(c.get("status") == "ok" for c in s["cells"].values()),
+                          "devices": devices(s["cells"])}
                       for p, s in parts.items()},
             "curve": curve_points(parts["main"], parts["budget"]),
             "claims": claims(claim_selection(parts["main"], parts["xpeft"]))}
+
+
+def devices(cells: dict[str, dict]) -> dict[str, dict[str, int]]:
+    """{task: {device: finished cells}}: what each task's cells ran on (a grid can finish
+    on another machine than it started, e.g. evidence_parallel.py on a lent GPU)."""
+    out: dict[str, dict[str, int]] = {}
+    for c in cells.values():
+        if c.get("status") == "ok":
+            per = out.setdefault(c["task"], {})
+            per[c.get("device", "cpu")] = per.get(c.get("device", "cpu"), 0) + 1
+    return out
+
+
+def devices_text(per_task: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{task} on " + ", ".join(f"{d} ({n})" for d, n in sorted(per.items()))
+                     for task, per in per_task.items()) or "no cells"
 
 
 def readme_text(rep: dict[str, Any]) -> str:
@@ -285,7 +302,8 @@ def readme_text(rep: dict[str, Any]) -> str:
             continue
         tasks = list(sel)
         methods = list(dict.fromkeys(m for t in tasks for m in sel[t]))
-        out.append(f"{title} ({rep['parts'][part]['cells']} cells):\n\n"
+        out.append(f"{title} ({rep['parts'][part]['cells']} cells; "
+                   f"{devices_text(rep['parts'][part].get('devices', {}))}):\n\n"
                    + vp.markdown_table(sel, tasks, methods))
     if rep["claims"]:
         lines = ["| claim | task | A: dev | B: dev | A - B | goal | verdict |",

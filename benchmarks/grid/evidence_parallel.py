@@ -20,7 +20,8 @@ differs from one already there is an error and nothing is written), their `row_s
 pointed back at the part's split file (same sha256) and `merged_from` recorded, and the
 part's selection and `results.md` rebuilt by `glue.py --report`. The parts wait as in
 evidence.py: `budget` for main's SST-2 rates, `xpeft` for its variant (`--parts` picks).
-Rerunning resumes; each cell records its `device`.
+Rerunning resumes; each cell records its `device`. `benchmarks/grid/device/` holds the
+scripts that run it on a lent GPU machine of this workplace (bundle.sh says how).
 """
 
 from __future__ import annotations

@@ -111,3 +111,23 @@ def test_the_rte_part_runs_as_parallel_shares_and_merges(tiny_model_dir, tmp_pat
     assert {c["row_split"]["path"] for c in cells.values()} == {split}
     assert {c["row_split"]["sha256"] for c in cells.values()} == {file_sha256(split)}
     assert evidence_parallel.plan(argparse.Namespace(**{**vars(_args(out, "rte"))})) == []
+
+
+def test_launch_stops_new_shares_at_the_deadline_and_ends_running_ones_at_kill_time(
+        tmp_path, monkeypatch):
+    work = str(tmp_path / "work")
+    started = []
+
+    def fake_prepare(args, share):
+        started.append(share.name)
+        return os.path.join(work, share.name)
+
+    monkeypatch.setattr(evidence_parallel, "prepare", fake_prepare)
+    monkeypatch.setattr(evidence_parallel.cli, "module_cmd", lambda *a: ["sleep", "60"])
+    shares = [evidence_parallel.Share("rte", "rte", m, "") for m in ("full", "fish", "sift")]
+    args = argparse.Namespace(work=work, jobs=2, deadline_s=0.5, kill_s=1.5, poll_s=0.1,
+                              out=str(tmp_path), model="m", glue_dir=None, set=[])
+    codes = evidence_parallel.launch(args, shares)
+    assert started == ["rte-rte-full", "rte-rte-fish"]  # the third waited, then the deadline
+    assert os.path.exists(os.path.join(work, "STOP"))
+    assert codes == {"rte-rte-full": -15, "rte-rte-fish": -15}  # ended at kill time

@@ -119,6 +119,8 @@ def test_report_claims_and_curve_from_the_results_files(tmp_path):
     assert fish[0]["fraction"] == pytest.approx(113_570 / glue.MINILM_PARAMS)
     assert fish[0]["dev_mean"] == pytest.approx(0.86)  # seed 0 only, as the other points
     assert fish[0]["seeds"] == 1
+    full = [p for p in rep["curve"] if p["method"] == "full"]  # the curve's end, at 100%
+    assert [(p["percent"], p["dev_mean"]) for p in full] == [(100.0, pytest.approx(0.90))]
     assert os.path.getsize(f"{out}/budget_curve.png") > 0
     text = evidence.readme_text(rep)
     assert ("SST-2 (4,500 rows, 10% of them validation) and MRPC (28 cells; sst2 on cpu (14); "

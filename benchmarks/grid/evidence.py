@@ -210,12 +210,14 @@ def part_state(out: str, part: str) -> dict[str, Any]:
 def curve_points(main: dict, budget: dict) -> list[dict[str, Any]]:
     """(method, percent, trainable fraction, dev mean and std over `BUDGET_SEEDS` at the
     chosen rate) for the curve methods on SST-2: 0.5% from `main` (its other seeds left
-    out, so every point has the same seeds), the others from `budget`."""
+    out, so every point has the same seeds), the others from `budget`; and full
+    fine-tuning from `main` as the `full` point at 100%."""
     seeds = {int(s) for s in BUDGET_SEEDS.split(",")}
     points = []
-    for m in CURVE_METHODS:
-        for percent, state, name in [(0.5, main, m), *((p, budget, f"{m}_b{p:g}")
-                                                       for p in glue.CURVE_BUDGETS)]:
+    for m in (*CURVE_METHODS, "full"):  # full fine-tuning: the curve's end, at 100%
+        for percent, state, name in [(0.5 if m != "full" else 100.0, main, m),
+                                     *((p, budget, f"{m}_b{p:g}") for p in glue.CURVE_BUDGETS
+                                       if m != "full")]:
             sel = state.get("selection", {}).get("sst2", {}).get(name)
             if not sel or not sel["dev_scores"] or sel["chosen_lr"] is None:
                 continue
@@ -336,10 +338,14 @@ def plot(rep: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for m in CURVE_METHODS:
+    for m in (*CURVE_METHODS, "full"):
         pts = sorted((p for p in rep["curve"] if p["method"] == m and p["fraction"]),
                      key=lambda p: p["fraction"])
-        if pts:
+        if pts and m == "full":  # one point at 100%, and its level across the plot
+            ax.axhline(100 * pts[0]["dev_mean"], color="grey", linestyle="--", linewidth=1)
+            ax.plot([100 * pts[0]["fraction"]], [100 * pts[0]["dev_mean"]], "k*",
+                    markersize=10, label="full fine-tuning")
+        elif pts:
             ax.errorbar([100 * p["fraction"] for p in pts], [100 * p["dev_mean"] for p in pts],
                         yerr=[100 * p["dev_std"] for p in pts], marker="o", capsize=3, label=m)
     ax.set_xscale("log")

@@ -208,6 +208,8 @@ def main(argv=None) -> dict[str, int]:
     for part in dict.fromkeys(s.part for s in shares):
         folders = [os.path.join(args.work, s.name) for s in shares if s.part == part
                    and os.path.exists(os.path.join(args.work, s.name, "results.json"))]
+        if not folders:  # none of its shares started: the part stays as it was
+            continue
         merged[part] = merge(args.out, part, folders)
         glue.main(evidence.part_argv(part, args, shares[[s.part for s in shares].index(part)]
                                      .lr_grid) + ["--report"])

@@ -11,8 +11,8 @@ probe() {
 }
 export PYTHONPATH=/tmp/fj/site:$PWD
 if probe > $OUT/probe_own.log 2>&1; then echo own > /tmp/fj/mode; else
-  tail -30 $OUT/probe_own.log
+  tail -n 30 $OUT/probe_own.log
   export PYTHONPATH=/tmp/fj/pinned:/tmp/fj/site:$PWD
-  if probe > $OUT/probe_pinned.log 2>&1; then echo pinned > /tmp/fj/mode; else echo none > /tmp/fj/mode; tail -30 $OUT/probe_pinned.log; fi
+  if probe > $OUT/probe_pinned.log 2>&1; then echo pinned > /tmp/fj/mode; else echo none > /tmp/fj/mode; tail -n 30 $OUT/probe_pinned.log; fi
 fi
-echo "mode: $(cat /tmp/fj/mode)"; tail -5 $OUT/probe_*.log; echo "probe took $(( $(date +%s) - t0 )) s"
+echo "mode: $(cat /tmp/fj/mode)"; tail -n 5 $OUT/probe_*.log; echo "probe took $(( $(date +%s) - t0 )) s"

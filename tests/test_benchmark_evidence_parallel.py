@@ -131,3 +131,19 @@ def test_launch_stops_new_shares_at_the_deadline_and_ends_running_ones_at_kill_t
     assert started == ["rte-rte-full", "rte-rte-fish"]  # the third waited, then the deadline
     assert os.path.exists(os.path.join(work, "STOP"))
     assert codes == {"rte-rte-full": -15, "rte-rte-fish": -15}  # ended at kill time
+
+
+def test_prepare_keeps_a_cut_short_shares_cells_and_adds_the_parts(tmp_path, monkeypatch):
+    out, work = str(tmp_path / "out"), str(tmp_path / "work")
+    split = _split(f"{out}/rte", "rte", '{"validation": [1]}')["path"]
+    cfg = argparse.Namespace(data=argparse.Namespace(row_split=split))
+    monkeypatch.setattr(evidence_parallel.glue, "validation_cell_config", lambda *a: cfg)
+    _results(f"{out}/rte", {"p": _ok("rte", "fish", 2e-4, 0),
+                            "other": _ok("rte", "sift", 2e-4, 0)})
+    share = evidence_parallel.Share("rte", "rte", "fish", "")
+    _results(f"{work}/rte-rte-fish", {"s": _ok("rte", "fish", 6e-4, 0),  # not merged yet
+                                      "e": {"status": "error", "task": "rte"}})
+    args = argparse.Namespace(out=out, work=work, model="m", glue_dir=None, set=[])
+    folder = evidence_parallel.prepare(args, share)
+    assert set(json.load(open(f"{folder}/results.json"))["cells"]) == {"s", "p"}
+    assert open(f"{folder}/splits/rte-validation.json").read() == open(split).read()

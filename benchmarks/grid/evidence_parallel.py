@@ -96,7 +96,8 @@ def plan(args: argparse.Namespace) -> list[Share]:
 
 
 def prepare(args: argparse.Namespace, share: Share) -> str:
-    """The share's folder: the part's split file of its task and its finished cells."""
+    """The share's folder: the part's split file of its task, its finished cells and those
+    the folder already holds."""
     gargs = glue.parse_args(_part_args(args, share))
     seed = int(evidence.part_plan(share.part, share.lr_grid)[2].split(",")[0])
     split = glue.validation_cell_config(share.task, share.method, 1e-3, seed,
@@ -104,9 +105,15 @@ def prepare(args: argparse.Namespace, share: Share) -> str:
     folder = os.path.join(args.work, share.name)
     os.makedirs(os.path.join(folder, "splits"), exist_ok=True)
     shutil.copyfile(split, os.path.join(folder, "splits", os.path.basename(split)))
-    cells = {cid: c for cid, c in evidence.part_state(args.out, share.part)["cells"].items()
-             if c.get("task") == share.task and c.get("method") == share.method}
-    atomic_write_json(os.path.join(folder, "results.json"), {"cells": cells})
+    path = os.path.join(folder, "results.json")
+    # a share folder left by an earlier run keeps its finished cells (not merged if that
+    # run was cut short); the part's own are added
+    cells = {cid: c for cid, c in (read_json(path)["cells"] if os.path.exists(path)
+                                   else {}).items() if c.get("status") == "ok"}
+    cells.update({cid: c for cid, c in evidence.part_state(args.out, share.part)["cells"]
+                  .items() if c.get("task") == share.task and c.get("method") == share.method
+                  and (c.get("status") == "ok" or cid not in cells)})
+    atomic_write_json(path, {"cells": cells})
     return folder
 
 

@@ -21,8 +21,8 @@ def _args(out, parts="main,budget"):
 
 def _ok(task, method, lr, seed, val=0.8, **extra):
     return {"status": "ok", "task": task, "method": method, "seed": seed, "learning_rate": lr,
-            "main_metric": "accuracy", "final": {"dev/accuracy": 0.7,
-                                                 "validation/accuracy": val}, **extra}
+            "main_metric": "accuracy", "select_on": "validation",
+            "final": {"dev/accuracy": 0.7, "validation/accuracy": val}, **extra}
 
 
 def test_plan_keeps_shares_with_cells_left_and_waits_like_the_grid(tmp_path):
@@ -66,8 +66,7 @@ def test_merge_adds_new_cells_points_them_at_the_parts_split_and_refuses_conflic
     split = _split(share, "mrpc", '{"validation": [1, 2]}')  # the copy: same sha256
     new = _ok("mrpc", "fish", 3e-3, 0, row_split=split, workdir="b", device="gpu: H100")
     failed = {"status": "error", "task": "mrpc", "method": "fish", "seed": 0}
-    _results(share, {"old": {**old, "workdir": "c", "wall_s": 3.0}, "new": new,
-                     "bad": failed})
+    _results(share, {"old": {**old, "workdir": "c"}, "new": new, "bad": failed})
     assert evidence_parallel.merge(out, "main", [share]) == 1
     cells = json.load(open(f"{out}/main/results.json"))["cells"]
     assert set(cells) == {"old", "new"} and cells["old"] == old

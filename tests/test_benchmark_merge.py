@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks.grid import cells as grid_cells
 from benchmarks.grid import glue, merge_results
+from fishjax.core.io import file_sha256
 
 
 def _cell(task, method, seed, score, overrides=(), status="ok"):
@@ -87,3 +88,29 @@ def test_replace_starts_afresh_and_reused_cells_keep_their_workdir(tmp_path):
     state = merge_results.merge(out, [str(c)])
     assert state["cells"]["rte-ird-s0"]["workdir"] == "/elsewhere/rte-ird-s0"
     assert sorted(state["cells"]) == ["rte-fish-s0", "rte-ird-s0"]
+
+
+def test_validation_cells_keep_their_ids_and_bring_their_split(tmp_path):
+    src = tmp_path / "share"
+    (src / "splits").mkdir(parents=True)
+    split = src / "splits" / "rte-validation.json"
+    split.write_text('{"validation": [1, 2]}')
+    cells = {f"rte-fish-lr{lr}-s0": {**_cell("rte", "fish", 0, 0.5), "learning_rate": lr,
+                                     "select_on": "validation",
+                                     "row_split": {"path": str(split),
+                                                   "sha256": file_sha256(split)}}
+             for lr in (0.0002, 0.0006)}
+    (src / "results.json").write_text(json.dumps({"cells": cells}))
+    out = str(tmp_path / "part")
+    state = merge_results.merge(out, [str(src)])
+    assert sorted(state["cells"]) == ["rte-fish-lr0.0002-s0", "rte-fish-lr0.0006-s0"]
+    ours = os.path.join(out, "splits", "rte-validation.json")
+    assert open(ours).read() == split.read_text()
+    assert {c["row_split"]["path"] for c in state["cells"].values()} == {ours}
+    split.write_text('{"validation": [3]}')  # another share on other rows: refused
+    cells["rte-fish-lr0.002-s0"] = {**cells.pop("rte-fish-lr0.0002-s0"), "learning_rate": 0.002,
+                                    "row_split": {"path": str(split),
+                                                  "sha256": file_sha256(split)}}
+    (src / "results.json").write_text(json.dumps({"cells": cells}))
+    with pytest.raises(SystemExit, match="other rows"):
+        merge_results.merge(out, [str(src)])

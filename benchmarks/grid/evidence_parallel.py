@@ -15,7 +15,7 @@ an edge), then seeds 1 and 2 at the chosen rate. Only shares with cells left sta
 most `--jobs` at once. `--deadline_s` after the start, `<work>/STOP` is touched: each
 process finishes its running cell and ends (`touch <work>/STOP` does the same by hand);
 `--kill_s` after the start, the shares still running are ended (their running cells lost).
-Then each share's finished cells are merged into `<out>/<part>/results.json` (a cell that
+Then each share's finished cells are merged into `<out>/<part>` by merge_results.py (a cell that
 differs from one already there is an error and nothing is written), their `row_split`
 pointed back at the part's split file (same sha256) and `merged_from` recorded, and the
 part's selection and `results.md` rebuilt by `glue.py --report`. The parts wait as in
@@ -36,16 +36,11 @@ import time
 from typing import NamedTuple
 
 from benchmarks.common import cli
-from benchmarks.grid import evidence, glue
+from benchmarks.grid import evidence, glue, merge_results
 from benchmarks.grid import validation_protocol as vp
-from fishjax.core.io import atomic_write_json, file_sha256, read_json
+from fishjax.core.io import atomic_write_json, read_json
 
 log = logging.getLogger("fishjax.benchmarks")
-
-# Recorded differently by a share and by the part for one and the same cell.
-_PER_RUN = ("workdir", "merged_from", "command", "row_split", "wall_s", "setup_s", "train_s",
-            "fisher_s", "device")
-
 
 class Share(NamedTuple):
     part: str
@@ -155,35 +150,16 @@ def launch(args: argparse.Namespace, shares: list[Share]) -> dict[str, int]:
 
 
 def merge(out: str, part: str, folders: list[str]) -> int:
-    """Merges the finished cells of the share `folders` into `<out>/<part>/results.json`;
-    returns how many were new (see the module doc)."""
-    part_out = os.path.join(out, part)
-    path = os.path.join(part_out, "results.json")
-    state = read_json(path) if os.path.exists(path) else {"cells": {}}
-    cells, new = dict(state["cells"]), 0
-    strip = lambda c: {k: v for k, v in c.items() if k not in _PER_RUN}  # noqa: E731
-    for folder in folders:
-        for cid, cell in read_json(os.path.join(folder, "results.json"))["cells"].items():
-            if cell.get("status") != "ok":
-                continue
-            have = cells.get(cid)
-            if have is not None and have.get("status") == "ok":
-                if strip(have) != strip(cell):
-                    raise SystemExit(f"cell {cid}: {folder} has a different finished result "
-                                     f"than {path}; nothing written")
-                continue
-            split = cell.get("row_split") or {}
-            if split:
-                ours = os.path.join(part_out, "splits", os.path.basename(split["path"]))
-                if not os.path.exists(ours) or file_sha256(ours) != split.get("sha256"):
-                    raise SystemExit(f"cell {cid} in {folder} trained on other rows than "
-                                     f"{ours}; nothing written")
-                split = {**split, "path": ours}
-            cells[cid] = {**cell, "row_split": split,
-                          "merged_from": os.path.join(folder, "results.json")}
-            new += 1
-    atomic_write_json(path, {**state, "cells": cells})
-    return new
+    """Merges the finished cells of the share `folders` into `<out>/<part>` (merge_results:
+    a conflicting cell is an error, each cell's row split checked against the part's);
+    returns how many cells were new."""
+    def finished() -> int:
+        cells = evidence.part_state(out, part)["cells"].values()
+        return sum(c.get("status") == "ok" for c in cells)
+
+    before = finished()
+    merge_results.merge(os.path.join(out, part), folders)
+    return finished() - before
 
 
 def main(argv=None) -> dict[str, int]:

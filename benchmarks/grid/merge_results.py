@@ -8,7 +8,11 @@ is copied into `<out>/results.json` with its cell folder (`<src>/cells/<id>/`, w
 checkpoints or exports) under `<out>/cells/`, its `workdir` rewritten and `merged_from`
 recorded. A cell that ran a registered method with exactly the overrides of a
 `METHOD_VARIANTS` entry (e.g. `lora_fish` with `--set method.peft.selection=random`) is
-the same run as that variant and is filed under the variant's name. Two sources with
+the same run as that variant and is filed under the variant's name. A validation-protocol
+cell (`--select_on=validation`) keeps its id (one per learning rate), and its `row_split`
+is pointed at `<out>/splits/` (copied from `<src>/splits/` if `<out>` has none), refused
+unless the file there holds the same rows (sha256). A cell `<out>` already holds with the
+same result is left as it is. Two sources with
 different finished results for one cell are an error (nothing is written; `--replace`
 starts `<out>` afresh instead of merging into it); cells that failed are skipped. Then
 `python -m benchmarks.grid.glue --report --out <out>` writes the table.
@@ -23,7 +27,7 @@ import shutil
 from benchmarks.common import cli
 from benchmarks.grid import glue
 from benchmarks.grid.cells import cell_id
-from fishjax.core.io import atomic_write_json, read_json
+from fishjax.core.io import atomic_write_json, file_sha256, read_json
 
 SKIP = shutil.ignore_patterns("checkpoints", "best", "export")
 _VOLATILE = ("workdir", "merged_from", "method", "base_method")
@@ -41,8 +45,27 @@ def canonical_method(cell: dict) -> str:
 
 
 def _same(a: dict, b: dict) -> bool:
-    strip = lambda c: {k: v for k, v in c.items() if k not in _VOLATILE}  # noqa: E731
+    def strip(c: dict) -> dict:
+        kept = {k: v for k, v in c.items() if k not in _VOLATILE}
+        if isinstance(kept.get("row_split"), dict):  # the same rows wherever the file lies
+            kept["row_split"] = {k: v for k, v in kept["row_split"].items() if k != "path"}
+        return kept
     return strip(a) == strip(b)
+
+
+def _row_split_in(out: str, src: str, cid: str, split: dict, splits: dict[str, str]) -> dict:
+    """A cell's `row_split` record pointed at `<out>/splits/` (the file copied there from
+    `<src>/splits/` when `out` has none): the same rows, by sha256, or an error."""
+    name = os.path.basename(split["path"])
+    target = os.path.join(out, "splits", name)
+    have = target if os.path.exists(target) else splits.get(target) or os.path.join(
+        src, "splits", name)
+    if not os.path.exists(have) or file_sha256(have) != split.get("sha256"):
+        raise SystemExit(f"cell {cid} in {src} trained on other rows than {have} holds; "
+                         "nothing written")
+    if have != target:
+        splits[target] = have
+    return {**split, "path": target}
 
 
 def merge(out: str, sources: list[str], replace: bool = False) -> dict:
@@ -51,6 +74,7 @@ def merge(out: str, sources: list[str], replace: bool = False) -> dict:
     path = os.path.join(out, "results.json")
     state = read_json(path) if os.path.exists(path) and not replace else {"cells": {}}
     plan = []  # (source cell folder or None, new id, merged cell)
+    splits: dict[str, str] = {}  # split files to copy into <out>/splits: {target: source}
     for src in sources:
         src_path = os.path.join(src, "results.json")
         if not os.path.isfile(src_path):
@@ -61,11 +85,19 @@ def merge(out: str, sources: list[str], replace: bool = False) -> dict:
             if cell.get("status") != "ok":
                 continue
             method = canonical_method(cell)
-            new_id = cell_id(cell["task"], method, cell["seed"])
+            # validation-protocol cells are one per learning rate: their id names it
+            new_id = old_id if cell.get("select_on") == "validation" else \
+                cell_id(cell["task"], method, cell["seed"])
             have = state["cells"].get(new_id)
-            if have is not None and have.get("status") == "ok" and not _same(have, cell):
-                raise SystemExit(f"cell {new_id}: {src_path} has a different finished result "
-                                 f"than {have.get('merged_from') or path}; nothing written")
+            if have is not None and have.get("status") == "ok":
+                if not _same(have, cell):
+                    raise SystemExit(f"cell {new_id}: {src_path} has a different finished "
+                                     f"result than {have.get('merged_from') or path}; "
+                                     "nothing written")
+                continue  # already merged (or the source started from out's own cells)
+            if cell.get("row_split"):
+                cell = {**cell, "row_split": _row_split_in(out, src, new_id, cell["row_split"],
+                                                           splits)}
             folder = os.path.join(src, "cells", old_id)
             # A cell without its folder here (e.g. reused from another grid) keeps its path.
             has_folder = os.path.isdir(folder)
@@ -77,6 +109,9 @@ def merge(out: str, sources: list[str], replace: bool = False) -> dict:
             plan.append((folder if has_folder else None, workdir))
     if replace:
         shutil.rmtree(os.path.join(out, "cells"), ignore_errors=True)
+    for target, source in splits.items():
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target)
     for folder, workdir in plan:
         if folder is not None:
             shutil.rmtree(workdir, ignore_errors=True)

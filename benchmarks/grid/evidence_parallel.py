@@ -188,14 +188,13 @@ def main(argv=None) -> dict[str, int]:
     log.info("%d shares with cells left: %s", len(shares), ", ".join(s.name for s in shares))
     codes = launch(args, shares)
     merged = {}
-    for part in dict.fromkeys(s.part for s in shares):
+    for part, grid in dict.fromkeys((s.part, s.lr_grid) for s in shares):
         folders = [os.path.join(args.work, s.name) for s in shares if s.part == part
                    and os.path.exists(os.path.join(args.work, s.name, "results.json"))]
         if not folders:  # none of its shares started: the part stays as it was
             continue
         merged[part] = merge(args.out, part, folders)
-        glue.main(evidence.part_argv(part, args, shares[[s.part for s in shares].index(part)]
-                                     .lr_grid) + ["--report"])
+        glue.main(evidence.part_argv(part, args, grid) + ["--report"])  # its selection
         log.info("%s: %d new cells merged into %s", part, merged[part],
                  os.path.join(args.out, part))
     failed = {n: c for n, c in codes.items() if c not in (0, -signal.SIGTERM)}  # not ended

@@ -57,25 +57,28 @@ def _results(folder, cells):
     json.dump({"cells": cells}, open(f"{folder}/results.json", "w"))
 
 
+OLD, NEW = vp.cell_id("mrpc", "fish", 1e-3, 0), vp.cell_id("mrpc", "fish", 3e-3, 0)
+
+
 def test_merge_adds_new_cells_points_them_at_the_parts_split_and_refuses_conflicts(tmp_path):
     out, work = str(tmp_path / "out"), str(tmp_path / "work")
     part_split = _split(f"{out}/main", "mrpc", '{"validation": [1, 2]}')
     old = _ok("mrpc", "fish", 1e-3, 0, row_split=part_split, workdir="a")
-    _results(f"{out}/main", {"old": old})
+    _results(f"{out}/main", {OLD: old})
     share = f"{work}/main-mrpc-fish"
     split = _split(share, "mrpc", '{"validation": [1, 2]}')  # the copy: same sha256
     new = _ok("mrpc", "fish", 3e-3, 0, row_split=split, workdir="b", device="gpu: H100")
     failed = {"status": "error", "task": "mrpc", "method": "fish", "seed": 0}
-    _results(share, {"old": {**old, "workdir": "c"}, "new": new, "bad": failed})
+    _results(share, {OLD: {**old, "workdir": "c"}, NEW: new, "bad": failed})
     assert evidence_parallel.merge(out, "main", [share]) == 1
     cells = json.load(open(f"{out}/main/results.json"))["cells"]
-    assert set(cells) == {"old", "new"} and cells["old"] == old
-    assert cells["new"]["row_split"] == part_split  # the part's file, same content
-    assert cells["new"]["merged_from"] == f"{share}/results.json"
-    assert cells["new"]["device"] == "gpu: H100"
+    assert set(cells) == {OLD, NEW} and cells[OLD] == old
+    assert cells[NEW]["row_split"] == part_split  # the part's file, same content
+    assert cells[NEW]["merged_from"] == f"{share}/results.json"
+    assert cells[NEW]["device"] == "gpu: H100"
 
     before = open(f"{out}/main/results.json").read()
-    _results(share, {"old": {**old, "final": {"dev/accuracy": 0.1}}})
+    _results(share, {OLD: {**old, "final": {"dev/accuracy": 0.1}}})
     with pytest.raises(SystemExit, match="different finished result"):
         evidence_parallel.merge(out, "main", [share])
     other = _split(share, "mrpc", '{"validation": [3]}')  # other rows than the part's
@@ -110,26 +113,53 @@ def test_the_rte_part_runs_as_parallel_shares_and_merges(tiny_model_dir, tmp_pat
     assert {c["row_split"]["path"] for c in cells.values()} == {split}
     assert {c["row_split"]["sha256"] for c in cells.values()} == {file_sha256(split)}
     assert evidence_parallel.plan(argparse.Namespace(**{**vars(_args(out, "rte"))})) == []
+    # the share folders merged again (as when brought back from a GPU): nothing new, no error
+    assert evidence_parallel.main([*argv, "--merge_only"]) == {"rte": 0}
+    assert json.load(open(f"{out}/rte/results.json"))["cells"] == cells
 
 
 def test_launch_stops_new_shares_at_the_deadline_and_ends_running_ones_at_kill_time(
         tmp_path, monkeypatch):
     work = str(tmp_path / "work")
-    started = []
-
-    def fake_prepare(args, share):
-        started.append(share.name)
-        return os.path.join(work, share.name)
-
-    monkeypatch.setattr(evidence_parallel, "prepare", fake_prepare)
-    monkeypatch.setattr(evidence_parallel.cli, "module_cmd", lambda *a: ["sleep", "60"])
+    os.makedirs(work)
+    monkeypatch.setattr(evidence_parallel, "prepare",
+                        lambda args, share: os.path.join(work, share.name))
+    # each child clears the stop file as it starts, as glue.py does, then runs on
+    monkeypatch.setattr(evidence_parallel.cli, "module_cmd", lambda *a: [
+        "sh", "-c", f"sleep 0.3; rm -f {work}/STOP; sleep 60"])
     shares = [evidence_parallel.Share("rte", "rte", m, "") for m in ("full", "fish", "sift")]
-    args = argparse.Namespace(work=work, jobs=2, deadline_s=0.5, kill_s=1.5, poll_s=0.1,
+    args = argparse.Namespace(work=work, jobs=2, deadline_s=0.1, kill_s=1.5, poll_s=0.1,
                               out=str(tmp_path), model="m", glue_dir=None, set=[])
     codes = evidence_parallel.launch(args, shares)
-    assert started == ["rte-rte-full", "rte-rte-fish"]  # the third waited, then the deadline
-    assert os.path.exists(os.path.join(work, "STOP"))
+    started = sorted(f for f in os.listdir(work) if f.endswith(".log"))
+    assert started == ["rte-rte-fish.log", "rte-rte-full.log"]  # the third never started
+    assert os.path.exists(os.path.join(work, "STOP"))  # asked again after the children
     assert codes == {"rte-rte-full": -15, "rte-rte-fish": -15}  # ended at kill time
+
+
+def test_launch_ends_its_children_when_it_fails(tmp_path, monkeypatch):
+    work = str(tmp_path / "work")
+    os.makedirs(work)
+    monkeypatch.setattr(evidence_parallel, "prepare",
+                        lambda args, share: os.path.join(work, share.name))
+    monkeypatch.setattr(evidence_parallel.cli, "module_cmd", lambda *a: ["sleep", "60"])
+    procs = []
+    real_popen = evidence_parallel.subprocess.Popen
+
+    def popen(*a, **k):
+        procs.append(real_popen(*a, **k))
+        if len(procs) == 2:
+            raise KeyboardInterrupt  # e.g. Ctrl-C while the second starts
+        return procs[-1]
+
+    monkeypatch.setattr(evidence_parallel.subprocess, "Popen", popen)
+    shares = [evidence_parallel.Share("rte", "rte", m, "") for m in ("full", "fish", "sift")]
+    args = argparse.Namespace(work=work, jobs=3, deadline_s=60, kill_s=60, poll_s=0.1,
+                              out=str(tmp_path), model="m", glue_dir=None, set=[])
+    with pytest.raises(KeyboardInterrupt):
+        evidence_parallel.launch(args, shares)
+    assert procs[0].poll() is not None  # the first child did not outlive the launcher
+    procs[1].kill()
 
 
 def test_prepare_keeps_a_cut_short_shares_cells_and_adds_the_parts(tmp_path, monkeypatch):

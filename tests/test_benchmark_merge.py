@@ -114,3 +114,15 @@ def test_validation_cells_keep_their_ids_and_bring_their_split(tmp_path):
     (src / "results.json").write_text(json.dumps({"cells": cells}))
     with pytest.raises(SystemExit, match="other rows"):
         merge_results.merge(out, [str(src)])
+
+
+def test_a_validation_variant_is_filed_under_its_name_and_a_split_elsewhere_is_kept(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    own = {"path": "/elsewhere/rte.json", "sha256": "abc"}  # --row_split's own file
+    cell = {**_cell("rte", "lora_fish", 0, 0.5, [glue.AT_INIT, "method.peft.selection=random"]),
+            "learning_rate": 0.0002, "select_on": "validation", "row_split": own}
+    (src / "results.json").write_text(json.dumps({"cells": {"x": cell}}))
+    state = merge_results.merge(str(tmp_path / "out"), [str(src)])
+    assert list(state["cells"]) == ["rte-lora_fish_random-lr0.0002-s0"]  # what vp looks up
+    assert state["cells"]["rte-lora_fish_random-lr0.0002-s0"]["row_split"] == own

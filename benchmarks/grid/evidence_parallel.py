@@ -20,8 +20,11 @@ differs from one already there is an error and nothing is written), their `row_s
 pointed back at the part's split file (same sha256) and `merged_from` recorded, and the
 part's selection and `results.md` rebuilt by `glue.py --report`. The parts wait as in
 evidence.py: `budget` for main's SST-2 rates, `xpeft` for its variant (`--parts` picks).
-Rerunning resumes; each cell records its `device`. `benchmarks/grid/device/` holds the
-scripts that run it on a lent GPU machine of this workplace (bundle.sh says how).
+Rerunning resumes; each cell records its `device`. `--merge_only` merges share folders
+brought back from another machine (nothing runs). Never run this and evidence.py on one
+`--out` at once: each rewrites a part's results.json from what it read.
+`benchmarks/grid/device/` holds the scripts that run it on a lent GPU machine of this
+workplace (bundle.sh says how).
 """
 
 from __future__ import annotations
@@ -114,39 +117,56 @@ def prepare(args: argparse.Namespace, share: Share) -> str:
 
 def launch(args: argparse.Namespace, shares: list[Share]) -> dict[str, int]:
     """Runs every share's glue.py (at most `args.jobs` at once) until done or the deadline;
-    returns each share's exit code."""
+    returns each share's exit code. Every share's folder is prepared before any starts (a
+    split that does not match fails first); the children never outlive this function."""
+    folders = {share.name: prepare(args, share) for share in shares}
     cli.clear_stop_file(args.work)
     start, waiting, running, codes = time.monotonic(), list(shares), {}, {}
-    while waiting or running:
-        if time.monotonic() - start > args.deadline_s and not cli.stop_requested(args.work):
-            log.warning("deadline (%ds): no new cells", args.deadline_s)
-            open(cli.stop_file(args.work), "w").close()
-        while waiting and len(running) < args.jobs and not cli.stop_requested(args.work):
-            share = waiting.pop(0)
-            folder = prepare(args, share)
-            with open(os.path.join(args.work, share.name + ".log"), "ab") as logf:
-                running[share.name] = subprocess.Popen(
-                    cli.module_cmd("benchmarks.grid.glue",
-                                   *_part_args(args, share, folder, args.work)),
-                    stdout=logf, stderr=subprocess.STDOUT, env=cli.module_env())
-            log.info("started %s (%d waiting)", share.name, len(waiting))
-        if cli.stop_requested(args.work):
-            waiting.clear()
-        if time.monotonic() - start > args.kill_s and running:
-            # a hard end (a lent machine's time): the running cells are lost, every
-            # finished one is in its share's results.json already
-            log.warning("kill time (%ds): stopping %d shares", args.kill_s, len(running))
-            for proc in running.values():
-                proc.terminate()
-            for proc in running.values():
-                proc.wait()
-        for name, proc in list(running.items()):
-            if proc.poll() is not None:
-                codes[name] = proc.returncode
-                del running[name]
-                log.info("%s ended (exit %d), %d running", name, proc.returncode, len(running))
-        time.sleep(args.poll_s)
+    stopping = False  # once asked (deadline, kill time or a `touch`), for good
+    try:
+        while waiting or running:
+            elapsed = time.monotonic() - start
+            if not stopping and (cli.stop_requested(args.work) or elapsed > args.deadline_s
+                                 or elapsed > args.kill_s):
+                log.warning("stop (%s): no new cells", "asked" if cli.stop_requested(
+                    args.work) else f"after {elapsed:.0f}s")
+                stopping = True
+                waiting.clear()
+            if stopping and not cli.stop_requested(args.work):
+                # a share that starts clears its stop file (glue.py): ask again
+                open(cli.stop_file(args.work), "w").close()
+            while waiting and len(running) < args.jobs:
+                share = waiting.pop(0)
+                with open(os.path.join(args.work, share.name + ".log"), "ab") as logf:
+                    running[share.name] = subprocess.Popen(
+                        cli.module_cmd("benchmarks.grid.glue", *_part_args(
+                            args, share, folders[share.name], args.work)),
+                        stdout=logf, stderr=subprocess.STDOUT, env=cli.module_env())
+                log.info("started %s (%d waiting)", share.name, len(waiting))
+            if elapsed > args.kill_s and running:
+                # a hard end (a lent machine's time): the running cells are lost, every
+                # finished one is in its share's results.json already
+                log.warning("kill time (%ds): ending %d shares", args.kill_s, len(running))
+                _end(running)
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    codes[name] = proc.returncode
+                    del running[name]
+                    log.info("%s ended (exit %d), %d running", name, proc.returncode,
+                             len(running))
+            if waiting or running:
+                time.sleep(args.poll_s)
+    finally:
+        _end(running)  # an error or Ctrl-C here: no share runs on unseen
     return codes
+
+
+def _end(running: dict[str, subprocess.Popen]) -> None:
+    for proc in running.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in running.values():
+        proc.wait()
 
 
 def merge(out: str, part: str, folders: list[str]) -> int:
@@ -178,15 +198,25 @@ def main(argv=None) -> dict[str, int]:
     p.add_argument("--kill_s", type=float, default=float("inf"),
                    help="seconds after which running shares are ended (their running cells "
                    "are lost), then the finished cells merged")
+    p.add_argument("--merge_only", action="store_true",
+                   help="run nothing: merge the share folders under --work into --out and "
+                   "rebuild each part's selection (shares brought back from another machine)")
     p.add_argument("--poll_s", type=float, default=5.0)
     p.add_argument("--set", action="append", default=[],
                    help="config override key=value for every cell")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("fishjax").setLevel(logging.INFO)
-    shares = plan(args)
-    log.info("%d shares with cells left: %s", len(shares), ", ".join(s.name for s in shares))
-    codes = launch(args, shares)
+    if args.merge_only:  # the share folders under --work, e.g. brought back from a GPU
+        shares = [Share(*name.split("-", 2), evidence.part_grid(name.split("-")[0], args.out))
+                  for name in sorted(os.listdir(args.work)) if os.path.exists(
+                      os.path.join(args.work, name, "results.json"))]
+        codes = {}
+    else:
+        shares = plan(args)
+        log.info("%d shares with cells left: %s", len(shares),
+                 ", ".join(s.name for s in shares))
+        codes = launch(args, shares)
     merged = {}
     for part, grid in dict.fromkeys((s.part, s.lr_grid) for s in shares):
         folders = [os.path.join(args.work, s.name) for s in shares if s.part == part

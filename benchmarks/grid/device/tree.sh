@@ -4,13 +4,13 @@
 # features the evidence grid does not read), and puts them back.
 #   bash benchmarks/grid/device/tree.sh shrink    # before the calls: nothing is deleted,
 #   bash benchmarks/grid/device/tree.sh restore   # the files leave git's index only
-# Do not commit between the two: the index would record the files as deleted.
+# Do not commit between the two: the commit would record the files as deleted.
 set -euo pipefail
 git_dir=$(git rev-parse --git-dir)
 case "${1:-}" in
   shrink)
-    [ -e "$git_dir/fishjax-index.bak" ] && { echo "already shrunk: run restore first" >&2; exit 1; }
-    cp "$git_dir/index" "$git_dir/fishjax-index.bak"
+    [ -e "$git_dir/fishjax-drop.txt" ] && { echo "already shrunk: run restore first" >&2; exit 1; }
+    git diff --cached --quiet || { echo "staged changes: commit them first" >&2; exit 1; }
     cp "$git_dir/info/exclude" "$git_dir/fishjax-exclude.bak" 2>/dev/null || : > "$git_dir/fishjax-exclude.bak"
     keep='^benchmarks/results/(evidence|xpeft_eval)/'
     { git ls-files benchmarks/results | grep -v -E "$keep"
@@ -19,8 +19,9 @@ case "${1:-}" in
     git rm -q --cached --pathspec-from-file="$git_dir/fishjax-drop.txt"
     echo "tree that travels: $(git ls-files -co --exclude-standard -z | xargs -0 du -cb | tail -1)";;
   restore)
-    [ -e "$git_dir/fishjax-index.bak" ] || { echo "nothing to restore" >&2; exit 1; }
-    mv "$git_dir/fishjax-index.bak" "$git_dir/index"
+    [ -e "$git_dir/fishjax-drop.txt" ] || { echo "nothing to restore" >&2; exit 1; }
+    # only the dropped entries come back, from HEAD: nothing else in the index changes
+    git reset -q --pathspec-from-file="$git_dir/fishjax-drop.txt"
     mv "$git_dir/fishjax-exclude.bak" "$git_dir/info/exclude"
     rm -f "$git_dir/fishjax-drop.txt"; git status --short | head;;
   *) echo "usage: bash benchmarks/grid/device/tree.sh shrink|restore" >&2; exit 2;;

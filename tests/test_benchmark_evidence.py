@@ -61,7 +61,7 @@ def _selection(task, method, lr, dev):
 def _cell(task, method, lr, seed, dev, entries):
     return {"status": "ok", "task": task, "method": method, "seed": seed, "learning_rate": lr,
             "main_metric": "accuracy", "final": {"accuracy": dev}, "trainable_entries": entries,
-            "total_params": glue.MINILM_PARAMS}
+            "total_params": glue.MINILM_PARAMS, "device": "cpu"}
 
 
 def test_budget_cells_wait_for_and_inherit_the_main_rates(tmp_path):

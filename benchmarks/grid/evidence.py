@@ -282,13 +282,15 @@ def devices(cells: dict[str, dict]) -> dict[str, dict[str, int]]:
     for c in cells.values():
         if c.get("status") == "ok":
             per = out.setdefault(c["task"], {})
-            per[c.get("device", "cpu")] = per.get(c.get("device", "cpu"), 0) + 1
+            device = c.get("device", "unknown")  # cells from before it was recorded
+            per[device] = per.get(device, 0) + 1
     return out
 
 
-def devices_text(per_task: dict[str, dict[str, int]]) -> str:
-    return "; ".join(f"{task} on " + ", ".join(f"{d} ({n})" for d, n in sorted(per.items()))
-                     for task, per in per_task.items()) or "no cells"
+def devices_text(per_task: dict[str, dict[str, int]], tasks: list[str]) -> str:
+    """`sst2 on cpu (52); mrpc on ...`, in the table's task order."""
+    return "; ".join(f"{t} on " + ", ".join(f"{d} ({n})" for d, n in sorted(
+        per_task[t].items())) for t in tasks if t in per_task) or "no cells"
 
 
 def readme_text(rep: dict[str, Any]) -> str:
@@ -305,7 +307,7 @@ def readme_text(rep: dict[str, Any]) -> str:
         tasks = list(sel)
         methods = list(dict.fromkeys(m for t in tasks for m in sel[t]))
         out.append(f"{title} ({rep['parts'][part]['cells']} cells; "
-                   f"{devices_text(rep['parts'][part].get('devices', {}))}):\n\n"
+                   f"{devices_text(rep['parts'][part].get('devices', {}), tasks)}):\n\n"
                    + vp.markdown_table(sel, tasks, methods))
     if rep["claims"]:
         lines = ["| claim | task | A: dev | B: dev | A - B | goal | verdict |",

@@ -221,8 +221,9 @@ def main(argv=None) -> dict[str, int]:
     for part, grid in dict.fromkeys((s.part, s.lr_grid) for s in shares):
         folders = [os.path.join(args.work, s.name) for s in shares if s.part == part
                    and os.path.exists(os.path.join(args.work, s.name, "results.json"))]
-        if not folders:  # none of its shares started: the part stays as it was
-            continue
+        if not any(c.get("status") == "ok" for f in folders for c in read_json(
+                os.path.join(f, "results.json"))["cells"].values()):
+            continue  # no finished cell in its shares: the part stays as it was
         merged[part] = merge(args.out, part, folders)
         glue.main(evidence.part_argv(part, args, grid) + ["--report"])  # its selection
         log.info("%s: %d new cells merged into %s", part, merged[part],

@@ -99,7 +99,8 @@ def test_report_claims_and_curve_from_the_results_files(tmp_path):
         for task in ("sst2", "mrpc"):
             main_sel[task][m] = _selection(task, m, 6e-4, [d, d + 0.02])
             for s in (0, 1):
-                main_cells[vp.cell_id(task, m, 6e-4, s)] = _cell(task, m, 6e-4, s, d, 113_570)
+                main_cells[vp.cell_id(task, m, 6e-4, s)] = _cell(task, m, 6e-4, s,
+                                                               d + 0.02 * s, 113_570)
                 if task == "mrpc":  # finished on a lent GPU (evidence_parallel.py)
                     main_cells[vp.cell_id(task, m, 6e-4, s)]["device"] = "gpu: H100"
     budget_cells, budget_sel = {}, {"sst2": {}}
@@ -240,13 +241,39 @@ def test_xpeft_part_waits_for_and_runs_the_leave_out_variant(tmp_path):
     _validate(cfg, tmp_path)
 
 
+def _part(task, runs):
+    """A part's state: {method: (chosen lr, {seed: dev})} as finished cells and selection."""
+    cells, selection = {}, {}
+    for method, (lr, devs) in runs.items():
+        selection[method] = _selection(task, method, lr, list(devs.values()))
+        for seed, dev in devs.items():
+            cells[vp.cell_id(task, method, lr, seed)] = {
+                "task": task, "method": method, "learning_rate": lr, "seed": seed,
+                "status": "ok", "main_metric": "accuracy", "final": {"dev/accuracy": dev}}
+    return {"cells": cells, "selection": {task: selection}}
+
+
 def test_xpeft_claim_reads_the_xpeft_part_against_main_adapter():
-    main = {"selection": {"sst2": {"adapter": _selection("sst2", "adapter", 1e-3, [0.85, 0.87])}}}
-    xpeft = {"selection": {"sst2": {"xpeft_leaveout_soft": _selection(
-        "sst2", "xpeft_leaveout_soft", 1e-2, [0.855, 0.855])}}}
-    rows = evidence.claims(evidence.claim_selection(main, xpeft))
+    main = _part("sst2", {"adapter": (1e-3, {0: 0.85, 1: 0.87})})
+    xpeft = _part("sst2", {"xpeft_leaveout_soft": (1e-2, {0: 0.855, 1: 0.855})})
+    rows = evidence.claims(evidence.claim_scores(main, xpeft))
     assert [(r["a"], r["b"], r["holds"]) for r in rows] == [("xpeft", "adapter", True)]
     assert rows[0]["difference"] == pytest.approx(-0.5)
+
+
+def test_claims_compare_only_the_seeds_both_methods_have():
+    """Mid-grid FISH has three seeds and the random mask one: the claim reads seed 0 of
+    both, not FISH's 3-seed mean against one seed; a cell at another rate is not read."""
+    main = _part("mrpc", {"fish": (6e-4, {0: 0.811, 1: 0.820, 2: 0.822}),
+                          "random_mask": (2e-2, {0: 0.809})})
+    main["cells"]["stray"] = {"task": "mrpc", "method": "random_mask", "learning_rate": 2e-3,
+                              "seed": 1, "status": "ok", "main_metric": "accuracy",
+                              "final": {"dev/accuracy": 0.5}}
+    rows = evidence.claims(evidence.claim_scores(main, {"cells": {}, "selection": {}}))
+    [row] = [r for r in rows if r["a"] == "fish"]
+    assert row["seeds"] == 1 and row["a_mean"] == pytest.approx(81.1)
+    assert row["difference"] == pytest.approx(0.2)
+    assert evidence.verdict(row) == "holds (1 seed)"
 
 
 @pytest.mark.slow

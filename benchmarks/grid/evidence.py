@@ -83,7 +83,7 @@ WAITS_FOR = {"budget": "main's SST-2 rates of " + ", ".join(CURVE_METHODS),
              "xpeft": f"the X-PEFT experiment's leave-out grid ({XPEFT_LEAVE_OUT}) to choose "
                       "its variant"}
 # The claims the reading checks: (claim, method A, method B, the least A - B in dev points
-# for it to hold; None: A - B > 0). A's dev minus B's, means over the seeds.
+# for it to hold; None: A - B > 0). A's dev minus B's, means over the seeds both have.
 CLAIMS = (("FISH beats a random mask at equal count", "fish", "random_mask", None),
           ("IRD beats FISH", "ird", "fish", None),
           ("SIFT within 1 point of full fine-tuning", "sift", "full", -1.0),

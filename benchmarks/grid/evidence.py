@@ -278,7 +278,7 @@ def claims(scores: dict[str, dict[str, dict[int, float]]]) -> list[dict[str, Any
                          "seeds": len(common), "difference": diff,
                          "goal": "> 0" if least is None else f">= {least:g}",
                          "holds": diff > 0 if least is None else diff >= least,
-                         # the line lies within one seed std of the means' difference
+                         # the means' difference within the larger seed std of the line
                          "within_spread": abs(margin) <= spread + 1e-9})
     return rows
 
@@ -336,8 +336,8 @@ def readme_text(rep: dict[str, Any]) -> str:
                   for c in rep["claims"]]
         out.append("Claims (dev x 100, mean ± std at each method's chosen rate over the seeds "
                    "both methods have; "
-                   "the verdict on the means, \"within seed spread\" when the claim's line "
-                   "lies within one std of the difference):\n\n" + "\n".join(lines) + "\n")
+                   "the verdict on the means, \"within seed spread\" when the means' difference "
+                   "is within the larger of the two seed stds of the claim's line):\n\n" + "\n".join(lines) + "\n")
     if rep["curve"]:
         out.append(f"Budget curve (SST-2 dev, seeds {BUDGET_SEEDS} at every point, log x): "
                    "![budget curve](benchmarks/results/evidence/budget_curve.png)\n")

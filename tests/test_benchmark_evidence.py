@@ -261,6 +261,20 @@ def test_xpeft_claim_reads_the_xpeft_part_against_main_adapter():
     assert rows[0]["difference"] == pytest.approx(-0.5)
 
 
+def test_rte_part_adds_the_hard_case_to_the_claims_it_can_read():
+    """RTE runs full, fish and sift: SIFT vs full gets an RTE row; FISH vs random does not
+    (no random mask there), and main's rows are unchanged."""
+    main = _part("mrpc", {"sift": (2e-3, {0: 0.82}), "full": (1e-4, {0: 0.83})})
+    rte = _part("rte", {"sift": (6e-3, {0: 0.556, 1: 0.55}), "full": (1e-4, {0: 0.578, 1: 0.59}),
+                        "fish": (2e-3, {0: 0.56})})
+    rows = evidence.claims(evidence.claim_scores(main, {"cells": {}, "selection": {}}, rte))
+    assert sorted((r["task"], r["a"], r["b"]) for r in rows) == [
+        ("mrpc", "sift", "full"), ("rte", "sift", "full")]
+    [row] = [r for r in rows if r["task"] == "rte"]
+    assert row["seeds"] == 2 and row["difference"] == pytest.approx(-3.1)
+    assert not row["holds"]
+
+
 def test_claims_compare_only_the_seeds_both_methods_have():
     """Mid-grid FISH has three seeds and the random mask one: the claim reads seed 0 of
     both, not FISH's 3-seed mean against one seed; a cell at another rate is not read."""

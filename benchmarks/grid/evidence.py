@@ -247,10 +247,14 @@ def chosen_dev_by_seed(state: dict) -> dict[str, dict[str, dict[int, float]]]:
     return out
 
 
-def claim_scores(main: dict, xpeft: dict) -> dict[str, dict[str, dict[int, float]]]:
-    """Main's dev scores by seed per task and method, with the xpeft part's method added as
-    `xpeft`."""
+def claim_scores(main: dict, xpeft: dict, rte: dict | None = None
+                 ) -> dict[str, dict[str, dict[int, float]]]:
+    """Dev scores by seed per task and method: main's, the `rte` part's (its own task: the
+    claims whose methods it runs, SIFT vs full, read the hard case too), and the xpeft
+    part's method as `xpeft`."""
     out = chosen_dev_by_seed(main)
+    for task, per_method in chosen_dev_by_seed(rte or {}).items():
+        out.setdefault(task, {}).update(per_method)
     for task, per_method in chosen_dev_by_seed(xpeft).items():
         for devs in per_method.values():  # one method: the variant the part ran
             out.setdefault(task, {})["xpeft"] = devs
@@ -290,7 +294,7 @@ def report(out: str) -> dict[str, Any]:
                           "devices": devices(s["cells"])}
                       for p, s in parts.items()},
             "curve": curve_points(parts["main"], parts["budget"]),
-            "claims": claims(claim_scores(parts["main"], parts["xpeft"]))}
+            "claims": claims(claim_scores(parts["main"], parts["xpeft"], parts["rte"]))}
 
 
 def devices(cells: dict[str, dict]) -> dict[str, dict[str, int]]:
@@ -337,7 +341,8 @@ def readme_text(rep: dict[str, Any]) -> str:
         out.append("Claims (dev x 100, mean ± std at each method's chosen rate over the seeds "
                    "both methods have; "
                    "the verdict on the means, \"within seed spread\" when the means' difference "
-                   "is within the larger of the two seed stds of the claim's line):\n\n" + "\n".join(lines) + "\n")
+                   "is within the larger of the two seed stds of the claim's line):\n\n"
+                   + "\n".join(lines) + "\n")
     if rep["curve"]:
         out.append(f"Budget curve (SST-2 dev, seeds {BUDGET_SEEDS} at every point, log x): "
                    "![budget curve](benchmarks/results/evidence/budget_curve.png)\n")

@@ -22,7 +22,8 @@ are in after about 6 of the grid's 21 CPU hours.
   `BUDGET_SEEDS`, each at the rate its 0.5% method chose on SST-2 in `main` (so it waits
   for that choice).
 - `rte`: RTE, the hard case (a frozen MiniLM's best linear read-out is below the majority
-  class; README, X-PEFT), x full, fish, sift, seeds 0, 1, 2.
+  class; README, X-PEFT), x full, fish, sift, seeds 0, 1, 2; the claims read its SIFT vs
+  full too.
 - `xpeft`: SST-2 and MRPC (main's rows) x X-PEFT over a bank without the task (the other
   task's four shard adapters, `glue.XPEFT_LEAVE_OUT_BANK`; no bank adapter saw the cell's
   task), in the mixing variant `xpeft_choice` reads off the X-PEFT experiment's

@@ -230,8 +230,10 @@ def test_xpeft_part_waits_for_and_runs_the_leave_out_variant(tmp_path):
     # the means at the chosen rate (the 0.03 scores were not chosen): k2_mean 0.765 is best
     assert evidence.xpeft_choice(path) == "xpeft_leaveout_hard_k2_mean"
     argv = evidence.part_argv("xpeft", _args(str(tmp_path)), "xpeft_leaveout_hard_k2_mean")
-    assert argv[argv.index("--methods") + 1] == "xpeft_leaveout_hard_k2_mean"
-    assert argv[argv.index("--lr_grid") + 1] == "xpeft_leaveout_hard_k2_mean=3e-3/1e-2/3e-2"
+    # the head alone on the same rates: what the bank adds to the head
+    assert argv[argv.index("--methods") + 1] == "xpeft_leaveout_hard_k2_mean,head_only"
+    assert argv[argv.index("--lr_grid") + 1] == ("xpeft_leaveout_hard_k2_mean=3e-3/1e-2/3e-2,"
+                                                 "head_only=3e-3/1e-2/3e-2")
     cfg = glue.cell_config("mrpc", "xpeft_leaveout_hard_k2_mean", 0,
                            glue.parse_args(argv[:-2]))
     x = cfg.method.xpeft
@@ -259,6 +261,19 @@ def test_xpeft_claim_reads_the_xpeft_part_against_main_adapter():
     rows = evidence.claims(evidence.claim_scores(main, xpeft))
     assert [(r["a"], r["b"], r["holds"]) for r in rows] == [("xpeft", "adapter", True)]
     assert rows[0]["difference"] == pytest.approx(-0.5)
+
+
+def test_xpeft_part_head_only_row_is_the_heads_line():
+    main = _part("sst2", {"adapter": (1e-3, {0: 0.85, 1: 0.87})})
+    xpeft = _part("sst2", {"xpeft_leaveout_hard_k2_mean": (3e-3, {0: 0.80, 1: 0.82}),
+                           "head_only": (1e-2, {0: 0.78, 1: 0.79})})
+    rows = evidence.claims(evidence.claim_scores(main, xpeft))
+    by_b = {r["b"]: r for r in rows}
+    assert set(by_b) == {"adapter", "head_only"}  # head_only is not read as the variant
+    assert by_b["adapter"]["difference"] == pytest.approx(-5.0)
+    # 2.5 points above the head alone: short of the 3 the line asks
+    assert by_b["head_only"]["difference"] == pytest.approx(2.5)
+    assert not by_b["head_only"]["holds"] and by_b["head_only"]["goal"] == ">= 3"
 
 
 def test_rte_part_adds_the_hard_case_to_the_claims_it_can_read():

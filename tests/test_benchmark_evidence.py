@@ -241,6 +241,9 @@ def test_xpeft_part_waits_for_and_runs_the_leave_out_variant(tmp_path):
     assert x.pool == "benchmarks/results/xpeft_eval/banks/without-mrpc.safetensors"
     assert cfg.model.pooling == "mean"
     _validate(cfg, tmp_path)
+    head = glue.cell_config("mrpc", "head_only", 0, glue.parse_args(argv[:-2]))
+    assert (head.method.name, head.model.pooling) == ("head_only", "mean")
+    _validate(head, tmp_path)
 
 
 def _part(task, runs):
